@@ -1,0 +1,65 @@
+"""The end of a run: collect metrics, write results.json, print a table."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from hsvae.utils.io import write_json_atomic
+from hsvae.utils.run_info import git_commit, hardware
+
+#: Bumped when results.json changes shape; make_tables refuses other versions.
+RESULTS_FORMAT = 1
+
+
+def _number(v) -> float:
+    return float(v.detach().cpu()) if isinstance(v, torch.Tensor) else float(v)
+
+
+def collect_metrics(trainer: pl.Trainer, fit_metrics: dict) -> dict[str, float]:
+    """Final train/val metrics of the fit, test metrics, and ``best/<monitor>`` from the checkpoint callback."""
+    metrics = {k: _number(v) for k, v in fit_metrics.items()}
+    metrics.update({k: _number(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is not None and getattr(checkpoint, "best_model_score", None) is not None:
+        monitor = checkpoint.monitor.replace("/", "_")
+        metrics[f"best/{monitor}"] = _number(checkpoint.best_model_score)
+    return metrics
+
+
+def write_results(output_dir: Path, cfg: DictConfig, metrics: dict, wall_time_s: float, extra: dict | None = None) -> Path:
+    resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    resolved.pop("hydra", None)
+    data = {
+        "format": RESULTS_FORMAT,
+        "metrics": {k: (v if math.isfinite(v) else str(v)) for k, v in sorted(metrics.items())},
+        "seed": cfg.get("seed"),
+        "commit": git_commit(),
+        "hardware": hardware(),
+        "wall_time_s": round(wall_time_s, 3),
+        "output_dir": str(output_dir),
+        **(extra or {}),
+        "config": resolved,
+    }
+    path = Path(output_dir) / "results.json"
+    write_json_atomic(path, data)
+    return path
+
+
+def print_metrics(metrics: dict, output_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="hsvae results", show_lines=False)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in sorted(metrics):
+        table.add_row(key, f"{metrics[key]:.4f}")
+    console = Console()
+    console.print(table)
+    console.print(f"outputs: {output_dir}  (results.json, checkpoints/, plots/)")

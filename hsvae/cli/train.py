@@ -1,0 +1,98 @@
+"""``python train.py`` / ``hsvae-train``: train a model from a composed Hydra config, test it, write results.json.
+
+Examples::
+
+    python train.py                                  # S-VAE on the synthetic sphere (the embedded default)
+    python train.py latent=gaussian dataset=mnist latent.dim=10
+    python train.py ckpt_path=logs/train/runs/<date>/checkpoints/last.ckpt   # resume
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from hsvae.cli import CONFIG_DIR
+from hsvae.cli.builders import (
+    check_output_dir,
+    instantiate_callbacks,
+    instantiate_loggers,
+    log_hyperparameters,
+    validate,
+)
+from hsvae.cli.report import collect_metrics, print_metrics, write_results
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train and test as the config says; return the metrics written to results.json."""
+    started = time.time()
+    validate(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    if cfg.get("ckpt_path") is None:
+        check_output_dir(output_dir, cfg.get("allow_overwrite", False))
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.dataset)
+    model: pl.LightningModule = hydra.utils.instantiate(cfg.model)
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    log_hyperparameters(cfg, loggers)
+
+    if cfg.get("train", True):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    fit_metrics = dict(trainer.callback_metrics)
+
+    test_ckpt = None
+    if cfg.get("test", True):
+        checkpoint = trainer.checkpoint_callback
+        best = getattr(checkpoint, "best_model_path", "") if checkpoint is not None else ""
+        if cfg.get("train", True):
+            test_ckpt = best or None
+        else:
+            test_ckpt = cfg.get("ckpt_path")
+        trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt, weights_only=False)
+    metrics = collect_metrics(trainer, fit_metrics)
+
+    if trainer.is_global_zero:
+        write_results(
+            output_dir,
+            cfg,
+            metrics,
+            wall_time_s=time.time() - started,
+            extra={"test_checkpoint": test_ckpt, "epochs": trainer.current_epoch, "global_step": trainer.global_step},
+        )
+        print_metrics(metrics, output_dir)
+    for logger in loggers:
+        if hasattr(logger, "experiment") and type(logger).__name__ == "WandbLogger":
+            import wandb
+
+            wandb.finish()
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics = train(cfg)
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    if name not in metrics:
+        raise KeyError(
+            f"optimized_metric={name!r} is not among this run's metrics: {sorted(metrics)}. "
+            "Set optimized_metric to one of them."
+        )
+    return metrics[name]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""In-memory Lightning data modules: load once, keep the splits as tensors, batch by slicing."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import pytorch_lightning as pl
+import torch
+
+from .loaders import TensorLoader
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset's files are missing or unreadable and could not be downloaded."""
+
+
+@dataclass
+class Split:
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def to(self, device: torch.device) -> "Split":
+        return Split(self.x.to(device), self.y.to(device))
+
+
+class InMemoryDataModule(pl.LightningDataModule, abc.ABC):
+    """Base class: subclasses implement :meth:`load_splits` returning train/val/test ``Split`` s.
+
+    Batches are ``(x, y)`` tuples. The data moves to the training device once, in ``setup``
+    (a GPU when there is one), so that no batch pays a host-to-device copy.
+
+    Args:
+        batch_size: training batch size.
+        eval_batch_size: validation/test batch size (defaults to ``batch_size``).
+        seed: seed of the per-epoch shuffling and of any data split.
+    """
+
+    #: shape of one data point, e.g. (1, 28, 28) or (100,)
+    input_shape: tuple[int, ...] = ()
+    num_classes: int | None = None
+
+    def __init__(self, batch_size: int = 64, eval_batch_size: int | None = None, seed: int = 0):
+        super().__init__()
+        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"dataset.{name} must be a positive integer, got {value!r}")
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.seed = seed
+        self.splits: dict[str, Split] = {}
+
+    @property
+    def input_dim(self) -> int:
+        n = 1
+        for s in self.input_shape:
+            n *= s
+        return n
+
+    @abc.abstractmethod
+    def load_splits(self) -> dict[str, Split]:
+        """Return ``{"train": Split, "val": Split, "test": Split}`` on the CPU."""
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.splits:
+            self.splits = self.load_splits()
+        device = self._device()
+        if device is not None and device.type != "cpu":
+            self.splits = {k: v.to(device) for k, v in self.splits.items()}
+
+    def _device(self) -> torch.device | None:
+        trainer = getattr(self, "trainer", None)
+        return trainer.strategy.root_device if trainer is not None else None
+
+    def _loader(self, split: str, train: bool) -> TensorLoader:
+        if not self.splits:
+            self.setup()
+        s = self.splits[split]
+        trainer = getattr(self, "trainer", None)
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        return TensorLoader(
+            s.x,
+            s.y,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            drop_last=False,
+            seed=self.seed,
+            rank=rank,
+            world_size=world,
+        )
+
+    def train_dataloader(self) -> TensorLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> TensorLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> TensorLoader:
+        return self._loader("test", train=False)

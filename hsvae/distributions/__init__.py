@@ -1,0 +1,22 @@
+"""Latent distributions as ``torch.distributions``.
+
+Dimension convention, everywhere in this package: spherical distributions live on the unit
+sphere S^(m-1) in R^m and take the *ambient* dimension m as the last axis of ``loc``
+(``batch_shape == loc.shape[:-1]``, ``event_shape == (m,)``). A latent of intrinsic
+dimension d on the sphere S^d therefore uses m = d + 1 coordinates. The Gaussian lives in R^d.
+
+Usable on their own::
+
+    from hsvae.distributions import VonMisesFisher, HypersphericalUniform
+    q = VonMisesFisher(loc, kappa)          # loc: (..., m) unit vectors, kappa: (..., 1) or (...)
+    kl = torch.distributions.kl_divergence(q, HypersphericalUniform(m))
+"""
+
+from .gaussian import DiagonalNormal, StandardNormal
+from .uniform import HypersphericalUniform
+
+__all__ = [
+    "DiagonalNormal",
+    "HypersphericalUniform",
+    "StandardNormal",
+]

@@ -1,0 +1,25 @@
+"""Latent families: what turns encoder outputs into a posterior, a prior and a KL.
+
+``dim`` is always the intrinsic dimension d: Gaussian latents live in R^d, spherical ones on S^d
+in R^(d+1).
+"""
+
+from .base import LatentFamily
+from .gaussian import GaussianLatent
+from .spherical import (
+    PowerSphericalLatent,
+    SphericalCauchyLatent,
+    SphericalLatent,
+    VonMisesFisherLatent,
+    rsample,
+)
+
+__all__ = [
+    "GaussianLatent",
+    "LatentFamily",
+    "PowerSphericalLatent",
+    "SphericalCauchyLatent",
+    "SphericalLatent",
+    "VonMisesFisherLatent",
+    "rsample",
+]

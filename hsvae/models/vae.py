@@ -1,0 +1,104 @@
+"""The variational auto-encoder as a plain ``nn.Module``: encoder -> latent family -> decoder -> likelihood.
+
+It knows nothing of Lightning or Hydra; the training loop calls :meth:`VAE.forward` for the ELBO
+terms and :meth:`VAE.log_likelihood` for the importance-sampled marginal likelihood.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.distributions import Distribution
+
+from hsvae.latents import LatentFamily, rsample
+
+from .likelihoods import Likelihood
+
+
+@dataclass
+class ELBOTerms:
+    """Per-data-point terms of one ELBO evaluation (shapes ``(B,)``)."""
+
+    reconstruction: torch.Tensor  #: log p(x | z), z ~ q(z | x)
+    kl: torch.Tensor  #: KL(q(z | x) || p(z))
+    correction: torch.Tensor | None  #: zero-valued score term of the vMF sampler's gradient correction
+    posterior: Distribution
+    z: torch.Tensor
+
+    def loss(self, beta: float = 1.0) -> torch.Tensor:
+        """Mean negative (beta-weighted) ELBO; with a correction term, its gradient is the unbiased one."""
+        reconstruction = self.reconstruction
+        if self.correction is not None:
+            # f(z) + f(z).detach() * score: same value, adds the score-function part of the gradient.
+            reconstruction = reconstruction + reconstruction.detach() * self.correction
+        return -(reconstruction - beta * self.kl).mean()
+
+    def elbo(self) -> torch.Tensor:
+        return self.reconstruction - self.kl
+
+
+class VAE(nn.Module):
+    """x -> encoder features -> latent posterior -> sample -> decoder -> p(x | z).
+
+    Args:
+        encoder: module mapping a batch ``(B, ...)`` to features ``(B, encoder.out_features)``.
+        decoder: a callable ``decoder(in_features=...)`` building the decoder for the latent's sample size
+            (e.g. a ``functools.partial`` of :class:`~hsvae.models.mlp.MLPDecoder`), or a built module.
+        latent: the latent family (Gaussian, vMF, spherical Cauchy, Power Spherical, ...).
+        likelihood: the observation model.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: Callable[..., nn.Module] | nn.Module,
+        latent: LatentFamily,
+        likelihood: Likelihood,
+    ):
+        super().__init__()
+        self.encoder = encoder
+        self.latent = latent
+        self.head = nn.Linear(encoder.out_features, latent.raw_size)
+        self.decoder = decoder if isinstance(decoder, nn.Module) else decoder(in_features=latent.event_size)
+        self.likelihood = likelihood
+
+    def posterior(self, x: torch.Tensor) -> Distribution:
+        return self.latent.posterior(self.head(self.encoder(x)))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Point embedding of x (the posterior's location): for plots, k-NN and interpolation."""
+        return self.latent.point(self.posterior(x))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Likelihood parameters for latent samples ``z`` of shape ``(..., event_size)``."""
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor) -> ELBOTerms:
+        q = self.posterior(x)
+        z, correction = rsample(self.latent, q)
+        reconstruction = self.likelihood.log_prob(x, self.decoder(z))
+        return ELBOTerms(reconstruction, self.latent.kl(q, z), correction, q, z)
+
+    @torch.no_grad()
+    def log_likelihood(self, x: torch.Tensor, n_samples: int = 500, chunk: int = 100) -> torch.Tensor:
+        """Importance-sampled log p(x) with the posterior as proposal, per data point (shape ``(B,)``).
+
+        log p(x) ~= logsumexp_s [log p(x|z_s) + log p(z_s) - log q(z_s|x)] - log S,  z_s ~ q(z|x).
+        A lower bound in expectation that tightens as S grows; S = 500 as in the S-VAE paper.
+        Samples are drawn ``chunk`` at a time to bound memory.
+        """
+        if n_samples < 1:
+            raise ValueError(f"n_samples (importance samples) must be >= 1, got {n_samples}")
+        q = self.posterior(x)
+        p = self.latent.prior(x)
+        weights = []
+        for start in range(0, n_samples, chunk):
+            s = min(chunk, n_samples - start)
+            z = q.sample((s,))  # (s, B, event_size)
+            log_px_z = self.likelihood.log_prob(x, self.decoder(z))
+            weights.append(log_px_z + p.log_prob(z) - q.log_prob(z))
+        return torch.logsumexp(torch.cat(weights, 0), dim=0) - math.log(n_samples)

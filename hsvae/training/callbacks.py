@@ -1,0 +1,100 @@
+"""Callbacks that draw what a researcher looks at: the latent space, reconstructions and samples.
+
+Figures go to ``<output_dir>/plots/`` and, when the logger can show images (W&B, TensorBoard), to the
+logger too. Everything runs on global rank zero only, so DDP runs write each picture once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+from pytorch_lightning.utilities import rank_zero_only
+
+from hsvae.utils.plotting import image_grid, plot_latent, save_figure
+
+
+def log_figure(trainer: pl.Trainer, key: str, fig, step: int) -> None:
+    """Send a matplotlib figure to every logger that displays images."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            import wandb
+
+            logger.experiment.log({key: wandb.Image(fig), "trainer/global_step": step})
+        elif isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_figure(key, fig, global_step=step, close=False)
+
+
+class _FigureCallback(pl.Callback):
+    def __init__(self, output_dir: str, every_n_epochs: int = 0, n_points: int = 2000):
+        self.output_dir = Path(output_dir) / "plots"
+        self.every_n_epochs = every_n_epochs
+        self.n_points = n_points
+
+    def _batch(self, trainer: pl.Trainer, pl_module: pl.LightningModule):
+        split = trainer.datamodule.splits["val"]
+        x, y = split.x[: self.n_points], split.y[: self.n_points]
+        return x.to(pl_module.device), y
+
+    def _emit(self, trainer: pl.Trainer, pl_module: pl.LightningModule, tag: str) -> None:
+        raise NotImplementedError
+
+    @rank_zero_only
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or self.every_n_epochs <= 0:
+            return
+        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self._emit(trainer, pl_module, f"epoch{trainer.current_epoch + 1:04d}")
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.fast_dev_run:
+            return
+        self._emit(trainer, pl_module, "final")
+
+
+class LatentPlotCallback(_FigureCallback):
+    """Scatter of the validation points' latent means, coloured by class (on the sphere for spherical latents)."""
+
+    @torch.no_grad()
+    def _emit(self, trainer, pl_module, tag):
+        net = pl_module.net
+        was_training = net.training
+        net.eval()
+        x, y = self._batch(trainer, pl_module)
+        points = net.embed(x)
+        net.train(was_training)
+        latent = net.latent
+        name = f"{type(latent).__name__.replace('Latent', '')}, d={latent.dim}"
+        fig = plot_latent(points, y, latent.spherical, title=f"latent means ({name})")
+        log_figure(trainer, "latent", fig, trainer.global_step)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        save_figure(fig, self.output_dir / f"latent_{tag}.png")
+
+
+class ImageSamplesCallback(_FigureCallback):
+    """Reconstructions of validation images (originals above, reconstructions below) and prior samples."""
+
+    def __init__(self, output_dir: str, every_n_epochs: int = 0, n_images: int = 32):
+        super().__init__(output_dir, every_n_epochs, n_images)
+
+    @torch.no_grad()
+    def _emit(self, trainer, pl_module, tag):
+        net = pl_module.net
+        was_training = net.training
+        net.eval()
+        x, _ = self._batch(trainer, pl_module)
+        if x.dim() != 4:  # not an image dataset
+            net.train(was_training)
+            return
+        recon = net.likelihood.mean(net.decode(net.embed(x))).reshape(x.shape)
+        z = net.latent.prior(x).sample((x.shape[0],))
+        samples = net.likelihood.mean(net.decode(z)).reshape(x.shape)
+        net.train(was_training)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        for key, images in (("reconstructions", torch.cat([x, recon])), ("samples", samples)):
+            fig = image_grid(images, nrow=16, title=key)
+            log_figure(trainer, key, fig, trainer.global_step)
+            save_figure(fig, self.output_dir / f"{key}_{tag}.png")
