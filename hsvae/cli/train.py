@@ -60,7 +60,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             test_ckpt = best or None
         else:
             test_ckpt = cfg.get("ckpt_path")
-        trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt, weights_only=False)
+        trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt)
     metrics = collect_metrics(trainer, fit_metrics)
 
     if trainer.is_global_zero:

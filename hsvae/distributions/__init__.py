@@ -13,10 +13,14 @@ Usable on their own::
 """
 
 from .gaussian import DiagonalNormal, StandardNormal
+from .power_spherical import PowerSpherical
+from .spherical_cauchy import SphericalCauchy
 from .uniform import HypersphericalUniform
 
 __all__ = [
     "DiagonalNormal",
     "HypersphericalUniform",
+    "PowerSpherical",
+    "SphericalCauchy",
     "StandardNormal",
 ]

@@ -47,7 +47,7 @@ class VAEModule(pl.LightningModule):
                 f"module.eval_samples (importance samples of the test log-likelihood) must be an integer >= 1, "
                 f"or 0 to skip it; got {eval_samples!r}"
             )
-        self.save_hyperparameters(logger=False, ignore=["net"])
+        self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
 

@@ -1,0 +1,73 @@
+"""``python eval.py ckpt_path=...`` / ``hsvae-eval``: test a checkpoint, including the importance-sampled
+log-likelihood, and write results.json in a new output directory.
+
+The model and data are rebuilt from the training run's config (``<run dir>/.hydra/config.yaml``, the
+run dir being the checkpoint folder's parent), or from ``train_config=<path to a config.yaml>``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from hsvae.cli import CONFIG_DIR
+from hsvae.cli.builders import ConfigError, check_output_dir, instantiate_loggers, validate
+from hsvae.cli.report import collect_metrics, print_metrics, write_results
+
+
+def training_config(cfg: DictConfig) -> DictConfig:
+    """The training run's config, with this evaluation's paths, trainer and overrides."""
+    ckpt = Path(cfg.ckpt_path)
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt} does not exist (expected a .ckpt file written by train.py)")
+    source = Path(cfg.train_config) if cfg.get("train_config") else ckpt.resolve().parent.parent / ".hydra" / "config.yaml"
+    if not source.is_file():
+        raise ConfigError(
+            f"cannot find the training config for {ckpt}: looked for {source}. "
+            "Pass train_config=<the training run's .hydra/config.yaml>."
+        )
+    train_cfg = OmegaConf.load(source)
+    with open_dict(train_cfg):
+        # This evaluation's own output directory, trainer and seed; the model and data as trained.
+        train_cfg.paths = cfg.paths
+        train_cfg.trainer = cfg.trainer
+        train_cfg.seed = cfg.seed
+        train_cfg.task_name = cfg.task_name
+        if cfg.get("eval_samples") is not None:
+            train_cfg.model.eval_samples = cfg.eval_samples
+    return train_cfg
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    started = time.time()
+    train_cfg = training_config(cfg)
+    validate(train_cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    check_output_dir(output_dir, cfg.get("allow_overwrite", False))
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = hydra.utils.instantiate(train_cfg.dataset)
+    model = hydra.utils.instantiate(train_cfg.model)
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False)
+    trainer.test(model, datamodule=datamodule, ckpt_path=str(cfg.ckpt_path))
+    metrics = collect_metrics(trainer, {})
+    if trainer.is_global_zero:
+        write_results(
+            output_dir, train_cfg, metrics, wall_time_s=time.time() - started, extra={"checkpoint": str(cfg.ckpt_path)}
+        )
+        print_metrics(metrics, output_dir)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

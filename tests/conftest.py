@@ -1,0 +1,65 @@
+"""Shared fixtures: composing the real Hydra config, and locating the real datasets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from hsvae.cli import CONFIG_DIR
+
+# Distributions validate their arguments in tests (training turns validation off for speed).
+torch.distributions.Distribution.set_default_validate_args(True)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real datasets (HSVAE_DATA_DIR; CI points it at ../shared/data). Missing data fails, never skips."""
+    value = os.environ.get("HSVAE_DATA_DIR")
+    if not value:
+        pytest.fail("HSVAE_DATA_DIR is not set: point it at the datasets folder (CI uses ../shared/data)")
+    path = Path(value)
+    if not path.is_dir():
+        pytest.fail(f"HSVAE_DATA_DIR={path} does not exist")
+    return path
+
+
+def compose_config(
+    config_name: str, overrides: list[str], output_dir: Path, root_dir: Path | None = None
+) -> DictConfig:
+    """Compose ``conf/<config_name>.yaml`` with overrides, as ``train.py`` would, writing into ``output_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.runtime.cwd = str(root_dir or output_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture
+def compose_train(tmp_path):
+    """``compose_train(overrides, name="run")`` -> a train config writing into ``tmp_path/name``."""
+
+    def _compose(overrides: list[str], name: str = "run") -> DictConfig:
+        return compose_config("train", overrides, tmp_path / name)
+
+    yield _compose
+    GlobalHydra.instance().clear()
+
+
+#: Overrides that keep a test run small and quiet.
+FAST = [
+    "callbacks.progress_bar=null",
+    "+trainer.enable_model_summary=false",
+    "+trainer.enable_progress_bar=false",
+]

@@ -1,0 +1,172 @@
+"""The training framework end to end: config composition, fast_dev_run of every combination,
+outputs, resume, evaluation, and refusal of bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import open_dict
+
+from hsvae.cli.builders import ConfigError
+from hsvae.cli.evaluate import evaluate
+from hsvae.cli.train import train
+from hsvae.data import DatasetNotFoundError
+from hsvae.training import NonFiniteLossError
+
+from tests.conftest import FAST, compose_config
+
+REPO = Path(__file__).resolve().parents[1]
+LATENTS = ["gaussian", "vmf", "spcauchy", "power_spherical"]
+
+
+def results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+@pytest.mark.parametrize("latent", LATENTS)
+def test_fast_dev_run_synthetic(compose_train, latent):
+    cfg = compose_train([f"latent={latent}", "+trainer.fast_dev_run=true", *FAST])
+    metrics = train(cfg)
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    assert {"test/elbo", "test/log_likelihood", "val/elbo"} <= set(metrics)
+
+
+@pytest.mark.parametrize("latent", LATENTS)
+def test_fast_dev_run_mnist(compose_train, data_dir, latent):
+    cfg = compose_train(
+        [f"latent={latent}", "dataset=mnist", f"paths.data_dir={data_dir}", "+trainer.fast_dev_run=true",
+         "model.eval_samples=5", *FAST]
+    )
+    metrics = train(cfg)
+    # an untrained Bernoulli model scores about -784 log 2 = -543 nats; one step cannot do much better
+    assert -1000 < metrics["test/elbo"] < 0
+
+
+def test_embedded_default_writes_outputs(tmp_path):
+    """`python train.py` (two epochs here): results.json, checkpoints and a latent-space plot."""
+    run_dir = tmp_path / "default"
+    proc = subprocess.run(
+        [sys.executable, "train.py", f"hydra.run.dir={run_dir}", "trainer.max_epochs=2"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = results(run_dir)
+    assert res["config"]["latent"]["_target_"].endswith("VonMisesFisherLatent")
+    assert res["config"]["dataset"]["_target_"].endswith("SyntheticSphereDataModule")
+    assert res["seed"] == 0 and res["wall_time_s"] > 0 and "cpu_count" in res["hardware"]
+    assert {"best/val_elbo", "test/elbo", "test/log_likelihood"} <= set(res["metrics"])
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "plots" / "latent_final.png").stat().st_size > 1000
+    assert "hsvae results" in proc.stdout  # the final metrics table
+
+
+def test_resume_completes_with_same_step_count(tmp_path):
+    common = ["latent=gaussian", "callbacks.early_stopping=null", "dataset.n_train=640", *FAST]
+    full = compose_config("train", [*common, "trainer.max_epochs=3"], tmp_path / "full")
+    train(full)
+    full_steps = results(tmp_path / "full")["global_step"]
+    assert full_steps == 3 * 10
+
+    # "interrupted" after one epoch, then resumed from its last checkpoint to the same 3 epochs
+    part = compose_config("train", [*common, "trainer.max_epochs=1"], tmp_path / "part")
+    train(part)
+    last = tmp_path / "part" / "checkpoints" / "last.ckpt"
+    assert results(tmp_path / "part")["global_step"] == 10
+    resumed = compose_config("train", [*common, "trainer.max_epochs=3", f"ckpt_path={last}"], tmp_path / "resumed")
+    train(resumed)
+    assert results(tmp_path / "resumed")["global_step"] == full_steps
+    assert results(tmp_path / "resumed")["epochs"] == 3
+
+
+def test_eval_on_saved_checkpoint(tmp_path):
+    cfg = compose_config("train", ["latent=gaussian", "trainer.max_epochs=1", "dataset.n_train=640", *FAST], tmp_path / "run")
+    train(cfg)
+    trained = results(tmp_path / "run")["metrics"]
+    ckpt = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    # the training run's config is found next to the checkpoint, as Hydra writes it
+    (tmp_path / "run" / ".hydra").mkdir()
+    (tmp_path / "run" / ".hydra" / "config.yaml").write_text(
+        __import__("omegaconf").OmegaConf.to_yaml(cfg)
+    )
+    eval_cfg = compose_config("eval", [f"ckpt_path={ckpt}", "eval_samples=50"], tmp_path / "eval")
+    metrics = evaluate(eval_cfg)
+    # the same model and data; only the posterior samples differ (a 1000-point average: well within 1%)
+    assert metrics["test/elbo"] == pytest.approx(trained["test/elbo"], rel=0.01)
+    # importance sampling with 50 samples bounds log p(x) more tightly than the ELBO (up to MC noise)
+    assert metrics["test/log_likelihood"] >= metrics["test/elbo"] - 0.5
+    assert results(tmp_path / "eval")["checkpoint"] == str(ckpt)
+
+
+# -- bad input ---------------------------------------------------------------------------------------
+
+
+def test_unknown_choice_lists_the_options(compose_train):
+    with pytest.raises((MissingConfigException, ConfigCompositionException)) as err:
+        compose_train(["latent=wrapped_normal"])
+    message = str(err.value)
+    assert "wrapped_normal" in message and "vmf" in message and "spcauchy" in message
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("latent.dim=0", "latent.dim"),
+        ("dataset.batch_size=0", "dataset.batch_size"),
+        ("model.optimizer.lr=-0.001", "model.optimizer.lr"),
+        ("model.eval_samples=-1", "model.eval_samples"),
+    ],
+)
+def test_invalid_values_refused_before_training(compose_train, tmp_path, override, fragment):
+    cfg = compose_train([override, *FAST])
+    with pytest.raises(ConfigError, match=fragment.replace(".", r"\.")):
+        train(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_missing_mnist_names_directory_and_files(compose_train, tmp_path):
+    empty = tmp_path / "no_data"
+    cfg = compose_train(["dataset=mnist", f"paths.data_dir={empty}", "dataset.download=false", *FAST])
+    with pytest.raises(DatasetNotFoundError) as err:
+        train(cfg)
+    message = str(err.value)
+    assert str(empty / "MNIST" / "raw") in message and "train-images-idx3-ubyte" in message
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(compose_train, tmp_path, monkeypatch):
+    cfg = compose_train(["latent=gaussian", "trainer.max_epochs=3", "dataset.n_train=640", *FAST])
+    from hsvae.models import VAE
+
+    original = VAE.forward
+    calls = {"n": 0}
+
+    def poisoned(self, x):
+        terms = original(self, x)
+        calls["n"] += 1
+        if calls["n"] > 25 and self.training:  # epoch 1 (10 steps) and its checkpoint are fine
+            terms.reconstruction = terms.reconstruction * float("nan")
+        return terms
+
+    monkeypatch.setattr(VAE, "forward", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"global step \d+.*reconstruction=nan"):
+        train(cfg)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
+    assert ckpt["global_step"] >= 10
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_existing_results_are_not_overwritten(compose_train, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "results.json").write_text('{"keep": true}')
+    cfg = compose_train(["+trainer.fast_dev_run=true", *FAST])
+    with pytest.raises(FileExistsError, match="allow_overwrite"):
+        train(cfg)
+    assert json.loads((out / "results.json").read_text()) == {"keep": True}
