@@ -180,5 +180,6 @@ class PowerSpherical(Distribution):
 def _kl_power_spherical_uniform(p: PowerSpherical, q: HypersphericalUniform) -> torch.Tensor:
     _check_same_sphere(p.m, q, "PowerSpherical")
     kl = p.kl_to_uniform()
-    shape = torch.broadcast_shapes(p.batch_shape, q.batch_shape)
-    return kl if kl.shape == shape else kl.expand(shape)
+    if q.batch_shape in (p.batch_shape, torch.Size()):
+        return kl
+    return kl.expand(torch.broadcast_shapes(p.batch_shape, q.batch_shape))

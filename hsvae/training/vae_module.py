@@ -50,6 +50,8 @@ class VAEModule(pl.LightningModule):
         self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self._train_sums: torch.Tensor | None = None
+        self._train_count = 0
 
     # -- the KL schedule ------------------------------------------------------------------------
     def beta(self, batch_idx: int = 0) -> float:
@@ -74,14 +76,24 @@ class VAEModule(pl.LightningModule):
                 "Training stopped; checkpoints written so far are kept. Lower the learning rate, or check the data "
                 "and the latent's parameter bounds."
             )
-        self.log_dict(
-            {"train/loss": loss, "train/elbo": rec - kl, "train/reconstruction": rec, "train/kl": kl, "train/beta": beta},
-            on_step=False,
-            on_epoch=True,
-            prog_bar=False,
-            batch_size=x.shape[0],
-        )
+        # Per-step self.log calls cost more than a small MLP's step on CPU; accumulate and log per epoch.
+        stats = torch.stack([loss.detach(), rec.detach(), kl.detach()]) * x.shape[0]
+        self._train_sums = stats if self._train_sums is None else self._train_sums + stats
+        self._train_count += x.shape[0]
         return loss
+
+    def on_train_epoch_start(self) -> None:
+        self._train_sums, self._train_count = None, 0
+
+    def on_train_epoch_end(self) -> None:
+        if self._train_sums is None:
+            return
+        loss, rec, kl = (self._train_sums / self._train_count).unbind()
+        self.log_dict(
+            {"train/loss": loss, "train/elbo": rec - kl, "train/reconstruction": rec, "train/kl": kl,
+             "train/beta": self.beta(int(self.trainer.num_training_batches))},
+            sync_dist=True,
+        )
 
     def _evaluate(self, batch, stage: str) -> None:
         x, _ = batch

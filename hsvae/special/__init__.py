@@ -1,0 +1,16 @@
+"""Special functions in pure PyTorch (differentiable, on the tensors' device and dtype).
+
+* :func:`log_bessel_iv`, :func:`log_bessel_iv_scaled`, :func:`bessel_iv_ratio`,
+  :func:`bessel_iv_terms` -- the modified Bessel function of the first kind I_v(x), in log
+  space, for a python-scalar order v >= 0 (the von Mises-Fisher needs v = m/2 - 1).
+"""
+
+from .bessel import BesselIvTerms, bessel_iv_ratio, bessel_iv_terms, log_bessel_iv, log_bessel_iv_scaled
+
+__all__ = [
+    "BesselIvTerms",
+    "bessel_iv_ratio",
+    "bessel_iv_terms",
+    "log_bessel_iv",
+    "log_bessel_iv_scaled",
+]

@@ -1,0 +1,443 @@
+"""Modified Bessel functions of the first kind, I_v(x), in log space, in pure PyTorch.
+
+What the von Mises-Fisher distribution needs, for a python-scalar order ``v >= 0`` and a
+tensor ``x >= 0`` of any shape, on the tensor's device and in its dtype:
+
+* :func:`log_bessel_iv` -- log I_v(x);
+* :func:`bessel_iv_ratio` -- R_v(x) = I_(v+1)(x) / I_v(x) (the vMF's mean resultant length
+  A_m(kappa) is ``bessel_iv_ratio(m / 2 - 1, kappa)``);
+* :func:`bessel_iv_terms` -- everything at once, in the cancellation-free forms the vMF uses:
+  ``log_hyp0f1`` = L = log[Gamma(v+1) (2/x)^v I_v(x)] = log 0F1(; v+1; x^2/4) (>= 0, ~ x^2/(4(v+1))
+  for small x, ~ x for large x), ``log_hyp0f1_scaled`` = L - x, ``ratio`` = R and
+  ``ratio_complement`` = 1 - R, each accurate to a few ulps *of itself* (so that 1 - R is not
+  1 minus a number close to one, and L - x is not a difference of two huge numbers).
+
+All are differentiable in x through one custom autograd node (d L/dx = R,
+dR/dx = 1 - R^2 - (2v + 1) R / x, evaluated in forms that do not cancel); they are not
+differentiable in v. Second derivatives are not implemented (``once_differentiable``).
+
+Methods, chosen per call from v (a python number) and, where two are needed, per element
+from x -- each only where it is accurate to ~1e-14 (float64) or ~1e-9 (float32):
+
+* v >= 12 (float64; 8 in float32): Debye's uniform asymptotic expansion, I_v(v z) ~ e^(v eta) / (sqrt(2 pi v) (1+z^2)^(1/4))
+  sum_k u_k(p) / v^k with p = (1 + z^2)^(-1/2) (DLMF 10.41.3), accurate for *every* x > 0 at these
+  orders; the number of terms (at most 16) is picked from v and the dtype. The ratio comes from
+  the companion expansion of I_v'(v z) (DLMF 10.41.4), rewritten so that nothing cancels.
+* smaller v: the power series of 0F1 (positive terms, no cancellation) for x < X(v), and Hankel's
+  large-argument expansion (DLMF 10.40.1) for x >= X(v), where X(v) (about 10 to 22) is the
+  smallest argument at which Hankel's series, truncated at its smallest term, is accurate to the
+  tolerance for both orders v and v + 1 without large alternating terms.
+
+Scaled forms keep everything finite in float32 over x in [0, 1e7] and v up to several thousand
+(the series and Hankel polynomials are evaluated in powers of x/X or X/x, never of x). float16
+and bfloat16 inputs are computed in float32 and cast back.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from fractions import Fraction
+from typing import NamedTuple
+
+import torch
+from torch.autograd.function import once_differentiable
+
+__all__ = [
+    "BesselIvTerms",
+    "bessel_iv_ratio",
+    "bessel_iv_terms",
+    "log_bessel_iv",
+    "log_bessel_iv_scaled",
+]
+
+#: Orders at or above this use Debye's expansion, below it series + Hankel (float64, float32).
+#: float32 switches lower because Hankel's series near its switch point has large alternating
+#: terms for larger orders (it would lose digits to cancellation); Debye at v >= 8 needs only
+#: ~9 terms for float32 accuracy, whose polynomial evaluation is well conditioned there.
+DEBYE_MIN_ORDER = {torch.float64: 12.0, torch.float32: 8.0}
+#: Most Debye terms ever used (u_0 .. u_16); v = 12 in float64 needs 15.
+_DEBYE_MAX_TERMS = 16
+
+
+class BesselIvTerms(NamedTuple):
+    """The pieces of I_v(x) that the vMF needs, each accurate relative to itself.
+
+    Attributes:
+        log_hyp0f1: L = log I_v(x) - v log(x/2) + lgamma(v+1) = log 0F1(; v+1; x^2/4).
+        log_hyp0f1_scaled: L - x.
+        ratio: R = I_(v+1)(x) / I_v(x).
+        ratio_complement: 1 - R.
+    """
+
+    log_hyp0f1: torch.Tensor
+    log_hyp0f1_scaled: torch.Tensor
+    ratio: torch.Tensor
+    ratio_complement: torch.Tensor
+
+
+# --------------------------------------------------------------------------------------------
+# Coefficients (python, exact rational arithmetic where it matters; cached per order and dtype)
+# --------------------------------------------------------------------------------------------
+
+_Poly = dict  # power -> Fraction
+
+
+def _poly_deriv(poly: _Poly) -> _Poly:
+    return {j - 1: c * j for j, c in poly.items() if j > 0}
+
+
+def _poly_mul(a: _Poly, b: _Poly) -> _Poly:
+    out: _Poly = {}
+    for i, ca in a.items():
+        for j, cb in b.items():
+            out[i + j] = out.get(i + j, 0) + ca * cb
+    return out
+
+
+def _poly_add(a: _Poly, b: _Poly) -> _Poly:
+    out = dict(a)
+    for j, c in b.items():
+        out[j] = out.get(j, 0) + c
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _debye_polynomials() -> tuple[list[_Poly], list[_Poly]]:
+    """Debye's u_k(p) (DLMF 10.41.10) and w_k(p) = (v_k(p) - u_k(p)) / (1 - p^2), k = 0..16(+1).
+
+    u_(k+1) = p^2 (1 - p^2) u_k' / 2 + (1/8) int_0^p (1 - 5 t^2) u_k(t) dt, and from DLMF 10.41.11,
+    v_k - u_k = -(1 - p^2) p (u_(k-1) / 2 + p u_(k-1)'), so w_k = -p (u_(k-1) / 2 + p u_(k-1)').
+    """
+    half, eighth = Fraction(1, 2), Fraction(1, 8)
+    u: list[_Poly] = [{0: Fraction(1)}]
+    for _ in range(_DEBYE_MAX_TERMS):
+        prev = u[-1]
+        term1 = _poly_mul({2: half, 4: -half}, _poly_deriv(prev))
+        integrand = _poly_mul({0: Fraction(1), 2: Fraction(-5)}, prev)
+        term2 = {j + 1: eighth * c / (j + 1) for j, c in integrand.items()}
+        u.append(_poly_add(term1, term2))
+    w: list[_Poly] = [{}]
+    for k in range(1, _DEBYE_MAX_TERMS + 2):
+        prev = u[k - 1]
+        inner = _poly_add({j: half * c for j, c in prev.items()}, _poly_mul({1: Fraction(1)}, _poly_deriv(prev)))
+        w.append({j + 1: -c for j, c in inner.items()})
+    return u, w
+
+
+#: max over p in [0, 1] of |u_k(p)|, k = 0..16 (a 2001-point grid, rounded up; a test re-derives
+#: them from the polynomials). The first omitted term bounds the Debye truncation error.
+_DEBYE_TERM_BOUNDS = (
+    1.0, 0.0834, 0.0327, 0.0164, 0.0202, 0.0208, 0.0404, 0.0654, 0.171, 0.382,
+    1.24, 3.56, 13.8, 48.2, 218.0, 899.0, 4631.0,
+)
+
+
+def _tolerance(dtype: torch.dtype) -> float:
+    """Truncation tolerance of every expansion: well below the dtype's rounding error."""
+    return 1e-15 if dtype == torch.float64 else 2e-9
+
+
+def _hankel_condition_limit(dtype: torch.dtype) -> float:
+    """Largest allowed sum_k |h_k| / x^k at the switch point (digits lost to cancellation)."""
+    return 100.0 if dtype == torch.float64 else 8.0
+
+
+class _DebyePlan(NamedTuple):
+    coefficients: list[list[float]]  # (degree + 1) x 5: columns U, W, Qn, U', W'
+
+
+class _SmallOrderPlan(NamedTuple):
+    switch: float  # X(v): series below, Hankel at and above
+    series: list[list[float]]  # Ks x 2: columns S0 - 1, S1 in powers of (x/X)^2
+    hankel: list[list[float]]  # Kh x 4: columns H, D, dH/dt, dD/dt in powers of X/x
+
+
+@functools.lru_cache(maxsize=256)
+def _debye_plan(v: float, tol: float) -> _DebyePlan:
+    u, w = _debye_polynomials()
+    bounds = _DEBYE_TERM_BOUNDS
+    # Truncate after u_K when the first omitted term, max|u_(K+1)| / v^(K+1), is below tol.
+    n_terms = next(
+        (k for k in range(1, _DEBYE_MAX_TERMS) if bounds[k + 1] / v ** (k + 1) < tol), _DEBYE_MAX_TERMS
+    )
+    inv_v = Fraction(1) / Fraction(v)
+    U: dict[int, Fraction] = {}
+    W: dict[int, Fraction] = {}
+    for k in range(n_terms + 1):
+        for j, c in u[k].items():
+            U[j] = U.get(j, 0) + c * inv_v**k
+    for k in range(1, n_terms + 2):
+        for j, c in w[k].items():
+            W[j] = W.get(j, 0) + c * inv_v**k
+    degree = max(max(U), max(W))
+    u_at_one = sum(U.values())
+    # U(p) - U(1) = -(1 - p) Q(p) with q_i = sum_{j > i} alpha_j; store Qn = -Q / U(1) so that
+    # log(U(p) / U(1)) = log1p((1 - p) Qn(p)) without cancelling for p near 1 (x << v).
+    qn = {i: -sum(U.get(j, 0) for j in range(i + 1, degree + 1)) / u_at_one for i in range(degree)}
+    du, dw = _poly_deriv(U), _poly_deriv(W)
+    rows = []
+    for j in range(degree + 1):
+        rows.append([float(U.get(j, 0)), float(W.get(j, 0)), float(qn.get(j, 0)), float(du.get(j, 0)), float(dw.get(j, 0))])
+    return _DebyePlan(rows)
+
+
+def _hankel_coefficients(nu: float, n: int) -> list[float]:
+    """h_k = (-1)^k a_k(nu), I_nu(x) ~ e^x / sqrt(2 pi x) sum_k h_k / x^k (DLMF 10.40.1)."""
+    out, a = [1.0], 1.0
+    four_nu2 = 4.0 * nu * nu
+    for k in range(1, n):
+        a *= -(four_nu2 - (2 * k - 1) ** 2) / (8.0 * k)
+        out.append(a)
+    return out
+
+
+def _hankel_term_sizes(nu: float, x: float, n: int) -> list[float]:
+    """|h_k| / x^k for k = 0..n-1."""
+    sizes, term = [1.0], 1.0
+    four_nu2 = 4.0 * nu * nu
+    for k in range(1, n):
+        term *= abs(four_nu2 - (2 * k - 1) ** 2) / (8.0 * k * x)
+        sizes.append(term)
+    return sizes
+
+
+@functools.lru_cache(maxsize=256)
+def _small_order_plan(v: float, tol: float, condition_limit: float) -> _SmallOrderPlan:
+    # Smallest switch point X at which Hankel's series for both v and v + 1, truncated after n
+    # terms, has every omitted term up to its turning point below tol (for real x > 0 the error
+    # is bounded by the first omitted term, DLMF 10.40.ii); also the neglected exponentially
+    # small part, ~e^(-2x), must be below tol, and the sum of the terms' sizes (the factor by
+    # which cancellation amplifies rounding) below condition_limit.
+    k_max = 48
+    x = max(1.0, 0.5 * math.log(1.0 / tol))
+    while True:
+        sizes = [_hankel_term_sizes(nu, x, k_max) for nu in (v, v + 1.0)]
+        firsts = [next((k for k, s in enumerate(sz) if s < tol), None) for sz in sizes]
+        if None not in firsts:
+            n_hankel = max(firsts)
+            if (
+                n_hankel + 1 < k_max
+                and all(max(sz[f : n_hankel + 1]) < tol for sz, f in zip(sizes, firsts))
+                and all(sum(sz[:n_hankel]) < condition_limit for sz in sizes)
+            ):
+                break
+        x *= 1.05
+    switch = x
+    h0 = _hankel_coefficients(v, n_hankel + 1)
+    h1 = _hankel_coefficients(v + 1.0, n_hankel + 1)
+    hankel = []
+    for j in range(n_hankel):
+        scale = switch ** (-j)  # powers of X/x, so nothing overflows in float32
+        dh = (j + 1) * h0[j + 1] * switch ** (-j)
+        dd = (j + 1) * (h0[j + 1] - h1[j + 1]) * switch ** (-j)
+        hankel.append([h0[j] * scale, (h0[j] - h1[j]) * scale, dh, dd])
+    # Power series of 0F1(; v+1; y), y = x^2/4, in powers of y/Y, Y = X^2/4: all terms positive,
+    # so summing them is accurate; stop when the tail is below tol * 1e-2 of the sum at x = X.
+    big_y = switch * switch / 4.0
+    series, log_term, total, j = [], 0.0, 0.0, 0
+    while True:
+        term = math.exp(log_term)
+        total += term
+        series.append([term if j > 0 else 0.0, term * (v + 1.0) / (v + 1.0 + j)])
+        j += 1
+        ratio = big_y / (j * (v + j))
+        log_term += math.log(big_y) - math.log(j) - math.log(v + j)
+        if ratio < 0.5 and math.exp(log_term) < 1e-2 * tol * total:
+            break
+    return _SmallOrderPlan(switch, series, hankel)
+
+
+@functools.lru_cache(maxsize=512)
+def _coefficient_tensor(rows: tuple[tuple[float, ...], ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.tensor(rows, dtype=dtype, device=device)
+
+
+def _as_tensor(rows: list[list[float]], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return _coefficient_tensor(tuple(tuple(r) for r in rows), dtype, device)
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation: each method returns a (..., 5) tensor [L, L - x, R, 1 - R, dR/dx]
+# --------------------------------------------------------------------------------------------
+
+
+def _debye(v: float, x: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+    z = x / v
+    z2 = z * z
+    p = torch.rsqrt(1.0 + z2)
+    zp = z * p
+    onep = 1.0 + p
+    a = z2 * p / onep  # = 1/p - 1, computed without cancellation
+    omp = a * p  # = 1 - p
+    polys = torch.linalg.vander(p, N=coef.shape[0]) @ coef
+    U, W, Qn, dU, dW = polys.unbind(-1)
+    w_over_u = W / U
+    G = 1.0 / onep + w_over_u
+    ratio = zp * G
+    complement = (p + p * p / (1.0 + zp)) / onep - zp * w_over_u
+    # L = v (1/p - 1) + v log(2p / (1+p)) + (1/2) log p + log(U(p) / U(1)); every log below is
+    # a log1p of a quantity known to full relative accuracy (no cancellation for any z).
+    rest = torch.log1p(omp * Qn) - v * torch.log1p(0.5 * a) - 0.25 * torch.log1p(z2)
+    log_f = v * a + rest
+    # L - x: v (1/p - 1 - z) = -v (zp + 1 - p) / (1 + zp).
+    log_f_scaled = rest - v * (zp + omp) / (1.0 + zp)
+    # dR/dz = p^3 G + z^2 p^4 [1/(1+p)^2 - (W'U - W U') / U^2]; both terms >= 0 for large z.
+    dG = 1.0 / (onep * onep) - (dW - w_over_u * dU) / U
+    d_ratio = (p * p * p * G + z2 * p.pow(4) * dG) / v
+    return torch.stack([log_f, log_f_scaled, ratio, complement, d_ratio], dim=-1)
+
+
+def _series(v: float, x: torch.Tensor, switch: float, coef: torch.Tensor) -> torch.Tensor:
+    scaled = x / switch
+    sums = torch.linalg.vander(scaled * scaled, N=coef.shape[0]) @ coef
+    s0_minus_1, s1 = sums.unbind(-1)
+    log_f = torch.log1p(s0_minus_1)
+    ratio = x * s1 / ((2.0 * v + 2.0) * (1.0 + s0_minus_1))
+    complement = 1.0 - ratio
+    # x < X <= ~22 and v < 15 here, so this formula loses at most ~2 digits to cancellation.
+    d_ratio = complement * (1.0 + ratio) - (2.0 * v + 1.0) * ratio / x.clamp_min(torch.finfo(x.dtype).tiny)
+    d_ratio = torch.where(x > 0, d_ratio, torch.full_like(x, 1.0 / (2.0 * v + 2.0)))
+    return torch.stack([log_f, log_f - x, ratio, complement, d_ratio], dim=-1)
+
+
+def _hankel(v: float, x: torch.Tensor, switch: float, coef: torch.Tensor) -> torch.Tensor:
+    t_scaled = switch / x
+    sums = torch.linalg.vander(t_scaled, N=coef.shape[0]) @ coef
+    H, D, dH, dD = sums.unbind(-1)
+    complement = D / H
+    ratio = 1.0 - complement
+    log_x = torch.log(x)
+    # L - x = log(I_v(x) e^-x) - v log(x/2) + lgamma(v+1).
+    const = math.lgamma(v + 1.0) + v * math.log(2.0) - 0.5 * math.log(2.0 * math.pi)
+    log_f_scaled = torch.log(H) - (v + 0.5) * log_x + const
+    t = 1.0 / x
+    d_ratio = t * t * (dD * H - D * dH) / (H * H)
+    return torch.stack([log_f_scaled + x, log_f_scaled, ratio, complement, d_ratio], dim=-1)
+
+
+def _evaluate(v: float, x: torch.Tensor) -> torch.Tensor:
+    """(..., 5) tensor [L, L - x, R, 1 - R, dR/dx] for a python order v and x >= 0."""
+    tol = _tolerance(x.dtype)
+    if v >= DEBYE_MIN_ORDER[x.dtype]:
+        plan = _debye_plan(v, tol)
+        return _debye(v, x, _as_tensor(plan.coefficients, x.dtype, x.device))
+    plan = _small_order_plan(v, tol, _hankel_condition_limit(x.dtype))
+    series_coef = _as_tensor(plan.series, x.dtype, x.device)
+    hankel_coef = _as_tensor(plan.hankel, x.dtype, x.device)
+    below = x < plan.switch
+    if x.device.type == "cpu" and x.numel() > 0:
+        # On CPU a host sync is free: evaluate only the branches that some element needs.
+        need_series, need_hankel = bool(below.any()), not bool(below.all())
+        if not need_hankel:
+            return _series(v, x, plan.switch, series_coef)
+        if not need_series:
+            return _hankel(v, x, plan.switch, hankel_coef)
+    # Both regions (or an accelerator, where we avoid the sync): clamp each branch's input into
+    # its own region so the unused one stays finite, then select per element.
+    out_series = _series(v, x.clamp_max(plan.switch), plan.switch, series_coef)
+    out_hankel = _hankel(v, x.clamp_min(plan.switch), plan.switch, hankel_coef)
+    return torch.where(below.unsqueeze(-1), out_series, out_hankel)
+
+
+class _BesselIvTermsFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, v: float):
+        out = _evaluate(v, x)
+        log_f, log_f_scaled, ratio, complement, d_ratio = out.unbind(-1)
+        ctx.save_for_backward(ratio, complement, d_ratio)
+        ctx.set_materialize_grads(False)
+        return log_f, log_f_scaled, ratio, complement
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_log_f, g_log_f_scaled, g_ratio, g_complement):
+        ratio, complement, d_ratio = ctx.saved_tensors
+        grad = None
+        # dL/dx = R, d(L - x)/dx = -(1 - R), dR/dx = R', d(1 - R)/dx = -R'.
+        for g, factor, sign in (
+            (g_log_f, ratio, 1.0),
+            (g_log_f_scaled, complement, -1.0),
+            (g_ratio, d_ratio, 1.0),
+            (g_complement, d_ratio, -1.0),
+        ):
+            if g is None:
+                continue
+            term = g * factor if sign > 0 else -(g * factor)
+            grad = term if grad is None else grad + term
+        return grad, None
+
+
+def _check_order(v) -> float:
+    if isinstance(v, torch.Tensor):
+        if v.numel() != 1:
+            raise ValueError(f"order v must be a python number (or a one-element tensor), got shape {tuple(v.shape)}")
+        v = v.item()
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"order v must be a real number >= 0, got {v!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"order v must be a finite real number >= 0, got v={v!r}")
+    return v
+
+
+def _prepare(x: torch.Tensor) -> tuple[torch.Tensor, torch.dtype]:
+    if not isinstance(x, torch.Tensor):
+        x = torch.as_tensor(x, dtype=torch.get_default_dtype())
+    dtype = x.dtype
+    if not dtype.is_floating_point:
+        dtype = torch.get_default_dtype()
+        x = x.to(dtype)
+    if dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
+    return x, dtype
+
+
+def _terms(v: float, x) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.dtype]:
+    """(L, L - x, R, 1 - R) in the computation dtype, the prepared x, and the caller's dtype."""
+    v = _check_order(v)
+    x, dtype = _prepare(x)
+    return _BesselIvTermsFunction.apply(x, v), x, dtype
+
+
+def bessel_iv_terms(v: float, x: torch.Tensor) -> BesselIvTerms:
+    """L = log 0F1(; v+1; x^2/4), L - x, R = I_(v+1)/I_v and 1 - R, all differentiable in x.
+
+    ``v``: a python number >= 0 (one order for the whole tensor); ``x``: a tensor of arguments
+    >= 0 (any shape; negative x gives NaN). See :class:`BesselIvTerms` for the definitions;
+    log I_v(x) = L + v log(x/2) - lgamma(v+1).
+    """
+    terms, _, dtype = _terms(v, x)
+    return BesselIvTerms(*(t.to(dtype) for t in terms))
+
+
+def log_bessel_iv(v: float, x: torch.Tensor) -> torch.Tensor:
+    """log I_v(x) for a python order v >= 0 and a tensor x >= 0; d/dx = I_(v+1)(x)/I_v(x) + v/x.
+
+    Finite for every x > 0 in the dtype's range (x = 0 gives -inf for v > 0 and 0 for v = 0).
+    """
+    (log_f, _, _, _), x, dtype = _terms(v, x)
+    v = float(v)
+    if v == 0.0:
+        return log_f.to(dtype)
+    return (log_f + v * torch.log(0.5 * x) - math.lgamma(v + 1.0)).to(dtype)
+
+
+def log_bessel_iv_scaled(v: float, x: torch.Tensor) -> torch.Tensor:
+    """log(I_v(x) e^(-x)) = log I_v(x) - x, without forming the (possibly huge) log I_v(x)."""
+    (_, log_f_scaled, _, _), x, dtype = _terms(v, x)
+    v = float(v)
+    if v == 0.0:
+        return log_f_scaled.to(dtype)
+    return (log_f_scaled + v * torch.log(0.5 * x) - math.lgamma(v + 1.0)).to(dtype)
+
+
+def bessel_iv_ratio(v: float, x: torch.Tensor) -> torch.Tensor:
+    """R_v(x) = I_(v+1)(x) / I_v(x) for a python order v >= 0 and a tensor x >= 0.
+
+    dR/dx = 1 - R^2 - (2v + 1) R / x (evaluated in a form that does not cancel at large x).
+    For the von Mises-Fisher on S^(m-1): A_m(kappa) = bessel_iv_ratio(m / 2 - 1, kappa).
+    """
+    (_, _, ratio, _), _, dtype = _terms(v, x)
+    return ratio.to(dtype)
