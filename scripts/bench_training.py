@@ -11,8 +11,10 @@ per epoch for each, and their ratio (target: at most 1.2 on CPU).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import time
+import warnings
 
 import pytorch_lightning as pl
 import torch
@@ -98,6 +100,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="alternating repeats of both (fastest kept)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
     if args.threads:
         torch.set_num_threads(args.threads)
     dm = MNISTDataModule(args.data_dir, batch_size=args.batch_size, download=False)
