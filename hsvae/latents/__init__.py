@@ -5,6 +5,7 @@ in R^(d+1).
 """
 
 from .base import LatentFamily
+from .deterministic import DeterministicLatent, PointMass
 from .gaussian import GaussianLatent
 from .spherical import (
     PowerSphericalLatent,
@@ -15,6 +16,8 @@ from .spherical import (
 )
 
 __all__ = [
+    "DeterministicLatent",
+    "PointMass",
     "GaussianLatent",
     "LatentFamily",
     "PowerSphericalLatent",

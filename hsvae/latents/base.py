@@ -28,6 +28,8 @@ class LatentFamily(nn.Module, abc.ABC):
 
     #: True for the families on the sphere (their samples and means are unit vectors).
     spherical: bool = False
+    #: False for a deterministic autoencoder: no prior to sample or to importance-weight against.
+    has_prior: bool = True
 
     def __init__(self, dim: int):
         super().__init__()

@@ -34,7 +34,11 @@ class _FigureCallback(pl.Callback):
         self.n_points = n_points
 
     def _batch(self, trainer: pl.Trainer, pl_module: pl.LightningModule):
-        split = trainer.datamodule.splits["val"]
+        """Validation points ``(x, y)`` of a data module with ``splits``, or None (e.g. a graph data module)."""
+        splits = getattr(trainer.datamodule, "splits", None)
+        if not splits or "val" not in splits:
+            return None
+        split = splits["val"]
         x, y = split.x[: self.n_points], split.y[: self.n_points]
         return x.to(pl_module.device), y
 
@@ -56,16 +60,27 @@ class _FigureCallback(pl.Callback):
 
 
 class LatentPlotCallback(_FigureCallback):
-    """Scatter of the validation points' latent means, coloured by class (on the sphere for spherical latents)."""
+    """Scatter of the validation points' latent means, coloured by class (on the sphere for spherical latents).
+
+    A LightningModule with a ``latent_points(datamodule, n_points) -> (points, labels)`` method chooses its own
+    points (the link-prediction module: every node of the graph); otherwise the data module's validation split
+    is embedded with ``pl_module.net.embed``.
+    """
 
     @torch.no_grad()
     def _emit(self, trainer, pl_module, tag):
         net = pl_module.net
-        was_training = net.training
-        net.eval()
-        x, y = self._batch(trainer, pl_module)
-        points = net.embed(x)
-        net.train(was_training)
+        if hasattr(pl_module, "latent_points"):
+            points, y = pl_module.latent_points(trainer.datamodule, self.n_points)
+        else:
+            batch = self._batch(trainer, pl_module)
+            if batch is None:
+                return
+            was_training = net.training
+            net.eval()
+            x, y = batch
+            points = net.embed(x)
+            net.train(was_training)
         latent = net.latent
         name = f"{type(latent).__name__.replace('Latent', '')}, d={latent.dim}"
         fig = plot_latent(points, y, latent.spherical, title=f"latent means ({name})")
@@ -84,17 +99,18 @@ class ImageSamplesCallback(_FigureCallback):
     def _emit(self, trainer, pl_module, tag):
         net = pl_module.net
         was_training = net.training
-        net.eval()
-        x, _ = self._batch(trainer, pl_module)
-        if x.dim() != 4:  # not an image dataset
-            net.train(was_training)
+        batch = self._batch(trainer, pl_module)
+        if batch is None or batch[0].dim() != 4:  # not an image dataset
             return
-        recon = net.likelihood.mean(net.decode(net.embed(x))).reshape(x.shape)
-        z = net.latent.prior(x).sample((x.shape[0],))
-        samples = net.likelihood.mean(net.decode(z)).reshape(x.shape)
+        net.eval()
+        x, _ = batch
+        figures = {"reconstructions": torch.cat([x, net.likelihood.mean(net.decode(net.embed(x))).reshape(x.shape)])}
+        if net.latent.has_prior:
+            z = net.latent.prior(x).sample((x.shape[0],))
+            figures["samples"] = net.likelihood.mean(net.decode(z)).reshape(x.shape)
         net.train(was_training)
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        for key, images in (("reconstructions", torch.cat([x, recon])), ("samples", samples)):
+        for key, images in figures.items():
             fig = image_grid(images, nrow=16, title=key)
             log_figure(trainer, key, fig, trainer.global_step)
             save_figure(fig, self.output_dir / f"{key}_{tag}.png")

@@ -111,7 +111,7 @@ class VAEModule(pl.LightningModule):
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, "test")
-        if self.hparams.eval_samples > 0:
+        if self.hparams.eval_samples > 0 and self.net.latent.has_prior:
             x, _ = batch
             ll = self.net.log_likelihood(x, self.hparams.eval_samples).mean()
             self.log("test/log_likelihood", ll, batch_size=x.shape[0], sync_dist=True)
