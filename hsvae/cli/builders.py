@@ -8,6 +8,9 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
@@ -73,8 +76,22 @@ def _wandb_has_key() -> bool:
         return False
 
 
+def sweep_job() -> dict | None:
+    """In a Hydra multirun: the job number, the sweep directory and this job's overrides; else None."""
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return None
+    return {"num": hc.job.num, "sweep_dir": hc.sweep.dir, "overrides": list(hc.overrides.task),
+            "name": hc.job.override_dirname}
+
+
 def instantiate_loggers(cfg: DictConfig | None) -> list:
+    """Instantiate the ``logger`` group. W&B: offline without a key; in a multirun, every job of the sweep
+    goes into one group named after the task and the sweep directory, tagged with its swept values."""
     loggers = []
+    job = sweep_job()
     for name, node in (cfg or {}).items():
         if not (isinstance(node, DictConfig) and "_target_" in node):
             continue
@@ -84,9 +101,44 @@ def instantiate_loggers(cfg: DictConfig | None) -> list:
                     node.offline = not _wandb_has_key()
                 if node.offline:
                     os.environ.setdefault("WANDB_MODE", "offline")
+                if job is not None:
+                    node.group = f"{node.get('group') or 'sweep'}-{Path(job['sweep_dir']).name}"
+                    node.tags = [*(node.get("tags") or []), *job["overrides"]][:64]
+                    node.name = node.get("name") or job["name"] or f"job{job['num']}"
                 Path(node.save_dir).mkdir(parents=True, exist_ok=True)
         loggers.append(hydra.utils.instantiate(node))
     return loggers
+
+
+def assign_job_gpu(cfg: DictConfig) -> None:
+    """In a multirun on a machine with GPUs, pin job N to GPU N mod (number of GPUs).
+
+    With the joblib launcher running k jobs at once on g GPUs, each job gets its own GPU when k <= g,
+    and small runs share GPUs round-robin when k > g. Only for single-device trainers on GPU; a CPU run,
+    a DDP run, or an explicit device list is left alone.
+    """
+    job = sweep_job()
+    if job is None or not cfg.get("gpu_per_job", True) or not torch.cuda.is_available():
+        return
+    trainer = cfg.trainer
+    if trainer.get("accelerator") not in ("gpu", "cuda", "auto") or trainer.get("devices") not in (1, "1", None):
+        return
+    if trainer.get("strategy") not in (None, "auto"):
+        return
+    with open_dict(trainer):
+        trainer.devices = [job["num"] % torch.cuda.device_count()]
+
+
+def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
+    """The checkpoint to resume from: ``ckpt_path``, or with ``auto_resume`` (set by the SLURM launcher, whose
+    preempted jobs are requeued into the same output directory) this run's own last.ckpt when it exists."""
+    if cfg.get("ckpt_path"):
+        return cfg.ckpt_path
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if cfg.get("auto_resume", False) and last.is_file():
+        log.info("auto_resume: resuming from %s", last)
+        return str(last)
+    return None
 
 
 def log_hyperparameters(cfg: DictConfig, loggers: list) -> None:

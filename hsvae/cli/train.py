@@ -21,12 +21,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from hsvae.cli import CONFIG_DIR
 from hsvae.cli.builders import (
+    assign_job_gpu,
     check_output_dir,
     instantiate_callbacks,
     instantiate_loggers,
     log_hyperparameters,
+    resume_checkpoint,
     validate,
 )
+from hsvae.cli.plugins import exit_if_plugin_missing
 from hsvae.cli.report import collect_metrics, print_metrics, write_results
 
 log = logging.getLogger(__name__)
@@ -37,8 +40,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
     validate(cfg)
     output_dir = Path(cfg.paths.output_dir)
-    if cfg.get("ckpt_path") is None:
+    ckpt_path = resume_checkpoint(cfg, output_dir)
+    if ckpt_path is None:
         check_output_dir(output_dir, cfg.get("allow_overwrite", False))
+    assign_job_gpu(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.dataset)
@@ -49,7 +54,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log_hyperparameters(cfg, loggers)
 
     if cfg.get("train", True):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     fit_metrics = dict(trainer.callback_metrics)
 
     test_ckpt = None
@@ -59,7 +64,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if cfg.get("train", True):
             test_ckpt = best or None
         else:
-            test_ckpt = cfg.get("ckpt_path")
+            test_ckpt = ckpt_path
         trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt)
     metrics = collect_metrics(trainer, fit_metrics)
 
@@ -81,7 +86,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def _hydra_main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
     name = cfg.get("optimized_metric")
     if not name:
@@ -92,6 +97,11 @@ def main(cfg: DictConfig) -> float | None:
             "Set optimized_metric to one of them."
         )
     return metrics[name]
+
+
+def main() -> float | None:
+    exit_if_plugin_missing()
+    return _hydra_main()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,269 @@
+"""``python scripts/make_tables.py`` / ``hsvae-tables``: turn a multirun's results.json files into a table.
+
+    hsvae-tables logs/train/multiruns/<date> --metrics test/log_likelihood --paper experiments/mnist_table/paper.yaml \
+        --out experiments/mnist_table/README_table.md --plot latent.dim
+
+Runs are grouped by the overrides that vary between them (each job's ``.hydra/overrides.yaml``; the
+seed is never a grouping key), and each cell reports mean +- standard deviation and the run count. Job
+directories without a readable results.json of the current format are reported as missing, by group,
+instead of being dropped. Runs whose configs differ in anything but the swept keys, the seed and paths
+are not mixed silently: that is an error unless ``--allow-mixed``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from hsvae.cli.report import RESULTS_FORMAT
+
+#: Config keys that legitimately differ between runs of one table.
+IGNORED_PREFIXES = ("paths.", "hydra.", "seed", "dataset.seed", "logger.", "callbacks.", "trainer.devices",
+                    "trainer.default_root_dir", "tags", "task_name", "ckpt_path", "allow_overwrite")
+
+
+@dataclass
+class Job:
+    directory: Path
+    overrides: dict[str, str]
+    results: dict | None = None
+    problem: str | None = None
+
+
+@dataclass
+class Cell:
+    key: tuple
+    values: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    runs: int = 0
+    missing: list[str] = field(default_factory=list)
+    jobs: list[Job] = field(default_factory=list)
+
+
+def _read_overrides(job_dir: Path) -> dict[str, str]:
+    path = job_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return {}
+    out = {}
+    for item in yaml.safe_load(path.read_text()) or []:
+        key, _, value = str(item).partition("=")
+        out[key.lstrip("+~")] = value
+    return out
+
+
+def find_jobs(roots: list[Path]) -> list[Job]:
+    """Every job directory under ``roots``: those with a results.json and those Hydra started (``.hydra/``)."""
+    dirs: set[Path] = set()
+    for root in roots:
+        if not root.exists():
+            raise FileNotFoundError(f"{root} does not exist")
+        for marker in list(root.rglob("results.json")) + list(root.rglob(".hydra")):
+            job_dir = marker.parent
+            if (job_dir / ".hydra" / "multirun.yaml").exists() and not (job_dir / "results.json").exists() and not (
+                job_dir / ".hydra" / "overrides.yaml"
+            ).exists():
+                continue  # the sweep's own folder
+            dirs.add(job_dir)
+    jobs = []
+    for job_dir in sorted(dirs):
+        job = Job(job_dir, _read_overrides(job_dir))
+        path = job_dir / "results.json"
+        if not path.exists():
+            job.problem = "no results.json (failed or unfinished)"
+        else:
+            try:
+                data = json.loads(path.read_text())
+                if data.get("format") != RESULTS_FORMAT:
+                    job.problem = f"results.json of format {data.get('format')!r}, expected {RESULTS_FORMAT}"
+                else:
+                    job.results = data
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
+                job.problem = f"corrupt results.json ({err})"
+        if job.problem:
+            warnings.warn(f"{job_dir}: {job.problem}; counted as missing", stacklevel=2)
+        if not job.overrides and job.results is not None:
+            job.overrides = {}
+        jobs.append(job)
+    return jobs
+
+
+def _flatten(node, prefix: str = "") -> dict[str, object]:
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def _ignored(key: str) -> bool:
+    return key.startswith(IGNORED_PREFIXES) or key in {p.rstrip(".") for p in IGNORED_PREFIXES}
+
+
+def mixed_keys(jobs: list[Job]) -> list[str]:
+    """Config keys on which the finished runs of one cell disagree (seed, paths and loggers aside)."""
+    reference: dict | None = None
+    differing: set[str] = set()
+    for job in jobs:
+        if job.results is None:
+            continue
+        flat = {k: v for k, v in _flatten(job.results.get("config", {})).items() if not _ignored(k)}
+        if reference is None:
+            reference = flat
+            continue
+        differing |= {key for key in set(flat) | set(reference) if flat.get(key) != reference.get(key)}
+    return sorted(differing)
+
+
+def group(jobs: list[Job], by: list[str] | None, metrics: list[str]) -> tuple[list[str], dict[tuple, Cell]]:
+    keys = set().union(*(j.overrides for j in jobs)) if jobs else set()
+    if by is None:
+        by = sorted(k for k in keys if k != "seed" and len({j.overrides.get(k) for j in jobs}) > 1)
+    cells: dict[tuple, Cell] = {}
+    for job in jobs:
+        key = tuple(job.overrides.get(k, "") for k in by)
+        cell = cells.setdefault(key, Cell(key))
+        cell.jobs.append(job)
+        if job.results is None:
+            cell.missing.append(f"{job.directory.name}: {job.problem}")
+            continue
+        cell.runs += 1
+        for m in metrics:
+            value = job.results.get("metrics", {}).get(m)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                cell.values[m].append(float(value))
+            else:
+                cell.missing.append(f"{job.directory.name}: no finite {m}")
+    return by, cells
+
+
+def _fmt(values: list[float], scale: float) -> str:
+    if not values:
+        return "—"
+    mean = statistics.fmean(values) * scale
+    if len(values) == 1:
+        return f"{mean:.2f}"
+    return f"{mean:.2f} ± {statistics.stdev(values) * abs(scale):.2f}"
+
+
+def paper_lookup(paper: dict | None, by: list[str], key: tuple) -> dict[str, object]:
+    if not paper:
+        return {}
+    here = dict(zip(by, key))
+    for entry in paper.get("entries", []):
+        if all(str(here.get(k)) == str(v) for k, v in entry.get("match", {}).items()):
+            return entry.get("values", {})
+    return {}
+
+
+def _sort_key(key: tuple):
+    return tuple((0, float(v)) if _is_number(v) else (1, str(v)) for v in key)
+
+
+def _is_number(v) -> bool:
+    try:
+        float(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def markdown_table(by: list[str], cells: dict[tuple, Cell], metrics: list[str], paper: dict | None, scale: float) -> str:
+    paper_cols = list(paper.get("columns", [])) if paper else []
+    header = [*by, "runs", *metrics, *(f"paper: {c}" for c in paper_cols), "missing"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key in sorted(cells, key=_sort_key):
+        cell = cells[key]
+        ref = paper_lookup(paper, by, key)
+        row = [*key, str(cell.runs), *(_fmt(cell.values.get(m, []), scale) for m in metrics),
+               *(str(ref.get(c, "—")) for c in paper_cols), str(len(cell.missing)) if cell.missing else ""]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(by: list[str], cells: dict[tuple, Cell], metric: str, x_key: str, path: Path, scale: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if x_key not in by:
+        raise ValueError(f"--plot {x_key}: not a grouping key (grouping keys: {by})")
+    xi = by.index(x_key)
+    series: dict[tuple, list[tuple[float, float, float]]] = defaultdict(list)
+    for key, cell in cells.items():
+        values = cell.values.get(metric, [])
+        if not values or not _is_number(key[xi]):
+            continue
+        rest = key[:xi] + key[xi + 1 :]
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        series[rest].append((float(key[xi]), statistics.fmean(values) * scale, sd * abs(scale)))
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    rest_names = by[:xi] + by[xi + 1 :]
+    for rest, pts in sorted(series.items(), key=lambda kv: _sort_key(kv[0])):
+        pts.sort()
+        label = ", ".join(f"{n}={v}" for n, v in zip(rest_names, rest)) or metric
+        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=3, label=label)
+    ax.set_xlabel(x_key)
+    ax.set_ylabel(metric if scale == 1 else f"{metric} x {scale:g}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("roots", nargs="+", type=Path, help="multirun directories (or any folders of runs)")
+    parser.add_argument("--metrics", nargs="+", default=["test/log_likelihood"], help="results.json metric keys")
+    parser.add_argument("--by", nargs="*", default=None, help="grouping override keys (default: those that vary)")
+    parser.add_argument("--paper", type=Path, default=None, help="YAML file with the paper's values")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply metrics by this (e.g. 100 for percent)")
+    parser.add_argument("--out", type=Path, default=None, help="write the Markdown table here (default: stdout)")
+    parser.add_argument("--plot", default=None, metavar="KEY", help="also plot the first metric against KEY")
+    parser.add_argument("--allow-mixed", action="store_true", help="group runs whose configs differ elsewhere")
+    args = parser.parse_args(argv)
+
+    jobs = find_jobs(args.roots)
+    finished = [j for j in jobs if j.results is not None]
+    if not finished:
+        print(f"error: no readable results.json under {', '.join(map(str, args.roots))} "
+              f"({len(jobs)} job directories found)", file=sys.stderr)
+        return 2
+    by, cells = group(jobs, args.by, args.metrics)
+    for key, cell in cells.items():
+        differing = mixed_keys(cell.jobs)
+        if differing and not args.allow_mixed:
+            print(f"error: the runs of cell {dict(zip(by, key))} differ in config keys that are not grouping keys, "
+                  f"so averaging them would mix different experiments: {', '.join(differing[:20])}. "
+                  "Group by them (--by ...) or pass --allow-mixed.", file=sys.stderr)
+            return 3
+    paper = yaml.safe_load(args.paper.read_text()) if args.paper else None
+    table = markdown_table(by, cells, args.metrics, paper, args.scale)
+    missing = [(k, m) for k, c in cells.items() for m in c.missing]
+    if missing:
+        table += "\nMissing or failed runs:\n" + "".join(f"- {dict(zip(by, k))}: {m}\n" for k, m in missing)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(table)
+        print(f"wrote {args.out}")
+    else:
+        print(table)
+    if args.plot:
+        path = (args.out.with_suffix(".png") if args.out else Path("table.png"))
+        plot(by, cells, args.metrics[0], args.plot, path, args.scale)
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,11 @@
+"""Aggregate a multirun's results.json files into a Markdown table beside the paper's numbers.
+
+See ``hsvae/cli/tables.py`` (also installed as ``hsvae-tables``) for the options.
+"""
+
+import sys
+
+from hsvae.cli.tables import main
+
+if __name__ == "__main__":
+    sys.exit(main())
