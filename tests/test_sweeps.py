@@ -1,0 +1,143 @@
+"""Sweeps: every experiment config composes and runs, multiruns through the joblib and submitit
+launchers, make_tables on their output, two-process DDP on CPU, and bad sweep input."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hsvae.cli import CONFIG_DIR
+from hsvae.cli.plugins import missing_plugin
+from hsvae.cli.tables import main as make_tables
+from hsvae.cli.train import train
+from tests.conftest import FAST
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
+TINY = ["dataset.n_train=320", "dataset.n_val=100", "dataset.n_test=100", "trainer.max_epochs=1",
+        "model.eval_samples=5", "callbacks.progress_bar=null", "+trainer.enable_model_summary=false"]
+
+
+def run_train(args: list[str], cwd: Path = REPO, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_runs(compose_train, data_dir, experiment):
+    """The sweep-composition test: each experiment's own settings, one fast_dev_run."""
+    cfg = compose_train([f"experiment={experiment}", f"paths.data_dir={data_dir}", "+trainer.fast_dev_run=true",
+                         *FAST])
+    assert cfg.hydra.sweeper.params, f"experiment={experiment} declares no sweep (hydra.sweeper.params)"
+    metrics = train(cfg)
+    assert metrics, experiment
+
+
+def _sweep(tmp_path: Path, launcher: str) -> Path:
+    sweep_dir = tmp_path / launcher
+    proc = run_train(["-m", f"launcher={launcher}", "experiment=synthetic_sphere",
+                      "hydra.sweeper.params.variant=nvae,svae", "hydra.sweeper.params.seed=0,1",
+                      f"hydra.sweep.dir={sweep_dir}", *TINY])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return sweep_dir
+
+
+def _check_table(sweep_dir: Path, tmp_path: Path) -> None:
+    runs = [json.loads(p.read_text()) for p in sweep_dir.glob("*/results.json")]
+    assert len(runs) == 4
+    out = tmp_path / f"{sweep_dir.name}.md"
+    assert make_tables([str(sweep_dir), "--metrics", "test/elbo", "--out", str(out)]) == 0
+    rows = [line.split("|")[1:-1] for line in out.read_text().splitlines()[2:] if line.startswith("|")]
+    assert len(rows) == 2
+    for variant, count, cell, *_ in (map(str.strip, r) for r in rows):
+        assert count == "2"
+        own = [r["metrics"]["test/elbo"] for r in runs
+               if r["config"]["latent"]["_target_"].endswith("VonMisesFisherLatent") == (variant == "svae")]
+        mean = statistics.fmean(own)
+        assert float(cell.split("±")[0]) == pytest.approx(mean, abs=0.006), (variant, own)
+
+
+def test_joblib_multirun_and_table(tmp_path):
+    sweep_dir = _sweep(tmp_path, "joblib")
+    _check_table(sweep_dir, tmp_path)
+
+
+@pytest.mark.slow
+def test_submitit_local_multirun_and_table(tmp_path):
+    sweep_dir = _sweep(tmp_path, "submitit_local")
+    _check_table(sweep_dir, tmp_path)
+
+
+def test_make_tables_reports_missing_and_corrupt_runs(tmp_path, capsys):
+    def job(name: str, overrides: list[str], results: dict | str | None):
+        d = tmp_path / "sweep" / name
+        (d / ".hydra").mkdir(parents=True)
+        (d / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+        if results is not None:
+            (d / "results.json").write_text(results if isinstance(results, str) else json.dumps(results))
+
+    ok = {"format": 1, "metrics": {"test/elbo": -100.0}, "config": {"latent": {"dim": 2}}}
+    job("0", ["latent=vmf", "seed=0"], ok)
+    job("1", ["latent=vmf", "seed=1"], {**ok, "metrics": {"test/elbo": -102.0}})
+    job("2", ["latent=gaussian", "seed=0"], "{not json")
+    job("3", ["latent=gaussian", "seed=1"], {**ok, "format": 0})
+    job("4", ["latent=gaussian", "seed=2"], None)
+    out = tmp_path / "t.md"
+    with pytest.warns(UserWarning):
+        assert make_tables([str(tmp_path / "sweep"), "--metrics", "test/elbo", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| vmf | 2 | -101.00 ± 1.41 |" in text
+    assert "| gaussian | 0 | — |" in text and "corrupt results.json" in text and "format 0" in text
+    assert "no results.json" in text
+
+    # the same cell, different configs: refused rather than averaged
+    job("5", ["latent=vmf", "seed=2"], {**ok, "config": {"latent": {"dim": 5}}})
+    with pytest.warns(UserWarning):
+        assert make_tables([str(tmp_path / "sweep"), "--metrics", "test/elbo"]) == 3
+    assert "latent.dim" in capsys.readouterr().err
+
+
+def test_make_tables_without_results_fails(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert make_tables([str(tmp_path / "empty")]) != 0
+    assert "no readable results.json" in capsys.readouterr().err
+
+
+def test_missing_launcher_plugin_names_the_package(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if "joblib_launcher" in name else real(name, *a))
+    message = missing_plugin(["-m", "launcher=joblib", "seed=0,1"])
+    assert "hydra-joblib-launcher" in message and "pip install" in message
+    assert missing_plugin(["launcher=submitit_local"]) is None  # installed in the dev extra
+
+
+def test_sweep_with_unknown_key_is_refused(tmp_path):
+    proc = run_train(["-m", "latent.dimension=2,5", f"hydra.sweep.dir={tmp_path / 's'}", *TINY])
+    assert proc.returncode != 0
+    assert "latent.dimension" in proc.stderr
+    assert not list((tmp_path / "s").glob("*/results.json"))
+
+
+def test_ddp_two_cpu_processes_one_set_of_outputs(tmp_path):
+    run_dir = tmp_path / "ddp"
+    proc = run_train(["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "latent=gaussian",
+                      f"hydra.run.dir={run_dir}", *TINY, "trainer.max_epochs=2"])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    res = json.loads((run_dir / "results.json").read_text())
+    # 320 training points, 2 ranks x 160, batch 64 -> 3 steps per epoch on each rank
+    assert res["global_step"] == 6
+    assert sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(".")) == [
+        "checkpoints", "csv", "plots", "results.json", "train.log"]
+    assert len(list(run_dir.rglob("metrics.csv"))) == 1
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
