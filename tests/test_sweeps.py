@@ -41,10 +41,10 @@ def test_every_experiment_composes_and_runs(compose_train, data_dir, experiment)
     assert metrics, experiment
 
 
-def _sweep(tmp_path: Path, launcher: str) -> Path:
+def _sweep(tmp_path: Path, launcher: str, *extra: str) -> Path:
     sweep_dir = tmp_path / launcher
-    proc = run_train(["-m", f"launcher={launcher}", "experiment=synthetic_sphere",
-                      "hydra.sweeper.params.variant=nvae,svae", "hydra.sweeper.params.seed=0,1",
+    proc = run_train(["-m", f"launcher={launcher}", "experiment=synthetic_sphere", *extra,
+                      "variant=nvae,svae", "seed=0,1",
                       f"hydra.sweep.dir={sweep_dir}", *TINY])
     assert proc.returncode == 0, proc.stderr[-4000:]
     return sweep_dir
@@ -66,8 +66,17 @@ def _check_table(sweep_dir: Path, tmp_path: Path) -> None:
 
 
 def test_joblib_multirun_and_table(tmp_path):
-    sweep_dir = _sweep(tmp_path, "joblib")
+    sweep_dir = _sweep(tmp_path, "joblib", "logger=wandb")
     _check_table(sweep_dir, tmp_path)
+    # W&B: one group for the whole sweep, each run tagged with its swept values
+    from hsvae.utils.wandb_offline import read_offline_run
+
+    runs = [read_offline_run(p) for p in sorted(sweep_dir.glob("*/wandb/offline-run-*"))]
+    assert len(runs) == 4
+    assert {r["run"]["group"] for r in runs} == {f"synthetic_sphere-{sweep_dir.name}"}
+    tags = [set(r["run"]["tags"]) for r in runs]
+    assert {"variant=nvae", "variant=svae"} == {t for ts in tags for t in ts if t.startswith("variant=")}
+    assert all("synthetic_sphere" in t and any(x.startswith("seed=") for x in t) for t in tags)
 
 
 @pytest.mark.slow

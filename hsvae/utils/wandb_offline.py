@@ -37,7 +37,8 @@ def _records(path: Path):
 
 
 def read_offline_run(run_dir: str | Path) -> dict:
-    """Summarise an offline run directory: ``{"config": {key: json}, "history_keys": set, "history": [dict]}``.
+    """Summarise an offline run directory: ``{"config": {key: json}, "history_keys": set, "history": [dict],
+    "run": {"group", "tags", "name", "job_type"}}``.
 
     History values are the JSON strings W&B stores (``json.loads`` them for numbers).
     """
@@ -47,14 +48,17 @@ def read_offline_run(run_dir: str | Path) -> dict:
     files = sorted(run_dir.glob("run-*.wandb"))
     if not files:
         raise FileNotFoundError(f"no run-*.wandb file in {run_dir}")
-    config, history = {}, []
+    config, history, run = {}, [], {}
     for data in _records(files[0]):
         record = pb.Record()
         record.ParseFromString(data)
         kind = record.WhichOneof("record_type")
-        if kind == "config":
+        if kind == "run":
+            run = {"group": record.run.run_group, "tags": list(record.run.tags), "name": record.run.display_name,
+                   "job_type": record.run.job_type}
+        elif kind == "config":
             config.update({u.key: u.value_json for u in record.config.update})
         elif kind == "history":
             history.append({(i.key or "/".join(i.nested_key)): i.value_json for i in record.history.item})
     keys = set().union(*history) if history else set()
-    return {"config": config, "history_keys": keys, "history": history}
+    return {"config": config, "history_keys": keys, "history": history, "run": run}
