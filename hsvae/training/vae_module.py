@@ -26,6 +26,9 @@ class VAEModule(pl.LightningModule):
         warmup_epochs: the KL weight beta rises linearly from 0 to 1 over this many epochs (0: no warm-up).
         final_beta: the KL weight after warm-up (1 for the ELBO; < 1 for a beta-VAE).
         eval_samples: importance samples for the test log-likelihood (0 disables it).
+        knn_k: if > 0, ``test/knn_accuracy``: a k-NN classifier on the latent means of (up to
+            ``knn_train_points``) training points, evaluated on the test points' means (Euclidean distance in
+            R^d, cosine on the sphere). Needs a data module with labelled ``splits``.
     """
 
     def __init__(
@@ -36,6 +39,8 @@ class VAEModule(pl.LightningModule):
         warmup_epochs: float = 0.0,
         final_beta: float = 1.0,
         eval_samples: int = 500,
+        knn_k: int = 0,
+        knn_train_points: int = 10000,
     ):
         super().__init__()
         if warmup_epochs < 0:
@@ -115,6 +120,21 @@ class VAEModule(pl.LightningModule):
             x, _ = batch
             ll = self.net.log_likelihood(x, self.hparams.eval_samples).mean()
             self.log("test/log_likelihood", ll, batch_size=x.shape[0], sync_dist=True)
+
+    @torch.no_grad()
+    def on_test_epoch_end(self) -> None:
+        splits = getattr(getattr(self.trainer, "datamodule", None), "splits", None)
+        if self.hparams.knn_k <= 0 or not splits:
+            return
+        from hsvae.evaluation import knn_accuracy
+
+        embed = {}
+        for name, limit in (("train", self.hparams.knn_train_points), ("test", None)):
+            x, y = splits[name].x[:limit], splits[name].y[:limit]
+            embed[name] = (torch.cat([self.net.embed(b.to(self.device)) for b in x.split(1000)]), y.to(self.device))
+        metric = "cosine" if self.net.latent.spherical else "euclidean"
+        accuracy = knn_accuracy(*embed["train"], *embed["test"], k=self.hparams.knn_k, metric=metric)
+        self.log("test/knn_accuracy", accuracy, sync_dist=True)
 
     # -- optimisation -----------------------------------------------------------------------------
     def configure_optimizers(self):

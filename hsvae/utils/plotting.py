@@ -31,25 +31,35 @@ def _scatter(ax, u: np.ndarray, v: np.ndarray, labels: np.ndarray | None, **kwar
 
 
 def plot_latent(points: torch.Tensor, labels: torch.Tensor | None, spherical: bool, title: str = "") -> Figure:
-    """Scatter of latent means coloured by class.
+    """Scatter of latent means coloured by class, in a figure of its own (see :func:`draw_latent`).
 
-    S^1 (2 coordinates, spherical): on the unit circle. S^2 (3 coordinates): Hammer equal-area projection of
-    the sphere, as in the S-VAE paper's figures. R^2: plain scatter. Higher dimensions: the first two
-    principal components (the title says so).
+    S^2 (3 coordinates, spherical) uses the Hammer equal-area projection of the sphere, as in the S-VAE
+    paper's figures.
     """
+    if spherical and points.shape[1] == 3:
+        fig = plt.figure(figsize=(6.4, 3.8))
+        ax = fig.add_subplot(projection="hammer")
+    else:
+        fig, ax = plt.subplots(figsize=(4.8, 4.8))
+    draw_latent(ax, points, labels, spherical, title)
+    fig.tight_layout()
+    return fig
+
+
+def draw_latent(ax, points: torch.Tensor, labels: torch.Tensor | None, spherical: bool, title: str = "") -> None:
+    """Draw latent means on ``ax``: S^1 (2 coordinates, spherical) on the unit circle; S^2 in longitude and
+    latitude (``ax`` should have the "hammer" projection); R^1 on a line; R^2 as is; higher dimensions as
+    their first two principal components (the title says so)."""
     p = points.detach().float().cpu().numpy()
     c = None if labels is None else labels.detach().cpu().numpy()
     k = p.shape[1]
     kwargs = dict(s=4, alpha=0.7, linewidths=0)
     if spherical and k == 3:
-        fig = plt.figure(figsize=(6.4, 3.8))
-        ax = fig.add_subplot(projection="hammer")
         lon, lat = np.arctan2(p[:, 1], p[:, 0]), np.arcsin(np.clip(p[:, 2], -1, 1))
         _scatter(ax, lon, lat, c, **kwargs)
         ax.grid(True, alpha=0.3)
         ax.set_xticklabels([])
     else:
-        fig, ax = plt.subplots(figsize=(4.8, 4.8))
         if spherical and k == 2:
             t = np.linspace(0, 2 * np.pi, 200)
             ax.plot(np.cos(t), np.sin(t), color="0.8", lw=1, zorder=0)
@@ -63,8 +73,6 @@ def plot_latent(points: torch.Tensor, labels: torch.Tensor | None, spherical: bo
         _scatter(ax, p[:, 0], p[:, 1], c, **kwargs)
         ax.set_aspect("equal", adjustable="datalim")
     ax.set_title(title)
-    fig.tight_layout()
-    return fig
 
 
 def image_grid(images: torch.Tensor, nrow: int = 8, title: str = "") -> Figure:
