@@ -71,7 +71,8 @@ def draw_latent(ax, points: torch.Tensor, labels: torch.Tensor | None, spherical
             p = _pca2(p)
             title = f"{title} (PCA of {k} coordinates)".strip()
         _scatter(ax, p[:, 0], p[:, 1], c, **kwargs)
-        ax.set_aspect("equal", adjustable="datalim")
+        # the circle has fixed limits: keep them and size the box instead
+        ax.set_aspect("equal", adjustable="box" if spherical and k == 2 else "datalim")
     ax.set_title(title)
 
 
