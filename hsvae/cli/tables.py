@@ -145,13 +145,13 @@ def group(jobs: list[Job], by: list[str] | None, metrics: list[str]) -> tuple[li
     return by, cells
 
 
-def _fmt(values: list[float], scale: float) -> str:
+def _fmt(values: list[float], scale: float, digits: int = 2) -> str:
     if not values:
         return "—"
     mean = statistics.fmean(values) * scale
     if len(values) == 1:
-        return f"{mean:.2f}"
-    return f"{mean:.2f} ± {statistics.stdev(values) * abs(scale):.2f}"
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {statistics.stdev(values) * abs(scale):.{digits}f}"
 
 
 def paper_lookup(paper: dict | None, by: list[str], key: tuple) -> dict[str, object]:
@@ -176,14 +176,16 @@ def _is_number(v) -> bool:
         return False
 
 
-def markdown_table(by: list[str], cells: dict[tuple, Cell], metrics: list[str], paper: dict | None, scale: float) -> str:
+def markdown_table(
+    by: list[str], cells: dict[tuple, Cell], metrics: list[str], paper: dict | None, scale: float, digits: int = 2
+) -> str:
     paper_cols = list(paper.get("columns", [])) if paper else []
     header = [*by, "runs", *metrics, *(f"paper: {c}" for c in paper_cols), "missing"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key in sorted(cells, key=_sort_key):
         cell = cells[key]
         ref = paper_lookup(paper, by, key)
-        row = [*key, str(cell.runs), *(_fmt(cell.values.get(m, []), scale) for m in metrics),
+        row = [*key, str(cell.runs), *(_fmt(cell.values.get(m, []), scale, digits) for m in metrics),
                *(str(ref.get(c, "—")) for c in paper_cols), str(len(cell.missing)) if cell.missing else ""]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
@@ -228,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--by", nargs="*", default=None, help="grouping override keys (default: those that vary)")
     parser.add_argument("--paper", type=Path, default=None, help="YAML file with the paper's values")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply metrics by this (e.g. 100 for percent)")
+    parser.add_argument("--digits", type=int, default=2, help="decimals in the table")
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown table here (default: stdout)")
     parser.add_argument("--plot", default=None, metavar="KEY", help="also plot the first metric against KEY")
     parser.add_argument("--allow-mixed", action="store_true", help="group runs whose configs differ elsewhere")
@@ -248,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                   "Group by them (--by ...) or pass --allow-mixed.", file=sys.stderr)
             return 3
     paper = yaml.safe_load(args.paper.read_text()) if args.paper else None
-    table = markdown_table(by, cells, args.metrics, paper, args.scale)
+    table = markdown_table(by, cells, args.metrics, paper, args.scale, args.digits)
     missing = [(k, m) for k, c in cells.items() for m in c.missing]
     if missing:
         table += "\nMissing or failed runs:\n" + "".join(f"- {dict(zip(by, k))}: {m}\n" for k, m in missing)
