@@ -16,6 +16,7 @@ from .gaussian import DiagonalNormal, StandardNormal
 from .power_spherical import PowerSpherical
 from .spherical_cauchy import SphericalCauchy
 from .uniform import HypersphericalUniform
+from .von_mises_fisher import VonMisesFisher
 
 __all__ = [
     "DiagonalNormal",
@@ -23,4 +24,5 @@ __all__ = [
     "PowerSpherical",
     "SphericalCauchy",
     "StandardNormal",
+    "VonMisesFisher",
 ]

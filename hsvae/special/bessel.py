@@ -19,18 +19,24 @@ differentiable in v. Second derivatives are not implemented (``once_differentiab
 Methods, chosen per call from v (a python number) and, where two are needed, per element
 from x -- each only where it is accurate to ~1e-14 (float64) or ~1e-9 (float32):
 
-* v >= 12 (float64; 8 in float32): Debye's uniform asymptotic expansion, I_v(v z) ~ e^(v eta) / (sqrt(2 pi v) (1+z^2)^(1/4))
-  sum_k u_k(p) / v^k with p = (1 + z^2)^(-1/2) (DLMF 10.41.3), accurate for *every* x > 0 at these
-  orders; the number of terms (at most 16) is picked from v and the dtype. The ratio comes from
-  the companion expansion of I_v'(v z) (DLMF 10.41.4), rewritten so that nothing cancels.
+* v >= 12 (float64; 8 in float32): Debye's uniform asymptotic expansion,
+  I_v(v z) ~ e^(v eta) / (sqrt(2 pi v) (1+z^2)^(1/4)) sum_k u_k(p) / v^k, p = (1 + z^2)^(-1/2)
+  (DLMF 10.41.3), accurate for *every* x > 0 at these orders; the number of terms (at most 16)
+  is picked from v and the dtype. The ratio comes from the companion expansion of I_v'(v z)
+  (DLMF 10.41.4), rewritten so that nothing cancels. One branch, no per-element selection.
 * smaller v: the power series of 0F1 (positive terms, no cancellation) for x < X(v), and Hankel's
   large-argument expansion (DLMF 10.40.1) for x >= X(v), where X(v) (about 10 to 22) is the
   smallest argument at which Hankel's series, truncated at its smallest term, is accurate to the
   tolerance for both orders v and v + 1 without large alternating terms.
 
+  On CPU only the branch(es) some element needs are evaluated (reading the mask back is free
+  there); on accelerators both are, and ``torch.where`` picks per element, with no host sync.
+
 Scaled forms keep everything finite in float32 over x in [0, 1e7] and v up to several thousand
 (the series and Hankel polynomials are evaluated in powers of x/X or X/x, never of x). float16
-and bfloat16 inputs are computed in float32 and cast back.
+and bfloat16 inputs are computed in float32 and cast back. Cost: the work is a few dozen
+element-wise ops whatever the batch, so per-op overhead dominates on CPU; polynomials are one
+cumulative product plus one small matrix product, and constants are cached 0-dim tensors.
 """
 
 from __future__ import annotations
@@ -178,7 +184,7 @@ def _debye_plan(v: float, tol: float) -> _DebyePlan:
     du, dw = _poly_deriv(U), _poly_deriv(W)
     rows = []
     for j in range(degree + 1):
-        rows.append([float(U.get(j, 0)), float(W.get(j, 0)), float(qn.get(j, 0)), float(du.get(j, 0)), float(dw.get(j, 0))])
+        rows.append([float(poly.get(j, 0)) for poly in (U, W, qn, du, dw)])
     return _DebyePlan(rows)
 
 
@@ -248,123 +254,193 @@ def _small_order_plan(v: float, tol: float, condition_limit: float) -> _SmallOrd
     return _SmallOrderPlan(switch, series, hankel)
 
 
+@functools.lru_cache(maxsize=4096)
+def scalar(value: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A cached 0-dim tensor: arithmetic with it skips the per-op conversion of a python float.
+
+    (For float32 tensors on CPU, ``t * 0.5`` costs about twice ``t * scalar(0.5, ...)``: torch
+    wraps the float in a float64 tensor and converts it on every call. The hot paths here are
+    dominated by such per-op overheads, not by arithmetic.)
+    """
+    return torch.tensor(value, dtype=dtype, device=device)
+
+
+class _Evaluator:
+    """Everything one (order, dtype, device) needs, built once: the method, coefficients and
+    the constants (as 0-dim tensors) of its formulas."""
+
+    def __init__(self, v: float, dtype: torch.dtype, device: torch.device):
+        tol = _tolerance(dtype)
+
+        def rows(columns: list[list[float]]) -> torch.Tensor:
+            return torch.tensor(columns, dtype=dtype, device=device).t().contiguous()
+
+        def c(value: float) -> torch.Tensor:
+            return scalar(value, dtype, device)
+
+        self.use_debye = v >= DEBYE_MIN_ORDER[dtype]
+        self.one, self.half, self.quarter = c(1.0), c(0.5), c(0.25)
+        self.v, self.two_v_plus_one = c(v), c(2.0 * v + 1.0)
+        if self.use_debye:
+            self.switch = math.inf
+            self.coef = rows(_debye_plan(v, tol).coefficients)  # U, W, Qn, U', W'
+            self.inv_v = c(1.0 / v)
+        else:
+            plan = _small_order_plan(v, tol, _hankel_condition_limit(dtype))
+            self.switch = plan.switch
+            self.switch_t = c(plan.switch)
+            self.inv_switch = c(1.0 / plan.switch)
+            self.series = rows(plan.series)  # S0 - 1, S1
+            self.hankel = rows(plan.hankel)  # H, D, dH/dt, dD/dt
+            self.inv_two_v_plus_two = c(1.0 / (2.0 * v + 2.0))
+            self.v_plus_half = c(v + 0.5)
+            self.hankel_const = c(math.lgamma(v + 1.0) + v * math.log(2.0) - 0.5 * math.log(2.0 * math.pi))
+
+
 @functools.lru_cache(maxsize=512)
-def _coefficient_tensor(rows: tuple[tuple[float, ...], ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    return torch.tensor(rows, dtype=dtype, device=device)
+def _evaluator(v: float, dtype: torch.dtype, device: torch.device) -> _Evaluator:
+    return _Evaluator(v, dtype, device)
 
 
-def _as_tensor(rows: list[list[float]], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    return _coefficient_tensor(tuple(tuple(r) for r in rows), dtype, device)
+def _polynomials(t: torch.Tensor, coef: torch.Tensor) -> list[torch.Tensor]:
+    """sum_j coef[i, j] t^j for every row i of ``coef``, for a 1-d ``t``.
+
+    Two ops: the powers t^1..t^(n-1) (a cumulative product), then one small matrix product laid
+    out as (k, n) @ (n, B), several times faster on CPU than (B, n) @ (n, k).
+    """
+    n = coef.shape[1]
+    if n == 1:
+        return list(coef.expand(-1, t.shape[0]).unbind(0))
+    powers = t.unsqueeze(-1).expand(t.shape[0], n - 1).cumprod(-1)
+    return list(torch.addmm(coef[:, :1], coef[:, 1:], powers.t()).unbind(0))
 
 
 # --------------------------------------------------------------------------------------------
-# Evaluation: each method returns a (..., 5) tensor [L, L - x, R, 1 - R, dR/dx]
+# Evaluation: each method returns [L, L - x, R, 1 - R] (+ dR/dx when a gradient is needed)
 # --------------------------------------------------------------------------------------------
 
 
-def _debye(v: float, x: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
-    z = x / v
+def _debye(ev: _Evaluator, x: torch.Tensor, with_derivative: bool) -> list[torch.Tensor]:
+    one = ev.one
+    z = x * ev.inv_v
     z2 = z * z
-    p = torch.rsqrt(1.0 + z2)
+    p = torch.rsqrt(z2 + one)
     zp = z * p
-    onep = 1.0 + p
-    a = z2 * p / onep  # = 1/p - 1, computed without cancellation
+    onep = p + one
+    one_zp = zp + one
+    a = z2 * p / onep  # = 1/p - 1, without cancellation
     omp = a * p  # = 1 - p
-    polys = torch.linalg.vander(p, N=coef.shape[0]) @ coef
-    U, W, Qn, dU, dW = polys.unbind(-1)
+    U, W, Qn, dU, dW = _polynomials(p, ev.coef)
     w_over_u = W / U
-    G = 1.0 / onep + w_over_u
+    G = onep.reciprocal() + w_over_u
     ratio = zp * G
-    complement = (p + p * p / (1.0 + zp)) / onep - zp * w_over_u
-    # L = v (1/p - 1) + v log(2p / (1+p)) + (1/2) log p + log(U(p) / U(1)); every log below is
-    # a log1p of a quantity known to full relative accuracy (no cancellation for any z).
-    rest = torch.log1p(omp * Qn) - v * torch.log1p(0.5 * a) - 0.25 * torch.log1p(z2)
-    log_f = v * a + rest
+    # 1 - R = [1 - zp/(1+p)] - zp W/U with 1 - zp/(1+p) = (p + p^2/(1+zp))/(1+p): both terms
+    # are positive for large z, where R -> 1.
+    complement = torch.addcdiv(p, p * p, one_zp) / onep - zp * w_over_u
+    # L = v (1/p - 1) + v log(2p/(1+p)) + (1/2) log p + log(U(p)/U(1)), each log a log1p of a
+    # quantity known to full relative accuracy, so nothing cancels for any z.
+    rest = torch.log1p(omp * Qn) - ev.v * torch.log1p(ev.half * a) - ev.quarter * torch.log1p(z2)
+    log_f = torch.addcmul(rest, ev.v, a)
     # L - x: v (1/p - 1 - z) = -v (zp + 1 - p) / (1 + zp).
-    log_f_scaled = rest - v * (zp + omp) / (1.0 + zp)
-    # dR/dz = p^3 G + z^2 p^4 [1/(1+p)^2 - (W'U - W U') / U^2]; both terms >= 0 for large z.
-    dG = 1.0 / (onep * onep) - (dW - w_over_u * dU) / U
-    d_ratio = (p * p * p * G + z2 * p.pow(4) * dG) / v
-    return torch.stack([log_f, log_f_scaled, ratio, complement, d_ratio], dim=-1)
+    log_f_scaled = rest - ev.v * (zp + omp) / one_zp
+    out = [log_f, log_f_scaled, ratio, complement]
+    if with_derivative:
+        # dR/dz = p^3 G + z^2 p^4 [1/(1+p)^2 - (W'U - W U')/U^2]: no cancellation at large z.
+        dG = (onep * onep).reciprocal() - (dW - w_over_u * dU) / U
+        p3 = p * p * p
+        out.append(torch.addcmul(p3 * G, z2 * p * p3, dG) * ev.inv_v)
+    return out
 
 
-def _series(v: float, x: torch.Tensor, switch: float, coef: torch.Tensor) -> torch.Tensor:
-    scaled = x / switch
-    sums = torch.linalg.vander(scaled * scaled, N=coef.shape[0]) @ coef
-    s0_minus_1, s1 = sums.unbind(-1)
+def _series(ev: _Evaluator, x: torch.Tensor, with_derivative: bool) -> list[torch.Tensor]:
+    scaled = x * ev.inv_switch
+    s0_minus_1, s1 = _polynomials(scaled * scaled, ev.series)
     log_f = torch.log1p(s0_minus_1)
-    ratio = x * s1 / ((2.0 * v + 2.0) * (1.0 + s0_minus_1))
-    complement = 1.0 - ratio
-    # x < X <= ~22 and v < 15 here, so this formula loses at most ~2 digits to cancellation.
-    d_ratio = complement * (1.0 + ratio) - (2.0 * v + 1.0) * ratio / x.clamp_min(torch.finfo(x.dtype).tiny)
-    d_ratio = torch.where(x > 0, d_ratio, torch.full_like(x, 1.0 / (2.0 * v + 2.0)))
-    return torch.stack([log_f, log_f - x, ratio, complement, d_ratio], dim=-1)
+    ratio_over_x = s1 * ev.inv_two_v_plus_two / (s0_minus_1 + ev.one)
+    ratio = x * ratio_over_x
+    complement = ev.one - ratio
+    out = [log_f, log_f - x, ratio, complement]
+    if with_derivative:
+        # R' = 1 - R^2 - (2v+1) R/x; here x < X <= ~20 and v < 12, so at most ~2 digits are lost
+        # to cancellation, and R/x comes from the series (finite at x = 0).
+        one_minus_r2 = torch.addcmul(ev.one, ratio, ratio, value=-1.0)
+        out.append(torch.addcmul(one_minus_r2, ev.two_v_plus_one, ratio_over_x, value=-1.0))
+    return out
 
 
-def _hankel(v: float, x: torch.Tensor, switch: float, coef: torch.Tensor) -> torch.Tensor:
-    t_scaled = switch / x
-    sums = torch.linalg.vander(t_scaled, N=coef.shape[0]) @ coef
-    H, D, dH, dD = sums.unbind(-1)
+def _hankel(ev: _Evaluator, x: torch.Tensor, with_derivative: bool) -> list[torch.Tensor]:
+    t = x.reciprocal()
+    H, D, dH, dD = _polynomials(t * ev.switch_t, ev.hankel)
     complement = D / H
-    ratio = 1.0 - complement
-    log_x = torch.log(x)
-    # L - x = log(I_v(x) e^-x) - v log(x/2) + lgamma(v+1).
-    const = math.lgamma(v + 1.0) + v * math.log(2.0) - 0.5 * math.log(2.0 * math.pi)
-    log_f_scaled = torch.log(H) - (v + 0.5) * log_x + const
-    t = 1.0 / x
-    d_ratio = t * t * (dD * H - D * dH) / (H * H)
-    return torch.stack([log_f_scaled + x, log_f_scaled, ratio, complement, d_ratio], dim=-1)
+    ratio = ev.one - complement
+    # L - x = log(I_v(x) e^-x) - v log(x/2) + lgamma(v+1), I_v(x) e^-x = H / sqrt(2 pi x).
+    log_f_scaled = torch.log(H) - ev.v_plus_half * torch.log(x) + ev.hankel_const
+    out = [log_f_scaled + x, log_f_scaled, ratio, complement]
+    if with_derivative:
+        # R = 1 - D/H in t = 1/x: dR/dx = t^2 (D_t H - D H_t) / H^2 = t^2 (D_t - (D/H) H_t) / H.
+        out.append(torch.addcmul(dD, complement, dH, value=-1.0) * (t * t) / H)
+    return out
 
 
-def _evaluate(v: float, x: torch.Tensor) -> torch.Tensor:
-    """(..., 5) tensor [L, L - x, R, 1 - R, dR/dx] for a python order v and x >= 0."""
-    tol = _tolerance(x.dtype)
-    if v >= DEBYE_MIN_ORDER[x.dtype]:
-        plan = _debye_plan(v, tol)
-        return _debye(v, x, _as_tensor(plan.coefficients, x.dtype, x.device))
-    plan = _small_order_plan(v, tol, _hankel_condition_limit(x.dtype))
-    series_coef = _as_tensor(plan.series, x.dtype, x.device)
-    hankel_coef = _as_tensor(plan.hankel, x.dtype, x.device)
-    below = x < plan.switch
-    if x.device.type == "cpu" and x.numel() > 0:
+def _evaluate(v: float, x: torch.Tensor, with_derivative: bool, reduce=None) -> list[torch.Tensor]:
+    """[L, L - x, R, 1 - R] (+ dR/dx) for a python order v and a tensor x >= 0.
+
+    ``reduce(x, outputs, method)``, if given, maps each method's outputs (method: "debye",
+    "series" or "hankel") to what the caller needs before the per-element selection, so that a
+    caller needing fewer quantities selects fewer.
+    """
+    if x.dim() != 1:
+        return [t.reshape(x.shape) for t in _evaluate(v, x.reshape(-1), with_derivative, reduce)]
+    if reduce is None:
+        reduce = _keep
+    ev = _evaluator(v, x.dtype, x.device)
+    if ev.use_debye:
+        return reduce(x, _debye(ev, x, with_derivative), "debye")
+    below = x < ev.switch
+    if x.device.type == "cpu":
         # On CPU a host sync is free: evaluate only the branches that some element needs.
-        need_series, need_hankel = bool(below.any()), not bool(below.all())
-        if not need_hankel:
-            return _series(v, x, plan.switch, series_coef)
-        if not need_series:
-            return _hankel(v, x, plan.switch, hankel_coef)
+        if x.numel() == 0 or bool(below.all()):
+            return reduce(x, _series(ev, x, with_derivative), "series")
+        if not bool(below.any()):
+            return reduce(x, _hankel(ev, x, with_derivative), "hankel")
     # Both regions (or an accelerator, where we avoid the sync): clamp each branch's input into
     # its own region so the unused one stays finite, then select per element.
-    out_series = _series(v, x.clamp_max(plan.switch), plan.switch, series_coef)
-    out_hankel = _hankel(v, x.clamp_min(plan.switch), plan.switch, hankel_coef)
-    return torch.where(below.unsqueeze(-1), out_series, out_hankel)
+    x_low, x_high = x.clamp_max(ev.switch), x.clamp_min(ev.switch)
+    low = reduce(x_low, _series(ev, x_low, with_derivative), "series")
+    high = reduce(x_high, _hankel(ev, x_high, with_derivative), "hankel")
+    both = torch.where(below, torch.stack(low), torch.stack(high))
+    return list(both.unbind(0))
+
+
+def _keep(x: torch.Tensor, outputs: list[torch.Tensor], method: str) -> list[torch.Tensor]:
+    return outputs
 
 
 class _BesselIvTermsFunction(torch.autograd.Function):
+    """x -> (L, L - x, R, 1 - R) with dL/dx = R, d(L - x)/dx = -(1 - R), dR/dx = R'."""
+
     @staticmethod
     def forward(ctx, x: torch.Tensor, v: float):
-        out = _evaluate(v, x)
-        log_f, log_f_scaled, ratio, complement, d_ratio = out.unbind(-1)
-        ctx.save_for_backward(ratio, complement, d_ratio)
+        with_derivative = x.requires_grad
+        out = _evaluate(v, x, with_derivative)
+        if with_derivative:
+            ctx.save_for_backward(out[2], out[3], out[4])
         ctx.set_materialize_grads(False)
-        return log_f, log_f_scaled, ratio, complement
+        return tuple(out[:4])
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g_log_f, g_log_f_scaled, g_ratio, g_complement):
         ratio, complement, d_ratio = ctx.saved_tensors
         grad = None
-        # dL/dx = R, d(L - x)/dx = -(1 - R), dR/dx = R', d(1 - R)/dx = -R'.
-        for g, factor, sign in (
-            (g_log_f, ratio, 1.0),
-            (g_log_f_scaled, complement, -1.0),
-            (g_ratio, d_ratio, 1.0),
-            (g_complement, d_ratio, -1.0),
-        ):
-            if g is None:
-                continue
-            term = g * factor if sign > 0 else -(g * factor)
-            grad = term if grad is None else grad + term
+        if g_log_f is not None:
+            grad = g_log_f * ratio
+        if g_log_f_scaled is not None:
+            term = g_log_f_scaled * complement
+            grad = -term if grad is None else grad - term
+        if g_ratio is not None or g_complement is not None:
+            g = g_ratio if g_complement is None else (-g_complement if g_ratio is None else g_ratio - g_complement)
+            grad = g * d_ratio if grad is None else torch.addcmul(grad, g, d_ratio)
         return grad, None
 
 

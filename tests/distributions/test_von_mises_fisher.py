@@ -1,0 +1,430 @@
+"""Tests of the von Mises-Fisher distribution (hsvae.distributions.von_mises_fisher).
+
+Dimension convention: m is the ambient dimension (the sphere S^(m-1) in R^m), v = m/2 - 1.
+Independent oracles: mpmath (Bessel functions at 60 digits) for A_m, dA/dkappa and the KL;
+importance sampling against the uniform for the normaliser; Monte Carlo for the KL and entropy;
+scipy's two-sample Kolmogorov-Smirnov test for Wood's sampler against the exact m = 3 sampler.
+Statistical checks use 5 standard errors estimated from the sample; every test is seeded.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import mpmath as mp
+import pytest
+import scipy.stats
+import torch
+from torch.distributions import kl_divergence
+
+import hsvae.distributions.von_mises_fisher as vmf_module
+from hsvae.distributions import HypersphericalUniform, VonMisesFisher
+from hsvae.distributions._sphere import log_sphere_surface
+
+STAT_DIMS = [2, 3, 5, 10, 65, 257]
+STAT_KAPPAS = [1e-3, 1.0, 10.0, 1e3, 1e5]
+ROBUST_DIMS = [2, 3, 5, 10, 65, 257, 1025, 4097]
+ROBUST_KAPPAS = [1e-6, 1e-3, 1.0, 1e2, 1e4, 1e6]
+F64 = torch.float64
+
+
+# ---------------------------------------------------------------------------------------------
+# mpmath oracle
+# ---------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _mp_vmf(m: int, kappa: float) -> tuple[float, float, float]:
+    """(A_m, dA/dkappa, KL to the uniform) at 60 digits (the KL cancels to ~kappa^2/(2m))."""
+    with mp.workdps(60):
+        k, v = mp.mpf(kappa), mp.mpf(m) / 2 - 1
+        i0 = mp.besseli(v, k, maxterms=10**6)
+        a = mp.besseli(v + 1, k, maxterms=10**6) / i0
+        d_a = 1 - a * a - (m - 1) * a / k
+        log_c = v * mp.log(k) - (mp.mpf(m) / 2) * mp.log(2 * mp.pi) - mp.log(i0)
+        log_area = mp.log(2) + (mp.mpf(m) / 2) * mp.log(mp.pi) - mp.loggamma(mp.mpf(m) / 2)
+        return float(a), float(d_a), float(k * a + log_c + log_area)
+
+
+def _unit(m: int, dtype=F64, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(m, generator=g, dtype=torch.float64)
+    return (x / x.norm()).to(dtype)
+
+
+def _within(estimate: torch.Tensor, truth: float, k: float = 5.0) -> tuple[bool, float]:
+    """Is the mean of ``estimate`` within k standard errors of ``truth``? (flag, z-score)"""
+    se = float(estimate.std()) / math.sqrt(estimate.numel())
+    z = (float(estimate.mean()) - truth) / max(se, 1e-300)
+    return abs(z) < k, z
+
+
+# ---------------------------------------------------------------------------------------------
+# closed forms against mpmath
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("m", [2, 3, 5, 10, 65, 257, 1025, 4097])
+def test_mean_entropy_kl_match_mpmath(m: int) -> None:
+    kappas = [1e-6, 1e-3, 0.1, 1.0, 10.0, 1e2, 1e4, 1e6]
+    loc = _unit(m).expand(len(kappas), m)
+    for dtype, tol in ((torch.float64, 1e-9), (torch.float32, 1e-4)):
+        q = VonMisesFisher(loc.to(dtype), torch.tensor(kappas, dtype=dtype))
+        kl = kl_divergence(q, HypersphericalUniform(m, dtype=dtype))
+        want = [_mp_vmf(m, k) for k in kappas]
+        a_want = torch.tensor([w[0] for w in want], dtype=F64)
+        kl_want = torch.tensor([w[2] for w in want], dtype=F64)
+        assert kl.dtype == dtype and kl.shape == (len(kappas),)
+        torch.testing.assert_close(q.mean_resultant_length.double(), a_want, rtol=tol, atol=0)
+        torch.testing.assert_close(kl.double(), kl_want, rtol=tol, atol=0)
+        torch.testing.assert_close(q.mean.double(), a_want[:, None] * loc.double(), rtol=tol, atol=1e-300)
+        area = log_sphere_surface(m)
+        torch.testing.assert_close(q.entropy().double(), area - kl_want, rtol=tol, atol=tol * abs(area))
+        # KL -> 0 as kappa -> 0, like kappa^2 / (2m)
+        assert 0 < float(kl[0]) < 1e-11
+
+
+def test_kl_gradient_matches_closed_form() -> None:
+    """d KL / d kappa = kappa dA/dkappa."""
+    for m in (2, 3, 5, 65, 4097):
+        kappas = [1e-3, 0.7, 3.0, 40.0, 1e3, 1e5]
+        kappa = torch.tensor(kappas, dtype=F64, requires_grad=True)
+        q = VonMisesFisher(_unit(m).expand(len(kappas), m), kappa)
+        (grad,) = torch.autograd.grad(kl_divergence(q, HypersphericalUniform(m, dtype=F64)).sum(), kappa)
+        want = torch.tensor([k * _mp_vmf(m, k)[1] for k in kappas], dtype=F64)
+        torch.testing.assert_close(grad, want, rtol=1e-8, atol=0)
+
+
+def test_log_prob_against_the_density_formula() -> None:
+    m, kappa = 7, 3.5
+    loc = _unit(m)
+    q = VonMisesFisher(loc, torch.tensor(kappa, dtype=F64))
+    x = torch.nn.functional.normalize(torch.randn(5, m, dtype=F64), dim=-1)
+    with mp.workdps(30):
+        v = m / 2 - 1
+        log_c = v * math.log(kappa) - m / 2 * math.log(2 * math.pi) - float(mp.log(mp.besseli(v, kappa)))
+    torch.testing.assert_close(q.log_prob(x), log_c + kappa * (x @ loc), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(q.log_normalizer(), torch.tensor(log_c, dtype=F64), rtol=1e-12, atol=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# sampling statistics
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("m", STAT_DIMS)
+def test_samples_unit_norm_and_mean(m: int) -> None:
+    torch.manual_seed(m)
+    n = 20000
+    loc = _unit(m, seed=m)
+    kappa = torch.tensor(STAT_KAPPAS, dtype=F64)
+    q = VonMisesFisher(loc.expand(len(STAT_KAPPAS), m), kappa)
+    z = q.sample((n,))
+    assert z.shape == (n, len(STAT_KAPPAS), m)
+    assert float((z.norm(dim=-1) - 1).abs().max()) < 1e-12
+    w = z @ loc
+    for j, k in enumerate(STAT_KAPPAS):
+        ok, score = _within(w[:, j], _mp_vmf(m, k)[0])
+        assert ok, f"m={m} kappa={k}: E[loc.x] off by {score:.1f} standard errors"
+        # the part orthogonal to loc averages to zero (the reflection is oriented right)
+        ortho = z[:, j] - w[:, j, None] * loc
+        se = ortho.std(0) / math.sqrt(n)
+        assert bool((ortho.mean(0).abs() <= 5 * se + 1e-15).all()), f"m={m} kappa={k}"
+
+
+@pytest.mark.parametrize("m,kappa", [(2, 1.0), (3, 2.0), (5, 3.0), (10, 2.0), (65, 4.0)])
+def test_density_integrates_to_one(m: int, kappa: float) -> None:
+    """E_uniform[q(x) / u(x)] = 1 (importance sampling; finite variance at moderate kappa)."""
+    torch.manual_seed(1)
+    q = VonMisesFisher(_unit(m), torch.tensor(kappa, dtype=F64))
+    x = HypersphericalUniform(m, dtype=F64).sample((200000,))
+    ratio = torch.exp(q.log_prob(x) + log_sphere_surface(m))
+    ok, score = _within(ratio, 1.0)
+    assert ok, f"integral off by {score:.1f} standard errors"
+
+
+@pytest.mark.parametrize("m", [2, 3, 5, 10, 65, 257])
+def test_kl_and_entropy_match_monte_carlo(m: int) -> None:
+    torch.manual_seed(2)
+    kappas = [0.5, 5.0, 50.0, 1e3]
+    q = VonMisesFisher(_unit(m).expand(len(kappas), m), torch.tensor(kappas, dtype=F64))
+    p = HypersphericalUniform(m, dtype=F64)
+    z = q.sample((20000 if m < 65 else 8000,))
+    log_ratio = q.log_prob(z) - p.log_prob(z)
+    kl = kl_divergence(q, p)
+    entropy = q.entropy()
+    for j in range(len(kappas)):
+        ok, score = _within(log_ratio[:, j], float(kl[j]))
+        assert ok, f"m={m} kappa={kappas[j]}: KL off by {score:.1f} standard errors"
+        ok, score = _within(-q.log_prob(z)[:, j], float(entropy[j]))
+        assert ok, f"m={m} kappa={kappas[j]}: entropy off by {score:.1f} standard errors"
+
+
+@pytest.mark.parametrize("kappa", [0.3, 3.0, 30.0])
+def test_wood_agrees_with_the_exact_sampler_at_m3(kappa: float) -> None:
+    torch.manual_seed(3)
+    loc = _unit(3)
+    exact = VonMisesFisher(loc, torch.tensor(kappa, dtype=F64))
+    wood = VonMisesFisher(loc, torch.tensor(kappa, dtype=F64))
+    wood._exact_for_m3 = False
+    w_exact = (exact.sample((20000,)) @ loc).numpy()
+    w_wood = (wood.sample((20000,)) @ loc).numpy()
+    assert scipy.stats.ks_2samp(w_exact, w_wood).pvalue > 1e-3
+    # and both agree with the closed-form CDF (w has CDF (e^(k w) - e^-k) / (e^k - e^-k))
+    cdf = lambda w: (torch.expm1(kappa * (torch.as_tensor(w) + 1)) / math.expm1(2 * kappa)).numpy()  # noqa: E731
+    assert scipy.stats.kstest(w_wood, cdf).pvalue > 1e-3
+    assert scipy.stats.kstest(w_exact, cdf).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("m,kappa", [(2, 0.5), (5, 2.0), (65, 1e3), (1025, 30.0)])
+def test_sync_free_block_sampler_is_exact(m: int, kappa: float) -> None:
+    """The accelerator path (one pass, no host sync) run on CPU: same law of w."""
+    torch.manual_seed(4)
+    k = torch.full((20000,), kappa, dtype=F64)
+    t = vmf_module._accepted_beta(k, m, sync_free=True)
+    radial = vmf_module._wood_radial(k, t, m, with_derivative=False)
+    ok, score = _within(1.0 - radial.one_minus_w, _mp_vmf(m, kappa)[0])
+    assert ok, f"E[w] off by {score:.1f} standard errors"
+
+
+@pytest.mark.parametrize("m,kappa", [(2, 1e4), (3, 1e4), (4, 5.0), (5, 1e3), (10, 20.0), (65, 1e4), (4097, 2e3)])
+def test_acceptance_rate_bounds_hold(m: int, kappa: float) -> None:
+    """The block sizes rest on lower bounds of the acceptance rate: check them empirically."""
+    torch.manual_seed(5)
+    k = torch.full((4000,), kappa, dtype=F64)
+    b = vmf_module._wood_b(k, m).unsqueeze(-1)
+    _, accepted = vmf_module._propose(b, m, 25)
+    rate = accepted.double()
+    bound = vmf_module._acceptance_lower_bound(m, kappa)
+    assert float(rate.mean()) > bound - 5 * float(rate.std()) / math.sqrt(rate.numel())
+
+
+# ---------------------------------------------------------------------------------------------
+# gradients
+# ---------------------------------------------------------------------------------------------
+
+
+def _kappa_gradient(m: int, kappa: float, n: int, corrected: bool, force_wood: bool = False) -> torch.Tensor:
+    """Per-sample gradient estimates of d E[loc.x] / d kappa."""
+    loc = _unit(m)
+    k = torch.full((n,), kappa, dtype=F64, requires_grad=True)
+    q = VonMisesFisher(loc.expand(n, m), k)
+    if force_wood:
+        q._exact_for_m3 = False
+    if corrected:
+        z, correction = q.rsample_with_correction()
+        f = z @ loc
+        objective = f + f.detach() * correction
+    else:
+        objective = q.rsample() @ loc
+    (grad,) = torch.autograd.grad(objective.sum(), k)
+    return grad
+
+
+@pytest.mark.parametrize(
+    "m,kappa,force_wood", [(5, 2.0, False), (3, 2.0, True), (10, 5.0, False), (2, 1.0, False), (65, 40.0, False)]
+)
+def test_corrected_kappa_gradient_is_unbiased(m: int, kappa: float, force_wood: bool) -> None:
+    torch.manual_seed(6)
+    grad = _kappa_gradient(m, kappa, 100000, corrected=True, force_wood=force_wood)
+    ok, score = _within(grad, _mp_vmf(m, kappa)[1])
+    assert ok, f"corrected gradient off by {score:.1f} standard errors"
+
+
+@pytest.mark.parametrize("m,kappa,force_wood", [(3, 2.0, False), (3, 2.0, True), (6, 4.0, False)])
+def test_corrected_gradient_of_the_tangent_spread(m: int, kappa: float, force_wood: bool) -> None:
+    """E[(a.z)^2] = |a|^2 A/kappa for a orthogonal to loc (E[zz^T] = (A/kappa) I + (1 - m A/kappa)
+    loc loc^T); its kappa-gradient exercises the radial part sqrt(1 - w^2) of the sample."""
+    torch.manual_seed(14)
+    n = 100000
+    loc = _unit(m)
+    a = torch.randn(m, dtype=F64)
+    a = a - (a @ loc) * loc
+    k = torch.full((n,), kappa, dtype=F64, requires_grad=True)
+    q = VonMisesFisher(loc.expand(n, m), k)
+    q._exact_for_m3 = not force_wood
+    z, correction = q.rsample_with_correction()
+    f = (z @ a) ** 2
+    (grad,) = torch.autograd.grad((f + f.detach() * correction).sum(), k)
+    big_a, d_a, _ = _mp_vmf(m, kappa)
+    ok, score = _within(grad, float(a @ a) * (d_a * kappa - big_a) / kappa**2)
+    assert ok, f"off by {score:.1f} standard errors"
+
+
+@pytest.mark.parametrize("m,exact", [(2, False), (3, True), (3, False), (7, False)])
+def test_sample_assembly_gradcheck(m: int, exact: bool) -> None:
+    """The hand-written backward of the sample assembly against finite differences, noise fixed."""
+    torch.manual_seed(15)
+    shape = (3, 4)
+    kappa = (torch.rand(4, dtype=F64) * 5 + 0.2).requires_grad_()
+    loc = torch.nn.functional.normalize(torch.randn(4, m, dtype=F64), dim=-1).requires_grad_()
+    t = torch.rand(shape, dtype=F64) * 1.8 - 0.9
+    tangent = torch.nn.functional.normalize(torch.randn(*shape, m - 1, dtype=F64), dim=-1)
+
+    def assemble(kappa, loc):
+        if exact:
+            torch.manual_seed(16)  # the same uniform draw at every evaluation
+            radial = vmf_module._exact_m3(kappa.detach().expand(shape), True)
+        else:
+            radial = vmf_module._wood_radial(kappa.detach().expand(shape), t, m, True)
+        return vmf_module._AssembleSample.apply(kappa, loc, *radial, tangent)
+
+    assert torch.autograd.gradcheck(assemble, (kappa, loc))
+
+
+def test_uncorrected_gradient_is_biased_as_published() -> None:
+    """REFERENCE.md: without the correction, d E[loc.x]/d kappa at m = 5, kappa = 2 is 0.1277
+    where the truth is 0.1474."""
+    torch.manual_seed(7)
+    grad = _kappa_gradient(5, 2.0, 100000, corrected=False)
+    assert _mp_vmf(5, 2.0)[1] == pytest.approx(0.1474, abs=1e-4)
+    ok, score = _within(grad, 0.1474)
+    assert not ok and score < -20
+    assert _within(grad, 0.1277, k=6)[0]
+
+
+def test_exact_m3_sampler_gradient_needs_no_correction() -> None:
+    torch.manual_seed(8)
+    grad = _kappa_gradient(3, 2.0, 100000, corrected=False)
+    ok, score = _within(grad, _mp_vmf(3, 2.0)[1])
+    assert ok, f"off by {score:.1f} standard errors"
+    _, correction = VonMisesFisher(_unit(3), torch.tensor(2.0, dtype=F64)).rsample_with_correction((4,))
+    assert correction.shape == (4,) and bool((correction == 0).all())
+
+
+def test_correction_is_zero_valued_with_the_right_shape() -> None:
+    torch.manual_seed(9)
+    kappa = torch.tensor([[1.0], [5.0]], dtype=F64, requires_grad=True)
+    q = VonMisesFisher(torch.stack([_unit(6, seed=1), _unit(6, seed=2)]), kappa)
+    z, correction = q.rsample_with_correction((3,))
+    assert z.shape == (3, 2, 6) and correction.shape == (3, 2)
+    assert bool((correction == 0).all()) and correction.requires_grad
+
+
+@pytest.mark.parametrize("m,kappa", [(3, 3.0), (7, 10.0)])
+def test_loc_gradient_of_the_mean(m: int, kappa: float) -> None:
+    """E[a.z] = A a.loc, so its gradient along the sphere at loc is A (I - loc loc^T) a."""
+    torch.manual_seed(10)
+    n = 100000
+    a = torch.linspace(-1, 1, m, dtype=F64)
+    loc = _unit(m).clone().requires_grad_()
+    q = VonMisesFisher(loc, torch.tensor(kappa, dtype=F64))
+    (grad,) = torch.autograd.grad((q.rsample((n,)) @ a).mean(), loc)
+    tangent = grad - (grad @ loc.detach()) * loc.detach()
+    want = _mp_vmf(m, kappa)[0] * (a - (a @ loc.detach()) * loc.detach())
+    # standard error from per-sample gradients on a smaller batch
+    loc_b = _unit(m).expand(2000, m).clone().requires_grad_()
+    q_b = VonMisesFisher(loc_b, torch.tensor(kappa, dtype=F64))
+    (per_sample,) = torch.autograd.grad((q_b.rsample() @ a).sum(), loc_b)
+    se = per_sample.std(0) / math.sqrt(n)
+    assert bool(((tangent - want).abs() <= 5 * se + 1e-12).all())
+
+
+# ---------------------------------------------------------------------------------------------
+# robustness
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("m", ROBUST_DIMS)
+def test_finite_everything_over_the_parameter_grid(m: int, dtype: torch.dtype) -> None:
+    torch.manual_seed(11)
+    loc = torch.nn.functional.normalize(torch.randn(len(ROBUST_KAPPAS), m, dtype=dtype), dim=-1).requires_grad_()
+    kappa = torch.tensor(ROBUST_KAPPAS, dtype=dtype).requires_grad_()
+    q = VonMisesFisher(loc, kappa)
+    z, correction = q.rsample_with_correction((64,))
+    assert z.dtype == dtype and z.shape == (64, len(ROBUST_KAPPAS), m)
+    assert torch.isfinite(z).all()
+    assert float((z.detach().norm(dim=-1) - 1).abs().max()) < (1e-5 if dtype == torch.float32 else 1e-12)
+    log_prob = q.log_prob(z.detach())
+    kl = kl_divergence(q, HypersphericalUniform(m, dtype=dtype))
+    entropy = q.entropy()
+    for value in (log_prob, kl, entropy, q.mean, correction):
+        assert torch.isfinite(value).all()
+    assert (kl >= 0).all()
+    f = z.sum(-1)
+    total = (f + f.detach() * correction).sum() + log_prob.sum() + kl.sum() + entropy.sum() + q.mean.sum()
+    g_loc, g_kappa = torch.autograd.grad(total, (loc, kappa))
+    assert torch.isfinite(g_loc).all() and torch.isfinite(g_kappa).all()
+
+
+def test_validation_off_never_hangs_on_non_finite_kappa() -> None:
+    loc = _unit(5).expand(3, 5)
+    q = VonMisesFisher(loc, torch.tensor([1.0, math.nan, math.inf], dtype=F64), validate_args=False)
+    z = q.sample((10,))
+    assert torch.isfinite(z[:, 0]).all() and torch.isnan(z[:, 1]).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# shapes and bad input
+# ---------------------------------------------------------------------------------------------
+
+
+def test_batch_shapes_scale_column_and_expand() -> None:
+    torch.manual_seed(12)
+    loc = torch.nn.functional.normalize(torch.randn(4, 6, dtype=F64), dim=-1)
+    q = VonMisesFisher(loc, torch.rand(4, 1, dtype=F64) + 0.5)  # the S-VAE authors' (B, 1) scale
+    assert q.batch_shape == (4,) and q.event_shape == (6,)
+    assert q.rsample().shape == (4, 6) and q.rsample((2, 3)).shape == (2, 3, 4, 6)
+    assert q.log_prob(q.sample((5,))).shape == (5, 4)
+    assert kl_divergence(q, HypersphericalUniform(6, dtype=F64)).shape == (4,)
+    assert kl_divergence(q, HypersphericalUniform(6, (3, 4), dtype=F64)).shape == (3, 4)
+    big = q.expand((3, 4))
+    assert big.batch_shape == (3, 4) and big.sample().shape == (3, 4, 6)
+    torch.testing.assert_close(big.entropy()[1], q.entropy())
+    # a python-number scale, and a loc broadcast against a batch of scales
+    assert VonMisesFisher(loc[0], 2.0).batch_shape == ()
+    assert VonMisesFisher(loc[0], torch.tensor([1.0, 2.0, 3.0], dtype=F64)).sample().shape == (3, 6)
+    # float32 parameters stay float32
+    q32 = VonMisesFisher(loc.float(), torch.ones(4))
+    assert q32.sample().dtype == torch.float32 and q32.entropy().dtype == torch.float32
+    # expand keeps the m = 3 sampler switch
+    q3 = VonMisesFisher(_unit(3), torch.tensor(2.0, dtype=F64))
+    q3._exact_for_m3 = False
+    assert q3.expand((2,))._exact_for_m3 is False
+
+
+def test_bad_input_raises_value_error_naming_the_parameter() -> None:
+    loc = _unit(5)
+    with pytest.raises(ValueError, match="scale"):
+        VonMisesFisher(loc, torch.tensor(0.0, dtype=F64), validate_args=True)
+    with pytest.raises(ValueError, match="scale"):
+        VonMisesFisher(loc, torch.tensor(-1.0, dtype=F64), validate_args=True)
+    with pytest.raises(ValueError, match="loc"):
+        VonMisesFisher(2 * loc, torch.tensor(1.0, dtype=F64), validate_args=True)
+    with pytest.raises(ValueError, match="loc"):
+        VonMisesFisher(torch.ones(3, 1, dtype=F64), torch.ones(3, dtype=F64), validate_args=True)  # m = 1
+    with pytest.raises(ValueError, match="loc"):
+        VonMisesFisher(torch.tensor(1.0), torch.tensor(1.0))  # no ambient axis
+    with pytest.raises(ValueError, match="scale"):
+        VonMisesFisher(loc.expand(3, 5), torch.ones(4, dtype=F64))  # shapes do not broadcast
+    q = VonMisesFisher(loc, torch.tensor(1.0, dtype=F64), validate_args=True)
+    with pytest.raises(ValueError, match="value"):
+        q.log_prob(torch.ones(5, dtype=F64))  # off the sphere
+    with pytest.raises(ValueError, match="m must match"):
+        kl_divergence(q, HypersphericalUniform(4, dtype=F64))
+
+
+def test_validate_args_false_skips_the_checks() -> None:
+    loc = _unit(5)
+    q = VonMisesFisher(2 * loc, torch.tensor(-1.0, dtype=F64), validate_args=False)
+    q.log_prob(torch.ones(5, dtype=F64))  # no error
+    unchecked = VonMisesFisher(loc, torch.tensor(2.0, dtype=F64), validate_args=False)
+    assert torch.isfinite(unchecked.log_prob(torch.ones(5, dtype=F64)))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_sampling_and_kl() -> None:
+    torch.manual_seed(13)
+    for m in (3, 11, 65):
+        loc = _unit(m, torch.float32).cuda().expand(4096, m)
+        kappa = torch.logspace(-3, 4, 4096, device="cuda")
+        q = VonMisesFisher(loc, kappa)
+        w = q.sample() @ loc[0]
+        assert w.device.type == "cuda" and torch.isfinite(w).all()
+        a = q.mean_resultant_length
+        on_cpu = VonMisesFisher(loc.cpu(), kappa.cpu()).mean_resultant_length
+        torch.testing.assert_close(a.cpu(), on_cpu, rtol=1e-5, atol=0)
+        kl = kl_divergence(q, HypersphericalUniform(m, dtype=torch.float32, device="cuda"))
+        assert torch.isfinite(kl).all()
