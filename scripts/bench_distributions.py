@@ -9,13 +9,16 @@ compared with in the papers). One timed step is
     q = Family(loc, scale, validate_args=False); p = prior (built inside the step, as in training)
     z = q.rsample(); kl = kl_divergence(q, p); (z.sum() + kl.sum()).backward()
 
-with leaf parameters that require gradients; the figure is the median over ``--repeats`` steps
-after ``--warmup`` steps. Targets (CPU): spherical Cauchy and Power Spherical <= 1.5x the
-Gaussian, vMF <= 3x. ``--device cuda`` also runs the vMF step once under
-``torch.cuda.set_sync_debug_mode("error")`` (no host-device synchronisation allowed) and reports
-whether it passed.
+with leaf parameters that require gradients (validation off, float32 by default). Families are
+interleaved in rounds of ``--inner`` steps; times are medians over ``--rounds`` rounds and each
+ratio is the median of the per-round ratios (robust to a shared, noisy machine).
+Targets (CPU): spherical Cauchy and Power Spherical <= 1.5x the Gaussian, vMF <= 3x.
+``--device cuda`` also runs the vMF step (and the spherical Cauchy and Power Spherical steps)
+under ``torch.cuda.set_sync_debug_mode("error")`` (no host-device synchronisation allowed) and
+reports whether each passed. On a shared CPU machine, ``--clock cpu`` (process CPU time)
+ignores time spent preempted.
 
-    python scripts/bench_distributions.py [--threads 1] [--device cpu|cuda] [--dims 3 11 65 257]
+    python scripts/bench_distributions.py [--threads 1] [--device cpu|cuda] [--clock wall|cpu]
 """
 
 from __future__ import annotations
@@ -39,19 +42,33 @@ from hsvae.distributions import (
 TARGETS = {"spherical Cauchy": 1.5, "Power Spherical": 1.5, "vMF": 3.0}
 
 
-def _time(step: Callable[[], None], repeats: int, warmup: int, device: torch.device) -> float:
-    """Median wall time of ``step`` in seconds."""
+def _time_rounds(
+    steps: list[Callable[[], None]],
+    rounds: int,
+    inner: int,
+    warmup: int,
+    device: torch.device,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[list[float]]:
+    """Seconds per step for every step in every round.
+
+    The families are interleaved within each round (``inner`` steps each), so that a slow
+    patch of a shared machine hits all of them alike; ratios are then taken round by round.
+    """
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        step()
+    for step in steps:
+        for _ in range(warmup):
+            step()
     sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times: list[list[float]] = [[] for _ in steps]
+    for _ in range(rounds):
+        for i, step in enumerate(steps):
+            start = clock()
+            for _ in range(inner):
+                step()
+            sync()
+            times[i].append((clock() - start) / inner)
+    return times
 
 
 def _unit_leaf(batch: int, m: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -98,15 +115,17 @@ def _load_vmf():
     return VonMisesFisher, ""
 
 
-def _sync_debug_check(vmf, batch: int, m: int, dtype, device) -> str:
-    step = spherical_step(vmf, batch, m, 10.0, dtype, device)
-    step()  # allocate/caches outside the check
+def _sync_debug_check(family, batch: int, m: int, scales, dtype, device) -> str:
+    """Run the step under torch.cuda.set_sync_debug_mode("error"): any host-device sync raises."""
+    steps = [spherical_step(family, batch, m, scale, dtype, device) for scale in scales]
+    for step in steps:  # warm-up outside the check: lazily built constants may be copied to the device
+        step()
     torch.cuda.synchronize()
     previous = torch.cuda.get_sync_debug_mode()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        for kappa in (1.0, 1e2, 1e4):
-            spherical_step(vmf, batch, m, kappa, dtype, device)()
+        for step in steps:
+            step()
         result = "passed"
     except RuntimeError as err:
         result = f"FAILED ({str(err).splitlines()[0][:120]})"
@@ -122,23 +141,35 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=40, help="interleaved rounds (median over rounds)")
+    parser.add_argument("--inner", type=int, default=10, help="steps per family per round")
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="wall: time.perf_counter; cpu: time.process_time, the process's CPU time (CPU runs only), "
+        "which ignores time spent preempted on a busy shared machine",
+    )
     args = parser.parse_args()
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.clock == "cpu" and device.type != "cpu":
+        parser.error("--clock cpu measures host CPU time; use it with --device cpu")
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(0)
     vmf, vmf_error = _load_vmf()
     print(
         f"batch={args.batch} device={device} dtype={args.dtype} threads={torch.get_num_threads()} "
-        f"torch={torch.__version__}; Gaussian with d = m - 1; median of {args.repeats} steps after {args.warmup}"
+        f"torch={torch.__version__}; Gaussian with d = m - 1; {args.clock} clock; medians over {args.rounds} "
+        f"interleaved rounds of {args.inner} steps after {args.warmup} warm-up steps"
     )
     if vmf is None:
         print(f"vMF rows skipped: VonMisesFisher is not importable ({vmf_error})")
-    print(f"{'family':<28}{'m':>6}{'time/step':>14}{'ratio':>9}{'target':>9}  ")
+    print(f"{'family':<28}{'m':>6}{'time/step':>14}{'ratio':>9}{'target':>9}")
     for m in args.dims:
         rows: list[tuple[str, Callable[[], None]]] = [
             ("Gaussian (d = m - 1)", gaussian_step(args.batch, m, dtype, device)),
@@ -146,19 +177,25 @@ def main() -> None:
             ("Power Spherical", spherical_step(PowerSpherical, args.batch, m, 10.0, dtype, device)),
         ]
         if vmf is not None:
-            rows += [(f"vMF kappa={k:g}", spherical_step(vmf, args.batch, m, k, dtype, device)) for k in (1.0, 1e2, 1e4)]
-        base = None
-        for name, step in rows:
-            seconds = _time(step, args.repeats, args.warmup, device)
-            base = base or seconds
-            ratio = seconds / base
+            rows += [
+                (f"vMF kappa={k:g}", spherical_step(vmf, args.batch, m, k, dtype, device)) for k in (1.0, 1e2, 1e4)
+            ]
+        times = _time_rounds([step for _, step in rows], args.rounds, args.inner, args.warmup, device, clock)
+        for (name, _), family_times in zip(rows, times):
+            seconds = statistics.median(family_times)
+            ratio = statistics.median(t / g for t, g in zip(family_times, times[0]))
             target = TARGETS.get(name.split(" kappa")[0])
             verdict = "" if target is None else ("ok" if ratio <= target else "OVER")
             target_text = "-" if target is None else f"<= {target:g}"
             print(f"{name:<28}{m:>6}{seconds * 1e6:>11.1f} us{ratio:>8.2f}x{target_text:>9}  {verdict}")
         print()
-    if vmf is not None and device.type == "cuda":
-        print(f"vMF under torch.cuda.set_sync_debug_mode('error'): {_sync_debug_check(vmf, args.batch, 65, dtype, device)}")
+    if device.type == "cuda":
+        checks = [("spherical Cauchy", SphericalCauchy, (None,)), ("Power Spherical", PowerSpherical, (10.0,))]
+        if vmf is not None:
+            checks.insert(0, ("vMF (kappa = 1, 1e2, 1e4)", vmf, (1.0, 1e2, 1e4)))
+        for name, family, scales in checks:
+            result = _sync_debug_check(family, args.batch, 65, scales, dtype, device)
+            print(f"{name} step under torch.cuda.set_sync_debug_mode('error'), m = 65: {result}")
 
 
 if __name__ == "__main__":

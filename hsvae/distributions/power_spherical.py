@@ -11,7 +11,7 @@ Density with respect to the surface measure, for a unit vector ``mu`` and ``kapp
 
 with alpha = (m-1)/2 + kappa and beta = (m-1)/2. The cosine t = mu.x is 2 B - 1 with
 B ~ Beta(alpha, beta), which gives an exact sampler without rejection, reparameterised in
-kappa through the Gamma draws of B.
+kappa through the Gamma draw of B (see ``_tangent_parts``).
 
 Subtracting the uniform's log-density (the kappa = 0 case), the log 2 and log pi terms cancel:
 
@@ -25,39 +25,159 @@ MPS, which has no float64).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 from torch.distributions import Distribution, constraints, register_kl
 
-from ._sphere import check_ambient_dim, householder_rotate, log_sphere_surface, sample_uniform_sphere, unit_vector
-from .spherical_cauchy import _check_same_sphere, broadcast_loc_and_scale, check_unit_loc
+from ._sphere import check_ambient_dim, log_sphere_surface, unit_vector
+from ._spherical_utils import broadcast_loc_and_scale, check_same_sphere, check_unit_loc, rowdot, wide
 from .uniform import HypersphericalUniform
 
 __all__ = ["PowerSpherical", "power_spherical_kl_to_uniform"]
 
 
-def _wide(x: torch.Tensor) -> torch.Tensor:
-    """``x`` in float64 where that is available, for the cancelling lgamma/digamma sums."""
-    if x.dtype != torch.float64 and x.device.type != "mps":
-        return x.double()
-    return x
-
-
 def _log_normaliser_shift(kappa: torch.Tensor, m: int) -> torch.Tensor:
     """D(kappa) above, in float64 where available: log N_m(kappa) = -log|S^(m-1)| + D - kappa log 2."""
     beta = 0.5 * (m - 1)
-    k = _wide(kappa)
+    k = wide(kappa)
     return (torch.lgamma(k + (m - 1)) - math.lgamma(m - 1)) - (torch.lgamma(k + beta) - math.lgamma(beta))
 
 
-def power_spherical_kl_to_uniform(kappa: torch.Tensor, m: int) -> torch.Tensor:
-    """KL(PowerSpherical(mu, kappa) || uniform on S^(m-1)), elementwise in ``kappa``; m is ambient."""
-    check_ambient_dim(m)
+#: Odd m up to this use the finite sums below instead of lgamma / digamma / trigamma.
+_MAX_FINITE_SUM_M = 33
+
+
+@functools.lru_cache(maxsize=32)
+def _rising_offsets(m: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """c_j = beta + j, j = 0 .. beta - 1, and 1 / c_j, for odd m (integer beta = (m-1)/2)."""
+    c = torch.arange((m - 1) // 2, m - 1, dtype=torch.float64)
+    return c.to(dtype=dtype, device=device), (1.0 / c).to(dtype=dtype, device=device)
+
+
+def _kl_and_derivative(k: torch.Tensor, m: int, derivative: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """KL to the uniform and (if asked) its derivative k (trigamma(alpha) - trigamma(alpha + beta)).
+
+    For odd m, beta = (m-1)/2 is an integer and the Gamma ratios are finite products: with
+    c_j = beta + j (j < beta), alpha + j = k + c_j and
+
+        KL = sum_j [log(1 + k / c_j) - k / (k + c_j)],   dKL/dk = sum_j k / (k + c_j)^2,
+
+    where every term is >= 0 (no cancellation at small kappa) and only one transcendental
+    function is evaluated. Otherwise (even or large m) the special functions are used.
+    """
+    if m % 2 == 1 and m <= _MAX_FINITE_SUM_M:
+        c, inv_c = _rising_offsets(m, k.dtype, k.device)
+        u = k.unsqueeze(-1) * inv_c  # k / c_j
+        one_p_u = 1.0 + u
+        frac = u / one_p_u  # k / (k + c_j)
+        kl = (torch.log1p(u) - frac).sum(-1)
+        return kl, ((frac * inv_c / one_p_u).sum(-1) if derivative else None)  # k / (k + c_j)^2
     beta = 0.5 * (m - 1)
-    k = _wide(kappa)
-    kl = _log_normaliser_shift(kappa, m) + k * (torch.digamma(k + beta) - torch.digamma(k + (m - 1)))
-    return kl.to(kappa.dtype)
+    alpha, total = k + beta, k + (m - 1)
+    kl = (torch.lgamma(total) - torch.lgamma(alpha) + (math.lgamma(beta) - math.lgamma(m - 1))) + k * (
+        torch.digamma(alpha) - torch.digamma(total)
+    )
+    if not derivative:
+        return kl, None
+    return kl, k * (torch.polygamma(1, alpha) - torch.polygamma(1, total))
+
+
+class _PowerSphericalKL(torch.autograd.Function):
+    """KL with its analytic derivative computed in the same pass (one autograd node).
+
+    Under ``create_graph=True`` the backward recomputes the derivative with differentiable
+    operations, so double backward is exact as well.
+    """
+
+    @staticmethod
+    def forward(ctx, kappa: torch.Tensor, m: int) -> torch.Tensor:
+        ctx.m = m
+        kl, dkl = _kl_and_derivative(wide(kappa), m, ctx.needs_input_grad[0])
+        ctx.save_for_backward(kappa, None if dkl is None else dkl.to(kappa.dtype))
+        # KL >= 0; rounding can leave -1e-16 where the true value is ~0
+        return kl.clamp_min(0.0).to(kappa.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        kappa, dkl = ctx.saved_tensors
+        if torch.is_grad_enabled():  # double backward: differentiate the derivative too
+            dkl = _kl_and_derivative(wide(kappa), ctx.m, True)[1].to(kappa.dtype)
+        return grad * dkl, None
+
+
+def power_spherical_kl_to_uniform(kappa: torch.Tensor, m: int) -> torch.Tensor:
+    """KL(PowerSpherical(mu, kappa) || uniform on S^(m-1)), elementwise in ``kappa``; m is ambient.
+
+    Evaluated in float64 where available (the lgamma terms cancel to an O(kappa^2 / m) value)
+    and returned in ``kappa``'s dtype; the derivative is analytic.
+    """
+    check_ambient_dim(m)
+    return _PowerSphericalKL.apply(kappa, m)
+
+
+# ----------------------------------------------------------------------------------------------
+# The sampler with a fused backward.
+# ----------------------------------------------------------------------------------------------
+
+
+def _tangent_parts(g: torch.Tensor, loc: torch.Tensor, g_a: torch.Tensor):
+    """x = t mu + sqrt(1 - t^2) e from Gaussian noise ``g`` and a Gamma(alpha) draw ``g_a``.
+
+    e = g_perp / |g_perp| with g_perp = g - (g.mu) mu is uniform on the unit sphere of the
+    tangent space at mu, and |g_perp|^2 / 2 ~ Gamma((m-1)/2) = Gamma(beta) is independent of it,
+    so B = g_a / (g_a + |g_perp|^2 / 2) ~ Beta(alpha, beta) costs no second Gamma draw. With
+    h = g_a + |g_perp|^2 / 2: t = (g_a - |g_perp|^2 / 2) / h and sqrt(1 - t^2) / |g_perp| =
+    sqrt(2 g_a) / h, free of the cancellation in 1 - t^2 at large kappa. No reflection is needed.
+    """
+    g_mu = rowdot(g, loc)
+    g_perp = torch.addcmul(g, g_mu.unsqueeze(-1), loc, value=-1.0)
+    half_q = 0.5 * rowdot(g_perp, g_perp)
+    inv_h = 1.0 / (g_a + half_q)
+    t = (g_a - half_q) * inv_h
+    s = (2.0 * g_a).sqrt() * inv_h
+    x = torch.addcmul(t.unsqueeze(-1) * loc, s.unsqueeze(-1), g_perp)
+    return g_mu, g_perp, half_q, inv_h, t, s, x
+
+
+def _tangent_vjp(grad_x, g, loc, g_a, g_mu, g_perp, half_q, inv_h, t, s, x):
+    """Vector-Jacobian product of ``_tangent_parts`` with respect to (loc, g_a)."""
+    grad_t = rowdot(grad_x, loc)
+    grad_s = rowdot(grad_x, g_perp)
+    # t = (g_a - q/2) / h, s = sqrt(2 g_a) / h, h = g_a + q/2 with q = |g_perp|^2:
+    # dt/dg_a = q / h^2, dt/dq = -g_a / h^2, ds/dg_a = -t / (sqrt(2 g_a) h), ds/dq = -s / (2 h)
+    inv_h2 = inv_h * inv_h
+    grad_g_a = grad_t * (2.0 * half_q) * inv_h2 - grad_s * t * inv_h / (2.0 * g_a).sqrt()
+    grad_q = -(grad_t * g_a * inv_h2 + 0.5 * grad_s * s * inv_h)
+    grad_perp = torch.addcmul(s.unsqueeze(-1) * grad_x, (2.0 * grad_q).unsqueeze(-1), g_perp)
+    # g_perp = g - (g.mu) mu
+    grad_loc = torch.addcmul(t.unsqueeze(-1) * grad_x, g_mu.unsqueeze(-1), grad_perp, value=-1.0)
+    grad_loc = torch.addcmul(grad_loc, rowdot(grad_perp, loc).unsqueeze(-1), g, value=-1.0)
+    return grad_loc.sum_to_size(loc.shape), grad_g_a
+
+
+class _TangentSample(torch.autograd.Function):
+    """``_tangent_parts`` as one autograd node with a hand-written vector-Jacobian product.
+
+    The gradient with respect to kappa flows through ``g_a`` (torch's reparameterised Gamma).
+    Under ``create_graph=True`` the backward recomputes the intermediates differentiably, so
+    double backward is exact too.
+    """
+
+    @staticmethod
+    def forward(ctx, g: torch.Tensor, loc: torch.Tensor, g_a: torch.Tensor) -> torch.Tensor:
+        parts = _tangent_parts(g, loc, g_a)
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            ctx.save_for_backward(g, loc, g_a, *parts)
+        return parts[-1]
+
+    @staticmethod
+    def backward(ctx, grad_x: torch.Tensor):
+        g, loc, g_a, *parts = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            parts = _tangent_parts(g, loc, g_a)
+        return (None, *_tangent_vjp(grad_x, g, loc, g_a, *parts))
 
 
 class _FiniteNonnegative(constraints.Constraint):
@@ -84,10 +204,14 @@ class PowerSpherical(Distribution):
             kappa = 0 is the uniform distribution.
         validate_args: torch's validation switch; when on, bad parameters raise ``ValueError``.
 
-    Sampling is exact (no rejection): t = mu.x = 2 B - 1, B ~ Beta(alpha, beta) drawn as
-    G_a / (G_a + G_b) from two Gamma variates (so that 1 - t and 1 + t keep their digits),
-    a uniform tangent direction, and the Householder reflection of e1 onto mu. Gradients
-    with respect to kappa flow through the reparameterised Gamma draw.
+    Sampling is exact (no rejection): t = mu.x = 2 B - 1 with B ~ Beta(alpha, beta) drawn as
+    G_a / (G_a + G_b), and x = t mu + sqrt(1 - t^2) e with e uniform on the tangent sphere at
+    mu. One Gaussian vector g gives both e (its component orthogonal to mu, normalised) and
+    G_b = |g_perp|^2 / 2 ~ Gamma((m-1)/2); G_a comes from torch's reparameterised Gamma sampler,
+    through which the gradient with respect to kappa flows. Projecting onto the tangent space
+    replaces the Householder reflection of e1 onto mu (same distribution, fewer operations, no
+    special case at mu = e1), and sqrt(1 - t^2) = 2 sqrt(G_a G_b) / (G_a + G_b) keeps its digits
+    at large kappa.
     """
 
     arg_constraints = {"loc": unit_vector, "scale": _FiniteNonnegative()}
@@ -125,19 +249,12 @@ class PowerSpherical(Distribution):
         return new
 
     def rsample(self, sample_shape: torch.Size | tuple = torch.Size()) -> torch.Tensor:
-        shape = self._extended_shape(sample_shape)[:-1]
-        beta = 0.5 * (self.m - 1)
+        shape = self._extended_shape(sample_shape)
         # torch._standard_gamma is what torch.distributions.Gamma.rsample uses; it carries the
-        # implicit reparameterisation gradient in its concentration.
-        g_a = torch._standard_gamma((self.scale + beta).expand(shape))
-        g_b = torch._standard_gamma(torch.full(shape, beta, dtype=self.loc.dtype, device=self.loc.device))
-        total = g_a + g_b
-        t = (g_a - g_b) / total
-        # sqrt(1 - t^2) = 2 sqrt(g_a g_b) / (g_a + g_b), without the cancellation of 1 - t^2 at large kappa.
-        radial = 2.0 * g_a.sqrt() * g_b.sqrt() / total
-        v = sample_uniform_sphere(shape, self.m - 1, dtype=self.loc.dtype, device=self.loc.device)
-        x = torch.cat([t.unsqueeze(-1), radial.unsqueeze(-1) * v], dim=-1)
-        return householder_rotate(x, self.loc)
+        # implicit reparameterisation gradient in its concentration (here kappa + (m-1)/2).
+        g_a = torch._standard_gamma((self.scale + 0.5 * (self.m - 1)).expand(shape[:-1]))
+        noise = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
+        return _TangentSample.apply(noise, self.loc, g_a)
 
     def sample(self, sample_shape: torch.Size | tuple = torch.Size()) -> torch.Tensor:
         with torch.no_grad():
@@ -145,13 +262,13 @@ class PowerSpherical(Distribution):
 
     def _log_normaliser(self) -> torch.Tensor:
         kappa = self.scale
-        shift = _log_normaliser_shift(kappa, self.m) - _wide(kappa) * math.log(2.0)
+        shift = _log_normaliser_shift(kappa, self.m) - wide(kappa) * math.log(2.0)
         return (shift - log_sphere_surface(self.m)).to(kappa.dtype)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
             self._validate_sample(value)
-        cos = (value * self.loc).sum(-1)
+        cos = rowdot(value, self.loc)
         # xlogy: 0 * log(0) = 0 at kappa = 0 and x = -mu.
         return self._log_normaliser() + torch.xlogy(self.scale, 1.0 + cos)
 
@@ -178,7 +295,7 @@ class PowerSpherical(Distribution):
 
 @register_kl(PowerSpherical, HypersphericalUniform)
 def _kl_power_spherical_uniform(p: PowerSpherical, q: HypersphericalUniform) -> torch.Tensor:
-    _check_same_sphere(p.m, q, "PowerSpherical")
+    check_same_sphere(p.m, q, "PowerSpherical")
     kl = p.kl_to_uniform()
     if q.batch_shape in (p.batch_shape, torch.Size()):
         return kl

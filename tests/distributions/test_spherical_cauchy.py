@@ -1,0 +1,388 @@
+"""Tests of the spherical Cauchy distribution (hsvae.distributions.spherical_cauchy).
+
+Dimension convention: m is the ambient dimension (the sphere S^(m-1) in R^m).
+Independent oracles: mpmath quadrature over the angle theta between x and mu of the density as
+defined by Kato and McCullagh (2020), f_t(t) proportional to
+(1 - t^2)^((m-3)/2) ((1 - rho^2) / (1 + rho^2 - 2 rho t))^(m-1), t = cos(theta); scipy for the
+Kolmogorov-Smirnov test. Statistical checks use 5 standard errors estimated from the sample.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import mpmath as mp
+import numpy as np
+import pytest
+import scipy.integrate
+import scipy.optimize
+import scipy.stats
+import torch
+from torch.distributions import kl_divergence
+
+from hsvae.distributions import HypersphericalUniform, SphericalCauchy
+from hsvae.distributions._sphere import log_sphere_surface
+from hsvae.distributions.spherical_cauchy import (
+    _mobius_parts,
+    _MobiusSample,
+    spherical_cauchy_kl_to_uniform,
+    spherical_cauchy_mean_resultant,
+)
+
+STAT_DIMS = [2, 3, 5, 10, 65, 257]
+ORACLE_DIMS = [2, 3, 5, 10, 65, 257, 1025, 4097]
+ORACLE_RHOS = [0.0, 1e-6, 0.1, 0.5, 0.9, 0.99, 0.999, 1 - 1e-5, 1 - 1e-7]
+
+
+# ----------------------------------------------------------------------------------------------
+# mpmath oracle: quadrature over theta of the defining density.
+# ----------------------------------------------------------------------------------------------
+
+
+def _theta_integral(m: int, rho: float, g, dps: int = 20) -> mp.mpf:
+    """E[g(theta, log-density ratio)] under the spherical Cauchy, by quadrature over theta."""
+    mp.mp.dps = dps
+    rho = mp.mpf(rho)
+    # |S^(m-2)| / |S^(m-1)|: the density of theta is proportional to sin(theta)^(m-2).
+    log_c = mp.loggamma(mp.mpf(m) / 2) - mp.loggamma(mp.mpf(m - 1) / 2) - mp.log(mp.pi) / 2
+    one_m_r2 = (1 - rho) * (1 + rho)
+
+    def log_ratio(th):  # log((1 - rho^2) / (1 + rho^2 - 2 rho cos th)), without cancellation
+        return mp.log(one_m_r2 / ((1 - rho) ** 2 + 4 * rho * mp.sin(th / 2) ** 2))
+
+    def log_density(th):
+        return log_c + (m - 2) * mp.log(mp.sin(th)) + (m - 1) * log_ratio(th)
+
+    def integrand(th):
+        return mp.exp(log_density(th)) * g(th, log_ratio(th))
+
+    # Breakpoints: the mass sits at theta ~ (1 - rho) for small m and near the mode for large m.
+    points = {mp.mpf(0), mp.pi}
+    points.update(v for k in range(-2, 24) if (v := (1 - rho) * mp.mpf(2) ** k) < mp.pi)
+    if m > 2:  # the mode of the log-density, located in float64 (only breakpoints depend on it)
+        r = float(rho)
+        def neg_log_density(th):
+            return (m - 1) * math.log((1 - r) ** 2 + 4 * r * math.sin(th / 2) ** 2) - (m - 2) * math.log(math.sin(th))
+
+        res = scipy.optimize.minimize_scalar(
+            neg_log_density,
+            bounds=(1e-300, math.pi / 2),
+            method="bounded",
+            options={"xatol": 1e-14},
+        )
+        mode, width = mp.mpf(res.x), 1 / mp.sqrt(m)
+        points.update(v for j in range(-8, 9) if 0 < (v := mode + j * width * min(mode, 1) / 2) < mp.pi)
+    return mp.quad(integrand, sorted(points))
+
+
+@functools.lru_cache(maxsize=None)
+def oracle_kl(m: int, rho: float) -> float:
+    """KL(spCauchy || uniform) = (m - 1) E[log((1 - rho^2) / (1 + rho^2 - 2 rho mu.x))]."""
+    if rho == 0.0:
+        return 0.0
+    return float(_theta_integral(m, rho, lambda th, lr: (m - 1) * lr))
+
+
+@functools.lru_cache(maxsize=None)
+def oracle_mean_resultant(m: int, rho: float) -> float:
+    """E[mu.x] = E[cos theta]."""
+    return float(_theta_integral(m, rho, lambda th, lr: mp.cos(th)))
+
+
+def _unit(m: int, seed: int = 0, dtype=torch.float64) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    v = torch.randn(m, generator=gen, dtype=dtype)
+    return v / v.norm()
+
+
+# ----------------------------------------------------------------------------------------------
+# KL and mean resultant length against the oracle.
+# ----------------------------------------------------------------------------------------------
+
+
+def test_oracle_reproduces_the_circle_closed_form():
+    # On the circle the KL is -log(1 - rho^2) exactly: a check of the oracle itself.
+    for rho in [0.1, 0.9, 0.999, 1 - 1e-7]:
+        assert oracle_kl(2, rho) == pytest.approx(-math.log1p(-rho) - math.log1p(rho), rel=1e-12)
+
+
+@pytest.mark.parametrize("m", ORACLE_DIMS)
+def test_kl_matches_mpmath_quadrature(m):
+    rho = torch.tensor(ORACLE_RHOS, dtype=torch.float64)
+    kl = spherical_cauchy_kl_to_uniform(rho, m)
+    for r, value in zip(ORACLE_RHOS, kl.tolist()):
+        reference = oracle_kl(m, r)
+        if r <= 1e-6:
+            assert abs(value - reference) <= 1e-9, (m, r, value, reference)
+        else:
+            assert abs(value - reference) <= 1e-6 * reference, (m, r, value, reference)
+
+
+@pytest.mark.parametrize("m", [3, 65, 4097])
+def test_kl_float32_matches_float64(m):
+    rho = torch.tensor(ORACLE_RHOS[2:], dtype=torch.float32)
+    kl32 = spherical_cauchy_kl_to_uniform(rho, m)
+    kl64 = spherical_cauchy_kl_to_uniform(rho.double(), m)
+    assert kl32.dtype == torch.float32
+    torch.testing.assert_close(kl32.double(), kl64, rtol=1e-6, atol=0.0)
+
+
+@pytest.mark.parametrize("m", STAT_DIMS)
+def test_mean_resultant_matches_mpmath_quadrature(m):
+    rhos = [0.1, 0.5, 0.9, 0.99, 0.999]
+    mean = spherical_cauchy_mean_resultant(torch.tensor(rhos, dtype=torch.float64), m)
+    for r, value in zip(rhos, mean.tolist()):
+        assert value == pytest.approx(oracle_mean_resultant(m, r), abs=3e-7), (m, r)
+
+
+@pytest.mark.parametrize("m", [2, 3, 5, 10, 65, 1025])
+@pytest.mark.parametrize("rho", [1e-3, 0.5, 0.99, 0.9999])
+def test_kl_derivative_matches_finite_differences_of_the_oracle(m, rho):
+    r = torch.tensor([rho], dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(spherical_cauchy_kl_to_uniform(r, m).sum(), r)
+    h = 1e-3 * (1 - rho) * rho
+    fd = (oracle_kl(m, rho + h) - oracle_kl(m, rho - h)) / (2 * h)
+    assert grad.item() == pytest.approx(fd, rel=1e-5)
+
+
+def test_kl_gradcheck_and_gradgradcheck_float64():
+    for m in [2, 3, 4, 5, 11, 300]:
+        rho = torch.tensor([0.0, 5e-4, 0.2, 0.7, 0.97], dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda r: spherical_cauchy_kl_to_uniform(r, m), (rho,))
+        assert torch.autograd.gradgradcheck(lambda r: spherical_cauchy_kl_to_uniform(r, m), (rho,))
+
+
+# ----------------------------------------------------------------------------------------------
+# Samples.
+# ----------------------------------------------------------------------------------------------
+
+
+def _cos_and_tangent(x: torch.Tensor, loc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    t = (x * loc).sum(-1)
+    return t, x - t.unsqueeze(-1) * loc
+
+
+@pytest.mark.parametrize("m", STAT_DIMS)
+@pytest.mark.parametrize("rho", [0.0, 0.3, 0.9, 0.999])
+def test_samples_are_unit_and_have_the_right_mean(m, rho):
+    torch.manual_seed(1000 * m + int(1000 * rho))
+    n = 20_000 if m <= 65 else 5_000
+    loc = _unit(m, seed=m)
+    x = SphericalCauchy(loc, torch.tensor(rho, dtype=torch.float64)).sample((n,))
+    assert x.shape == (n, m)
+    assert (x.norm(dim=-1) - 1).abs().max() < 1e-12
+    # E[x] = A(rho) mu, coordinate by coordinate, within 5 standard errors.
+    expected = oracle_mean_resultant(m, rho) * loc if rho > 0 else torch.zeros(m, dtype=torch.float64)
+    se = x.std(0) / math.sqrt(n)
+    assert ((x.mean(0) - expected).abs() <= 5 * se + 1e-12).all()
+    t, _ = _cos_and_tangent(x, loc)
+    assert abs(t.mean().item() - expected @ loc) <= 5 * t.std().item() / math.sqrt(n) + 1e-12
+
+
+@pytest.mark.parametrize("m,rho", [(2, 0.5), (3, 0.95), (10, 0.5), (10, 0.999), (65, 0.9)])
+def test_angle_distribution_kolmogorov_smirnov(m, rho):
+    """The angle to mu follows the defining density (KS test against its numerical CDF)."""
+    torch.manual_seed(7 * m)
+    n = 20_000
+    loc = _unit(m, seed=1)
+    x = SphericalCauchy(loc, torch.tensor(rho, dtype=torch.float64)).sample((n,))
+    theta = 2 * torch.asin(((x - loc).norm(dim=-1) / 2).clamp(max=1.0)).numpy()
+    grid = np.unique(np.concatenate([np.geomspace(1e-9, np.pi, 20_000), np.linspace(0, np.pi, 20_000)]))
+    # log of sin(theta)^(m-2) ((1 - rho^2) / ((1 - rho)^2 + 4 rho sin^2(theta/2)))^(m-1), stabilised
+    log_f = (m - 2) * np.log(np.maximum(np.sin(grid), 1e-300)) + (m - 1) * (
+        np.log1p(-rho) + np.log1p(rho) - np.log((1 - rho) ** 2 + 4 * rho * np.sin(grid / 2) ** 2)
+    )
+    f = np.exp(log_f - log_f.max())
+    cdf = scipy.integrate.cumulative_trapezoid(f, grid, initial=0.0)
+    cdf /= cdf[-1]
+    result = scipy.stats.kstest(np.interp(theta, grid, cdf), "uniform")
+    assert result.pvalue > 1e-3, result
+
+
+@pytest.mark.parametrize("m", STAT_DIMS)
+def test_log_prob_integrates_to_one_by_quadrature(m):
+    """Integrate exp(log_prob) over the sphere via the angle (|S^(m-2)| sin^(m-2) dtheta)."""
+    loc = _unit(m, seed=3)
+    tangent = torch.randn(m, dtype=torch.float64)
+    tangent = tangent - (tangent @ loc) * loc
+    tangent = tangent / tangent.norm()
+    for rho in [0.0, 0.3, 0.9, 0.999]:
+        dist = SphericalCauchy(loc, torch.tensor(rho, dtype=torch.float64))
+
+        def density(th, dist=dist):
+            x = math.cos(th) * loc + math.sin(th) * tangent
+            return math.exp(dist.log_prob(x).item() + log_sphere_surface(m - 1) + (m - 2) * math.log(math.sin(th)))
+
+        points = [0.0] + [min((1 - rho) * 2.0**k, math.pi) for k in range(-2, 12)] + [math.pi]
+        total = sum(scipy.integrate.quad(density, a, b, limit=200)[0] for a, b in zip(points, points[1:]) if b > a)
+        assert total == pytest.approx(1.0, abs=1e-7), (m, rho)
+
+
+@pytest.mark.parametrize("m,rho", [(2, 0.5), (3, 0.5), (5, 0.3), (10, 0.2), (65, 0.05)])
+def test_log_prob_integrates_to_one_by_importance_sampling(m, rho):
+    """E_uniform[q(x) / uniform(x)] = 1; the ratio is bounded, so the estimator has finite variance."""
+    torch.manual_seed(m)
+    n = 50_000
+    loc = _unit(m, seed=5)
+    x = HypersphericalUniform(m, dtype=torch.float64).sample((n,))
+    ratio = (SphericalCauchy(loc, torch.tensor(rho, dtype=torch.float64)).log_prob(x) + log_sphere_surface(m)).exp()
+    se = ratio.std().item() / math.sqrt(n)
+    assert se < 0.05  # the chosen (m, rho) keep the check informative
+    assert abs(ratio.mean().item() - 1.0) <= 5 * se
+
+
+@pytest.mark.parametrize("m", STAT_DIMS)
+@pytest.mark.parametrize("rho", [0.1, 0.5, 0.9, 0.999])
+def test_kl_and_entropy_match_monte_carlo(m, rho):
+    torch.manual_seed(31 * m)
+    n = 20_000 if m <= 65 else 4_000
+    q = SphericalCauchy(_unit(m, seed=9), torch.tensor(rho, dtype=torch.float64))
+    p = HypersphericalUniform(m, dtype=torch.float64)
+    x = q.sample((n,))
+    log_ratio = q.log_prob(x) - p.log_prob(x)
+    se = log_ratio.std().item() / math.sqrt(n)
+    assert abs(log_ratio.mean().item() - kl_divergence(q, p).item()) <= 5 * se
+    neg_log_q = -q.log_prob(x)
+    assert abs(neg_log_q.mean().item() - q.entropy().item()) <= 5 * neg_log_q.std().item() / math.sqrt(n)
+    assert q.entropy().item() == pytest.approx(log_sphere_surface(m) - kl_divergence(q, p).item(), rel=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reparameterisation gradients.
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("m", [2, 3, 10, 65])
+@pytest.mark.parametrize("rho", [0.2, 0.7, 0.95])
+def test_monte_carlo_gradient_of_mean_cosine_wrt_rho(m, rho):
+    """d/drho E[mu.x] by the pathwise estimator against finite differences of the oracle."""
+    torch.manual_seed(17 * m)
+    n = 40_000 if m <= 10 else 10_000
+    loc = _unit(m, seed=2)
+    rho_per_sample = torch.full((n,), rho, dtype=torch.float64, requires_grad=True)
+    x = SphericalCauchy(loc.expand(n, m), rho_per_sample).rsample()
+    (x * loc).sum().backward()
+    grads = rho_per_sample.grad
+    h = 1e-4
+    expected = (oracle_mean_resultant(m, rho + h) - oracle_mean_resultant(m, rho - h)) / (2 * h)
+    se = grads.std().item() / math.sqrt(n)
+    assert abs(grads.mean().item() - expected) <= 5 * se
+
+
+@pytest.mark.parametrize("m", [3, 10])
+def test_monte_carlo_gradient_wrt_loc(m):
+    """E[a.x] = A(rho) a.mu: the tangential part of the pathwise gradient is A(rho) (I - mu mu^T) a."""
+    torch.manual_seed(5)
+    n, rho = 40_000, 0.6
+    loc = _unit(m, seed=4).expand(n, m).clone().requires_grad_()
+    a = torch.randn(m, dtype=torch.float64)
+    x = SphericalCauchy(loc, torch.tensor(rho, dtype=torch.float64)).rsample()
+    (x @ a).sum().backward()
+    mu = loc.detach()[0]
+    tangential = loc.grad - (loc.grad @ mu).unsqueeze(-1) * mu
+    expected = oracle_mean_resultant(m, rho) * (a - (a @ mu) * mu)
+    se = tangential.std(0) / math.sqrt(n)
+    assert ((tangential.mean(0) - expected).abs() <= 5 * se + 1e-12).all()
+
+
+def test_fused_sampler_backward_matches_autograd():
+    """The hand-written VJP equals plain autograd through the same operations; double backward too."""
+    torch.manual_seed(0)
+    for m in [2, 3, 7, 40]:
+        loc = torch.nn.functional.normalize(torch.randn(4, m, dtype=torch.float64), dim=-1).requires_grad_()
+        rho = torch.tensor([0.0, 0.3, 0.9, 0.999], dtype=torch.float64, requires_grad=True)
+        noise = torch.randn(3, 4, m, dtype=torch.float64)
+        grad_out = torch.randn(3, 4, m, dtype=torch.float64)
+        fused = torch.autograd.grad(_MobiusSample.apply(noise, loc, rho), (loc, rho), grad_out)
+        plain = torch.autograd.grad(_mobius_parts(noise, loc, rho)[-1], (loc, rho), grad_out)
+        for f, p in zip(fused, plain):
+            torch.testing.assert_close(f, p, rtol=1e-10, atol=1e-12)
+        inputs = (loc.detach().clone().requires_grad_(), rho.detach().clone().requires_grad_())
+        assert torch.autograd.gradcheck(lambda l, r: _MobiusSample.apply(noise, l, r), inputs)
+        assert torch.autograd.gradgradcheck(lambda l, r: _MobiusSample.apply(noise, l, r), inputs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Robustness: finite values and gradients everywhere in the valid range.
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("m", ORACLE_DIMS)
+def test_finite_everywhere(m, dtype):
+    torch.manual_seed(m)
+    rho_values = [0.0, 1e-6, 0.5, 0.99, 1 - 1e-6]
+    loc = torch.nn.functional.normalize(torch.randn(len(rho_values), m, dtype=dtype), dim=-1).requires_grad_()
+    rho = torch.tensor(rho_values, dtype=dtype).requires_grad_()
+    q = SphericalCauchy(loc, rho)
+    p = HypersphericalUniform(m, dtype=dtype)
+    x = q.rsample((32,))
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    assert torch.isfinite(x).all() and ((x.norm(dim=-1) - 1).abs() < tol).all()
+    log_prob = q.log_prob(x)
+    kl, entropy = kl_divergence(q, p), q.entropy()
+    for value in (log_prob, kl, entropy, q.mean):
+        assert torch.isfinite(value).all()
+    assert (kl >= 0).all()
+    loss = x.sum() + log_prob.sum() + kl.sum() + entropy.sum()
+    grad_loc, grad_rho = torch.autograd.grad(loss, (loc, rho))
+    assert torch.isfinite(grad_loc).all() and torch.isfinite(grad_rho).all()
+
+
+def test_gradient_at_rho_zero_is_finite_and_kl_flat():
+    rho = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    for m in [2, 3, 4, 6, 100]:
+        (grad,) = torch.autograd.grad(spherical_cauchy_kl_to_uniform(rho, m).sum(), rho)
+        assert (grad == 0).all()
+        loc = _unit(m).expand(3, m)
+        x = SphericalCauchy(loc, rho).rsample((5,))
+        (grad,) = torch.autograd.grad(x.sum(), rho)
+        assert torch.isfinite(grad).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# Shapes and bad input.
+# ----------------------------------------------------------------------------------------------
+
+
+def test_shapes_trailing_singleton_scale_and_expand():
+    loc = torch.nn.functional.normalize(torch.randn(6, 4), dim=-1)
+    q = SphericalCauchy(loc, torch.full((6, 1), 0.5))
+    assert q.batch_shape == (6,) and q.event_shape == (4,)
+    assert q.rsample().shape == (6, 4) and q.rsample((3,)).shape == (3, 6, 4)
+    assert q.log_prob(q.sample((3,))).shape == (3, 6)
+    assert q.entropy().shape == (6,) and q.mean.shape == (6, 4) and q.mode.shape == (6, 4)
+    assert kl_divergence(q, HypersphericalUniform(4)).shape == (6,)
+    assert SphericalCauchy(loc, 0.5).batch_shape == (6,)
+    assert SphericalCauchy(loc[0], torch.full((5,), 0.5)).batch_shape == (5,)
+    expanded = SphericalCauchy(loc[0], torch.tensor(0.3)).expand((2, 5))
+    assert expanded.batch_shape == (2, 5) and expanded.sample().shape == (2, 5, 4)
+    assert expanded.log_prob(expanded.sample()).shape == (2, 5)
+    assert torch.equal(q.mode, loc)
+
+
+@pytest.mark.parametrize("bad_rho", [-0.1, 1.0, 1.5, float("nan")])
+def test_bad_rho_raises(bad_rho):
+    with pytest.raises(ValueError, match="rho"):
+        SphericalCauchy(torch.tensor([1.0, 0.0, 0.0]), torch.tensor(bad_rho), validate_args=True)
+
+
+def test_bad_input_raises_value_error_naming_the_parameter():
+    with pytest.raises(ValueError, match="loc"):
+        SphericalCauchy(torch.tensor([1.0, 1.0, 0.0]), 0.5, validate_args=True)
+    with pytest.raises(ValueError, match="loc.*m"):
+        SphericalCauchy(torch.ones(3, 1), 0.5)
+    with pytest.raises(ValueError, match="scale"):
+        SphericalCauchy(torch.nn.functional.normalize(torch.randn(4, 3), dim=-1), torch.full((5,), 0.5))
+    q = SphericalCauchy(torch.tensor([1.0, 0.0, 0.0]), 0.5, validate_args=True)
+    with pytest.raises(ValueError, match="support"):
+        q.log_prob(torch.tensor([2.0, 0.0, 0.0]))
+    with pytest.raises(ValueError, match="ambient dimensions differ"):
+        kl_divergence(q, HypersphericalUniform(4))
+
+
+def test_validate_args_false_skips_the_checks():
+    q = SphericalCauchy(torch.tensor([3.0, 0.0, 0.0]), torch.tensor(1.5), validate_args=False)
+    q.log_prob(torch.tensor([2.0, 0.0, 0.0]))  # no check, whatever the value
+    assert not q._validate_args and not q.expand((2,))._validate_args
