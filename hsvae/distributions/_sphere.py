@@ -25,33 +25,6 @@ def sample_uniform_sphere(shape: torch.Size, m: int, *, dtype: torch.dtype, devi
     return x / x.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
 
 
-def tangent_sample(w: torch.Tensor, m: int) -> torch.Tensor:
-    """Points x = (w, sqrt(1 - w^2) v) on S^(m-1) with v uniform on S^(m-2).
-
-    ``w`` has shape ``S``; the result has shape ``S + (m,)`` and is centred on e1 = (1, 0, ..., 0).
-    """
-    v = sample_uniform_sphere(w.shape, m - 1, dtype=w.dtype, device=w.device)
-    # clamp: w may round to +-1 exactly, and sqrt'(0) is infinite.
-    radial = (1.0 - w * w).clamp_min(torch.finfo(w.dtype).tiny).sqrt()
-    return torch.cat([w.unsqueeze(-1), radial.unsqueeze(-1) * v], dim=-1)
-
-
-def householder_rotate(x: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
-    """Reflect points centred on e1 so that they are centred on ``loc``.
-
-    The Householder reflection H = I - 2 u u^T / (u^T u) with u = e1 - loc maps e1 to loc.
-    When loc = e1 (u = 0) the reflection is the identity; the ``where`` keeps that case
-    (and its gradient) finite.
-    """
-    e1 = torch.zeros_like(loc)
-    e1[..., 0] = 1.0
-    u = e1 - loc
-    uu = (u * u).sum(-1, keepdim=True)
-    safe = uu > torch.finfo(loc.dtype).eps
-    coef = torch.where(safe, 2.0 / torch.where(safe, uu, torch.ones_like(uu)), torch.zeros_like(uu))
-    return x - coef * (x * u).sum(-1, keepdim=True) * u
-
-
 class _UnitVector(constraints.Constraint):
     """Vectors of unit Euclidean norm along the last axis (within a tolerance)."""
 
@@ -70,8 +43,6 @@ class _UnitVector(constraints.Constraint):
 
 #: The unit sphere S^(m-1), as a support/argument constraint.
 unit_vector = _UnitVector()
-#: The half-open interval [0, 1), for the spherical Cauchy's rho.
-unit_interval_half_open = constraints.half_open_interval(0.0, 1.0)
 
 
 def check_ambient_dim(m: int) -> int:

@@ -29,7 +29,10 @@ class DiagonalNormal(Independent):
 
     def expand(self, batch_shape, _instance=None):
         base = self.base_dist.expand(torch.Size(batch_shape) + self.event_shape)
-        return DiagonalNormal(base.loc, base.scale, validate_args=False)
+        # the parameters were validated when this instance was made; keep the setting for samples
+        new = DiagonalNormal(base.loc, base.scale, validate_args=False)
+        new._validate_args = new.base_dist._validate_args = self._validate_args
+        return new
 
 
 class StandardNormal(DiagonalNormal):
