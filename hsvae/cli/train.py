@@ -37,6 +37,17 @@ log = logging.getLogger(__name__)
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train and test as the config says; return the metrics written to results.json."""
+    # Argument checks of torch.distributions cost more than a small model's step; they are for tests
+    # and debugging (validate_distributions=true), and are restored afterwards.
+    previous = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(bool(cfg.get("validate_distributions", False)))
+    try:
+        return _train(cfg)
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(previous)
+
+
+def _train(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
     validate(cfg)
     output_dir = Path(cfg.paths.output_dir)
