@@ -40,6 +40,15 @@ def training_config(cfg: DictConfig) -> DictConfig:
         train_cfg.task_name = cfg.task_name
         if cfg.get("eval_samples") is not None:
             train_cfg.model.eval_samples = cfg.eval_samples
+        for key in ("m1_labels", "m1_k"):
+            if cfg.get(key) is None:
+                continue
+            if not str(train_cfg.model.get("_target_", "")).endswith("VAEModule"):
+                raise ConfigError(
+                    f"{key}={cfg.get(key)} (the M1 k-NN evaluation) applies to VAE checkpoints; {ckpt} was trained "
+                    f"with model._target_={train_cfg.model.get('_target_')}"
+                )
+            train_cfg.model[key] = cfg.get(key)
     return train_cfg
 
 

@@ -5,6 +5,7 @@ from .links import LinkPredictionDataModule, LinkSplit, split_edges
 from .loaders import TensorLoader
 from .mnist import MNISTDataModule, load_mnist
 from .planetoid import PlanetoidLinkDataModule, load_planetoid
+from .smiles import MalformedDatasetError, SMILESDataModule, SMILESTokenizer, read_smiles
 from .synthetic import SyntheticSphereDataModule, make_synthetic_sphere
 
 __all__ = [
@@ -13,12 +14,16 @@ __all__ = [
     "LinkPredictionDataModule",
     "LinkSplit",
     "MNISTDataModule",
+    "MalformedDatasetError",
     "PlanetoidLinkDataModule",
+    "SMILESDataModule",
+    "SMILESTokenizer",
     "Split",
     "SyntheticSphereDataModule",
     "TensorLoader",
     "load_mnist",
     "load_planetoid",
     "make_synthetic_sphere",
+    "read_smiles",
     "split_edges",
 ]

@@ -10,12 +10,13 @@ is stored once, as the pair ``(i, j)`` with ``i < j``; self-loops are never edge
   without replacement, disjoint between validation and test;
 - the encoder passes messages over the training edges only (both directions).
 
-The split is a function of the graph and ``split_seed`` alone, drawn once per run.
+The split is a function of the graph and the data module's ``seed`` alone, drawn once per run.
 """
 
 from __future__ import annotations
 
 import abc
+import hashlib
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
@@ -65,6 +66,13 @@ class LinkSplit:
         pos, neg = getattr(self, f"{stage}_pos"), getattr(self, f"{stage}_neg")
         labels = torch.cat([torch.ones(pos.shape[1], device=pos.device), torch.zeros(neg.shape[1], device=neg.device)])
         return torch.cat([pos, neg], dim=1), labels
+
+    def fingerprint(self) -> str:
+        """A digest of the split (node count and all pairs): equal digests, the same split."""
+        digest = hashlib.sha1(str(self.num_nodes).encode())
+        for name in ("train_pos", "val_pos", "val_neg", "test_pos", "test_neg"):
+            digest.update(getattr(self, name).detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
     def cached(self, key: str, compute: Callable[[], torch.Tensor]):
         """``compute()`` once per graph object (models use it for e.g. their normalised adjacency)."""
@@ -203,7 +211,7 @@ class LinkPredictionDataModule(pl.LightningDataModule, abc.ABC):
 
     Args:
         val_fraction, test_fraction: shares of the undirected edges held out for validation and test.
-        split_seed: seed of the split (the run's seed in the configs).
+        seed: seed of the split (the run's seed in the configs; ``dataset.seed`` as for the other data modules).
         normalize_features: divide each node's features by their sum (torch-geometric's example does;
             the VGAE paper uses the raw features).
     """
@@ -215,13 +223,13 @@ class LinkPredictionDataModule(pl.LightningDataModule, abc.ABC):
         self,
         val_fraction: float = 0.05,
         test_fraction: float = 0.10,
-        split_seed: int = 0,
+        seed: int = 0,
         normalize_features: bool = False,
     ):
         super().__init__()
         check_split_fractions(val_fraction, test_fraction)
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
-        self.split_seed = split_seed
+        self.seed = seed
         self.normalize_features = normalize_features
         self.graph: LinkSplit | None = None
 
@@ -242,7 +250,7 @@ class LinkPredictionDataModule(pl.LightningDataModule, abc.ABC):
             if self.normalize_features:
                 x = x / x.sum(1, keepdim=True).clamp_min(1.0)
             self.num_classes = int(y.max()) + 1 if y.numel() else 0
-            self.graph = split_edges(x, y, edge_index, self.val_fraction, self.test_fraction, self.split_seed)
+            self.graph = split_edges(x, y, edge_index, self.val_fraction, self.test_fraction, self.seed)
         trainer = getattr(self, "trainer", None)
         if trainer is not None:
             self.graph = self.graph.to(trainer.strategy.root_device)

@@ -49,11 +49,16 @@ def _download(raw_dir: Path, files: list[str]) -> str:
     """Try to download ``files`` into ``raw_dir``; return "" or a note on why it failed."""
     from torch_geometric.data import download_url
 
+    created = [p for p in (raw_dir, *raw_dir.parents) if not p.exists()]
     try:
-        raw_dir.mkdir(parents=True, exist_ok=True)
         for f in files:
             download_url(f"{RAW_URL}/{f}", str(raw_dir), log=False)
     except Exception as err:  # network, permissions, a moved URL: the same advice follows
+        for folder in created:  # leave no empty folders behind (download_url creates them first)
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         return f" (download failed: {type(err).__name__}: {err})"
     return ""
 
@@ -153,7 +158,7 @@ class PlanetoidLinkDataModule(LinkPredictionDataModule):
         cache_dir: where the raw files are copied and torch-geometric's ``processed/`` is written
             (``paths.cache_dir``).
         download: try to download missing raw files into ``data_dir``.
-        val_fraction, test_fraction, split_seed, normalize_features: see :class:`LinkPredictionDataModule`.
+        val_fraction, test_fraction, seed, normalize_features: see :class:`LinkPredictionDataModule`.
     """
 
     def __init__(
@@ -164,10 +169,10 @@ class PlanetoidLinkDataModule(LinkPredictionDataModule):
         download: bool = True,
         val_fraction: float = 0.05,
         test_fraction: float = 0.10,
-        split_seed: int = 0,
+        seed: int = 0,
         normalize_features: bool = False,
     ):
-        super().__init__(val_fraction, test_fraction, split_seed, normalize_features)
+        super().__init__(val_fraction, test_fraction, seed, normalize_features)
         self.name = planetoid_name(name)
         self.data_dir, self.cache_dir, self.download = data_dir, cache_dir, download
 

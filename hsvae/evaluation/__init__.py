@@ -1,5 +1,9 @@
 """Evaluation of learned latent spaces (k-NN classification of latent means, ...)."""
 
+from .interpolation import decode_interpolations, latent_path, lerp, slerp
 from .knn import knn_accuracy, knn_predict
+from .molecules import reconstruction_accuracy, rdkit_validity, sample_metrics
+from .semisupervised import balanced_subset, m1_knn_accuracies
 
-__all__ = ["knn_accuracy", "knn_predict"]
+__all__ = ["balanced_subset", "decode_interpolations", "knn_accuracy", "knn_predict", "latent_path", "lerp", "m1_knn_accuracies",
+           "rdkit_validity", "reconstruction_accuracy", "sample_metrics", "slerp"]

@@ -2,6 +2,10 @@
 
 from .callbacks import ImageSamplesCallback, LatentPlotCallback
 from .errors import NonFiniteLossError
+from .interpolation_callback import InterpolationCallback
+from .link_module import LinkPredictionModule
+from .m2_module import M2Module
+from .smiles_module import SMILESVAEModule
 from .vae_module import VAEModule
 
-__all__ = ["ImageSamplesCallback", "LatentPlotCallback", "NonFiniteLossError", "VAEModule"]
+__all__ = ["ImageSamplesCallback", "InterpolationCallback", "LatentPlotCallback", "LinkPredictionModule", "M2Module", "NonFiniteLossError", "SMILESVAEModule", "VAEModule"]

@@ -3,7 +3,7 @@ and the importance-sampled test log-likelihood."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -11,6 +11,9 @@ import torch
 from hsvae.models import VAE
 
 from .errors import NonFiniteLossError
+
+#: importance samples of the test log-likelihood under ``trainer.fast_dev_run`` (at most)
+FAST_DEV_RUN_EVAL_SAMPLES = 10
 
 
 class VAEModule(pl.LightningModule):
@@ -29,6 +32,13 @@ class VAEModule(pl.LightningModule):
         knn_k: if > 0, ``test/knn_accuracy``: a k-NN classifier on the latent means of (up to
             ``knn_train_points``) training points, evaluated on the test points' means (Euclidean distance in
             R^d, cosine on the sphere). Needs a data module with labelled ``splits``.
+        m1_labels: the S-VAE paper's M1 evaluation: for each n here (e.g. ``[100, 600, 1000]``),
+            ``test/m1_knn_<n>`` is the accuracy on the test set of an ``m1_k``-NN classifier whose reference set
+            is a class-balanced subset of n training points (drawn with ``m1_seed``), on the latent means
+            (see :mod:`hsvae.evaluation.semisupervised`). The counts are checked against the data (divisible by
+            its classes, within the training set) before training starts. Empty: off.
+        m1_k: neighbours of the M1 classifier (at most the smallest labelled set).
+        m1_seed: seed of the labelled subsets; None: the data module's seed (the run's seed).
     """
 
     def __init__(
@@ -41,6 +51,9 @@ class VAEModule(pl.LightningModule):
         eval_samples: int = 500,
         knn_k: int = 0,
         knn_train_points: int = 10000,
+        m1_labels: Sequence[int] = (),
+        m1_k: int = 5,
+        m1_seed: int | None = None,
     ):
         super().__init__()
         if warmup_epochs < 0:
@@ -52,11 +65,37 @@ class VAEModule(pl.LightningModule):
                 f"module.eval_samples (importance samples of the test log-likelihood) must be an integer >= 1, "
                 f"or 0 to skip it; got {eval_samples!r}"
             )
+        m1_labels = list(m1_labels or ())
+        if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in m1_labels):
+            raise ValueError(f"model.m1_labels must be positive integers (labelled-set sizes), got {m1_labels!r}")
+        if isinstance(m1_k, bool) or not isinstance(m1_k, int) or m1_k < 1:
+            raise ValueError(f"model.m1_k (neighbours of the M1 k-NN) must be a positive integer, got {m1_k!r}")
+        if m1_labels and m1_k > min(m1_labels):
+            raise ValueError(
+                f"model.m1_k={m1_k} neighbours exceeds the smallest labelled set of model.m1_labels={m1_labels}"
+            )
         self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
+        self.hparams.m1_labels = m1_labels
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self._train_sums: torch.Tensor | None = None
         self._train_count = 0
+
+    def setup(self, stage: str) -> None:
+        # Check the M1 label counts against the data now rather than after a long training.
+        datamodule = getattr(self.trainer, "datamodule", None)
+        splits = getattr(datamodule, "splits", None)
+        if self.hparams.m1_labels and splits and "train" in splits:
+            from hsvae.evaluation.semisupervised import balanced_subset
+
+            for n in self.hparams.m1_labels:
+                balanced_subset(splits["train"].y, n, seed=self._m1_seed(),
+                                num_classes=getattr(datamodule, "num_classes", None))
+
+    def _m1_seed(self) -> int:
+        if self.hparams.get("m1_seed") is not None:
+            return self.hparams.m1_seed
+        return getattr(getattr(self.trainer, "datamodule", None), "seed", 0)
 
     # -- the KL schedule ------------------------------------------------------------------------
     def beta(self, batch_idx: int = 0) -> float:
@@ -118,23 +157,47 @@ class VAEModule(pl.LightningModule):
         self._evaluate(batch, "test")
         if self.hparams.eval_samples > 0 and self.net.latent.has_prior:
             x, _ = batch
-            ll = self.net.log_likelihood(x, self.hparams.eval_samples).mean()
+            samples = self.hparams.eval_samples
+            if self.trainer.fast_dev_run:
+                # a smoke test: 500 samples x 1000 images through a conv decoder would take minutes on a CPU
+                samples = min(samples, FAST_DEV_RUN_EVAL_SAMPLES)
+            ll = self.net.log_likelihood(x, samples).mean()
             self.log("test/log_likelihood", ll, batch_size=x.shape[0], sync_dist=True)
 
     @torch.no_grad()
     def on_test_epoch_end(self) -> None:
-        splits = getattr(getattr(self.trainer, "datamodule", None), "splits", None)
-        if self.hparams.knn_k <= 0 or not splits:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        splits = getattr(datamodule, "splits", None)
+        m1_labels = self.hparams.get("m1_labels") or []
+        if (self.hparams.knn_k <= 0 and not m1_labels) or not splits:
             return
         from hsvae.evaluation import knn_accuracy
+        from hsvae.evaluation.semisupervised import m1_knn_accuracies
 
-        embed = {}
-        for name, limit in (("train", self.hparams.knn_train_points), ("test", None)):
-            x, y = splits[name].x[:limit], splits[name].y[:limit]
-            embed[name] = (torch.cat([self.net.embed(b.to(self.device)) for b in x.split(1000)]), y.to(self.device))
+        def embed(x: torch.Tensor) -> torch.Tensor:
+            return torch.cat([self.net.embed(b.to(self.device)) for b in x.split(1000)])
+
         metric = "cosine" if self.net.latent.spherical else "euclidean"
-        accuracy = knn_accuracy(*embed["train"], *embed["test"], k=self.hparams.knn_k, metric=metric)
-        self.log("test/knn_accuracy", accuracy, sync_dist=True)
+        test = (embed(splits["test"].x), splits["test"].y.to(self.device))
+        if self.hparams.knn_k > 0:
+            limit = self.hparams.knn_train_points
+            train = (embed(splits["train"].x[:limit]), splits["train"].y[:limit].to(self.device))
+            accuracy = knn_accuracy(*train, *test, k=self.hparams.knn_k, metric=metric)
+            self.log("test/knn_accuracy", accuracy, sync_dist=True)
+        if m1_labels:
+            prepare = None
+            if getattr(datamodule, "binarize", None) == "dynamic":
+                # Training images are stored as grey levels and binarised afresh for every batch; the labelled
+                # ones are binarised once (seeded), as the test images are, so both sides see binary inputs.
+                def prepare(x: torch.Tensor) -> torch.Tensor:
+                    generator = torch.Generator().manual_seed(self._m1_seed())
+                    return torch.bernoulli(x.cpu(), generator=generator)
+
+            accuracies = m1_knn_accuracies(
+                embed, splits["train"].x, splits["train"].y, *test, m1_labels, k=self.hparams.m1_k, metric=metric,
+                seed=self._m1_seed(), num_classes=getattr(datamodule, "num_classes", None), prepare=prepare,
+            )
+            self.log_dict({f"test/m1_knn_{n}": acc for n, acc in accuracies.items()}, sync_dist=True)
 
     # -- optimisation -----------------------------------------------------------------------------
     def configure_optimizers(self):

@@ -1,0 +1,227 @@
+"""The M1 of an M1+M2 run: a trained MNIST VAE, loaded from its checkpoint or trained first in the same job.
+
+``dataset=mnist_m1`` instantiates :func:`m1_vae` (through the data module's ``m1`` argument):
+
+* ``m1.ckpt_path=<run>/checkpoints/best.ckpt``: that VAE, rebuilt from its run's config
+  (``<run>/.hydra/config.yaml``, else ``<run>/results.json``, or ``m1.train_config``) and checked against the
+  latent the config expects (``m1.latent``: family and dimension);
+* ``m1.ckpt_path=null``: an M1 is trained first, into ``<output_dir>/m1/`` (a complete train.py run of
+  ``dataset=mnist`` with ``m1.latent``, ``m1.overrides`` and this job's seed and hardware settings, writing its
+  own results.json, with the M1 k-NN accuracies), then used. A rerun or resumed job finds it there and reuses it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from hsvae.cli import CONFIG_DIR
+from hsvae.cli.builders import ConfigError
+from hsvae.models import VAE
+
+log = logging.getLogger(__name__)
+
+#: Trainer settings that belong to the M2's training, not copied to the M1's (which keeps its protocol's).
+M2_ONLY_TRAINER_KEYS = ("max_epochs", "min_epochs", "max_steps", "min_steps", "max_time", "default_root_dir")
+#: Overrides that m1.latent decides, refused in m1.overrides.
+LATENT_KEYS = ("latent", "latent.dim")
+
+
+def _describe(latent) -> str:
+    return f"{type(latent).__name__}(dim={latent.dim})"
+
+
+def _expected(latent: DictConfig):
+    try:
+        return hydra.utils.instantiate(latent)
+    except Exception as err:
+        raise ConfigError(f"m1.latent is not a valid latent config ({type(err).__name__}: {err}): {latent}") from err
+
+
+def run_config(ckpt: Path, train_config: str | None = None) -> tuple[DictConfig, Path]:
+    """The training config of the run that wrote ``ckpt``, and where it was found."""
+    if train_config:
+        source = Path(train_config)
+        if not source.is_file():
+            raise ConfigError(f"m1.train_config={source} does not exist")
+        candidates = [source]
+    else:
+        run_dir = ckpt.resolve().parent.parent
+        candidates = [run_dir / ".hydra" / "config.yaml", run_dir / "results.json"]
+    for source in candidates:
+        if not source.is_file():
+            continue
+        if source.suffix == ".json":
+            return OmegaConf.create(json.loads(source.read_text())["config"]), source
+        return OmegaConf.load(source), source
+    raise ConfigError(
+        f"cannot find the training config of the M1 checkpoint {ckpt}: looked for "
+        f"{' and '.join(map(str, candidates))}. Pass m1.train_config=<that run's .hydra/config.yaml>."
+    )
+
+
+def load_m1(ckpt_path: str | Path, latent: DictConfig, train_config: str | None = None) -> VAE:
+    """The VAE saved in ``ckpt_path`` (frozen, eval mode, on the CPU), after checking that its latent is the
+    one ``latent`` (the ``m1.latent`` config) describes."""
+    expected = _expected(latent)
+    ckpt = Path(ckpt_path)
+    if not ckpt.is_file():
+        raise FileNotFoundError(
+            f"m1.ckpt_path={ckpt} does not exist: expected the checkpoint of an M1 VAE with latent "
+            f"{_describe(expected)} (m1.latent), written by train.py (e.g. <run dir>/checkpoints/best.ckpt). "
+            "Set m1.ckpt_path=null to train the M1 in this job."
+        )
+    cfg, source = run_config(ckpt, train_config)
+    target = str(OmegaConf.select(cfg, "model._target_", default=""))
+    if not target.endswith("VAEModule"):
+        raise ConfigError(
+            f"m1.ckpt_path={ckpt} is not a VAE checkpoint: its run ({source}) trained model._target_={target or None}"
+        )
+    try:
+        module = hydra.utils.instantiate(cfg.model)
+    except Exception as err:
+        raise ConfigError(f"cannot rebuild the M1 VAE of {ckpt} from {source}: {type(err).__name__}: {err}") from err
+    actual = module.net.latent
+    if type(actual) is not type(expected) or actual.dim != expected.dim:
+        raise ConfigError(
+            f"the M1 checkpoint {ckpt} has latent {_describe(actual)} (from {source}), but the config says "
+            f"m1.latent is {_describe(expected)}. Point m1.ckpt_path at an M1 with that latent, or set m1.latent "
+            f"(latent@m1.latent=<family>, m1.latent.dim=<d>) to match the checkpoint."
+        )
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        module.load_state_dict(state["state_dict"])
+    except Exception as err:
+        raise ConfigError(f"cannot load the M1 weights from {ckpt}: {type(err).__name__}: {err}") from err
+    return module.net.eval().requires_grad_(False)
+
+
+def _compose_train(overrides: list[str]) -> DictConfig:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():  # inside train.py's Hydra app
+        return compose(config_name="train", overrides=overrides)
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def m1_train_config(
+    latent: DictConfig,
+    overrides: Sequence[str],
+    output_dir: Path,
+    paths: DictConfig,
+    trainer: DictConfig | None,
+    progress_bar: DictConfig | None,
+    seed: int,
+) -> DictConfig:
+    """The train.py config of the in-job M1: ``dataset=mnist`` and ``overrides``, with ``latent`` as its latent,
+    this job's paths (output in ``output_dir``), seed and trainer settings (except the M2's epochs, and those
+    that ``overrides`` sets)."""
+    overrides = list(overrides or [])
+    keys = [item.lstrip("+~").split("=")[0] for item in overrides]
+    for item, key in zip(overrides, keys):
+        if key in LATENT_KEYS:
+            raise ConfigError(
+                f"m1.overrides sets {item!r}: the M1 latent is m1.latent (latent@m1.latent=..., m1.latent.dim=...)"
+            )
+    try:
+        cfg = _compose_train(["dataset=mnist", *overrides])
+    except Exception as err:
+        raise ConfigError(f"m1.overrides={overrides} do not compose with train.py's config: {err}") from err
+    with open_dict(cfg):
+        cfg.latent = OmegaConf.create(OmegaConf.to_container(latent))
+        cfg.seed = seed
+        cfg.task_name = "m1"
+        cfg.paths = OmegaConf.merge(paths, {"output_dir": str(output_dir)})
+        for key, value in (trainer or {}).items():
+            if key not in M2_ONLY_TRAINER_KEYS and f"trainer.{key}" not in keys:
+                cfg.trainer[key] = value
+        cfg.callbacks.progress_bar = progress_bar
+        if cfg.trainer.get("fast_dev_run"):
+            # fast_dev_run writes no checkpoint; this callback keeps the (one-step) model for the M2
+            cfg.callbacks.m1_final_checkpoint = {"_target_": "hsvae.cli.m1.FinalCheckpoint",
+                                                 "path": str(output_dir / "checkpoints" / "final.ckpt")}
+    return cfg
+
+
+class FinalCheckpoint(pl.Callback):
+    """Saves the model at the end of fit (for fast_dev_run, where ModelCheckpoint writes nothing)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        trainer.save_checkpoint(self.path)
+
+
+def _trained_checkpoint(m1_dir: Path) -> Path | None:
+    for name in ("best.ckpt", "final.ckpt"):
+        path = m1_dir / "checkpoints" / name
+        if path.is_file():
+            return path
+    return None
+
+
+def m1_vae(
+    latent: DictConfig,
+    ckpt_path: str | None = None,
+    train_config: str | None = None,
+    overrides: Sequence[str] = (),
+    output_dir: str | None = None,
+    paths: DictConfig | None = None,
+    trainer: DictConfig | None = None,
+    progress_bar: DictConfig | None = None,
+    seed: int = 0,
+    task_name: str = "train",
+) -> VAE:
+    """The M1 VAE of an M1+M2 run (see the module docstring); ``dataset.m1`` of ``dataset=mnist_m1``.
+
+    Args:
+        latent: the M1's latent config (``m1.latent``), which a loaded checkpoint must match.
+        ckpt_path: a trained M1's checkpoint, or None to train one here.
+        train_config: that checkpoint's run config, when it is not next to it.
+        overrides: train.py overrides of an M1 trained here (``dataset=mnist`` is implied).
+        output_dir: where an M1 trained here goes (``<this run's output_dir>/m1``).
+        paths, trainer, progress_bar, seed: this run's, handed on to an M1 trained here.
+        task_name: this run's; an evaluation (``eval``) never trains an M1.
+    """
+    if ckpt_path:
+        return load_m1(ckpt_path, latent, train_config)
+    if output_dir is None or paths is None:
+        raise ConfigError("m1.ckpt_path is null and no output directory is given to train the M1 in")
+    m1_dir = Path(output_dir)
+    found = _trained_checkpoint(m1_dir)
+    if found is not None and (m1_dir / "results.json").is_file():
+        log.info("M1: reusing the M1 trained earlier in this run directory, %s", found)
+        return load_m1(found, latent, train_config)
+    if task_name == "eval":
+        raise ConfigError(
+            "evaluating an M1+M2 checkpoint needs its M1: the training run trained it into <its run dir>/m1; "
+            "pass a train_config whose m1.ckpt_path points at <its run dir>/m1/checkpoints/best.ckpt"
+        )
+    strategy = str((trainer or {}).get("strategy", "auto"))
+    if "ddp" in strategy:
+        raise ConfigError(
+            f"training the M1 inside an M1+M2 job is not supported under trainer.strategy={strategy}: train the M1 "
+            "first (python train.py dataset=mnist ...) and pass m1.ckpt_path"
+        )
+    cfg = m1_train_config(latent, overrides, m1_dir, paths, trainer, progress_bar, seed)
+    m1_dir.mkdir(parents=True, exist_ok=True)
+    (m1_dir / ".hydra").mkdir(exist_ok=True)
+    OmegaConf.save(cfg, m1_dir / ".hydra" / "config.yaml")  # eval.py on the M1's checkpoint finds it here
+    log.info("M1: training %s on MNIST into %s", _describe(_expected(latent)), m1_dir)
+    from hsvae.cli.train import train  # here: hsvae.cli.train imports this package's builders
+
+    train(cfg)
+    found = _trained_checkpoint(m1_dir)
+    if found is None:
+        raise RuntimeError(f"the M1 training in {m1_dir} wrote no checkpoint (looked for best.ckpt and final.ckpt)")
+    return load_m1(found, latent, train_config)

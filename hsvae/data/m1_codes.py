@@ -1,0 +1,140 @@
+"""A labelled image dataset seen through a trained M1 VAE: its latent means, for M1+M2 (Kingma et al. 2014).
+
+Every image of the train / validation / test splits is replaced by its M1 code z1 (the posterior location:
+a point of R^d, or a unit vector on S^d), computed once with the frozen M1 encoder. The training split is
+divided into a class-balanced labelled subset of ``n_labels`` codes (seeded) and the unlabelled rest.
+
+Training batches are ``(z1_unlabelled, z1_labelled, y_labelled)``: one pass over the unlabelled codes is an
+epoch, and every step also draws a batch of the (small) labelled set, reshuffled each time it is exhausted.
+The unlabelled codes' labels are kept in ``splits["train"].y`` for diagnostics but never batched.
+Validation and test batches are ``(z1, y)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from hsvae.evaluation.semisupervised import balanced_subset
+
+from .base import InMemoryDataModule, Split
+from .loaders import TensorLoader
+
+
+class SemiSupervisedLoader:
+    """Pairs every batch of an unlabelled loader with the next batch of a cycled labelled loader."""
+
+    def __init__(self, unlabelled: TensorLoader, labelled: TensorLoader):
+        self.unlabelled, self.labelled = unlabelled, labelled
+        self._labelled_iter: Iterator | None = None
+
+    def __len__(self) -> int:
+        return len(self.unlabelled)
+
+    def _next_labelled(self) -> tuple[torch.Tensor, ...]:
+        if self._labelled_iter is not None:
+            batch = next(self._labelled_iter, None)
+            if batch is not None:
+                return batch
+        self._labelled_iter = iter(self.labelled)  # a new epoch of the labelled set: a new permutation
+        return next(self._labelled_iter)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        for (z_u,) in self.unlabelled:
+            z_l, y_l = self._next_labelled()
+            yield z_u, z_l, y_l
+
+
+class M1CodesDataModule(InMemoryDataModule):
+    """The M1 latent means of an image data module's splits, with a labelled subset of the training split.
+
+    Args:
+        m1: the trained M1 model (e.g. a :class:`~hsvae.models.VAE`): ``m1.embed(x)`` gives latent means and
+            ``m1.latent`` the latent family; it is frozen and set to eval mode here.
+        images: the labelled image data module (e.g. MNIST) whose splits are encoded. Its training split
+            is encoded as stored: use a fixed binarisation (``binarize="static"``) for a model trained on
+            binarised images, so that training and test codes come from the same kind of input.
+        n_labels: size of the class-balanced labelled subset of the training split (a multiple of the classes).
+        labelled_batch_size: labelled codes per training step (at most ``n_labels``).
+        batch_size: unlabelled codes per training step.
+        eval_batch_size, seed: see :class:`~hsvae.data.InMemoryDataModule`; ``seed`` also draws the labelled
+            subset, and replaces ``images.seed`` (the image splits and any fixed binarisation follow it).
+    """
+
+    def __init__(
+        self,
+        m1: nn.Module,
+        images: InMemoryDataModule,
+        n_labels: int = 100,
+        labelled_batch_size: int = 100,
+        batch_size: int = 100,
+        eval_batch_size: int | None = 1000,
+        seed: int = 0,
+    ):
+        super().__init__(batch_size, eval_batch_size, seed)
+        if not hasattr(m1, "embed") or not hasattr(m1, "latent"):
+            raise ValueError(f"dataset.m1 must be a trained M1 VAE (with .embed and .latent), got {type(m1).__name__}")
+        if isinstance(labelled_batch_size, bool) or not isinstance(labelled_batch_size, int) or labelled_batch_size < 1:
+            raise ValueError(f"dataset.labelled_batch_size must be a positive integer, got {labelled_batch_size!r}")
+        if images.num_classes is None:
+            raise ValueError(f"dataset.images ({type(images).__name__}) has no class labels (num_classes is None)")
+        # fail before the (slow) encoding: n_labels must be a positive multiple of the classes
+        if isinstance(n_labels, bool) or not isinstance(n_labels, int) or n_labels < 1 or n_labels % images.num_classes:
+            raise ValueError(
+                f"dataset.n_labels must be a positive multiple of the {images.num_classes} classes "
+                f"(a class-balanced labelled subset), got {n_labels!r}"
+            )
+        self.m1 = m1.eval().requires_grad_(False)
+        self.images = images
+        images.seed = seed
+        self.n_labels = n_labels
+        self.labelled_batch_size = min(labelled_batch_size, n_labels)
+        self.num_classes = images.num_classes
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:  # type: ignore[override]
+        return (self.m1.latent.event_size,)
+
+    @property
+    def n_labelled(self) -> int:
+        return len(self.splits["labelled"]) if self.splits else self.n_labels
+
+    @property
+    def n_unlabelled(self) -> int:
+        return len(self.splits["train"])
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """M1 latent means of images ``x`` (computed on the M1's device), on the CPU."""
+        device = next(self.m1.parameters()).device
+        return torch.cat([self.m1.embed(b.to(device)).cpu() for b in x.split(1000)])
+
+    def load_splits(self) -> dict[str, Split]:
+        device = self._device()
+        if device is not None:
+            self.m1.to(device)  # encode on the training device (a GPU when there is one)
+        self.images.setup()
+        splits = {name: Split(self.encode(s.x.cpu()), s.y.cpu()) for name, s in self.images.splits.items()}
+        train = splits["train"]
+        idx = balanced_subset(train.y, self.n_labels, seed=self.seed, num_classes=self.num_classes)
+        unlabelled = torch.ones(len(train), dtype=torch.bool)
+        unlabelled[idx] = False
+        splits["labelled"] = Split(train.x[idx], train.y[idx])
+        splits["train"] = Split(train.x[unlabelled], train.y[unlabelled])
+        self.images.splits = {}  # the images are no longer needed
+        return splits
+
+    def train_dataloader(self) -> SemiSupervisedLoader:
+        if not self.splits:
+            self.setup()
+        trainer = getattr(self, "trainer", None)
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        unlabelled = TensorLoader(self.splits["train"].x, batch_size=self.batch_size, shuffle=True,
+                                  seed=self.seed, rank=rank, world_size=world)
+        labelled = self.splits["labelled"]
+        # a different stream of permutations than the unlabelled loader's
+        labelled_loader = TensorLoader(labelled.x, labelled.y, batch_size=self.labelled_batch_size, shuffle=True,
+                                       drop_last=True, seed=self.seed + 1_000_003)
+        return SemiSupervisedLoader(unlabelled, labelled_loader)

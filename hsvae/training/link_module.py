@@ -1,0 +1,191 @@
+"""Lightning module for link prediction with a :class:`~hsvae.models.VGAE`: full-batch training on one graph,
+validation AUC/AP every epoch, test AUC/AP (at the checkpoint the CLI selects: the best validation epoch)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytorch_lightning as pl
+import torch
+
+from hsvae.data.links import LinkPredictionDataModule, LinkSplit
+from hsvae.models.vgae import VGAE, encoder_features, gcn_normalized_adjacency, link_metrics
+
+from .errors import NonFiniteLossError
+
+#: the metrics that model selection may monitor (all to maximise)
+SELECTION_CHOICES = ("val/auc_ap", "val/auc", "val/ap")
+
+
+class LinkPredictionModule(pl.LightningModule):
+    """Trains a VGAE on the batches of a :class:`~hsvae.data.LinkPredictionDataModule` (one graph per step).
+
+    Logged: ``train/{loss,reconstruction,kl}`` (the KL as the mean per node), ``train/scale`` (the decoder's
+    logit scale), ``{val,test}/{auc,ap,auc_ap}`` (``auc_ap`` = their mean), and ``best/{val_auc,val_ap,epoch}``:
+    the validation metrics at the best epoch by ``selection_metric`` (the ModelCheckpoint's monitor).
+
+    Validation and test score the posterior *locations* (deterministic, as Kipf's code), with messages passed
+    over the training edges only.
+
+    Args:
+        net: the VGAE.
+        optimizer: a partial ``torch.optim`` constructor (``optimizer(params=...)``).
+        scheduler: optional partial LR scheduler constructor; ``ReduceLROnPlateau`` monitors ``selection_metric``.
+        selection_metric: one of ``val/auc_ap``, ``val/auc``, ``val/ap``.
+    """
+
+    def __init__(
+        self,
+        net: VGAE,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable | None = None,
+        selection_metric: str = "val/auc_ap",
+        **unexpected,
+    ):
+        super().__init__()
+        if unexpected:
+            # e.g. eval_samples or warmup_epochs, which the VAE datasets' configs set for model=mlp_vae
+            raise ValueError(
+                f"model=vgae does not take {sorted(unexpected)}: they come from a non-graph dataset's protocol. "
+                "model=vgae trains on a graph data module (dataset=cora|citeseer|pubmed)."
+            )
+        if selection_metric not in SELECTION_CHOICES:
+            raise ValueError(f"model.selection_metric must be one of {SELECTION_CHOICES}, got {selection_metric!r}")
+        self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
+        self.net = net
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.best: dict[str, float] = {}
+
+    # -- inputs ---------------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is None:
+            return
+        if not isinstance(datamodule, LinkPredictionDataModule):
+            raise ValueError(
+                f"model=vgae trains on a graph data module (dataset=cora|citeseer|pubmed); got {type(datamodule).__name__}"
+            )
+        datamodule.setup(stage)
+        if datamodule.num_features != self.net.in_features:
+            raise ValueError(
+                f"the VGAE expects {self.net.in_features} node features (data_spec.input_dim), but the graph has "
+                f"{datamodule.num_features}; set data_spec.input_dim={datamodule.num_features}"
+            )
+
+    def inputs(self, graph: LinkSplit) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(features, normalised training adjacency)``, built once per graph (messages: training edges only)."""
+        x = graph.cached("vgae/features", lambda: encoder_features(graph.x))
+        adjacency = graph.cached(
+            "vgae/adjacency",
+            lambda: gcn_normalized_adjacency(graph.message_passing_edges(), graph.num_nodes, graph.x.dtype),
+        )
+        return x, adjacency
+
+    # -- steps ----------------------------------------------------------------------------------------------
+    def training_step(self, graph: LinkSplit, batch_idx: int) -> torch.Tensor:
+        terms = self.net(*self.inputs(graph), graph.train_pos)
+        loss = terms.loss()
+        kl = terms.kl.mean()
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"non-finite loss at epoch {self.current_epoch}: loss={loss.item():.6g}, "
+                f"reconstruction={terms.reconstruction.item():.6g}, kl={kl.item():.6g}. Training stopped; "
+                "checkpoints written so far are kept. Lower the learning rate, or check the latent's parameter bounds."
+            )
+        self.log_dict(
+            {"train/loss": loss, "train/reconstruction": terms.reconstruction, "train/kl": kl, "train/scale": self.net.scale},
+            on_step=False,
+            on_epoch=True,
+            batch_size=1,
+        )
+        return loss
+
+    @torch.no_grad()
+    def evaluate(self, graph: LinkSplit, stage: str) -> dict[str, torch.Tensor]:
+        """``{"auc", "ap"}`` of the ``stage`` ("val" or "test") pairs, scored at the posterior locations."""
+        z = self.net.embed(*self.inputs(graph))
+        pairs, labels = graph.eval_pairs(stage)
+        return link_metrics(self.net.logits(z, pairs), labels)
+
+    def _log_eval(self, graph: LinkSplit, stage: str) -> None:
+        m = self.evaluate(graph, stage)
+        values = {f"{stage}/auc": m["auc"], f"{stage}/ap": m["ap"], f"{stage}/auc_ap": (m["auc"] + m["ap"]) / 2}
+        self.log_dict({k: v.float() for k, v in values.items()}, prog_bar=stage == "val", batch_size=1)
+
+    def validation_step(self, graph: LinkSplit, batch_idx: int) -> None:
+        self._log_eval(graph, "val")
+
+    def test_step(self, graph: LinkSplit, batch_idx: int) -> None:
+        self._log_eval(graph, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        metrics = self.trainer.callback_metrics
+        score = float(metrics[self.hparams.selection_metric])
+        # strict improvement, as ModelCheckpoint decides which epoch it keeps
+        if not self.best or score > self.best["score"]:
+            self.best = {
+                "score": score,
+                "val_auc": float(metrics["val/auc"]),
+                "val_ap": float(metrics["val/ap"]),
+                "epoch": float(self.current_epoch),
+            }
+        self.log_dict({f"best/{k}": v for k, v in self.best.items() if k != "score"}, batch_size=1)
+
+    # The best-epoch record survives a resume, and a checkpoint remembers its edge split: tested or resumed on
+    # another split (e.g. another seed), its test edges may have been training edges.
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["link_prediction_best"] = dict(self.best)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if isinstance(datamodule, LinkPredictionDataModule) and datamodule.graph is not None:
+            checkpoint["link_prediction_split"] = {
+                "fingerprint": datamodule.graph.fingerprint(),
+                "seed": datamodule.seed,
+            }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.best = dict(checkpoint.get("link_prediction_best", {}))
+        self._checkpoint_split = checkpoint.get("link_prediction_split")
+
+    def _check_split(self) -> None:
+        expected = getattr(self, "_checkpoint_split", None)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if not expected or not isinstance(datamodule, LinkPredictionDataModule):
+            return
+        if datamodule.graph.fingerprint() != expected["fingerprint"]:
+            raise ValueError(
+                f"the checkpoint was trained on another edge split (dataset.seed={expected['seed']}) than this run's "
+                f"(dataset.seed={datamodule.seed}): its test edges may have been training edges. Use the training "
+                f"run's seed (seed={expected['seed']})."
+            )
+
+    def on_train_start(self) -> None:
+        self._check_split()
+
+    def on_test_start(self) -> None:
+        self._check_split()
+
+    # -- plots ----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def latent_points(self, datamodule: LinkPredictionDataModule, n_points: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior locations of (up to ``n_points``, a fixed random subset of) the nodes and their classes,
+        which training never sees. Used by :class:`~hsvae.training.LatentPlotCallback`."""
+        graph = datamodule.graph.to(self.device)
+        was_training = self.net.training
+        self.net.eval()
+        points = self.net.embed(*self.inputs(graph))
+        self.net.train(was_training)
+        labels = graph.y
+        if points.shape[0] > n_points:
+            keep = torch.randperm(points.shape[0], generator=torch.Generator().manual_seed(0))[:n_points]
+            points, labels = points[keep.to(points.device)], labels[keep.to(labels.device)]
+        return points, labels
+
+    # -- optimisation ---------------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.selection_metric}}
