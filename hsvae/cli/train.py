@@ -103,6 +103,9 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     if not name:
         return None
     if name not in metrics:
+        if cfg.trainer.get("fast_dev_run"):  # no checkpoints, so no best/* metrics: nothing to optimise
+            log.warning("optimized_metric=%s is not produced by a fast_dev_run; returning None", name)
+            return None
         raise KeyError(
             f"optimized_metric={name!r} is not among this run's metrics: {sorted(metrics)}. "
             "Set optimized_metric to one of them."
