@@ -147,6 +147,7 @@ def test_formats(tmp_path):
         ("page.smi", b"CCO\n<html><body>404</body></html>\n", "entry 2"),
         ("header.csv", b"name,logP\nx,1\n", "'smiles' column"),
         ("lowercase.smi", b"CCO\nCcl\n", "'l'"),
+        ("control.smi", b"CCO\nC[N\x01H+]C\n", "entry 2"),
     ],
     ids=lambda v: v if isinstance(v, str) and "." in v else "",
 )

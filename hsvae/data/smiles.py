@@ -79,6 +79,9 @@ def tokenize(smiles: str) -> list[str]:
 
 def _first_bad(smiles: str) -> str | None:
     """The first character of ``smiles`` outside the SMILES alphabet (bracket atoms aside), or None."""
+    control = _NOT_PRINTABLE_ASCII.search(smiles)  # e.g. a control character inside a bracket atom
+    if control is not None:
+        return control.group()
     rest = _MULTI_CHAR.sub("", smiles)
     leftover = rest.translate(_DELETE_ALLOWED).replace("\n", "")
     return leftover[0] if leftover else None

@@ -3,7 +3,6 @@ reconstruction accuracy, and the validity / uniqueness / novelty of strings gene
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +16,6 @@ from hsvae.models.smiles import SMILESVAE
 
 from .errors import NonFiniteLossError
 
-log = logging.getLogger(__name__)
 
 #: under ``trainer.fast_dev_run`` (a smoke test, which on a CPU would spend minutes on full batches of a 4+4-layer
 #: Transformer): strings per batch, and generated strings (prior samples and reconstructions, each), at most
