@@ -16,6 +16,10 @@ from hsvae.cli import CONFIG_DIR
 
 # Distributions validate their arguments in tests (training turns validation off for speed).
 torch.distributions.Distribution.set_default_validate_args(True)
+# The suite runs on two pytest-xdist workers (pyproject's addopts): one thread each, and the same for the
+# training subprocesses some tests start, so that two workers never oversubscribe two cores.
+torch.set_num_threads(1)
+os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(scope="session")
