@@ -138,6 +138,12 @@ def test_sweep_with_unknown_key_is_refused(tmp_path):
     assert not list((tmp_path / "s").glob("*/results.json"))
 
 
+def test_empty_sweep_is_an_error(tmp_path):
+    proc = run_train(["-m", "seed=range(0)", f"hydra.sweep.dir={tmp_path / 's'}", *TINY])
+    assert proc.returncode == 2
+    assert "the sweep launched no job" in proc.stderr
+
+
 def test_ddp_two_cpu_processes_one_set_of_outputs(tmp_path):
     run_dir = tmp_path / "ddp"
     proc = run_train(["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "latent=gaussian",

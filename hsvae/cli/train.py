@@ -10,6 +10,7 @@ Examples::
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -115,7 +116,13 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 def main() -> float | None:
     exit_if_plugin_missing()
-    return _hydra_main()
+    result = _hydra_main()
+    from hsvae.cli import hydra_callbacks
+
+    if hydra_callbacks.sweep_problem:
+        print(f"error: {hydra_callbacks.sweep_problem}", file=sys.stderr)
+        raise SystemExit(2)
+    return result
 
 
 if __name__ == "__main__":
