@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from hsvae.models.m2 import M2
 
+from .epoch_means import EpochMeans
 from .errors import NonFiniteLossError
 
 
@@ -56,8 +57,7 @@ class M2Module(pl.LightningModule):
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self._labelled_weight = labelled_weight
-        self._train_sums: torch.Tensor | None = None
-        self._train_count = 0
+        self._train_stats = EpochMeans(("loss", "labelled_bound", "unlabelled_bound", "classification", "accuracy"))
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -92,20 +92,16 @@ class M2Module(pl.LightningModule):
                 f"classification={classification.item():.6g}. Lower the learning rate, or check the M1 codes."
             )
         accuracy = (logits.argmax(-1) == y_l).float().mean()
-        stats = torch.stack([loss, labelled.mean(), unlabelled.mean(), classification, accuracy]).detach()
-        self._train_sums = stats if self._train_sums is None else self._train_sums + stats
-        self._train_count += 1
+        self._train_stats.add(loss, labelled.mean(), unlabelled.mean(), classification, accuracy)
         return loss
 
     def on_train_epoch_start(self) -> None:
-        self._train_sums, self._train_count = None, 0
+        self._train_stats.reset()
 
     def on_train_epoch_end(self) -> None:
-        if self._train_sums is None:
-            return
-        values = (self._train_sums / self._train_count).unbind()
-        names = ("loss", "labelled_bound", "unlabelled_bound", "classification", "accuracy")
-        self.log_dict({f"train/{k}": v for k, v in zip(names, values)}, sync_dist=True)
+        means = self._train_stats.means()
+        if means:
+            self.log_dict({f"train/{k}": v for k, v in means.items()}, sync_dist=True)
 
     def _evaluate(self, batch, stage: str) -> None:
         z1, y = batch

@@ -10,6 +10,7 @@ import torch
 
 from hsvae.models import VAE
 
+from .epoch_means import EpochMeans
 from .errors import NonFiniteLossError
 
 #: importance samples of the test log-likelihood under ``trainer.fast_dev_run`` (at most)
@@ -78,8 +79,7 @@ class VAEModule(pl.LightningModule):
         self.hparams.m1_labels = m1_labels
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self._train_sums: torch.Tensor | None = None
-        self._train_count = 0
+        self._train_stats = EpochMeans(("loss", "reconstruction", "kl"))
 
     def setup(self, stage: str) -> None:
         # Check the M1 label counts against the data now rather than after a long training.
@@ -120,24 +120,20 @@ class VAEModule(pl.LightningModule):
                 "Training stopped; checkpoints written so far are kept. Lower the learning rate, or check the data "
                 "and the latent's parameter bounds."
             )
-        # Per-step self.log calls cost more than a small MLP's step on CPU; accumulate and log per epoch.
-        stats = torch.stack([loss.detach(), rec.detach(), kl.detach()]) * x.shape[0]
-        self._train_sums = stats if self._train_sums is None else self._train_sums + stats
-        self._train_count += x.shape[0]
+        self._train_stats.add(loss, rec, kl, weight=x.shape[0])
         return loss
 
     def on_train_epoch_start(self) -> None:
-        self._train_sums, self._train_count = None, 0
+        self._train_stats.reset()
 
     def on_train_epoch_end(self) -> None:
-        if self._train_sums is None:
+        means = self._train_stats.means()
+        if not means:
             return
-        loss, rec, kl = (self._train_sums / self._train_count).unbind()
-        self.log_dict(
-            {"train/loss": loss, "train/elbo": rec - kl, "train/reconstruction": rec, "train/kl": kl,
-             "train/beta": self.beta(int(self.trainer.num_training_batches))},
-            sync_dist=True,
-        )
+        metrics = {f"train/{k}": v for k, v in means.items()}
+        metrics["train/elbo"] = means["reconstruction"] - means["kl"]
+        metrics["train/beta"] = self.beta(int(self.trainer.num_training_batches))
+        self.log_dict(metrics, sync_dist=True)
 
     def _evaluate(self, batch, stage: str) -> None:
         x, _ = batch
