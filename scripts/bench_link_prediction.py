@@ -60,7 +60,8 @@ def build_net(latent: str, in_features: int) -> VGAE:
 
 def framework_run(dm: PlanetoidLinkDataModule, latent: str) -> tuple[float, dict]:
     torch.manual_seed(0)
-    module = LinkPredictionModule(build_net(latent, dm.num_features), optimizer=lambda params: torch.optim.Adam(params, lr=LR))
+    net = build_net(latent, dm.num_features)
+    module = LinkPredictionModule(net, optimizer=lambda params: torch.optim.Adam(params, lr=LR))
     with tempfile.TemporaryDirectory() as out:
         checkpoint = pl.callbacks.ModelCheckpoint(
             dirpath=out, filename="best", monitor="val/auc_ap", mode="max", save_last=True, enable_version_counter=False
@@ -220,7 +221,8 @@ def main() -> None:
     graph = dm.graph
     print(f"Cora: {graph.num_nodes} nodes, {graph.train_pos.shape[1]} training edges; {EPOCHS} epochs; "
           f"torch {torch.__version__}, {args.threads} thread(s), {os.cpu_count()} CPUs; min of {args.repeats} runs")
-    header = f"{'latent':<16}{'framework s':>12}{'bare PyG s':>12}{'bare hsvae s':>13}{'fw/PyG':>8}{'fw/hsvae':>9}   test AUC/AP (fw, PyG, hsvae)"
+    header = (f"{'latent':<16}{'framework s':>12}{'bare PyG s':>12}{'bare hsvae s':>13}{'fw/PyG':>8}{'fw/hsvae':>9}"
+              "   test AUC/AP (fw, PyG, hsvae)")
     print(header)
     for latent in args.latents:
         times = {"fw": [], "pyg": [], "hs": []}
@@ -232,7 +234,9 @@ def main() -> None:
                 times[key].append(seconds)
                 results[key] = metrics
         fw, pyg, hs = (min(times[k]) for k in ("fw", "pyg", "hs"))
-        scores = "  ".join(f"{100 * results[k]['test/auc']:.1f}/{100 * results[k]['test/ap']:.1f}" for k in ("fw", "pyg", "hs"))
+        scores = "  ".join(
+            f"{100 * results[k]['test/auc']:.1f}/{100 * results[k]['test/ap']:.1f}" for k in ("fw", "pyg", "hs")
+        )
         print(f"{latent:<16}{fw:>12.2f}{pyg:>12.2f}{hs:>13.2f}{fw / pyg:>8.2f}{fw / hs:>9.2f}   {scores}", flush=True)
 
 

@@ -189,3 +189,20 @@ def test_eval_reproduces_the_run_and_refuses_another_split(tmp_path, data_dir):
     other = compose_config("eval", [f"ckpt_path={ckpt}", "seed=0", *FAST[1:]], tmp_path / "eval_other")
     with pytest.raises(ValueError, match="another edge split"):
         evaluate(other)
+
+
+def test_resume_keeps_the_split_and_the_best_epoch_record(tmp_path, data_dir):
+    graph_run(tmp_path, data_dir, ["dataset=cora", "latent=gaussian", "seed=2", "trainer.max_epochs=2"], name="part")
+    part = results(tmp_path / "part")["metrics"]
+    last = tmp_path / "part" / "checkpoints" / "last.ckpt"
+    _, metrics = graph_run(
+        tmp_path, data_dir, ["dataset=cora", "latent=gaussian", "seed=2", "trainer.max_epochs=4", f"ckpt_path={last}"],
+        name="resumed",
+    )
+    assert results(tmp_path / "resumed")["global_step"] == 4
+    assert metrics["best/val_auc_ap"] >= part["best/val_auc_ap"]
+    assert {"best/epoch", "best/val_auc", "best/val_ap"} <= set(metrics)
+    # resuming on another seed's split is refused
+    with pytest.raises(ValueError, match="another edge split"):
+        graph_run(tmp_path, data_dir, ["dataset=cora", "latent=gaussian", "seed=3", "trainer.max_epochs=4",
+                                       f"ckpt_path={last}"], name="other")

@@ -85,7 +85,9 @@ class LinkSplit:
         device = torch.device(device)
         if self.x.device == device:
             return self
-        moved = {f.name: getattr(self, f.name).to(device, non_blocking=non_blocking) for f in fields(self) if f.name != "_cache"}
+        moved = {
+            f.name: getattr(self, f.name).to(device, non_blocking=non_blocking) for f in fields(self) if f.name != "_cache"
+        }
         return LinkSplit(**moved)
 
 
@@ -136,7 +138,9 @@ def check_split_fractions(val_fraction: float, test_fraction: float) -> None:
         if not (isinstance(value, (int, float)) and 0.0 < value < 1.0):
             raise ValueError(f"dataset.{name} must lie in (0, 1), got {value!r}")
     if val_fraction + test_fraction >= 1.0:
-        raise ValueError(f"dataset.val_fraction + dataset.test_fraction must be < 1, got {val_fraction + test_fraction}")
+        raise ValueError(
+            f"dataset.val_fraction + dataset.test_fraction must be < 1, got {val_fraction + test_fraction}"
+        )
 
 
 def split_sizes(num_edges: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:

@@ -39,7 +39,9 @@ RECONSTRUCTION_CHOICES = ("all_pairs", "sampled")
 # -- graph convolution ----------------------------------------------------------------------------------------
 
 
-def gcn_normalized_adjacency(edge_index: torch.Tensor, num_nodes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def gcn_normalized_adjacency(
+    edge_index: torch.Tensor, num_nodes: int, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """D^(-1/2) (A + I) D^(-1/2) as a sparse CSR ``(N, N)`` tensor, D the degrees of A + I (Kipf and Welling, 2017).
 
     ``edge_index`` ``(2, E)``: the directed edges of A (both directions of each undirected edge), without
@@ -273,9 +275,13 @@ class VGAE(nn.Module):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"model.net.{name} must be a positive integer, got {value!r}")
         if reconstruction not in RECONSTRUCTION_CHOICES:
-            raise ValueError(f"model.net.reconstruction must be one of {RECONSTRUCTION_CHOICES}, got {reconstruction!r}")
+            raise ValueError(
+                f"model.net.reconstruction must be one of {RECONSTRUCTION_CHOICES}, got {reconstruction!r}"
+            )
         if not isinstance(negatives_per_positive, int) or negatives_per_positive < 1:
-            raise ValueError(f"model.net.negatives_per_positive must be a positive integer, got {negatives_per_positive!r}")
+            raise ValueError(
+                f"model.net.negatives_per_positive must be a positive integer, got {negatives_per_positive!r}"
+            )
         if not init_scale > 0:
             raise ValueError(f"model.net.init_scale must be > 0, got {init_scale}")
         self.in_features = in_features
@@ -342,7 +348,9 @@ class VGAE(nn.Module):
 
 def _check_binary(scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int, int]:
     if scores.dim() != 1 or scores.shape != labels.shape:
-        raise ValueError(f"scores and labels must be 1-d of the same length, got {tuple(scores.shape)}, {tuple(labels.shape)}")
+        raise ValueError(
+            f"scores and labels must be 1-d of the same length, got {tuple(scores.shape)}, {tuple(labels.shape)}"
+        )
     y = labels.bool()
     n_pos = int(y.sum())
     n_neg = y.numel() - n_pos

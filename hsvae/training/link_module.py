@@ -55,6 +55,7 @@ class LinkPredictionModule(pl.LightningModule):
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.best: dict[str, float] = {}
+        self._best_logged = False
 
     # -- inputs ---------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -63,7 +64,8 @@ class LinkPredictionModule(pl.LightningModule):
             return
         if not isinstance(datamodule, LinkPredictionDataModule):
             raise ValueError(
-                f"model=vgae trains on a graph data module (dataset=cora|citeseer|pubmed); got {type(datamodule).__name__}"
+                "model=vgae trains on a graph data module (dataset=cora|citeseer|pubmed); "
+                f"got {type(datamodule).__name__}"
             )
         datamodule.setup(stage)
         if datamodule.num_features != self.net.in_features:
@@ -93,7 +95,12 @@ class LinkPredictionModule(pl.LightningModule):
                 "checkpoints written so far are kept. Lower the learning rate, or check the latent's parameter bounds."
             )
         self.log_dict(
-            {"train/loss": loss, "train/reconstruction": terms.reconstruction, "train/kl": kl, "train/scale": self.net.scale},
+            {
+                "train/loss": loss,
+                "train/reconstruction": terms.reconstruction,
+                "train/kl": kl,
+                "train/scale": self.net.scale,
+            },
             on_step=False,
             on_epoch=True,
             batch_size=1,
@@ -123,15 +130,19 @@ class LinkPredictionModule(pl.LightningModule):
             return
         metrics = self.trainer.callback_metrics
         score = float(metrics[self.hparams.selection_metric])
-        # strict improvement, as ModelCheckpoint decides which epoch it keeps
-        if not self.best or score > self.best["score"]:
+        # strict improvement, as ModelCheckpoint decides which epoch it keeps; logged values stay in
+        # trainer.callback_metrics until logged again, so only improvements are logged (logging costs time)
+        improved = not self.best or score > self.best["score"]
+        if improved:
             self.best = {
                 "score": score,
                 "val_auc": float(metrics["val/auc"]),
                 "val_ap": float(metrics["val/ap"]),
                 "epoch": float(self.current_epoch),
             }
-        self.log_dict({f"best/{k}": v for k, v in self.best.items() if k != "score"}, batch_size=1)
+        if improved or not self._best_logged:  # (after a resume, the restored record is logged once)
+            self.log_dict({f"best/{k}": v for k, v in self.best.items() if k != "score"}, batch_size=1)
+            self._best_logged = True
 
     # The best-epoch record survives a resume, and a checkpoint remembers its edge split: tested or resumed on
     # another split (e.g. another seed), its test edges may have been training edges.
@@ -162,6 +173,7 @@ class LinkPredictionModule(pl.LightningModule):
 
     def on_train_start(self) -> None:
         self._check_split()
+        self._best_logged = False
 
     def on_test_start(self) -> None:
         self._check_split()
@@ -188,4 +200,5 @@ class LinkPredictionModule(pl.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.selection_metric}}
+        monitor = self.hparams.selection_metric
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": monitor}}
