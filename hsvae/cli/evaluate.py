@@ -33,10 +33,11 @@ def training_config(cfg: DictConfig) -> DictConfig:
         )
     train_cfg = OmegaConf.load(source)
     with open_dict(train_cfg):
-        # This evaluation's own output directory, trainer and seed; the model and data as trained.
+        # This evaluation's own output directory and trainer; the model, data (and by default seed) as trained.
         train_cfg.paths = cfg.paths
         train_cfg.trainer = cfg.trainer
-        train_cfg.seed = cfg.seed
+        if cfg.get("seed") is not None:
+            train_cfg.seed = cfg.seed
         train_cfg.task_name = cfg.task_name
         if cfg.get("eval_samples") is not None:
             train_cfg.model.eval_samples = cfg.eval_samples
@@ -58,7 +59,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     validate(train_cfg)
     output_dir = Path(cfg.paths.output_dir)
     check_output_dir(output_dir, cfg.get("allow_overwrite", False))
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    pl.seed_everything(train_cfg.seed, workers=True, verbose=False)
     datamodule = hydra.utils.instantiate(train_cfg.dataset)
     model = hydra.utils.instantiate(train_cfg.model)
     loggers = instantiate_loggers(cfg.get("logger"))

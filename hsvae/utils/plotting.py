@@ -59,6 +59,8 @@ def draw_latent(ax, points: torch.Tensor, labels: torch.Tensor | None, spherical
         _scatter(ax, lon, lat, c, **kwargs)
         ax.grid(True, alpha=0.3)
         ax.set_xticklabels([])
+        ax.set_title(title, pad=16)  # clear of the projection's latitude labels
+        return
     else:
         if spherical and k == 2:
             t = np.linspace(0, 2 * np.pi, 200)
