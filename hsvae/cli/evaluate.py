@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from hsvae.cli import CONFIG_DIR
 from hsvae.cli.builders import ConfigError, check_output_dir, instantiate_loggers, validate
 from hsvae.cli.report import collect_metrics, print_metrics, write_results
+from hsvae.utils.run_info import git_commit
 
 
 def training_config(cfg: DictConfig) -> DictConfig:
@@ -54,7 +55,7 @@ def training_config(cfg: DictConfig) -> DictConfig:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    started = time.time()
+    started, commit = time.time(), git_commit()
     train_cfg = training_config(cfg)
     validate(train_cfg)
     output_dir = Path(cfg.paths.output_dir)
@@ -68,7 +69,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics = collect_metrics(trainer, {})
     if trainer.is_global_zero:
         write_results(
-            output_dir, train_cfg, metrics, wall_time_s=time.time() - started, extra={"checkpoint": str(cfg.ckpt_path)}
+            output_dir, train_cfg, metrics, wall_time_s=time.time() - started, extra={"checkpoint": str(cfg.ckpt_path)},
+            commit=commit,
         )
         print_metrics(metrics, output_dir)
     return metrics

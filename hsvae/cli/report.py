@@ -32,14 +32,23 @@ def collect_metrics(trainer: pl.Trainer, fit_metrics: dict) -> dict[str, float]:
     return metrics
 
 
-def write_results(output_dir: Path, cfg: DictConfig, metrics: dict, wall_time_s: float, extra: dict | None = None) -> Path:
+def write_results(
+    output_dir: Path,
+    cfg: DictConfig,
+    metrics: dict,
+    wall_time_s: float,
+    extra: dict | None = None,
+    commit: str | None = None,
+) -> Path:
+    """Write results.json. ``commit`` should be read when the run *started* (the code it imported);
+    the tree may have changed by the time a long run ends."""
     resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     resolved.pop("hydra", None)
     data = {
         "format": RESULTS_FORMAT,
         "metrics": {k: (v if math.isfinite(v) else str(v)) for k, v in sorted(metrics.items())},
         "seed": cfg.get("seed"),
-        "commit": git_commit(),
+        "commit": commit if commit is not None else git_commit(),
         "hardware": hardware(),
         "wall_time_s": round(wall_time_s, 3),
         "output_dir": str(output_dir),

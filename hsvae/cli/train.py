@@ -32,6 +32,7 @@ from hsvae.cli.builders import (
 )
 from hsvae.cli.plugins import exit_if_plugin_missing
 from hsvae.cli.report import collect_metrics, print_metrics, write_results
+from hsvae.utils.run_info import git_commit
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _train(cfg: DictConfig) -> dict[str, Any]:
-    started = time.time()
+    started, commit = time.time(), git_commit()
     validate(cfg)
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resume_checkpoint(cfg, output_dir)
@@ -86,6 +87,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
             cfg,
             metrics,
             wall_time_s=time.time() - started,
+            commit=commit,
             extra={"test_checkpoint": test_ckpt, "epochs": trainer.current_epoch, "global_step": trainer.global_step},
         )
         print_metrics(metrics, output_dir)

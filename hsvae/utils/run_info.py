@@ -11,14 +11,14 @@ import torch
 
 
 def git_commit(path: str | Path | None = None) -> str | None:
-    """The commit of the source tree (with ``-dirty`` when it has uncommitted changes), or None."""
+    """The commit of the source tree (with ``-dirty`` when it has uncommitted changes or untracked files), or None."""
     cwd = Path(path) if path is not None else Path(__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
         if sha.returncode != 0:
             return None
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, timeout=5
+            ["git", "status", "--porcelain"], cwd=cwd, capture_output=True, text=True, timeout=5
         )
         return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
