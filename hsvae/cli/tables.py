@@ -27,7 +27,7 @@ import yaml
 from hsvae.cli.report import RESULTS_FORMAT
 
 #: Config keys that legitimately differ between runs of one table.
-IGNORED_PREFIXES = ("paths.", "hydra.", "dataset.m1.", "seed", "dataset.seed", "logger.", "callbacks.", "trainer.devices",
+IGNORED_PREFIXES = ("paths.", "hydra.", "dataset.m1.", "seed", "dataset.seed", "dataset.split_seed", "logger.", "callbacks.", "trainer.devices",
                     "trainer.default_root_dir", "tags", "task_name", "ckpt_path", "allow_overwrite")
 
 
