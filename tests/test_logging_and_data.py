@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import hydra
 import pytest
@@ -25,7 +26,12 @@ def test_wandb_offline_run_holds_metrics_config_and_images(compose_train, tmp_pa
     train(cfg)
     runs = sorted((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, "exactly one offline run (no key configured -> offline mode)"
+    # W&B's background writer may still be flushing the run file after wandb.finish() returns
+    deadline = time.monotonic() + 20
     run = read_offline_run(runs[0])
+    while "test/elbo" not in run["history_keys"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+        run = read_offline_run(runs[0])
     assert {"train/elbo", "val/elbo", "val/kl", "test/elbo", "test/log_likelihood", "latent/path"} <= run["history_keys"]
     # the resolved config, including the latent family, is the run's W&B config
     assert "VonMisesFisher" not in run["config"]["latent"] and "GaussianLatent" in run["config"]["latent"]

@@ -156,3 +156,27 @@ def test_ddp_two_cpu_processes_one_set_of_outputs(tmp_path):
         "checkpoints", "csv", "plots", "results.json", "train.log"]
     assert len(list(run_dir.rglob("metrics.csv"))) == 1
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+def test_auto_resume_picks_the_runs_own_last_checkpoint(tmp_path):
+    """A requeued SLURM job (launcher=slurm sets auto_resume) continues from its own last.ckpt."""
+    from omegaconf import OmegaConf
+
+    from hsvae.cli.builders import resume_checkpoint
+
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    cfg = OmegaConf.create({"ckpt_path": None, "auto_resume": True})
+    assert resume_checkpoint(cfg, tmp_path) is None  # first start: nothing to resume
+    last.parent.mkdir()
+    last.write_bytes(b"")
+    assert resume_checkpoint(cfg, tmp_path) == str(last)
+    assert resume_checkpoint(OmegaConf.create({"ckpt_path": None, "auto_resume": False}), tmp_path) is None
+    explicit = OmegaConf.create({"ckpt_path": "/elsewhere/x.ckpt", "auto_resume": True})
+    assert resume_checkpoint(explicit, tmp_path) == "/elsewhere/x.ckpt"
+
+
+def test_slurm_launcher_config_requeues_and_resumes(compose_train):
+    cfg = compose_train(["launcher=slurm", "+trainer.fast_dev_run=true"])
+    assert cfg.auto_resume is True
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+    assert cfg.hydra.launcher.max_num_timeout > 0
