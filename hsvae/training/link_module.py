@@ -11,6 +11,7 @@ import torch
 from hsvae.data.links import LinkPredictionDataModule, LinkSplit
 from hsvae.models.vgae import VGAE, encoder_features, gcn_normalized_adjacency, link_metrics
 
+from .optimization import build_optimizers
 from .errors import NonFiniteLossError
 
 #: the metrics that model selection may monitor (all to maximise)
@@ -196,9 +197,4 @@ class LinkPredictionModule(pl.LightningModule):
 
     # -- optimisation ---------------------------------------------------------------------------------------
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        monitor = self.hparams.selection_metric
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": monitor}}
+        return build_optimizers(self.parameters(), self.optimizer_factory, self.scheduler_factory, monitor=self.hparams.selection_metric)

@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from hsvae.models.m2 import M2
 
+from .optimization import build_optimizers
 from .epoch_means import EpochMeans
 from .errors import NonFiniteLossError
 
@@ -128,8 +129,4 @@ class M2Module(pl.LightningModule):
 
     # -- optimisation -----------------------------------------------------------------------------
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/accuracy"}}
+        return build_optimizers(self.parameters(), self.optimizer_factory, self.scheduler_factory, monitor="val/accuracy")

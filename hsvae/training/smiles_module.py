@@ -14,6 +14,7 @@ from hsvae.data.smiles import BOS_ID, EOS_ID, PAD_ID, UNK_ID, SMILESDataModule, 
 from hsvae.evaluation import molecules
 from hsvae.models.smiles import SMILESVAE
 
+from .optimization import build_optimizers, linear_warmup
 from .errors import NonFiniteLossError
 
 
@@ -142,12 +143,8 @@ class SMILESVAEModule(pl.LightningModule):
 
     # -- the KL schedule -----------------------------------------------------------------------------------
     def beta(self, batch_idx: int = 0) -> float:
-        final = self.hparams.final_beta
-        if self.hparams.warmup_epochs <= 0:
-            return final
-        batches = max(int(self.trainer.num_training_batches), 1) if self._trainer is not None else 1
-        progress = (self.current_epoch + batch_idx / batches) / self.hparams.warmup_epochs
-        return final * min(1.0, progress)
+        batches = int(self.trainer.num_training_batches) if self._trainer is not None else 1
+        return linear_warmup(self.hparams.final_beta, self.hparams.warmup_epochs, self.current_epoch, batch_idx, batches)
 
     # -- steps ---------------------------------------------------------------------------------------------
     def _trim(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -277,8 +274,4 @@ class SMILESVAEModule(pl.LightningModule):
 
     # -- optimisation -----------------------------------------------------------------------------------------
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/elbo"}}
+        return build_optimizers(self.parameters(), self.optimizer_factory, self.scheduler_factory, monitor="val/elbo")

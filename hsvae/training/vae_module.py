@@ -10,6 +10,7 @@ import torch
 
 from hsvae.models import VAE
 
+from .optimization import build_optimizers, linear_warmup
 from .epoch_means import EpochMeans
 from .errors import NonFiniteLossError
 
@@ -99,12 +100,8 @@ class VAEModule(pl.LightningModule):
 
     # -- the KL schedule ------------------------------------------------------------------------
     def beta(self, batch_idx: int = 0) -> float:
-        final = self.hparams.final_beta
-        if self.hparams.warmup_epochs <= 0:
-            return final
-        batches = max(int(self.trainer.num_training_batches), 1) if self._trainer is not None else 1
-        progress = (self.current_epoch + batch_idx / batches) / self.hparams.warmup_epochs
-        return final * min(1.0, progress)
+        batches = int(self.trainer.num_training_batches) if self._trainer is not None else 1
+        return linear_warmup(self.hparams.final_beta, self.hparams.warmup_epochs, self.current_epoch, batch_idx, batches)
 
     # -- steps ----------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -197,8 +194,4 @@ class VAEModule(pl.LightningModule):
 
     # -- optimisation -----------------------------------------------------------------------------
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/elbo"}}
+        return build_optimizers(self.parameters(), self.optimizer_factory, self.scheduler_factory, monitor="val/elbo")
