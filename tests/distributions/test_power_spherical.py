@@ -22,6 +22,7 @@ from torch.distributions import kl_divergence
 from hsvae.distributions import HypersphericalUniform, PowerSpherical
 from hsvae.distributions._sphere import log_sphere_surface
 from hsvae.distributions.power_spherical import _tangent_parts, _TangentSample, power_spherical_kl_to_uniform
+from tests.distribution_checks import assert_finite_everywhere
 
 STAT_DIMS = [2, 3, 5, 10, 65, 257]
 ORACLE_DIMS = [2, 3, 5, 10, 65, 257, 1025, 4097]
@@ -252,23 +253,7 @@ def test_fused_sampler_backward_matches_autograd():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("m", ORACLE_DIMS)
 def test_finite_everywhere(m, dtype):
-    torch.manual_seed(m)
-    kappa_values = [0.0, 1e-6, 1e-3, 1.0, 1e2, 1e4, 1e6]
-    loc = torch.nn.functional.normalize(torch.randn(len(kappa_values), m, dtype=dtype), dim=-1).requires_grad_()
-    kappa = torch.tensor(kappa_values, dtype=dtype).requires_grad_()
-    q = PowerSpherical(loc, kappa)
-    p = HypersphericalUniform(m, dtype=dtype)
-    x = q.rsample((32,))
-    tol = 1e-5 if dtype == torch.float32 else 1e-12
-    assert torch.isfinite(x).all() and ((x.norm(dim=-1) - 1).abs() < tol).all()
-    log_prob = q.log_prob(x)
-    kl, entropy = kl_divergence(q, p), q.entropy()
-    for value in (log_prob, kl, entropy, q.mean):
-        assert torch.isfinite(value).all()
-    assert (kl >= 0).all()
-    loss = x.sum() + log_prob.sum() + kl.sum() + entropy.sum()
-    grad_loc, grad_kappa = torch.autograd.grad(loss, (loc, kappa))
-    assert torch.isfinite(grad_loc).all() and torch.isfinite(grad_kappa).all()
+    assert_finite_everywhere(PowerSpherical, m, [0.0, 1e-6, 1e-3, 1.0, 1e2, 1e4, 1e6], dtype)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from hsvae.distributions.spherical_cauchy import (
     spherical_cauchy_kl_to_uniform,
     spherical_cauchy_mean_resultant,
 )
+from tests.distribution_checks import assert_finite_everywhere
 
 STAT_DIMS = [2, 3, 5, 10, 65, 257]
 ORACLE_DIMS = [2, 3, 5, 10, 65, 257, 1025, 4097]
@@ -311,23 +312,7 @@ def test_fused_sampler_backward_matches_autograd():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("m", ORACLE_DIMS)
 def test_finite_everywhere(m, dtype):
-    torch.manual_seed(m)
-    rho_values = [0.0, 1e-6, 0.5, 0.99, 1 - 1e-6]
-    loc = torch.nn.functional.normalize(torch.randn(len(rho_values), m, dtype=dtype), dim=-1).requires_grad_()
-    rho = torch.tensor(rho_values, dtype=dtype).requires_grad_()
-    q = SphericalCauchy(loc, rho)
-    p = HypersphericalUniform(m, dtype=dtype)
-    x = q.rsample((32,))
-    tol = 1e-5 if dtype == torch.float32 else 1e-12
-    assert torch.isfinite(x).all() and ((x.norm(dim=-1) - 1).abs() < tol).all()
-    log_prob = q.log_prob(x)
-    kl, entropy = kl_divergence(q, p), q.entropy()
-    for value in (log_prob, kl, entropy, q.mean):
-        assert torch.isfinite(value).all()
-    assert (kl >= 0).all()
-    loss = x.sum() + log_prob.sum() + kl.sum() + entropy.sum()
-    grad_loc, grad_rho = torch.autograd.grad(loss, (loc, rho))
-    assert torch.isfinite(grad_loc).all() and torch.isfinite(grad_rho).all()
+    assert_finite_everywhere(SphericalCauchy, m, [0.0, 1e-6, 0.5, 0.99, 1 - 1e-6], dtype)
 
 
 def test_gradient_at_rho_zero_is_finite_and_kl_flat():

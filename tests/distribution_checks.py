@@ -1,0 +1,29 @@
+"""Checks shared by the distribution test modules."""
+
+from __future__ import annotations
+
+import torch
+from torch.distributions import kl_divergence
+
+from hsvae.distributions import HypersphericalUniform
+
+
+def assert_finite_everywhere(family, m: int, scale_values: list[float], dtype: torch.dtype) -> None:
+    """Samples (unit norm), log_prob, KL to the uniform, entropy, mean and the gradients in loc and scale
+    are finite for one batch holding every value of ``scale_values``; the KL is non-negative."""
+    torch.manual_seed(m)
+    loc = torch.nn.functional.normalize(torch.randn(len(scale_values), m, dtype=dtype), dim=-1).requires_grad_()
+    scale = torch.tensor(scale_values, dtype=dtype).requires_grad_()
+    q = family(loc, scale)
+    p = HypersphericalUniform(m, dtype=dtype)
+    x = q.rsample((32,))
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    assert torch.isfinite(x).all() and ((x.norm(dim=-1) - 1).abs() < tol).all()
+    log_prob = q.log_prob(x)
+    kl, entropy = kl_divergence(q, p), q.entropy()
+    for value in (log_prob, kl, entropy, q.mean):
+        assert torch.isfinite(value).all()
+    assert (kl >= 0).all()
+    loss = x.sum() + log_prob.sum() + kl.sum() + entropy.sum()
+    grad_loc, grad_scale = torch.autograd.grad(loss, (loc, scale))
+    assert torch.isfinite(grad_loc).all() and torch.isfinite(grad_scale).all()
