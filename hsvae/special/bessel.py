@@ -494,19 +494,20 @@ def log_bessel_iv(v: float, x: torch.Tensor) -> torch.Tensor:
     Finite for every x > 0 in the dtype's range (x = 0 gives -inf for v > 0 and 0 for v = 0).
     """
     (log_f, _, _, _), x, dtype = _terms(v, x)
-    v = float(v)
-    if v == 0.0:
-        return log_f.to(dtype)
-    return (log_f + v * torch.log(0.5 * x) - math.lgamma(v + 1.0)).to(dtype)
+    return _with_prefactor(log_f, float(v), x).to(dtype)
 
 
 def log_bessel_iv_scaled(v: float, x: torch.Tensor) -> torch.Tensor:
     """log(I_v(x) e^(-x)) = log I_v(x) - x, without forming the (possibly huge) log I_v(x)."""
     (_, log_f_scaled, _, _), x, dtype = _terms(v, x)
-    v = float(v)
+    return _with_prefactor(log_f_scaled, float(v), x).to(dtype)
+
+
+def _with_prefactor(log_f: torch.Tensor, v: float, x: torch.Tensor) -> torch.Tensor:
+    """log I_v = log 0F1-part + v log(x/2) - lgamma(v + 1); the prefactor vanishes at v = 0."""
     if v == 0.0:
-        return log_f_scaled.to(dtype)
-    return (log_f_scaled + v * torch.log(0.5 * x) - math.lgamma(v + 1.0)).to(dtype)
+        return log_f
+    return log_f + v * torch.log(0.5 * x) - math.lgamma(v + 1.0)
 
 
 def bessel_iv_ratio(v: float, x: torch.Tensor) -> torch.Tensor:
