@@ -11,7 +11,8 @@ Density with respect to the surface measure, for a unit vector ``mu`` and ``kapp
 
 with alpha = (m-1)/2 + kappa and beta = (m-1)/2. The cosine t = mu.x is 2 B - 1 with
 B ~ Beta(alpha, beta), which gives an exact sampler without rejection, reparameterised in
-kappa through the Gamma draw of B (see ``_tangent_parts``).
+kappa through the Gamma draw of B (see ``_tangent_parts``), or, for odd m <= 33, through an
+explicit product of uniforms (see ``_beta_product_parts``).
 
 Subtracting the uniform's log-density (the kappa = 0 case), the log 2 and log pi terms cancel:
 
@@ -67,6 +68,10 @@ def _kl_and_derivative(k: torch.Tensor, m: int, derivative: bool) -> tuple[torch
     where every term is >= 0 (no cancellation at small kappa) and only one transcendental
     function is evaluated. Otherwise (even or large m) the special functions are used.
     """
+    if m == 3:  # the single term with c_0 = 1
+        one_p_k = 1.0 + k
+        frac = k / one_p_k
+        return torch.log1p(k) - frac, (frac / one_p_k if derivative else None)
     if m % 2 == 1 and m <= _MAX_FINITE_SUM_M:
         c, inv_c = _rising_offsets(m, k.dtype, k.device)
         u = k.unsqueeze(-1) * inv_c  # k / c_j
@@ -180,6 +185,78 @@ class _TangentSample(torch.autograd.Function):
         return (None, *_tangent_vjp(grad_x, g, loc, g_a, *parts))
 
 
+def _beta_product_parts(g: torch.Tensor, e: torch.Tensor, loc: torch.Tensor, kappa: torch.Tensor):
+    """x = t mu + sqrt(1 - t^2) e for odd m, with B = (1 + t) / 2 drawn without a Gamma variate.
+
+    For an integer beta = (m-1)/2, B ~ Beta(kappa + beta, beta) is the product
+    prod_j U_j^(1 / (kappa + c_j)), c_j = beta + j (j < beta), of independent uniforms (if
+    X ~ Beta(a, k) and Y ~ Beta(a + k, 1) are independent, XY ~ Beta(a, k + 1), and
+    Beta(a, 1) is U^(1/a)). With the exponential variates ``e`` = -log U (a last axis of size
+    beta, or none when beta = 1), w = -log B = sum_j e_j / (kappa + c_j): an explicit, exactly
+    reparameterised transform of parameter-free noise, cheaper than torch's Gamma sampler and its
+    implicit gradient. t = 2 B - 1 and sqrt(1 - t^2) = 2 sqrt(B (1 - B)) = 2 B sqrt(expm1(w))
+    keep their digits at large kappa (where w -> 0). The tangent direction is g_perp / |g_perp|.
+    """
+    if loc.shape[-1] == 3:  # beta = 1: w = e / (kappa + 1), e has no beta axis
+        inv = torch.reciprocal(kappa + 1.0)
+        w = e * inv
+    else:
+        c, _ = _rising_offsets(loc.shape[-1], loc.dtype, loc.device)
+        inv = torch.reciprocal(kappa.unsqueeze(-1) + c)  # 1 / (kappa + c_j)
+        w = rowdot(e, inv)
+    # w = 0 only if every e_j is 0 (a uniform draw of exactly 0, p ~ 6e-8 per float32 draw at m = 3):
+    # there B = 1 and the pathwise derivative of sqrt(1 - t^2) is infinite. The smallest normal
+    # number keeps it finite (its factor dw/dkappa is 0 there) and moves no sample measurably.
+    w = w.clamp_min(torch.finfo(w.dtype).tiny)
+    b2 = 2.0 * torch.exp(-w)  # 2 B
+    t = b2 - 1.0
+    s = b2 * torch.expm1(w).sqrt()
+    g_mu = rowdot(g, loc)
+    g_perp = torch.addcmul(g, g_mu.unsqueeze(-1), loc, value=-1.0)
+    inv_len = rowdot(g_perp, g_perp).rsqrt()
+    r = s * inv_len  # the coefficient of g_perp: sqrt(1 - t^2) / |g_perp|
+    x = torch.addcmul(t.unsqueeze(-1) * loc, r.unsqueeze(-1), g_perp)
+    return inv, w, b2, t, s, g_mu, g_perp, inv_len, r, x
+
+
+def _beta_product_vjp(grad_x, g, e, loc, kappa, inv, w, b2, t, s, g_mu, g_perp, inv_len, r, x):
+    """Vector-Jacobian product of ``_beta_product_parts`` with respect to (loc, kappa)."""
+    grad_t = rowdot(grad_x, loc)
+    grad_r = rowdot(grad_x, g_perp)
+    # r = s / |g_perp|: d r / d g_perp = -r g_perp / |g_perp|^2
+    grad_r_len = grad_r * inv_len
+    grad_perp = torch.addcmul(r.unsqueeze(-1) * grad_x, (grad_r_len * r * inv_len).unsqueeze(-1), g_perp, value=-1.0)
+    # g_perp = g - (g.mu) mu;  x = t mu + r g_perp
+    grad_loc = torch.addcmul(t.unsqueeze(-1) * grad_x, g_mu.unsqueeze(-1), grad_perp, value=-1.0)
+    grad_loc = torch.addcmul(grad_loc, rowdot(grad_perp, loc).unsqueeze(-1), g, value=-1.0)
+    # dt/dw = -2 B, ds/dw = 2 B t / s, and dw/dkappa = -sum_j e_j / (kappa + c_j)^2
+    grad_w = b2 * (grad_r_len * t / s - grad_t)
+    dw = w * inv if loc.shape[-1] == 3 else rowdot(e * inv, inv)
+    return grad_loc.sum_to_size(loc.shape), (-grad_w * dw).sum_to_size(kappa.shape)
+
+
+class _BetaProductSample(torch.autograd.Function):
+    """``_beta_product_parts`` as one autograd node with a hand-written vector-Jacobian product.
+
+    Under ``create_graph=True`` the backward recomputes the intermediates differentiably, so
+    double backward is exact too (tests compare both with plain autograd).
+    """
+
+    @staticmethod
+    def forward(ctx, g: torch.Tensor, e: torch.Tensor, loc: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
+        parts = _beta_product_parts(g, e, loc, kappa)
+        if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
+            ctx.save_for_backward(g, e, loc, kappa, *parts)
+        return parts[-1]
+
+    @staticmethod
+    def backward(ctx, grad_x: torch.Tensor):
+        g, e, loc, kappa, *parts = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            parts = _beta_product_parts(g, e, loc, kappa)
+        return (None, None, *_beta_product_vjp(grad_x, g, e, loc, kappa, *parts))
+
+
 class _FiniteNonnegative(constraints.Constraint):
     """Finite reals >= 0 (kappa = inf has no sampler or density)."""
 
@@ -211,7 +288,9 @@ class PowerSpherical(Distribution):
     through which the gradient with respect to kappa flows. Projecting onto the tangent space
     replaces the Householder reflection of e1 onto mu (same distribution, fewer operations, no
     special case at mu = e1), and sqrt(1 - t^2) = 2 sqrt(G_a G_b) / (G_a + G_b) keeps its digits
-    at large kappa.
+    at large kappa. For odd m <= 33 (integer beta) B is instead a product of beta powers of
+    uniforms (``_beta_product_parts``): exact as well, and without the Gamma sampler and its
+    implicit gradient, which dominate the cost at small m.
     """
 
     arg_constraints = {"loc": unit_vector, "scale": _FiniteNonnegative()}
@@ -250,6 +329,14 @@ class PowerSpherical(Distribution):
 
     def rsample(self, sample_shape: torch.Size | tuple = torch.Size()) -> torch.Tensor:
         shape = self._extended_shape(sample_shape)
+        if self.m % 2 == 1 and self.m <= _MAX_FINITE_SUM_M:
+            # integer beta: B as a product of beta uniforms' powers (see _beta_product_parts)
+            noise = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
+            # -log(1 - U) ~ Exp(1), finite for U in [0, 1); several times cheaper than Tensor.exponential_ on the CPU
+            beta = (self.m - 1) // 2
+            uniforms = torch.rand(shape[:-1] + ((beta,) if beta > 1 else ()), dtype=self.loc.dtype, device=self.loc.device)
+            exponentials = uniforms.neg_().log1p_().neg_()
+            return _BetaProductSample.apply(noise, exponentials, self.loc, self.scale)
         # torch._standard_gamma is what torch.distributions.Gamma.rsample uses; it carries the
         # implicit reparameterisation gradient in its concentration (here kappa + (m-1)/2).
         g_a = torch._standard_gamma((self.scale + 0.5 * (self.m - 1)).expand(shape[:-1]))

@@ -110,7 +110,7 @@ def _atanh_remainder(r: torch.Tensor) -> torch.Tensor:
     m = 3 KL by < 1e-7 relative and the derivative by less (it uses psi, not psi').
     """
     r_c = r.clamp_min(_PSI_CLAMP)
-    return (torch.atanh(r_c) - r_c) / r_c**3
+    return (torch.atanh(r_c) - r_c) / (r_c * r_c * r_c)
 
 
 def _kl_and_derivative(
@@ -154,6 +154,11 @@ def _kl_and_derivative(
     return kl, torch.addcmul((4.0 * (m - 1)) * r / (one_m_r2 * one_p_r2), dz_4, expectation)
 
 
+def _quad_dtype(dtype: torch.dtype) -> torch.dtype:
+    """At least float32 (``torch.promote_types`` is a dispatched operator: measurable at small m)."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
 class _SphericalCauchyKL(torch.autograd.Function):
     """KL with an analytic derivative computed in the same pass (the KL is on the hot path).
 
@@ -165,8 +170,7 @@ class _SphericalCauchyKL(torch.autograd.Function):
     @staticmethod
     def forward(ctx, rho: torch.Tensor, m: int) -> torch.Tensor:
         ctx.m = m
-        quad_dtype = torch.promote_types(rho.dtype, torch.float32)
-        kl, dkl = _kl_and_derivative(wide(rho), m, ctx.needs_input_grad[0], quad_dtype)
+        kl, dkl = _kl_and_derivative(wide(rho), m, ctx.needs_input_grad[0], _quad_dtype(rho.dtype))
         ctx.save_for_backward(rho, None if dkl is None else dkl.to(rho.dtype))
         return kl.to(rho.dtype)
 
@@ -174,8 +178,7 @@ class _SphericalCauchyKL(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         rho, dkl = ctx.saved_tensors
         if torch.is_grad_enabled():  # double backward: differentiate the derivative too
-            quad_dtype = torch.promote_types(rho.dtype, torch.float32)
-            dkl = _kl_and_derivative(wide(rho), ctx.m, True, quad_dtype)[1].to(rho.dtype)
+            dkl = _kl_and_derivative(wide(rho), ctx.m, True, _quad_dtype(rho.dtype))[1].to(rho.dtype)
         return grad * dkl, None
 
 
@@ -228,21 +231,22 @@ def _mobius_parts(g: torch.Tensor, loc: torch.Tensor, rho: torch.Tensor):
     v = torch.addcmul(g, a, loc)
     n = rowdot(v, v)
     one_m_r2 = (1.0 - rho) * (1.0 + rho)
-    k = rho / (g_len * one_m_r2)
+    k_rho = torch.reciprocal(g_len * one_m_r2)  # k / rho, finite at rho = 0 (for the backward)
+    k = rho * k_rho
     c = (k * n).unsqueeze(-1)
     y = torch.addcmul(v, c, loc)
     inv_len = rowdot(y, y).rsqrt().unsqueeze(-1)
-    return g_len, a, v, n, one_m_r2, c, k, inv_len, y * inv_len
+    return g_len, a, v, n, one_m_r2, c, k, k_rho, inv_len, y * inv_len
 
 
-def _mobius_vjp(grad_x, loc, rho, g_len, a, v, n, one_m_r2, c, k, inv_len, x):
+def _mobius_vjp(grad_x, loc, rho, g_len, a, v, n, one_m_r2, c, k, k_rho, inv_len, x):
     """Vector-Jacobian product of ``_mobius_parts`` with respect to (loc, rho)."""
     # x = y / |y|;  y = v + c loc;  c = k n;  k = rho / (|g| (1 - rho^2));  n = |v|^2;  v = g + a loc, a = rho |g|.
     grad_y = (grad_x - rowdot(grad_x, x).unsqueeze(-1) * x) * inv_len
     grad_c = rowdot(grad_y, loc)
     grad_v = torch.addcmul(grad_y, (k * grad_c).unsqueeze(-1), v, value=2.0)
-    # dk/drho = (1 + rho^2) / (|g| (1 - rho^2)^2)
-    dk = (1.0 + rho * rho) / (g_len * one_m_r2 * one_m_r2)
+    # dk/drho = (1 + rho^2) / (|g| (1 - rho^2)^2) = (k / rho) (1 + rho^2) / (1 - rho^2)
+    dk = torch.addcmul(k_rho, k_rho, rho * rho) / one_m_r2
     grad_rho = torch.addcmul(grad_c * n * dk, g_len, rowdot(grad_v, loc))
     grad_loc = torch.addcmul(c * grad_y, a, grad_v)
     return grad_loc.sum_to_size(loc.shape), grad_rho.sum_to_size(rho.shape)
