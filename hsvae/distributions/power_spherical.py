@@ -33,7 +33,7 @@ import torch
 from torch.distributions import Distribution, constraints, register_kl
 
 from ._sphere import check_ambient_dim, log_sphere_surface, unit_vector
-from ._spherical_utils import broadcast_loc_and_scale, check_same_sphere, check_unit_loc, rowdot, wide
+from ._spherical_utils import _ones, broadcast_loc_and_scale, check_same_sphere, check_unit_loc, rowdot, wide
 from .uniform import HypersphericalUniform
 
 __all__ = ["PowerSpherical", "power_spherical_kl_to_uniform"]
@@ -77,13 +77,14 @@ def _kl_and_derivative(k: torch.Tensor, m: int, derivative: bool) -> tuple[torch
         u = k.unsqueeze(-1) * inv_c  # k / c_j
         one_p_u = 1.0 + u
         frac = u / one_p_u  # k / (k + c_j)
-        kl = (torch.log1p(u) - frac).sum(-1)
-        return kl, ((frac * inv_c / one_p_u).sum(-1) if derivative else None)  # k / (k + c_j)^2
+        kl = (torch.log1p(u) - frac) @ _ones(c.shape[0], k.dtype, k.device)
+        return kl, (rowdot(frac / one_p_u, inv_c) if derivative else None)  # k / (k + c_j)^2
     beta = 0.5 * (m - 1)
     alpha, total = k + beta, k + (m - 1)
     kl = (torch.lgamma(total) - torch.lgamma(alpha) + (math.lgamma(beta) - math.lgamma(m - 1))) + k * (
         torch.digamma(alpha) - torch.digamma(total)
     )
+    kl = kl.clamp_min(0.0)  # KL >= 0; the cancelling lgamma terms can leave -1e-16 where it is ~0
     if not derivative:
         return kl, None
     return kl, k * (torch.polygamma(1, alpha) - torch.polygamma(1, total))
@@ -101,8 +102,7 @@ class _PowerSphericalKL(torch.autograd.Function):
         ctx.m = m
         kl, dkl = _kl_and_derivative(wide(kappa), m, ctx.needs_input_grad[0])
         ctx.save_for_backward(kappa, None if dkl is None else dkl.to(kappa.dtype))
-        # KL >= 0; rounding can leave -1e-16 where the true value is ~0
-        return kl.clamp_min(0.0).to(kappa.dtype)
+        return kl.to(kappa.dtype)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -185,26 +185,26 @@ class _TangentSample(torch.autograd.Function):
         return (None, *_tangent_vjp(grad_x, g, loc, g_a, *parts))
 
 
-def _beta_product_parts(g: torch.Tensor, e: torch.Tensor, loc: torch.Tensor, kappa: torch.Tensor):
+def _beta_product_parts(g: torch.Tensor, log_u: torch.Tensor, loc: torch.Tensor, kappa: torch.Tensor):
     """x = t mu + sqrt(1 - t^2) e for odd m, with B = (1 + t) / 2 drawn without a Gamma variate.
 
     For an integer beta = (m-1)/2, B ~ Beta(kappa + beta, beta) is the product
     prod_j U_j^(1 / (kappa + c_j)), c_j = beta + j (j < beta), of independent uniforms (if
     X ~ Beta(a, k) and Y ~ Beta(a + k, 1) are independent, XY ~ Beta(a, k + 1), and
-    Beta(a, 1) is U^(1/a)). With the exponential variates ``e`` = -log U (a last axis of size
-    beta, or none when beta = 1), w = -log B = sum_j e_j / (kappa + c_j): an explicit, exactly
+    Beta(a, 1) is U^(1/a)). With ``log_u`` = log U <= 0 (a last axis of size beta, or none when
+    beta = 1), w = -log B = -sum_j log U_j / (kappa + c_j): an explicit, exactly
     reparameterised transform of parameter-free noise, cheaper than torch's Gamma sampler and its
     implicit gradient. t = 2 B - 1 and sqrt(1 - t^2) = 2 sqrt(B (1 - B)) = 2 B sqrt(expm1(w))
     keep their digits at large kappa (where w -> 0). The tangent direction is g_perp / |g_perp|.
     """
-    if loc.shape[-1] == 3:  # beta = 1: w = e / (kappa + 1), e has no beta axis
-        inv = torch.reciprocal(kappa + 1.0)
-        w = e * inv
+    if loc.shape[-1] == 3:  # beta = 1: w = -log U / (kappa + 1), log_u has no beta axis
+        neg_inv = torch.reciprocal(-1.0 - kappa)
+        w = log_u * neg_inv
     else:
         c, _ = _rising_offsets(loc.shape[-1], loc.dtype, loc.device)
-        inv = torch.reciprocal(kappa.unsqueeze(-1) + c)  # 1 / (kappa + c_j)
-        w = rowdot(e, inv)
-    # w = 0 only if every e_j is 0 (a uniform draw of exactly 0, p ~ 6e-8 per float32 draw at m = 3):
+        neg_inv = torch.reciprocal(-c - kappa.unsqueeze(-1))  # -1 / (kappa + c_j)
+        w = rowdot(log_u, neg_inv)
+    # w = 0 only if every U_j is 1 (1 - U for a uniform draw U of exactly 0, p ~ 6e-8 per float32 draw):
     # there B = 1 and the pathwise derivative of sqrt(1 - t^2) is infinite. The smallest normal
     # number keeps it finite (its factor dw/dkappa is 0 there) and moves no sample measurably.
     w = w.clamp_min(torch.finfo(w.dtype).tiny)
@@ -216,10 +216,10 @@ def _beta_product_parts(g: torch.Tensor, e: torch.Tensor, loc: torch.Tensor, kap
     inv_len = rowdot(g_perp, g_perp).rsqrt()
     r = s * inv_len  # the coefficient of g_perp: sqrt(1 - t^2) / |g_perp|
     x = torch.addcmul(t.unsqueeze(-1) * loc, r.unsqueeze(-1), g_perp)
-    return inv, w, b2, t, s, g_mu, g_perp, inv_len, r, x
+    return neg_inv, w, b2, t, s, g_mu, g_perp, inv_len, r, x
 
 
-def _beta_product_vjp(grad_x, g, e, loc, kappa, inv, w, b2, t, s, g_mu, g_perp, inv_len, r, x):
+def _beta_product_vjp(grad_x, g, log_u, loc, kappa, neg_inv, w, b2, t, s, g_mu, g_perp, inv_len, r, x):
     """Vector-Jacobian product of ``_beta_product_parts`` with respect to (loc, kappa)."""
     grad_t = rowdot(grad_x, loc)
     grad_r = rowdot(grad_x, g_perp)
@@ -229,10 +229,10 @@ def _beta_product_vjp(grad_x, g, e, loc, kappa, inv, w, b2, t, s, g_mu, g_perp, 
     # g_perp = g - (g.mu) mu;  x = t mu + r g_perp
     grad_loc = torch.addcmul(t.unsqueeze(-1) * grad_x, g_mu.unsqueeze(-1), grad_perp, value=-1.0)
     grad_loc = torch.addcmul(grad_loc, rowdot(grad_perp, loc).unsqueeze(-1), g, value=-1.0)
-    # dt/dw = -2 B, ds/dw = 2 B t / s, and dw/dkappa = -sum_j e_j / (kappa + c_j)^2
+    # dt/dw = -2 B, ds/dw = 2 B t / s, and dw/dkappa = sum_j log U_j / (kappa + c_j)^2
     grad_w = b2 * (grad_r_len * t / s - grad_t)
-    dw = w * inv if loc.shape[-1] == 3 else rowdot(e * inv, inv)
-    return grad_loc.sum_to_size(loc.shape), (-grad_w * dw).sum_to_size(kappa.shape)
+    dw_dkappa = w * neg_inv if loc.shape[-1] == 3 else rowdot(log_u * neg_inv, neg_inv)
+    return grad_loc.sum_to_size(loc.shape), (grad_w * dw_dkappa).sum_to_size(kappa.shape)
 
 
 class _BetaProductSample(torch.autograd.Function):
@@ -243,18 +243,18 @@ class _BetaProductSample(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, g: torch.Tensor, e: torch.Tensor, loc: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
-        parts = _beta_product_parts(g, e, loc, kappa)
+    def forward(ctx, g: torch.Tensor, log_u: torch.Tensor, loc: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
+        parts = _beta_product_parts(g, log_u, loc, kappa)
         if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
-            ctx.save_for_backward(g, e, loc, kappa, *parts)
+            ctx.save_for_backward(g, log_u, loc, kappa, *parts)
         return parts[-1]
 
     @staticmethod
     def backward(ctx, grad_x: torch.Tensor):
-        g, e, loc, kappa, *parts = ctx.saved_tensors
+        g, log_u, loc, kappa, *parts = ctx.saved_tensors
         if torch.is_grad_enabled():
-            parts = _beta_product_parts(g, e, loc, kappa)
-        return (None, None, *_beta_product_vjp(grad_x, g, e, loc, kappa, *parts))
+            parts = _beta_product_parts(g, log_u, loc, kappa)
+        return (None, None, *_beta_product_vjp(grad_x, g, log_u, loc, kappa, *parts))
 
 
 class _FiniteNonnegative(constraints.Constraint):
@@ -332,11 +332,10 @@ class PowerSpherical(Distribution):
         if self.m % 2 == 1 and self.m <= _MAX_FINITE_SUM_M:
             # integer beta: B as a product of beta uniforms' powers (see _beta_product_parts)
             noise = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
-            # -log(1 - U) ~ Exp(1), finite for U in [0, 1); several times cheaper than Tensor.exponential_ on the CPU
+            # log(1 - U) for U uniform on [0, 1): the log of a uniform on (0, 1], always finite
             beta = (self.m - 1) // 2
             uniforms = torch.rand(shape[:-1] + ((beta,) if beta > 1 else ()), dtype=self.loc.dtype, device=self.loc.device)
-            exponentials = uniforms.neg_().log1p_().neg_()
-            return _BetaProductSample.apply(noise, exponentials, self.loc, self.scale)
+            return _BetaProductSample.apply(noise, uniforms.neg_().log1p_(), self.loc, self.scale)
         # torch._standard_gamma is what torch.distributions.Gamma.rsample uses; it carries the
         # implicit reparameterisation gradient in its concentration (here kappa + (m-1)/2).
         g_a = torch._standard_gamma((self.scale + 0.5 * (self.m - 1)).expand(shape[:-1]))

@@ -260,21 +260,21 @@ def test_beta_product_sampler_backward_matches_autograd(m):
     loc = torch.nn.functional.normalize(torch.randn(4, m, dtype=torch.float64), dim=-1).requires_grad_()
     kappa = torch.tensor([0.0, 0.7, 30.0, 5e4], dtype=torch.float64, requires_grad=True)
     noise = torch.randn(3, 4, m, dtype=torch.float64)
-    exponentials = torch.rand(3, 4, *((beta,) if beta > 1 else ()), dtype=torch.float64).neg_().log1p_().neg_()
+    log_u = torch.rand(3, 4, *((beta,) if beta > 1 else ()), dtype=torch.float64).log()
     grad_out = torch.randn(3, 4, m, dtype=torch.float64)
-    x = _BetaProductSample.apply(noise, exponentials, loc, kappa)
+    x = _BetaProductSample.apply(noise, log_u, loc, kappa)
     assert torch.allclose(x.norm(dim=-1), torch.ones(3, 4, dtype=torch.float64), atol=1e-12)
     fused = torch.autograd.grad(x, (loc, kappa), grad_out)
-    plain = torch.autograd.grad(_beta_product_parts(noise, exponentials, loc, kappa)[-1], (loc, kappa), grad_out)
+    plain = torch.autograd.grad(_beta_product_parts(noise, log_u, loc, kappa)[-1], (loc, kappa), grad_out)
     for f, p in zip(fused, plain):
         torch.testing.assert_close(f, p, rtol=1e-10, atol=1e-12)
     inputs = (loc.detach().clone().requires_grad_(), torch.tensor([0.3, 0.7, 3.0, 9.0], dtype=torch.float64).requires_grad_())
-    assert torch.autograd.gradcheck(lambda l, k: _BetaProductSample.apply(noise, exponentials, l, k), inputs)
-    assert torch.autograd.gradgradcheck(lambda l, k: _BetaProductSample.apply(noise, exponentials, l, k), inputs)
+    assert torch.autograd.gradcheck(lambda l, k: _BetaProductSample.apply(noise, log_u, l, k), inputs)
+    assert torch.autograd.gradgradcheck(lambda l, k: _BetaProductSample.apply(noise, log_u, l, k), inputs)
 
 
 def test_beta_product_sampler_is_finite_when_every_uniform_is_zero():
-    """w = 0 (B = 1) has an infinite pathwise derivative; the clamp keeps samples and gradients finite."""
+    """Every U = 1 gives w = 0 (B = 1), an infinite pathwise derivative; the clamp keeps samples and gradients finite."""
     for m in (3, 5):
         loc = torch.nn.functional.normalize(torch.randn(2, m), dim=-1).requires_grad_()
         kappa = torch.tensor([1.0, 1e4], requires_grad=True)
