@@ -223,12 +223,14 @@ def _beta_product_vjp(grad_x, g, log_u, loc, kappa, neg_inv, w, b2, t, s, g_mu, 
     """Vector-Jacobian product of ``_beta_product_parts`` with respect to (loc, kappa)."""
     grad_t = rowdot(grad_x, loc)
     grad_r = rowdot(grad_x, g_perp)
-    # r = s / |g_perp|: d r / d g_perp = -r g_perp / |g_perp|^2
+    # x = t mu + r g_perp, g_perp = g - (g.mu) mu, r = s / |g_perp| (d r / d g_perp = -r g_perp / |g_perp|^2):
+    # grad_perp = r grad_x - coef g_perp with coef = grad_r r / |g_perp|^2, and grad_perp.mu = r grad_t
+    # (g_perp.mu = 0), so grad_loc = t grad_x - (g.mu) grad_perp - (grad_perp.mu) g collects into three
+    # vector terms with batch-sized coefficients.
     grad_r_len = grad_r * inv_len
-    grad_perp = torch.addcmul(r.unsqueeze(-1) * grad_x, (grad_r_len * r * inv_len).unsqueeze(-1), g_perp, value=-1.0)
-    # g_perp = g - (g.mu) mu;  x = t mu + r g_perp
-    grad_loc = torch.addcmul(t.unsqueeze(-1) * grad_x, g_mu.unsqueeze(-1), grad_perp, value=-1.0)
-    grad_loc = torch.addcmul(grad_loc, rowdot(grad_perp, loc).unsqueeze(-1), g, value=-1.0)
+    coef = grad_r_len * r * inv_len
+    grad_loc = torch.addcmul((t - g_mu * r).unsqueeze(-1) * grad_x, (g_mu * coef).unsqueeze(-1), g_perp)
+    grad_loc = torch.addcmul(grad_loc, (r * grad_t).unsqueeze(-1), g, value=-1.0)
     # dt/dw = -2 B, ds/dw = 2 B t / s, and dw/dkappa = sum_j log U_j / (kappa + c_j)^2
     grad_w = b2 * (grad_r_len * t / s - grad_t)
     dw_dkappa = w * neg_inv if loc.shape[-1] == 3 else rowdot(log_u * neg_inv, neg_inv)

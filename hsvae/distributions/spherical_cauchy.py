@@ -133,7 +133,8 @@ def _kl_and_derivative(
         if not derivative:
             return kl, None
         one_m_r2 = 1.0 - r2
-        return kl, (2.0 * r) * (2.0 / one_m_r2 + 1.0 - one_m_r2 * psi)
+        # 2 / (1 - rho^2) + 1 = (3 - rho^2) / (1 - rho^2)
+        return kl, (2.0 * r) * torch.addcmul((3.0 - r2) / one_m_r2, one_m_r2, psi, value=-1.0)
     if m == 4:  # the Beta(3/2, 3/2) expectation is exactly rho^2 / 2
         return 3.0 * (0.5 * r2 - torch.log1p(-r2)), (3.0 * r * (1.0 + 2.0 / (1.0 - r2)) if derivative else None)
     # nodes are -4 q and weights (m - 1) p / 2 (see _beta_half_rule); z / 4 = rho^2 / (1 + rho^2)^2
