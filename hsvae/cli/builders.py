@@ -77,19 +77,50 @@ def _wandb_has_key() -> bool:
 
 
 def sweep_job() -> dict | None:
-    """In a Hydra multirun: the job number, the sweep directory and this job's overrides; else None."""
+    """In a Hydra multirun: the job number, the sweep directory and this job's overrides; else None.
+    In a hyperparameter search (an Optuna sweeper) also ``study`` (its study name) and ``params`` (this
+    trial's values of the parameters in ``hydra.sweeper.params``)."""
     if not HydraConfig.initialized():
         return None
     hc = HydraConfig.get()
     if hc.mode != RunMode.MULTIRUN:
         return None
-    return {"num": hc.job.num, "sweep_dir": hc.sweep.dir, "overrides": list(hc.overrides.task),
-            "name": hc.job.override_dirname}
+    job = {"num": hc.job.num, "sweep_dir": hc.sweep.dir, "overrides": list(hc.overrides.task),
+           "name": hc.job.override_dirname}
+    study = hc.sweeper.get("study_name")
+    if study:
+        searched = {str(k) for k in (hc.sweeper.get("params") or {})} | _searched_on_command_line(hc.sweep.dir)
+        pairs = (o.lstrip("+~").partition("=") for o in job["overrides"])
+        job["study"] = str(study)
+        job["params"] = {key: _scalar(value) for key, _, value in pairs if key in searched}
+    return job
+
+
+def _searched_on_command_line(sweep_dir: str) -> set[str]:
+    """The searched parameters listed in the sweep's search.yaml (hsvae.cli.search writes it before the first
+    trial), which include sweeps given on the command line rather than in hydra.sweeper.params."""
+    import yaml
+
+    try:
+        return set((yaml.safe_load((Path(sweep_dir) / "search.yaml").read_text()) or {}).get("params") or {})
+    except (OSError, yaml.YAMLError, AttributeError):
+        return set()
+
+
+def _scalar(text: str) -> int | float | str:
+    """An override's value as a number where it is one (W&B plots numbers on a numeric axis)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def instantiate_loggers(cfg: DictConfig | None) -> list:
     """Instantiate the ``logger`` group. W&B: offline without a key; in a multirun, every job of the sweep
-    goes into one group named after the task and the sweep directory, tagged with its swept values."""
+    goes into one group named after the task (a search: its study) and the sweep directory, tagged with its
+    swept values (a search: its trial's parameters, and the rest of its overrides)."""
     loggers = []
     job = sweep_job()
     for name, node in (cfg or {}).items():
@@ -102,7 +133,8 @@ def instantiate_loggers(cfg: DictConfig | None) -> list:
                 if node.offline:
                     os.environ.setdefault("WANDB_MODE", "offline")
                 if job is not None:
-                    node.group = f"{node.get('group') or 'sweep'}-{Path(job['sweep_dir']).name}"
+                    prefix = job.get("study") or node.get("group") or "sweep"
+                    node.group = f"{prefix}-{Path(job['sweep_dir']).name}"
                     node.tags = [*(node.get("tags") or []), *job["overrides"]][:64]
                     node.name = node.get("name") or job["name"] or f"job{job['num']}"
                 Path(node.save_dir).mkdir(parents=True, exist_ok=True)
@@ -147,5 +179,10 @@ def log_hyperparameters(cfg: DictConfig, loggers: list) -> None:
         return
     resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     resolved.pop("hydra", None)
+    job = sweep_job()
+    if job is not None and "study" in job:
+        # a search's trial: its sampled values side by side as scalars (a list-valued parameter such as
+        # model.net.encoder.hidden is a string here), for W&B's parallel-coordinates view
+        resolved["search"] = {"study": job["study"], "trial": job["num"], "params": job["params"]}
     for logger in loggers:
         logger.log_hyperparams(resolved)

@@ -13,7 +13,11 @@ PLUGINS = {
     ("launcher", "joblib"): ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher"),
     ("launcher", "submitit_local"): ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
     ("launcher", "slurm"): ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
+    # every search (conf/hparams_search/*)
+    ("hparams_search", "*"): ("hydra_plugins.hydra_optuna_sweeper", "hydra-optuna-sweeper"),
 }
+#: the extra of pyproject.toml that installs each package
+EXTRAS = {"hydra-optuna-sweeper": "search"}
 
 
 def missing_plugin(argv: list[str]) -> str | None:
@@ -23,7 +27,8 @@ def missing_plugin(argv: list[str]) -> str | None:
         if not sep:
             continue
         for choice in value.split(","):
-            plugin = PLUGINS.get((key, choice.strip()))
+            choice = choice.strip()
+            plugin = PLUGINS.get((key, choice)) or (PLUGINS.get((key, "*")) if choice != "null" else None)
             if plugin is None:
                 continue
             module, package = plugin
@@ -33,7 +38,7 @@ def missing_plugin(argv: list[str]) -> str | None:
                 found = False
             if not found:
                 return (f"{key}={choice} needs the Hydra plugin package '{package}', which is not installed: "
-                        f"pip install {package}   (or: pip install -e '.[launchers]')")
+                        f"pip install {package}   (or: pip install -e '.[{EXTRAS.get(package, 'launchers')}]')")
     return None
 
 

@@ -21,6 +21,13 @@ def _number(v) -> float:
     return float(v.detach().cpu()) if isinstance(v, torch.Tensor) else float(v)
 
 
+def _finite_or_str(value: float | None) -> float | str | None:
+    """JSON has no NaN or infinity: non-finite numbers are written as strings ("nan", "inf")."""
+    if value is None:
+        return None
+    return value if math.isfinite(value) else str(value)
+
+
 def collect_metrics(trainer: pl.Trainer, fit_metrics: dict) -> dict[str, float]:
     """Final train/val metrics of the fit, test metrics, and ``best/<monitor>`` from the checkpoint callback."""
     metrics = {k: _number(v) for k, v in fit_metrics.items()}
@@ -44,9 +51,12 @@ def write_results(
     the tree may have changed by the time a long run ends."""
     resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     resolved.pop("hydra", None)
+    name = cfg.get("optimized_metric")
     data = {
         "format": RESULTS_FORMAT,
-        "metrics": {k: (v if math.isfinite(v) else str(v)) for k, v in sorted(metrics.items())},
+        "metrics": {k: _finite_or_str(v) for k, v in sorted(metrics.items())},
+        # what train.py returns to a hyperparameter search (value null when this run does not produce it)
+        **({"optimized_metric": {"name": name, "value": _finite_or_str(metrics.get(name))}} if name else {}),
         "seed": cfg.get("seed"),
         "commit": commit if commit is not None else git_commit(),
         "hardware": hardware(),

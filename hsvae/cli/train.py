@@ -32,6 +32,7 @@ from hsvae.cli.builders import (
 )
 from hsvae.cli.plugins import exit_if_plugin_missing
 from hsvae.cli.report import collect_metrics, print_metrics, write_results
+from hsvae.cli.search import MissingMetricError
 from hsvae.utils.run_info import git_commit
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         if cfg.trainer.get("fast_dev_run"):  # no checkpoints, so no best/* metrics: nothing to optimise
             log.warning("optimized_metric=%s is not produced by a fast_dev_run; returning None", name)
             return None
-        raise KeyError(
+        # a dedicated type: a hyperparameter search stops on it instead of counting a failed trial
+        raise MissingMetricError(
             f"optimized_metric={name!r} is not among this run's metrics: {sorted(metrics)}. "
             "Set optimized_metric to one of them."
         )

@@ -1,0 +1,252 @@
+"""``python scripts/summarize_search.py <sweep dir>``: what a hyperparameter search found.
+
+Prints the best trial (its job directory, metric and parameters), a table of every trial (failed and
+unfinished ones included, with the reason), and writes a plot of the metric against each searched parameter
+(log x axis for log-sampled ones) to ``<sweep dir>/search_summary.png``.
+
+It reads the search's own files, so it works on an interrupted search too: ``search.yaml`` (the metric,
+direction and search space, written before the first trial by ``hydra/sweeper=optuna_search``), every job's
+``.hydra/overrides.yaml`` and ``results.json``, and the sweeper's ``optimization_results.yaml`` when the search
+finished (its best value is checked against the jobs' own results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hsvae.cli.search import DESCRIPTION_FILE
+
+RESULTS_FILE = "optimization_results.yaml"
+
+
+class NotASearchError(ValueError):
+    """The directory is not the sweep directory of a hyperparameter search."""
+
+
+@dataclass
+class Trial:
+    """One job of the search: its number (= its job directory's name), the values it was given for the
+    searched parameters, and its metric (None when it failed or has not finished: ``problem`` says why)."""
+
+    number: int
+    directory: Path
+    params: dict[str, str]
+    value: float | None = None
+    problem: str | None = None
+
+
+@dataclass
+class Search:
+    directory: Path
+    metric: str
+    direction: str
+    space: dict[str, dict[str, Any]]
+    description: dict[str, Any]
+    trials: list[Trial] = field(default_factory=list)
+    #: the sweeper's optimization_results.yaml (None: the search did not finish)
+    sweeper_result: dict[str, Any] | None = None
+
+    @property
+    def completed(self) -> list[Trial]:
+        return [t for t in self.trials if t.value is not None]
+
+    def best(self) -> Trial | None:
+        """The best completed trial by the search's direction (the earliest on a tie), or None."""
+        done = self.completed
+        if not done:
+            return None
+        sign = -1.0 if self.direction == "maximize" else 1.0
+        return min(done, key=lambda t: (sign * t.value, t.number))
+
+
+def _overrides(job_dir: Path) -> dict[str, str]:
+    items = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
+    pairs = (str(item).lstrip("+~").partition("=") for item in items)
+    return {key: value for key, _, value in pairs}
+
+
+def _trial(job_dir: Path, metric: str, space: dict[str, Any]) -> Trial:
+    overrides = _overrides(job_dir)
+    trial = Trial(int(job_dir.name), job_dir, {name: overrides.get(name, "?") for name in space})
+    path = job_dir / "results.json"
+    if not path.is_file():
+        trial.problem = "no results.json: failed (see its .log) or still running"
+        return trial
+    try:
+        results = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        trial.problem = f"corrupt results.json ({err})"
+        return trial
+    recorded = results.get("optimized_metric") or {}
+    value = recorded.get("value") if recorded.get("name") == metric else results.get("metrics", {}).get(metric)
+    if value is None:
+        trial.problem = f"{metric} is not among its metrics"
+    elif isinstance(value, str) or not math.isfinite(value):  # results.json writes NaN and inf as strings
+        trial.problem = f"{metric} = {value} (diverged)"
+    else:
+        trial.value = float(value)
+    return trial
+
+
+def load_search(sweep_dir: str | Path) -> Search:
+    """Read a search's sweep directory; :class:`NotASearchError` when it is not one."""
+    directory = Path(sweep_dir)
+    if not directory.is_dir():
+        raise NotASearchError(f"{directory} does not exist or is not a directory")
+    description_path = directory / DESCRIPTION_FILE
+    if not description_path.is_file():
+        raise NotASearchError(
+            f"{directory} is not the directory of a hyperparameter search: it has no {DESCRIPTION_FILE}, which "
+            "`python train.py -m hparams_search=<name>` (hydra/sweeper=optuna_search) writes before the first "
+            "trial. Pass the sweep directory itself (logs/<task>/multiruns/<date>), not a trial's directory."
+        )
+    description = yaml.safe_load(description_path.read_text()) or {}
+    direction = description.get("direction")
+    if not isinstance(direction, str):
+        raise NotASearchError(f"{description_path}: a multi-objective search ({direction}); this summary reads "
+                              "single-objective searches")
+    search = Search(directory, description["optimized_metric"], direction, description.get("params") or {},
+                    description)
+    jobs = sorted((p for p in directory.iterdir() if p.name.isdigit() and (p / ".hydra" / "overrides.yaml").is_file()),
+                  key=lambda p: int(p.name))
+    search.trials = [_trial(p, search.metric, search.space) for p in jobs]
+    results = directory / RESULTS_FILE
+    if results.is_file():
+        search.sweeper_result = yaml.safe_load(results.read_text())
+    return search
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.6g}"
+
+
+def report(search: Search) -> str:
+    """The text :func:`main` prints: the best trial, the sweeper's agreement, and a table of all trials."""
+    names = list(search.space)
+    done = search.completed
+    lines = [
+        f"search: {search.directory}",
+        f"study {search.description.get('study_name')!r}: {search.direction} {search.metric} over "
+        f"{', '.join(names)}; {len(search.trials)} of {search.description.get('n_trials')} planned trials ran, "
+        f"{len(done)} completed, {len(search.trials) - len(done)} failed or unfinished",
+    ]
+    best = search.best()
+    if best is None:
+        lines.append("best trial: none completed")
+    else:
+        lines.append(f"best trial: {best.number}  {search.metric} = {best.value!r}  ({best.directory})")
+        lines.extend(f"    {name}={best.params[name]}" for name in names)
+    if search.sweeper_result is None:
+        lines.append(f"the sweeper wrote no {RESULTS_FILE}: the search was interrupted or is still running "
+                     "(the best trial above is the best finished one)")
+    else:
+        value = search.sweeper_result.get("best_value")
+        agrees = best is not None and value is not None and math.isclose(float(value), best.value, rel_tol=1e-9)
+        lines.append(f"the sweeper's {RESULTS_FILE}: best_value {value!r} "
+                     f"{'(the same trial)' if agrees else 'DIFFERS from the best job results.json'}")
+    lines.append("")
+    header = ["trial", "state", search.metric, *names, "note"]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    for t in search.trials:
+        state = "best" if t is best else ("complete" if t.value is not None else "failed")
+        lines.append("| " + " | ".join([str(t.number), state, _fmt(t.value), *(t.params[n] for n in names),
+                                        t.problem or ""]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_search(search: Search, path: str | Path) -> Path:
+    """The metric of every completed trial against each searched parameter (one panel each; the best trial
+    starred; log x axis for log-sampled parameters, one position per choice for categorical ones)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(search.space) or ["(none)"]
+    columns = min(3, len(names))
+    rows = math.ceil(len(names) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False, sharey=True)
+    from matplotlib.ticker import NullFormatter
+
+    best = search.best()
+    for i, (ax, name) in enumerate(zip(axes.flat, names)):
+        spec = search.space.get(name, {})
+        choices = [str(c) for c in spec.get("choices", [])]
+
+        def position(raw: str | None) -> float | None:
+            if choices:
+                return float(choices.index(raw)) if raw in choices else None
+            try:
+                return float(raw)
+            except (TypeError, ValueError):
+                return None
+
+        done = [(position(t.params.get(name)), t) for t in search.completed]
+        done = [(x, t) for x, t in done if x is not None]
+        ax.scatter([x for x, _ in done], [t.value for _, t in done], s=22, alpha=0.8, label="completed")
+        failed = [x for x in (position(t.params.get(name)) for t in search.trials if t.value is None) if x is not None]
+        if failed:  # along the bottom edge: where in the space trials crashed or diverged
+            ax.scatter(failed, [0.03] * len(failed), transform=ax.get_xaxis_transform(), marker="x",
+                       color="tab:gray", label="failed")
+        for x, t in done:
+            if t is best:
+                ax.scatter(x, t.value, marker="*", s=160, color="tab:red", label=f"best (trial {t.number})")
+        if choices:
+            ax.set_xticks(range(len(choices)), choices, rotation=30 if max(map(len, choices)) > 6 else 0)
+            ax.set_xlim(-0.5, len(choices) - 0.5)
+        elif "low" in spec:
+            if spec.get("log"):
+                ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())
+                pad = (spec["high"] / spec["low"]) ** 0.03
+                ax.set_xlim(spec["low"] / pad, spec["high"] * pad)
+            else:
+                pad = 0.03 * (spec["high"] - spec["low"])
+                ax.set_xlim(spec["low"] - pad, spec["high"] + pad)
+        if i == 0:
+            ax.legend(fontsize="small")
+        ax.set_xlabel(name)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(names):]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(search.metric)
+    fig.suptitle(f"{search.description.get('study_name') or search.directory.name}: {search.direction} "
+                 f"{search.metric} ({len(search.completed)} completed trials)", fontsize="medium")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep_dir", type=Path, help="the search's sweep directory (logs/<task>/multiruns/<date>)")
+    parser.add_argument("--plot", type=Path, default=None, help="where to write the plot "
+                        "(default: <sweep_dir>/search_summary.png)")
+    parser.add_argument("--no-plot", action="store_true", help="only print the summary")
+    args = parser.parse_args(argv)
+    try:
+        search = load_search(args.sweep_dir)
+    except NotASearchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(report(search), end="")
+    if not args.no_plot:
+        path = plot_search(search, args.plot or search.directory / "search_summary.png")
+        print(f"\nplot: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

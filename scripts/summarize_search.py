@@ -1,0 +1,14 @@
+"""Summarise a finished (or interrupted) hyperparameter search: the best trial, its parameters, every
+trial's metric, and a plot of the metric against each parameter (written into the sweep directory).
+
+    python scripts/summarize_search.py logs/search_synthetic/multiruns/<date>
+
+See ``hsvae/cli/search_summary.py`` for what it reads.
+"""
+
+import sys
+
+from hsvae.cli.search_summary import main
+
+if __name__ == "__main__":
+    sys.exit(main())
