@@ -312,16 +312,3 @@ def test_summary_of_a_directory_that_is_not_a_search(tmp_path, capsys):
     with pytest.raises(ValueError, match="not the directory of a hyperparameter search"):
         load_search(tmp_path)
 
-
-def test_search_needs_its_plugin_by_name(monkeypatch):
-    import importlib.util
-
-    from hsvae.cli.plugins import missing_plugin
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if "optuna_sweeper" in name else real(name, *a))
-    message = missing_plugin(["-m", "hparams_search=mnist_vae", "latent=vmf"])
-    assert "hydra-optuna-sweeper" in message and ".[search]" in message
-    assert missing_plugin(["hparams_search=null"]) is None
-

@@ -120,15 +120,24 @@ def test_make_tables_without_results_fails(tmp_path, capsys):
     assert "no readable results.json" in capsys.readouterr().err
 
 
-def test_missing_launcher_plugin_names_the_package(monkeypatch):
+@pytest.mark.parametrize(
+    "module,args,package,hint,unaffected",
+    [
+        ("joblib_launcher", ["-m", "launcher=joblib", "seed=0,1"], "hydra-joblib-launcher", "pip install",
+         ["launcher=submitit_local"]),  # (submitit is installed in the dev extra)
+        ("optuna_sweeper", ["-m", "hparams_search=mnist_vae", "latent=vmf"], "hydra-optuna-sweeper", ".[search]",
+         ["hparams_search=null"]),
+    ],
+)
+def test_missing_plugin_names_the_package(monkeypatch, module, args, package, hint, unaffected):
+    """A launcher or a search whose Hydra plugin is not installed: the message names the package to install."""
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if "joblib_launcher" in name else real(name, *a))
-    message = missing_plugin(["-m", "launcher=joblib", "seed=0,1"])
-    assert "hydra-joblib-launcher" in message and "pip install" in message
-    assert missing_plugin(["launcher=submitit_local"]) is None  # installed in the dev extra
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if module in name else real(name, *a))
+    message = missing_plugin(args)
+    assert package in message and hint in message
+    assert missing_plugin(unaffected) is None
 
 
 def test_sweep_with_unknown_key_is_refused(tmp_path):
