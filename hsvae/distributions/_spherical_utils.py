@@ -7,6 +7,7 @@ of the sphere S^(m-1) in R^m; the scale parameter has shape ``batch_shape``.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import torch
 
@@ -109,3 +110,36 @@ def rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 _CPU_ONES: dict[tuple[int, torch.dtype], torch.Tensor] = {}
+
+
+def fused_sampler_node(
+    name: str, parts: Callable[..., tuple], vjp: Callable[..., tuple], n_noise: int, doc: str
+) -> type[torch.autograd.Function]:
+    """An autograd Function ``x = parts(*noise, *params)[-1]`` with a hand-written vector-Jacobian product.
+
+    ``parts`` returns the sampler's intermediates, the sample last; ``vjp(grad_x, *inputs, *intermediates)``
+    returns the gradients of the parameters (the inputs after the ``n_noise`` noise tensors, which get none).
+    First-order backward reuses the saved intermediates; under ``create_graph=True`` it recomputes them from
+    the saved inputs with differentiable operations, so double backward is exact too. One node per sample
+    keeps the samplers' cost at small m, where the number of autograd nodes dominates it.
+    """
+
+    def forward(ctx, *inputs: torch.Tensor) -> torch.Tensor:
+        intermediates = parts(*inputs)
+        if any(ctx.needs_input_grad[n_noise:]):
+            ctx.n_inputs = len(inputs)
+            ctx.save_for_backward(*inputs, *intermediates)
+        return intermediates[-1]
+
+    def backward(ctx, grad_x: torch.Tensor):
+        saved = ctx.saved_tensors
+        inputs, intermediates = saved[: ctx.n_inputs], saved[ctx.n_inputs :]
+        if torch.is_grad_enabled():  # double backward: rebuild the intermediates differentiably
+            intermediates = parts(*inputs)
+        return (None,) * n_noise + tuple(vjp(grad_x, *inputs, *intermediates))
+
+    return type(
+        name,
+        (torch.autograd.Function,),
+        {"__doc__": doc, "forward": staticmethod(forward), "backward": staticmethod(backward)},
+    )

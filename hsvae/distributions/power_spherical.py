@@ -33,7 +33,15 @@ import torch
 from torch.distributions import Distribution, constraints, register_kl
 
 from ._sphere import check_ambient_dim, log_sphere_surface, unit_vector
-from ._spherical_utils import _ones, broadcast_loc_and_scale, check_same_sphere, check_unit_loc, rowdot, wide
+from ._spherical_utils import (
+    _ones,
+    broadcast_loc_and_scale,
+    check_same_sphere,
+    check_unit_loc,
+    fused_sampler_node,
+    rowdot,
+    wide,
+)
 from .uniform import HypersphericalUniform
 
 __all__ = ["PowerSpherical", "power_spherical_kl_to_uniform"]
@@ -162,27 +170,14 @@ def _tangent_vjp(grad_x, g, loc, g_a, g_mu, g_perp, half_q, inv_h, t, s, x):
     return grad_loc.sum_to_size(loc.shape), grad_g_a
 
 
-class _TangentSample(torch.autograd.Function):
-    """``_tangent_parts`` as one autograd node with a hand-written vector-Jacobian product.
-
-    The gradient with respect to kappa flows through ``g_a`` (torch's reparameterised Gamma).
-    Under ``create_graph=True`` the backward recomputes the intermediates differentiably, so
-    double backward is exact too.
-    """
-
-    @staticmethod
-    def forward(ctx, g: torch.Tensor, loc: torch.Tensor, g_a: torch.Tensor) -> torch.Tensor:
-        parts = _tangent_parts(g, loc, g_a)
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            ctx.save_for_backward(g, loc, g_a, *parts)
-        return parts[-1]
-
-    @staticmethod
-    def backward(ctx, grad_x: torch.Tensor):
-        g, loc, g_a, *parts = ctx.saved_tensors
-        if torch.is_grad_enabled():
-            parts = _tangent_parts(g, loc, g_a)
-        return (None, *_tangent_vjp(grad_x, g, loc, g_a, *parts))
+_TangentSample = fused_sampler_node(
+    "_TangentSample",
+    _tangent_parts,
+    _tangent_vjp,
+    n_noise=1,
+    doc="``_tangent_parts`` as one autograd node; apply(g, loc, g_a). The gradient with respect to kappa flows "
+    "through ``g_a`` (torch's reparameterised Gamma).",
+)
 
 
 def _beta_product_parts(g: torch.Tensor, log_u: torch.Tensor, loc: torch.Tensor, kappa: torch.Tensor):
@@ -237,26 +232,13 @@ def _beta_product_vjp(grad_x, g, log_u, loc, kappa, neg_inv, w, b2, t, s, g_mu, 
     return grad_loc.sum_to_size(loc.shape), (grad_w * dw_dkappa).sum_to_size(kappa.shape)
 
 
-class _BetaProductSample(torch.autograd.Function):
-    """``_beta_product_parts`` as one autograd node with a hand-written vector-Jacobian product.
-
-    Under ``create_graph=True`` the backward recomputes the intermediates differentiably, so
-    double backward is exact too (tests compare both with plain autograd).
-    """
-
-    @staticmethod
-    def forward(ctx, g: torch.Tensor, log_u: torch.Tensor, loc: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
-        parts = _beta_product_parts(g, log_u, loc, kappa)
-        if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
-            ctx.save_for_backward(g, log_u, loc, kappa, *parts)
-        return parts[-1]
-
-    @staticmethod
-    def backward(ctx, grad_x: torch.Tensor):
-        g, log_u, loc, kappa, *parts = ctx.saved_tensors
-        if torch.is_grad_enabled():
-            parts = _beta_product_parts(g, log_u, loc, kappa)
-        return (None, None, *_beta_product_vjp(grad_x, g, log_u, loc, kappa, *parts))
+_BetaProductSample = fused_sampler_node(
+    "_BetaProductSample",
+    _beta_product_parts,
+    _beta_product_vjp,
+    n_noise=2,
+    doc="``_beta_product_parts`` as one autograd node; apply(g, log_u, loc, kappa).",
+)
 
 
 class _FiniteNonnegative(constraints.Constraint):

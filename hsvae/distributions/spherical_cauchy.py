@@ -41,7 +41,14 @@ import torch
 from torch.distributions import Distribution, register_kl
 
 from ._sphere import check_ambient_dim, log_sphere_surface, unit_vector
-from ._spherical_utils import broadcast_loc_and_scale, check_same_sphere, check_unit_loc, rowdot, wide
+from ._spherical_utils import (
+    broadcast_loc_and_scale,
+    check_same_sphere,
+    check_unit_loc,
+    fused_sampler_node,
+    rowdot,
+    wide,
+)
 from .uniform import HypersphericalUniform
 
 __all__ = ["SphericalCauchy", "spherical_cauchy_kl_to_uniform", "spherical_cauchy_mean_resultant"]
@@ -240,7 +247,7 @@ def _mobius_parts(g: torch.Tensor, loc: torch.Tensor, rho: torch.Tensor):
     return g_len, a, v, n, one_m_r2, c, k, k_rho, inv_len, y * inv_len
 
 
-def _mobius_vjp(grad_x, loc, rho, g_len, a, v, n, one_m_r2, c, k, k_rho, inv_len, x):
+def _mobius_vjp(grad_x, g, loc, rho, g_len, a, v, n, one_m_r2, c, k, k_rho, inv_len, x):
     """Vector-Jacobian product of ``_mobius_parts`` with respect to (loc, rho)."""
     # x = y / |y|;  y = v + c loc;  c = k n;  k = rho / (|g| (1 - rho^2));  n = |v|^2;  v = g + a loc, a = rho |g|.
     grad_y = (grad_x - rowdot(grad_x, x).unsqueeze(-1) * x) * inv_len
@@ -253,27 +260,14 @@ def _mobius_vjp(grad_x, loc, rho, g_len, a, v, n, one_m_r2, c, k, k_rho, inv_len
     return grad_loc.sum_to_size(loc.shape), grad_rho.sum_to_size(rho.shape)
 
 
-class _MobiusSample(torch.autograd.Function):
-    """x = Moebius(g / |g|; loc, rho) with a hand-written vector-Jacobian product (one autograd node).
-
-    First-order backward reuses the saved intermediates. Under ``create_graph=True`` it
-    recomputes them from the saved inputs with differentiable operations, so double backward is
-    exact too. Tests check both against plain autograd through ``_mobius_parts``.
-    """
-
-    @staticmethod
-    def forward(ctx, g: torch.Tensor, loc: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
-        parts = _mobius_parts(g, loc, rho)
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            ctx.save_for_backward(g, loc, rho, *parts)
-        return parts[-1]
-
-    @staticmethod
-    def backward(ctx, grad_x: torch.Tensor):
-        g, loc, rho, *parts = ctx.saved_tensors
-        if torch.is_grad_enabled():  # double backward: rebuild the intermediates differentiably
-            parts = _mobius_parts(g, loc, rho)
-        return (None, *_mobius_vjp(grad_x, loc, rho, *parts))
+_MobiusSample = fused_sampler_node(
+    "_MobiusSample",
+    _mobius_parts,
+    _mobius_vjp,
+    n_noise=1,
+    doc="x = Moebius(g / |g|; loc, rho) as one autograd node; apply(g, loc, rho). Tests check its first and "
+    "second derivatives against plain autograd through ``_mobius_parts``.",
+)
 
 
 # ----------------------------------------------------------------------------------------------
