@@ -184,16 +184,25 @@ def _next_job_number(sweep_dir: Path, at_least: int) -> int:
     return max([at_least, *(int(p.name) + 1 for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit())])
 
 
-def resume(impl: Any) -> None:
-    """Continue a persisted study of the same name, if there is one: see the module docstring."""
+def _persisted_study(impl: Any, tolerate: tuple[type[BaseException], ...]) -> Any:
+    """The search's study as stored in ``impl.storage``, or None: no storage or study name, or loading it raised
+    one of ``tolerate`` (``KeyError``: no such study yet)."""
     if impl.storage is None or impl.study_name is None:
-        return
+        return None
     import optuna
-    from optuna.trial import TrialState
 
     try:
-        study = optuna.load_study(study_name=impl.study_name, storage=impl.storage)
-    except KeyError:  # no such study yet: a new search
+        return optuna.load_study(study_name=impl.study_name, storage=impl.storage)
+    except tolerate:
+        return None
+
+
+def resume(impl: Any) -> None:
+    """Continue a persisted study of the same name, if there is one: see the module docstring."""
+    from optuna.trial import TrialState
+
+    study = _persisted_study(impl, tolerate=(KeyError,))  # KeyError: no such study yet, a new search
+    if study is None:
         return
     trials = study.get_trials(deepcopy=False)
     if not trials:
@@ -213,14 +222,10 @@ def resume(impl: Any) -> None:
 
 def fail_running_trials(impl: Any) -> None:
     """After an aborted batch: the trials asked for it were never told; record them as failed."""
-    if impl.storage is None or impl.study_name is None:
-        return
-    import optuna
     from optuna.trial import TrialState
 
-    try:
-        study = optuna.load_study(study_name=impl.study_name, storage=impl.storage)
-    except Exception:  # noqa: BLE001 -- nothing to clean up
+    study = _persisted_study(impl, tolerate=(Exception,))  # any failure: nothing to clean up
+    if study is None:
         return
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(trial.number, state=TrialState.FAIL)
@@ -270,14 +275,10 @@ def _no_trial_completed(impl: Any, err: Exception) -> bool:
     """Whether ``err`` is Optuna's complaint that a study has no best trial (its wording depends on the storage)."""
     if "No trials are completed" in str(err):
         return True
-    if impl.storage is None or impl.study_name is None:
-        return False
-    import optuna
     from optuna.trial import TrialState
 
-    try:
-        study = optuna.load_study(study_name=impl.study_name, storage=impl.storage)
-    except Exception:  # noqa: BLE001
+    study = _persisted_study(impl, tolerate=(Exception,))
+    if study is None:
         return False
     return not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from hsvae.cli.search import DESCRIPTION_FILE
+from hsvae.cli.tables import read_overrides
 
 RESULTS_FILE = "optimization_results.yaml"
 
@@ -67,14 +68,8 @@ class Search:
         return min(done, key=lambda t: (sign * t.value, t.number))
 
 
-def _overrides(job_dir: Path) -> dict[str, str]:
-    items = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
-    pairs = (str(item).lstrip("+~").partition("=") for item in items)
-    return {key: value for key, _, value in pairs}
-
-
 def _trial(job_dir: Path, metric: str, space: dict[str, Any]) -> Trial:
-    overrides = _overrides(job_dir)
+    overrides = read_overrides(job_dir)
     trial = Trial(int(job_dir.name), job_dir, {name: overrides.get(name, "?") for name in space})
     path = job_dir / "results.json"
     if not path.is_file():

@@ -48,7 +48,8 @@ class Cell:
     jobs: list[Job] = field(default_factory=list)
 
 
-def _read_overrides(job_dir: Path) -> dict[str, str]:
+def read_overrides(job_dir: Path) -> dict[str, str]:
+    """A job's command-line overrides (``.hydra/overrides.yaml``) as ``{key: value}``, without ``+``/``~``."""
     path = job_dir / ".hydra" / "overrides.yaml"
     if not path.is_file():
         return {}
@@ -74,7 +75,7 @@ def find_jobs(roots: list[Path]) -> list[Job]:
             dirs.add(job_dir)
     jobs = []
     for job_dir in sorted(dirs):
-        job = Job(job_dir, _read_overrides(job_dir))
+        job = Job(job_dir, read_overrides(job_dir))
         path = job_dir / "results.json"
         if not path.exists():
             job.problem = "no results.json (failed or unfinished)"
