@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.distributions import kl_divergence
 
@@ -27,3 +28,20 @@ def assert_finite_everywhere(family, m: int, scale_values: list[float], dtype: t
     loss = x.sum() + log_prob.sum() + kl.sum() + entropy.sum()
     grad_loc, grad_scale = torch.autograd.grad(loss, (loc, scale))
     assert torch.isfinite(grad_loc).all() and torch.isfinite(grad_scale).all()
+
+
+def assert_bad_input_named(family, scale: float, off_sphere: list[float], other_m: int) -> None:
+    """With validation on, each bad input of a spherical family (on S^2 in R^3) is a ValueError naming it: a
+    loc that is not unit-norm, a loc with m = 1, a scale that does not broadcast, a log_prob argument off the
+    sphere (``off_sphere``), and a KL to the uniform on another sphere (ambient dimension ``other_m``)."""
+    with pytest.raises(ValueError, match="loc"):
+        family(torch.tensor([1.0, 1.0, 0.0]), scale, validate_args=True)
+    with pytest.raises(ValueError, match="loc.*m"):
+        family(torch.ones(3, 1), scale)
+    with pytest.raises(ValueError, match="scale"):
+        family(torch.nn.functional.normalize(torch.randn(4, 3), dim=-1), torch.full((5,), scale))
+    q = family(torch.tensor([1.0, 0.0, 0.0]), scale, validate_args=True)
+    with pytest.raises(ValueError, match="support"):
+        q.log_prob(torch.tensor(off_sphere))
+    with pytest.raises(ValueError, match="ambient dimensions differ"):
+        kl_divergence(q, HypersphericalUniform(other_m))

@@ -28,7 +28,7 @@ from hsvae.distributions.power_spherical import (
     _TangentSample,
     power_spherical_kl_to_uniform,
 )
-from tests.distribution_checks import assert_finite_everywhere
+from tests.distribution_checks import assert_bad_input_named, assert_finite_everywhere
 
 STAT_DIMS = [2, 3, 5, 10, 65, 257]
 ORACLE_DIMS = [2, 3, 5, 10, 65, 257, 1025, 4097]
@@ -324,17 +324,7 @@ def test_bad_kappa_raises(bad_kappa):
 
 
 def test_bad_input_raises_value_error_naming_the_parameter():
-    with pytest.raises(ValueError, match="loc"):
-        PowerSpherical(torch.tensor([1.0, 1.0, 0.0]), 2.0, validate_args=True)
-    with pytest.raises(ValueError, match="loc.*m"):
-        PowerSpherical(torch.ones(3, 1), 2.0)
-    with pytest.raises(ValueError, match="scale"):
-        PowerSpherical(torch.nn.functional.normalize(torch.randn(4, 3), dim=-1), torch.full((5,), 2.0))
-    q = PowerSpherical(torch.tensor([1.0, 0.0, 0.0]), 2.0, validate_args=True)
-    with pytest.raises(ValueError, match="support"):
-        q.log_prob(torch.tensor([0.5, 0.0, 0.0]))
-    with pytest.raises(ValueError, match="ambient dimensions differ"):
-        kl_divergence(q, HypersphericalUniform(5))
+    assert_bad_input_named(PowerSpherical, 2.0, off_sphere=[0.5, 0.0, 0.0], other_m=5)
 
 
 def test_validate_args_false_skips_the_checks():

@@ -29,7 +29,7 @@ from hsvae.distributions.spherical_cauchy import (
     spherical_cauchy_kl_to_uniform,
     spherical_cauchy_mean_resultant,
 )
-from tests.distribution_checks import assert_finite_everywhere
+from tests.distribution_checks import assert_bad_input_named, assert_finite_everywhere
 
 STAT_DIMS = [2, 3, 5, 10, 65, 257]
 ORACLE_DIMS = [2, 3, 5, 10, 65, 257, 1025, 4097]
@@ -354,17 +354,7 @@ def test_bad_rho_raises(bad_rho):
 
 
 def test_bad_input_raises_value_error_naming_the_parameter():
-    with pytest.raises(ValueError, match="loc"):
-        SphericalCauchy(torch.tensor([1.0, 1.0, 0.0]), 0.5, validate_args=True)
-    with pytest.raises(ValueError, match="loc.*m"):
-        SphericalCauchy(torch.ones(3, 1), 0.5)
-    with pytest.raises(ValueError, match="scale"):
-        SphericalCauchy(torch.nn.functional.normalize(torch.randn(4, 3), dim=-1), torch.full((5,), 0.5))
-    q = SphericalCauchy(torch.tensor([1.0, 0.0, 0.0]), 0.5, validate_args=True)
-    with pytest.raises(ValueError, match="support"):
-        q.log_prob(torch.tensor([2.0, 0.0, 0.0]))
-    with pytest.raises(ValueError, match="ambient dimensions differ"):
-        kl_divergence(q, HypersphericalUniform(4))
+    assert_bad_input_named(SphericalCauchy, 0.5, off_sphere=[2.0, 0.0, 0.0], other_m=4)
 
 
 def test_validate_args_false_skips_the_checks():
