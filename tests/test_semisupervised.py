@@ -17,7 +17,7 @@ from hsvae.data.m1_codes import M1CodesDataModule, SemiSupervisedLoader
 from hsvae.data.loaders import TensorLoader
 from hsvae.distributions import DiagonalNormal, VonMisesFisher
 from hsvae.evaluation import balanced_subset, m1_knn_accuracies
-from hsvae.latents import DeterministicLatent, GaussianLatent, VonMisesFisherLatent
+from hsvae.latents import DeterministicLatent, GaussianLatent, VonMisesFisherLatent, rsample
 from hsvae.models import M2
 
 # -- the labelled subset ---------------------------------------------------------------------------------------
@@ -236,6 +236,65 @@ def test_vmf_latent_with_gradient_correction_keeps_the_value():
     assert torch.allclose(value, surrogate)
     surrogate.sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.encoder.parameters())
+
+
+@pytest.mark.parametrize("z2", ["gaussian", "vmf_corrected"])
+def test_kl_weight_scales_the_surrogates_kl_only(z2):
+    """kl_weight (the M2's KL warm-up) leaves the bound's value alone and scales the surrogate's KL term: with one
+    z2 draw, surrogate(w) = surrogate(1) + (1 - w) KL(q(z2 | z1, y) || p(z2)), for L and for U."""
+    latent = GaussianLatent(3) if z2 == "gaussian" else VonMisesFisherLatent(3, grad_correction=True)
+    net = _m2(VonMisesFisherLatent(4), latent).double()
+    z1, y = F.normalize(torch.randn(6, 5, dtype=torch.float64), dim=-1), torch.arange(6)
+    q = net.posterior(z1, F.one_hot(y, 10).double())
+    draws = {}
+    for w in (1.0, 0.25):
+        torch.manual_seed(1)
+        draws[w] = net.labelled_bound(z1, y, w)
+    torch.manual_seed(1)
+    kl = net.latent.kl(q, rsample(net.latent, q)[0])
+    assert (kl > 0.1).all()
+    assert torch.equal(draws[1.0][0], draws[0.25][0])  # the value is the bound whatever the weight
+    torch.testing.assert_close(draws[0.25][1] - draws[1.0][1], 0.75 * kl)
+    units = {}
+    for w in (1.0, 0.0):
+        torch.manual_seed(2)
+        units[w] = net.unlabelled_bound(z1, kl_weight=w)
+    assert torch.equal(units[1.0][0], units[0.0][0])
+    assert (units[0.0][1] > units[1.0][1]).all()  # q(y)-weighted KL removed
+
+
+def test_m2_module_kl_warmup_starts_at_zero_and_reaches_one():
+    """kl_warmup_epochs: the first step maximises the bound without z2's KL; after the warm-up, the bound."""
+    import pytorch_lightning as pl
+
+    from hsvae.training import M2Module
+
+    dm = M1CodesDataModule(_IdentityM1(), _FakeImages(), n_labels=50, labelled_batch_size=10, batch_size=32)
+    module = M2Module(M2(GaussianLatent(1), GaussianLatent(2), hidden=[16]),
+                      optimizer=lambda params: torch.optim.Adam(params, lr=1e-3), alpha=0.3, labelled_weight=0.05,
+                      kl_warmup_epochs=1)
+    z_u, z_l, y_l = next(iter(dm.train_dataloader()))
+    net = module.net
+
+    def step_and_expected(w):
+        torch.manual_seed(3)
+        loss = module.training_step((z_u, z_l, y_l), 0).item()
+        torch.manual_seed(3)
+        labelled = net.labelled_bound(z_l, y_l, w)[1].mean()
+        unlabelled = net.unlabelled_bound(z_u, kl_weight=w)[1].mean()
+        return loss, (-(0.05 * labelled + 0.95 * unlabelled) + 0.3 * F.cross_entropy(net.classify(z_l), y_l)).item()
+
+    loss, expected = step_and_expected(0.0)  # epoch 0, batch 0: no KL
+    tolerance = 1e-6 * abs(expected)  # float32 rounding of a large loss (the fake codes are far from the decoder's)
+    assert abs(loss - expected) <= tolerance
+    assert abs(step_and_expected(1.0)[1] - expected) > 10 * tolerance  # the KL term is visible at this scale
+    trainer = pl.Trainer(max_epochs=2, limit_train_batches=2, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(module, datamodule=dm)
+    loss, expected = step_and_expected(1.0)  # epoch 2 >= the 1-epoch warm-up: the bound itself
+    assert abs(loss - expected) <= 1e-6 * abs(expected)
+    with pytest.raises(ValueError, match="kl_warmup_epochs must be >= 0"):
+        M2Module(M2(GaussianLatent(1), DeterministicLatent(2)), optimizer=None, kl_warmup_epochs=-1)
 
 
 def test_m2_bad_input():

@@ -111,22 +111,27 @@ class M2(nn.Module):
         loc, s = params.split(self.z1_size, dim=-1)
         return DiagonalNormal(loc, F.softplus(s) + self.z1_min_scale)
 
-    def labelled_bound(self, z1: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """L(z1, y) per point, as ``(value, surrogate)``: equal values; the surrogate's gradient includes the vMF
-        sampler's correction term when the M2 latent asks for it (``grad_correction``)."""
+    def labelled_bound(
+        self, z1: torch.Tensor, y: torch.Tensor, kl_weight: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """L(z1, y) per point, as ``(value, surrogate)``. ``value`` is the bound; ``surrogate`` is what training
+        maximises: its KL term is weighted by ``kl_weight`` (a warm-up; 1: the bound itself), and its gradient
+        includes the vMF sampler's correction term when the M2 latent asks for it (``grad_correction``)."""
         self._check(z1)
         y_onehot = F.one_hot(y, self.num_classes).to(z1.dtype)
         q = self.posterior(z1, y_onehot)
         z2, correction = rsample(self.latent, q)
         reconstruction = self.likelihood(z2, y_onehot).log_prob(z1)
-        rest = -math.log(self.num_classes) - self.latent.kl(q, z2)
-        value = reconstruction + rest
-        if correction is None:
+        kl = self.latent.kl(q, z2)
+        value = reconstruction - kl - math.log(self.num_classes)
+        if correction is None and kl_weight == 1.0:
             return value, value
-        return value, reconstruction + reconstruction.detach() * correction + rest
+        if correction is not None:
+            reconstruction = reconstruction + reconstruction.detach() * correction
+        return value, reconstruction - kl_weight * kl - math.log(self.num_classes)
 
     def unlabelled_bound(
-        self, z1: torch.Tensor, logits: torch.Tensor | None = None
+        self, z1: torch.Tensor, logits: torch.Tensor | None = None, kl_weight: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """U(z1) = sum_y q(y|z1) L(z1, y) + H(q(y|z1)) per point, as ``(value, surrogate)`` (see
         :meth:`labelled_bound`); the sum over y is exact. ``logits``: q(y|z1)'s, if already computed."""
@@ -136,6 +141,8 @@ class M2(nn.Module):
         log_qy = logits.log_softmax(-1)
         qy = log_qy.exp()
         # all (point, class) pairs at once: row i * C + y
-        value, surrogate = self.labelled_bound(z1.repeat_interleave(c, 0), torch.arange(c, device=z1.device).repeat(b))
+        value, surrogate = self.labelled_bound(
+            z1.repeat_interleave(c, 0), torch.arange(c, device=z1.device).repeat(b), kl_weight
+        )
         entropy = -(qy * log_qy).sum(-1)
         return ((qy * value.view(b, c)).sum(-1) + entropy, (qy * surrogate.view(b, c)).sum(-1) + entropy)

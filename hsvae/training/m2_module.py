@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from hsvae.models.m2 import M2
 
-from .optimization import build_optimizers
+from .optimization import build_optimizers, linear_warmup
 from .epoch_means import EpochMeans
 from .errors import NonFiniteLossError
 
@@ -39,6 +39,9 @@ class M2Module(pl.LightningModule):
         scheduler: optional partial LR scheduler constructor; ``ReduceLROnPlateau`` monitors ``val/accuracy``.
         alpha: weight of the classifier's log-likelihood on labelled codes, per point (0.1 in Kingma et al.).
         labelled_weight: w above, in [0, 1]; null: N_l / N from the data module.
+        kl_warmup_epochs: the weight of z2's KL term in the training objective rises linearly from 0 to 1 over
+            this many epochs (0: none, Kingma et al.'s objective throughout). The logged bounds are always the
+            unweighted ones.
     """
 
     def __init__(
@@ -48,10 +51,13 @@ class M2Module(pl.LightningModule):
         scheduler: Callable | None = None,
         alpha: float = 0.1,
         labelled_weight: float | None = None,
+        kl_warmup_epochs: float = 0.0,
     ):
         super().__init__()
         if not alpha >= 0:
             raise ValueError(f"model.alpha (weight of the classification term) must be >= 0, got {alpha}")
+        if not kl_warmup_epochs >= 0:
+            raise ValueError(f"model.kl_warmup_epochs must be >= 0 (0: no warm-up), got {kl_warmup_epochs}")
         if labelled_weight is not None and not 0.0 <= labelled_weight <= 1.0:
             raise ValueError(f"model.labelled_weight must lie in [0, 1] (or be null: N_l / N), got {labelled_weight}")
         self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
@@ -80,8 +86,10 @@ class M2Module(pl.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         z_u, z_l, y_l = batch
         w = self._labelled_weight  # set in setup("fit") when not given
-        labelled, labelled_surrogate = self.net.labelled_bound(z_l, y_l)
-        unlabelled, unlabelled_surrogate = self.net.unlabelled_bound(z_u)
+        beta = linear_warmup(1.0, self.hparams.kl_warmup_epochs, self.current_epoch, batch_idx,
+                             int(self.trainer.num_training_batches) if self._trainer is not None else 1)
+        labelled, labelled_surrogate = self.net.labelled_bound(z_l, y_l, beta)
+        unlabelled, unlabelled_surrogate = self.net.unlabelled_bound(z_u, kl_weight=beta)
         logits = self.net.classify(z_l)
         classification = F.cross_entropy(logits, y_l)
         loss = -(w * labelled_surrogate.mean() + (1 - w) * unlabelled_surrogate.mean()) \
