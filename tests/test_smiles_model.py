@@ -183,6 +183,9 @@ def test_training_on_real_molecules_with_validity(tmp_path, data_dir, rdkit_stub
     assert expected <= set(metrics), expected - set(metrics)
     assert all(0 <= metrics[k] <= 1 for k in expected if "accuracy" in k or "prior" in k)
     assert metrics["train/beta"] == pytest.approx(0.015)
+    # the checkpoint is selected by the objective trained for, reconstruction - final_beta KL, not the ELBO
+    assert metrics["test/objective"] == pytest.approx(metrics["test/reconstruction"] - 0.015 * metrics["test/kl"], rel=1e-5)
+    assert "val/objective" in metrics
     # a uniform guess over the vocabulary scores -(tokens after <bos>) log V per molecule
     dm = SMILESDataModule(data_dir / ZINC, max_molecules=3000)
     dm.setup()
@@ -196,6 +199,8 @@ def test_training_on_real_molecules_with_validity(tmp_path, data_dir, rdkit_stub
     # the checkpoint carries its vocabulary and is evaluated by eval.py with the same tokenisation
     ckpt = torch.load(run / "checkpoints" / "best.ckpt", weights_only=False, map_location="cpu")
     assert tuple(ckpt["smiles_vocabulary"]) == dm.tokenizer.tokens and ckpt["smiles_max_length"] == dm.max_length
+    monitors = [state["monitor"] for key, state in ckpt["callbacks"].items() if key.startswith("ModelCheckpoint")]
+    assert sorted(monitors, key=str) == [None, "val/objective"]  # last.ckpt (no monitor) and best.ckpt
     (run / ".hydra").mkdir()
     (run / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     evaluated = evaluate(compose_config("eval", [f"ckpt_path={run / 'checkpoints' / 'best.ckpt'}"], tmp_path / "eval"))

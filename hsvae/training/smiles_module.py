@@ -33,7 +33,9 @@ class SMILESVAEModule(pl.LightningModule):
     vocabulary, so a checkpoint is only ever used with the tokenisation it was trained on.
 
     Logged (per molecule, in nats): ``{train,val,test}/{elbo,reconstruction,kl,token_accuracy}`` (the accuracy
-    teacher-forced: the next token given the true prefix), ``train/{loss,beta}``. At the end of testing (and
+    teacher-forced: the next token given the true prefix), ``{train,val,test}/objective`` = reconstruction -
+    ``final_beta`` KL (the training objective after the warm-up, what the zinc250k config selects checkpoints
+    by: with beta << 1 the ELBO peaks early and would pick an under-trained model), ``train/{loss,beta}``. At the end of testing (and
     every ``decode_every_n_epochs`` validation epochs): ``<stage>/char_accuracy`` and ``<stage>/string_accuracy``
     of greedy decodings from the posterior locations of the first ``n_reconstructions`` strings of the split
     (see :func:`hsvae.evaluation.molecules.reconstruction_counts`), and for ``n_samples`` strings decoded greedily
@@ -170,6 +172,7 @@ class SMILESVAEModule(pl.LightningModule):
             return
         n, rec, kl, loss, correct, tokens = stats.unbind()
         values = {f"{stage}/elbo": (rec - kl) / n, f"{stage}/reconstruction": rec / n, f"{stage}/kl": kl / n,
+                  f"{stage}/objective": (rec - self.hparams.final_beta * kl) / n,
                   f"{stage}/token_accuracy": correct / tokens.clamp_min(1)}
         if stage == "train":
             values.update({"train/loss": loss / n, "train/beta": self.beta(int(self.trainer.num_training_batches))})
