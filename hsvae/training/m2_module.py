@@ -86,8 +86,7 @@ class M2Module(pl.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         z_u, z_l, y_l = batch
         w = self._labelled_weight  # set in setup("fit") when not given
-        beta = linear_warmup(1.0, self.hparams.kl_warmup_epochs, self.current_epoch, batch_idx,
-                             int(self.trainer.num_training_batches) if self._trainer is not None else 1)
+        beta = linear_warmup(1.0, self.hparams.kl_warmup_epochs, self, batch_idx)
         labelled, labelled_surrogate = self.net.labelled_bound(z_l, y_l, beta)
         unlabelled, unlabelled_surrogate = self.net.unlabelled_bound(z_u, kl_weight=beta)
         logits = self.net.classify(z_l)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytorch_lightning as pl
 import torch
 
 
@@ -23,9 +24,11 @@ def build_optimizers(
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler_factory(optimizer=optimizer), "monitor": monitor}}
 
 
-def linear_warmup(final: float, warmup_epochs: float, epoch: int, batch_idx: int, batches: int) -> float:
-    """The KL weight: rises linearly from 0 to ``final`` over ``warmup_epochs`` (fractional epochs count)."""
+def linear_warmup(final: float, warmup_epochs: float, module: pl.LightningModule, batch_idx: int) -> float:
+    """The KL weight at ``module``'s current epoch and batch: rises linearly from 0 to ``final`` over
+    ``warmup_epochs`` (fractional epochs count; without a trainer, one batch per epoch)."""
     if warmup_epochs <= 0:
         return final
-    progress = (epoch + batch_idx / max(batches, 1)) / warmup_epochs
+    batches = int(module.trainer.num_training_batches) if module._trainer is not None else 1
+    progress = (module.current_epoch + batch_idx / max(batches, 1)) / warmup_epochs
     return final * min(1.0, progress)

@@ -145,8 +145,7 @@ class SMILESVAEModule(pl.LightningModule):
 
     # -- the KL schedule -----------------------------------------------------------------------------------
     def beta(self, batch_idx: int = 0) -> float:
-        batches = int(self.trainer.num_training_batches) if self._trainer is not None else 1
-        return linear_warmup(self.hparams.final_beta, self.hparams.warmup_epochs, self.current_epoch, batch_idx, batches)
+        return linear_warmup(self.hparams.final_beta, self.hparams.warmup_epochs, self, batch_idx)
 
     # -- steps ---------------------------------------------------------------------------------------------
     def _trim(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

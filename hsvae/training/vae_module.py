@@ -100,8 +100,7 @@ class VAEModule(pl.LightningModule):
 
     # -- the KL schedule ------------------------------------------------------------------------
     def beta(self, batch_idx: int = 0) -> float:
-        batches = int(self.trainer.num_training_batches) if self._trainer is not None else 1
-        return linear_warmup(self.hparams.final_beta, self.hparams.warmup_epochs, self.current_epoch, batch_idx, batches)
+        return linear_warmup(self.hparams.final_beta, self.hparams.warmup_epochs, self, batch_idx)
 
     # -- steps ----------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
