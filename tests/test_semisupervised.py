@@ -323,17 +323,24 @@ class _FakeImages:
 
 
 class _IdentityM1(torch.nn.Module):
-    def __init__(self):
+    """A stand-in M1 whose posterior for 'image' x is N(x, sd^2) in one dimension: its mean code is x itself."""
+
+    def __init__(self, sd: float = 0.1):
         super().__init__()
         self.latent = GaussianLatent(1)
         self.scale = torch.nn.Parameter(torch.ones(()))
+        self.raw_sd = math.log(math.expm1(sd - self.latent.min_scale))  # sd = softplus(raw) + min_scale
+
+    def posterior_params(self, x):
+        return torch.cat([x * self.scale, torch.full_like(x, self.raw_sd)], -1)
 
     def embed(self, x):
         return x * self.scale
 
 
 def test_codes_data_module_splits_and_batches():
-    dm = M1CodesDataModule(_IdentityM1(), _FakeImages(), n_labels=50, labelled_batch_size=20, batch_size=64)
+    dm = M1CodesDataModule(_IdentityM1(), _FakeImages(), n_labels=50, labelled_batch_size=20, batch_size=64,
+                           sample_codes=False)
     dm.setup()
     labelled, unlabelled = dm.splits["labelled"], dm.splits["train"]
     assert len(labelled) == 50 and len(unlabelled) == 950 and dm.n_labelled == 50
@@ -351,6 +358,41 @@ def test_codes_data_module_splits_and_batches():
     assert counts.min() >= 4 and counts.sum() == 300
     x, y = next(iter(dm.test_dataloader()))
     assert (x >= 2000).all()
+
+
+def test_training_codes_are_fresh_posterior_draws():
+    """sample_codes (Kingma et al.'s protocol): every training batch draws z1 ~ q(z1 | x) anew, N(x, 0.1^2) for the
+    stand-in M1 (ids 1 apart, so rounding recovers the image); validation and test codes are the means."""
+    torch.manual_seed(0)
+    dm = M1CodesDataModule(_IdentityM1(sd=0.1), _FakeImages(), n_labels=50, labelled_batch_size=50, batch_size=950)
+    dm.setup()
+    assert dm.splits["train"].x.squeeze(1).tolist() == sorted(set(range(1000)) - set(dm.splits["labelled"].x.squeeze(1).long().tolist()))
+    draws = {}
+    for epoch in range(20):
+        for z_u, z_l, _ in dm.train_dataloader():
+            for z in (z_u.squeeze(1), z_l.squeeze(1)):
+                for image, noise in zip(z.round().long().tolist(), (z - z.round()).tolist()):
+                    draws.setdefault(image, []).append(noise)
+    assert sorted(draws) == list(range(1000)) and all(len(v) == 20 for v in draws.values())
+    noise = torch.tensor([v for vs in draws.values() for v in vs], dtype=torch.float64)
+    n = noise.numel()  # 20,000 draws of N(0, 0.1^2)
+    assert abs(noise.mean().item()) < 5 * 0.1 / math.sqrt(n)
+    assert abs(noise.std().item() - 0.1) < 5 * 0.1 / math.sqrt(2 * n)
+    assert len({round(v, 6) for v in draws[3]}) == 20  # a new draw every epoch
+    x, _ = next(iter(dm.val_dataloader()))
+    assert torch.equal(x, x.round()) and (x >= 1000).all()  # evaluation: the means
+
+
+def test_sampled_codes_need_the_m1_posterior():
+    class MeansOnly(torch.nn.Module):
+        latent = GaussianLatent(1)
+
+        def embed(self, x):
+            return x
+
+    with pytest.raises(ValueError, match="dataset.sample_codes=true .* has no posterior_params; set dataset.sample_codes=false"):
+        M1CodesDataModule(MeansOnly(), _FakeImages())
+    M1CodesDataModule(MeansOnly(), _FakeImages(), sample_codes=False)
 
 
 def test_codes_data_module_bad_n_labels():

@@ -66,8 +66,12 @@ class VAE(nn.Module):
         self.decoder = decoder if isinstance(decoder, nn.Module) else decoder(in_features=latent.event_size)
         self.likelihood = likelihood
 
+    def posterior_params(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's raw output for x, ``(B, latent.raw_size)``: ``latent.posterior`` of it is q(z | x)."""
+        return self.head(self.encoder(x))
+
     def posterior(self, x: torch.Tensor) -> Distribution:
-        return self.latent.posterior(self.head(self.encoder(x)))
+        return self.latent.posterior(self.posterior_params(x))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Point embedding of x (the posterior's location): for plots, k-NN and interpolation."""
