@@ -366,7 +366,8 @@ def test_training_codes_are_fresh_posterior_draws():
     torch.manual_seed(0)
     dm = M1CodesDataModule(_IdentityM1(sd=0.1), _FakeImages(), n_labels=50, labelled_batch_size=50, batch_size=950)
     dm.setup()
-    assert dm.splits["train"].x.squeeze(1).tolist() == sorted(set(range(1000)) - set(dm.splits["labelled"].x.squeeze(1).long().tolist()))
+    labelled_ids = set(dm.splits["labelled"].x.squeeze(1).long().tolist())
+    assert dm.splits["train"].x.squeeze(1).tolist() == sorted(set(range(1000)) - labelled_ids)
     draws = {}
     for epoch in range(20):
         for z_u, z_l, _ in dm.train_dataloader():
@@ -390,7 +391,8 @@ def test_sampled_codes_need_the_m1_posterior():
         def embed(self, x):
             return x
 
-    with pytest.raises(ValueError, match="dataset.sample_codes=true .* has no posterior_params; set dataset.sample_codes=false"):
+    with pytest.raises(ValueError,
+                       match="dataset.sample_codes=true .* has no posterior_params; set dataset.sample_codes=false"):
         M1CodesDataModule(MeansOnly(), _FakeImages())
     M1CodesDataModule(MeansOnly(), _FakeImages(), sample_codes=False)
 

@@ -125,16 +125,19 @@ class M1CodesDataModule(InMemoryDataModule):
         return len(self.splits["train"])
 
     @torch.no_grad()
+    def _through_m1(self, fn, x: torch.Tensor) -> torch.Tensor:
+        """``fn`` of images ``x`` in batches of 1000 on the M1's device, gathered on the CPU."""
+        device = next(self.m1.parameters()).device
+        return torch.cat([fn(b.to(device)).cpu() for b in x.split(1000)])
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """M1 latent means of images ``x`` (computed on the M1's device), on the CPU."""
-        device = next(self.m1.parameters()).device
-        return torch.cat([self.m1.embed(b.to(device)).cpu() for b in x.split(1000)])
+        return self._through_m1(self.m1.embed, x)
 
     @torch.no_grad()
     def _encode_params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The M1 posterior parameters of images ``x`` and the posterior locations, on the CPU."""
-        device = next(self.m1.parameters()).device
-        params = torch.cat([self.m1.posterior_params(b.to(device)).cpu() for b in x.split(1000)])
+        params = self._through_m1(self.m1.posterior_params, x)
         return params, torch.cat([self.m1.latent.point(self.m1.latent.posterior(p)) for p in params.split(1000)])
 
     @torch.no_grad()

@@ -35,11 +35,11 @@ class SMILESVAEModule(pl.LightningModule):
     Logged (per molecule, in nats): ``{train,val,test}/{elbo,reconstruction,kl,token_accuracy}`` (the accuracy
     teacher-forced: the next token given the true prefix), ``{train,val,test}/objective`` = reconstruction -
     ``final_beta`` KL (the training objective after the warm-up, what the zinc250k config selects checkpoints
-    by: with beta << 1 the ELBO peaks early and would pick an under-trained model), ``train/{loss,beta}``. At the end of testing (and
-    every ``decode_every_n_epochs`` validation epochs): ``<stage>/char_accuracy`` and ``<stage>/string_accuracy``
-    of greedy decodings from the posterior locations of the first ``n_reconstructions`` strings of the split
-    (see :func:`hsvae.evaluation.molecules.reconstruction_counts`), and for ``n_samples`` strings decoded greedily
-    from prior samples ``<stage>/prior_{unique,novel}`` and, with RDKit, ``<stage>/prior_{valid,unique_valid,
+    by: with beta << 1 the ELBO peaks early and would pick an under-trained model), ``train/{loss,beta}``.
+    At the end of testing (and every ``decode_every_n_epochs`` validation epochs): ``<stage>/char_accuracy`` and
+    ``<stage>/string_accuracy`` of greedy decodings from the posterior locations of the first
+    ``n_reconstructions`` strings of the split (see :func:`hsvae.evaluation.molecules.reconstruction_counts`),
+    and for ``n_samples`` strings decoded greedily from prior samples ``<stage>/prior_{unique,novel}`` and, with RDKit, ``<stage>/prior_{valid,unique_valid,
     novel_valid}``; ``test/unknown_strings``: test strings with a token outside the training vocabulary.
 
     Args:
