@@ -5,9 +5,16 @@ latent-comparison experiment uses it for its dimension-dependent learning rate,
 ``lr: ${hsvae.if_le:${latent.dim},3,3.0e-4,1.0e-4}``, so that one sweep over ``latent.dim`` gives every
 run the learning rate of the spherical-Cauchy paper's protocol (an explicit ``model.optimizer.lr=...`` on the
 command line still wins).
+
+``${hsvae.cwd:}`` is the directory the command was started from. ``paths.root_dir`` uses it instead of
+``${hydra:runtime.cwd}``, which Hydra sets only inside a job: a multirun resolves ``hydra.sweep.dir`` (and so
+``paths.log_dir``) in the launching process, before any job exists. Hydra never changes the working directory
+here (``hydra.job.chdir: false``), so both give the same directory wherever they can both be read.
 """
 
 from __future__ import annotations
+
+import os
 
 from omegaconf import OmegaConf
 
@@ -24,6 +31,8 @@ def register_resolvers() -> None:
     """Register the ``hsvae.*`` resolvers once (idempotent)."""
     if not OmegaConf.has_resolver("hsvae.if_le"):
         OmegaConf.register_new_resolver("hsvae.if_le", if_le)
+    if not OmegaConf.has_resolver("hsvae.cwd"):
+        OmegaConf.register_new_resolver("hsvae.cwd", os.getcwd)
 
 
 register_resolvers()
