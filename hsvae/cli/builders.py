@@ -42,18 +42,41 @@ def validate(cfg: DictConfig) -> None:
     if samples is not None and not (isinstance(samples, int) and samples >= 0):
         raise ConfigError(f"model.eval_samples (importance samples) must be an integer >= 1 (0 skips it), got {samples!r}")
     max_epochs = cfg.get("trainer", {}).get("max_epochs")
-    if max_epochs is not None and max_epochs < -1:
-        raise ConfigError(f"trainer.max_epochs must be >= 1 (or -1 for no limit), got {max_epochs}")
+    if max_epochs is not None and not (isinstance(max_epochs, int) and (max_epochs >= 1 or max_epochs == -1)):
+        raise ConfigError(f"trainer.max_epochs must be an integer >= 1 (or -1 for no limit), got {max_epochs!r}")
+    seed = cfg.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ConfigError(f"seed must be an integer, got {seed!r}")
+
+
+#: What marks a directory as some run's: its config, checkpoints or results.
+RUN_MARKERS = ("results.json", "checkpoints", ".hydra")
 
 
 def check_output_dir(output_dir: str | Path, allow_overwrite: bool) -> None:
-    """Never overwrite a finished run's results silently."""
-    results = Path(output_dir) / "results.json"
-    if results.exists() and not allow_overwrite:
+    """Refuse to write into another run's directory (nothing is written before this check)."""
+    output_dir = Path(output_dir)
+    found = [name for name in RUN_MARKERS if (output_dir / name).exists()]
+    if found and not allow_overwrite:
         raise FileExistsError(
-            f"{results} already exists: this output directory holds a finished run. Choose another directory "
-            "(hydra.run.dir=...), or pass allow_overwrite=true to replace its results."
+            f"{output_dir} already holds a run ({', '.join(found)}): choose another directory (hydra.run.dir=...), "
+            "resume that run with ckpt_path=<it>/checkpoints/last.ckpt, or pass allow_overwrite=true to replace it."
         )
+
+
+def save_run_config(cfg: DictConfig, output_dir: str | Path) -> None:
+    """Write ``<output_dir>/.hydra/`` (config.yaml; hydra.yaml and overrides.yaml when Hydra runs this job), each
+    file atomically. Hydra's own writing is off (``hydra.output_subdir: null``) because it happens before any
+    check: a refused run would already have rewritten the config of the run it was refused to overwrite."""
+    from hsvae.utils.io import write_text_atomic
+
+    folder = Path(output_dir) / ".hydra"
+    write_text_atomic(folder / "config.yaml", OmegaConf.to_yaml(cfg))
+    if HydraConfig.initialized():
+        hc = HydraConfig.get()
+        if Path(hc.runtime.output_dir).resolve() == Path(output_dir).resolve():
+            write_text_atomic(folder / "hydra.yaml", OmegaConf.to_yaml({"hydra": hc}))
+            write_text_atomic(folder / "overrides.yaml", OmegaConf.to_yaml(hc.overrides.task))
 
 
 def instantiate_callbacks(cfg: DictConfig | None) -> list[pl.Callback]:
@@ -117,10 +140,18 @@ def _scalar(text: str) -> int | float | str:
     return text
 
 
-def instantiate_loggers(cfg: DictConfig | None) -> list:
+def wandb_run_id(output_dir: Path) -> str | None:
+    """The id of the W&B run written under ``output_dir/wandb`` (online ``run-<time>-<id>`` or offline
+    ``offline-run-<time>-<id>`` folders; the newest), or None."""
+    runs = sorted((output_dir / "wandb").glob("*run-*-*"), key=lambda p: p.name.rsplit("run-", 1)[-1])
+    return runs[-1].name.rsplit("-", 1)[-1] if runs else None
+
+
+def instantiate_loggers(cfg: DictConfig | None, resume_dir: Path | None = None) -> list:
     """Instantiate the ``logger`` group. W&B: offline without a key; in a multirun, every job of the sweep
     goes into one group named after the task (a search: its study) and the sweep directory, tagged with its
-    swept values (a search: its trial's parameters, and the rest of its overrides)."""
+    swept values (a search: its trial's parameters, and the rest of its overrides). ``resume_dir``: the run
+    being resumed in place, whose W&B run is continued (same id)."""
     loggers = []
     job = sweep_job()
     for name, node in (cfg or {}).items():
@@ -137,9 +168,24 @@ def instantiate_loggers(cfg: DictConfig | None) -> list:
                     node.group = f"{prefix}-{Path(job['sweep_dir']).name}"
                     node.tags = [*(node.get("tags") or []), *job["overrides"]][:64]
                     node.name = node.get("name") or job["name"] or f"job{job['num']}"
+                run_id = wandb_run_id(resume_dir) if resume_dir is not None else None
+                if run_id is not None:
+                    node.id, node.resume = run_id, "allow"
                 Path(node.save_dir).mkdir(parents=True, exist_ok=True)
         loggers.append(hydra.utils.instantiate(node))
     return loggers
+
+
+def continue_history(loggers: list, until_epoch: int) -> None:
+    """A run resumed in place keeps its metric history: the CSV rows of the epochs its checkpoint covers.
+    (TensorBoard appends a new event file to the same folder; W&B continues the same run id.)"""
+    from hsvae.training.loggers import CSVLogger
+
+    for logger in loggers:
+        if isinstance(logger, CSVLogger):
+            kept = logger.continue_history(until_epoch)
+            log.info("resume: kept %d rows of %s (epochs <= %d)", kept, Path(logger.log_dir) / "metrics.csv",
+                     until_epoch)
 
 
 def assign_job_gpu(cfg: DictConfig) -> None:

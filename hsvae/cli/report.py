@@ -54,6 +54,7 @@ def write_results(
     name = cfg.get("optimized_metric")
     data = {
         "format": RESULTS_FORMAT,
+        "status": "finished",
         "metrics": {k: _finite_or_str(v) for k, v in sorted(metrics.items())},
         # what train.py returns to a hyperparameter search (value null when this run does not produce it)
         **({"optimized_metric": {"name": name, "value": _finite_or_str(metrics.get(name))}} if name else {}),
@@ -68,6 +69,43 @@ def write_results(
     path = Path(output_dir) / "results.json"
     write_json_atomic(path, data)
     return path
+
+
+def write_failure(output_dir: Path, cfg: DictConfig | None, status: str, reason: str, exit_code: int) -> Path:
+    """Write results.json for a run that did not finish: ``status`` ("failed" or "interrupted"), the one-line
+    reason and the exit code, so that a table lists the run with its reason instead of an unexplained gap."""
+    resolved = None
+    if cfg is not None:
+        try:
+            resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+            resolved.pop("hydra", None)
+        except Exception:  # noqa: BLE001 -- the config may be the thing that failed to resolve
+            resolved = OmegaConf.to_container(cfg, resolve=False)
+    data = {
+        "format": RESULTS_FORMAT,
+        "status": status,
+        "reason": reason,
+        "exit_code": exit_code,
+        "metrics": {},
+        "seed": cfg.get("seed") if cfg is not None else None,
+        "commit": git_commit(),
+        "hardware": hardware(),
+        "output_dir": str(output_dir),
+        "config": resolved,
+    }
+    path = Path(output_dir) / "results.json"
+    write_json_atomic(path, data)
+    return path
+
+
+def read_status(output_dir: Path) -> dict | None:
+    """The results.json of a run directory as a dict (None when absent or unreadable)."""
+    import json
+
+    try:
+        return json.loads((Path(output_dir) / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def print_metrics(metrics: dict, output_dir: Path) -> None:

@@ -18,20 +18,28 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+
+from pytorch_lightning.loggers import WandbLogger
 
 from hsvae.cli import CONFIG_DIR
+from hsvae.cli.banner import start_banner
 from hsvae.cli.builders import (
     assign_job_gpu,
     check_output_dir,
+    continue_history,
     instantiate_callbacks,
     instantiate_loggers,
     log_hyperparameters,
     resume_checkpoint,
+    save_run_config,
     validate,
 )
+from hsvae.cli.checkpoints import check_fits, load_checkpoint, run_dir_of
+from hsvae.cli.failures import record_failure, run_entry_point, single_run_errors
 from hsvae.cli.plugins import exit_if_plugin_missing
-from hsvae.cli.report import collect_metrics, print_metrics, write_results
+from hsvae.cli.report import collect_metrics, print_metrics, read_status, write_results
+from hsvae.cli.resume import resume_arguments
 from hsvae.cli.search import MissingMetricError
 from hsvae.utils.run_info import git_commit
 
@@ -50,35 +58,76 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         torch.distributions.Distribution.set_default_validate_args(previous)
 
 
+def _finished_metrics(output_dir: Path) -> dict[str, float] | None:
+    """The metrics of a run that already finished in ``output_dir``, or None if it did not finish there."""
+    previous = read_status(output_dir)
+    if not previous or previous.get("status", "finished") != "finished" or not previous.get("metrics"):
+        return None
+    return {k: float(v) for k, v in previous["metrics"].items()}
+
+
 def _train(cfg: DictConfig) -> dict[str, Any]:
     started, commit = time.time(), git_commit()
-    validate(cfg)
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resume_checkpoint(cfg, output_dir)
-    if ckpt_path is None:
+    in_place = ckpt_path is not None and run_dir_of(ckpt_path) == output_dir.resolve()
+    if in_place:
+        finished = _finished_metrics(output_dir)
+        if finished is not None:
+            # nothing is written: the run's files stay as they are
+            print(f"{output_dir} already finished (its results.json): nothing to resume.", file=sys.stderr)
+            return finished
+    else:
         check_output_dir(output_dir, cfg.get("allow_overwrite", False))
+    # from here on the directory is this run's: its config, its log, and a record if it fails
+    save_run_config(cfg, output_dir)
+    try:
+        return _fit_and_test(cfg, output_dir, ckpt_path, in_place, started, commit)
+    except KeyboardInterrupt as err:
+        record_failure(output_dir, f"{cfg.task_name}.log", err, cfg, status="interrupted")
+        raise
+    except Exception as err:
+        record_failure(output_dir, f"{cfg.task_name}.log", err, cfg)
+        raise
+
+
+def _fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, in_place: bool, started: float,
+                  commit: str | None) -> dict[str, Any]:
+    validate(cfg)
     assign_job_gpu(cfg)
+    log.info("%s", start_banner(cfg, ckpt_path))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.dataset)
     model: pl.LightningModule = hydra.utils.instantiate(cfg.model)
+    checkpoint = None
+    if ckpt_path is not None:
+        checkpoint = load_checkpoint(ckpt_path)
+        hint = "Resume with the run's own config (drop the overrides that change the model)."
+        check_fits(model, checkpoint, ckpt_path, hint)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
-    loggers = instantiate_loggers(cfg.get("logger"))
+    loggers = instantiate_loggers(cfg.get("logger"), resume_dir=output_dir if in_place else None)
+    if in_place:
+        continue_history(loggers, checkpoint.get("epoch", -1))
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     log_hyperparameters(cfg, loggers)
 
     if cfg.get("train", True):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        except SystemExit:
+            if trainer.interrupted:  # Lightning turns Ctrl-C into a graceful stop and sys.exit(1)
+                raise KeyboardInterrupt from None
+            raise
     fit_metrics = dict(trainer.callback_metrics)
 
     test_ckpt = None
     if cfg.get("test", True):
-        checkpoint = trainer.checkpoint_callback
-        best = getattr(checkpoint, "best_model_path", "") if checkpoint is not None else ""
-        if cfg.get("train", True):
-            test_ckpt = best or None
-        else:
-            test_ckpt = ckpt_path
+        checkpoint_callback = trainer.checkpoint_callback
+        best = getattr(checkpoint_callback, "best_model_path", "") if checkpoint_callback is not None else ""
+        test_ckpt = (best or None) if cfg.get("train", True) else ckpt_path
+        # the test's Monte-Carlo draws start from the seed, as in eval.py: the same checkpoint gives the same numbers
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
         trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt)
     metrics = collect_metrics(trainer, fit_metrics)
 
@@ -93,7 +142,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         )
         print_metrics(metrics, output_dir)
     for logger in loggers:
-        if hasattr(logger, "experiment") and type(logger).__name__ == "WandbLogger":
+        if isinstance(logger, WandbLogger):
             import wandb
 
             wandb.finish()
@@ -101,6 +150,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@single_run_errors
 def _hydra_main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
     name = cfg.get("optimized_metric")
@@ -119,8 +169,11 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 
 def main() -> float | None:
+    # Lightning advertises a cloud logger on every run
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(lambda r: "litlogger" not in r.getMessage())
     exit_if_plugin_missing()
-    result = _hydra_main()
+    sys.argv[1:] = resume_arguments(sys.argv[1:])
+    result = run_entry_point(_hydra_main)
     from hsvae.cli import hydra_callbacks
 
     if hydra_callbacks.sweep_problem:

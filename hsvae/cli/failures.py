@@ -1,0 +1,164 @@
+"""How a command ends when something goes wrong: one line a user can act on, the traceback on disk.
+
+Every entry point (``train.py``, ``eval.py``) runs under :func:`run_entry_point`. An *expected* error (a bad
+config value, a missing or corrupt data file, a checkpoint that does not fit, a NaN loss) prints one line naming
+the key or file and the fix, without a traceback, and exits 2 for usage and configuration errors, 1 for runtime
+failures. Anything else is a bug: one line saying so, exit 1. The traceback goes to the run's log file (and
+to the terminal with ``HYDRA_FULL_ERROR=1``), and a run that owned its output directory leaves a
+``results.json`` with ``"status": "failed"`` and the reason (see :func:`record_failure`).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+#: exit codes
+USAGE_ERROR = 2
+RUNTIME_ERROR = 1
+INTERRUPTED = 130
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is not a checkpoint, or does not fit the model the config builds."""
+
+
+def _usage_types() -> tuple[type[BaseException], ...]:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from hsvae.cli.builders import ConfigError
+    from hsvae.cli.hydra_callbacks import EmptySweepError
+    from hsvae.cli.search import MissingMetricError, SearchSpaceError
+
+    return (ConfigError, HydraException, OmegaConfBaseException, FileExistsError, EmptySweepError,
+            SearchSpaceError, MissingMetricError)
+
+
+def _runtime_types() -> tuple[type[BaseException], ...]:
+    from hsvae.data.base import DatasetNotFoundError
+    from hsvae.data.smiles import MalformedDatasetError
+    from hsvae.training.errors import NonFiniteLossError
+
+    return (DatasetNotFoundError, MalformedDatasetError, NonFiniteLossError, CheckpointError, FileNotFoundError)
+
+
+def _unwrap(err: BaseException) -> BaseException:
+    """The error a user can act on: Hydra wraps an exception raised while instantiating a ``_target_`` (a data
+    module's or model's argument check) in an ``InstantiationException``."""
+    from hydra.errors import InstantiationException
+
+    while isinstance(err, InstantiationException) and err.__cause__ is not None:
+        err = err.__cause__
+    return err
+
+
+def classify(err: BaseException) -> tuple[int, str]:
+    """``(exit code, one-line message)`` for an exception; the message starts with ``error:``."""
+    from hydra.errors import InstantiationException
+
+    inner = _unwrap(err)
+    if isinstance(inner, KeyboardInterrupt):
+        return INTERRUPTED, "error: interrupted (Ctrl-C); resume with ckpt_path=<run dir>/checkpoints/last.ckpt"
+    text = " ".join(str(inner).split()) or type(inner).__name__
+    if isinstance(inner, _runtime_types()):
+        return RUNTIME_ERROR, f"error: {text}"
+    if isinstance(inner, _usage_types()):
+        return USAGE_ERROR, f"error: {text}"
+    if inner is not err and isinstance(err, InstantiationException) and isinstance(inner, (ValueError, TypeError)):
+        # a constructor's argument check: its message names the config key (dataset.batch_size, ...)
+        return USAGE_ERROR, f"error: {text}"
+    return RUNTIME_ERROR, (f"error: unexpected {type(inner).__name__}: {text} -- probably a bug in hsvae; "
+                           "the traceback is in the run's log file (HYDRA_FULL_ERROR=1 prints it)")
+
+
+def full_error_requested() -> bool:
+    return os.environ.get("HYDRA_FULL_ERROR") == "1" or "--verbose" in sys.argv
+
+
+def record_failure(output_dir: str | Path, log_name: str, err: BaseException, cfg: Any = None,
+                   status: str = "failed") -> None:
+    """Append the error and its traceback to ``<output_dir>/<log_name>`` and write ``results.json`` with the
+    status and the reason. Only for a run that owns ``output_dir`` (never another run's directory)."""
+    from hsvae.cli.report import write_failure
+
+    output_dir = Path(output_dir)
+    code, message = classify(err)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open(output_dir / log_name, "a") as log:
+        log.write(f"{message}\n")
+        log.write("".join(traceback.format_exception(err)))
+    write_failure(output_dir, cfg, status=status, reason=message.removeprefix("error: "), exit_code=code)
+    err.hsvae_recorded = str(output_dir)  # type: ignore[attr-defined]  (pickled with the exception)
+
+
+class _JobFailed(BaseException):
+    """Carries a single run's exception past Hydra's job runner, which would print "Error executing job with
+    overrides: ..." before it (it catches ``Exception`` only). Multirun jobs raise their errors as they are: the
+    sweeper records each failed job and goes on (an Optuna search counts it as a failed trial)."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(error)
+        self.error = error
+
+
+def single_run_errors(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Decorate a Hydra task function (under ``@hydra.main``) so that a single run's error reaches
+    :func:`run_entry_point` without Hydra's extra lines."""
+
+    @functools.wraps(task)
+    def wrapped(cfg: Any) -> Any:
+        try:
+            return task(cfg)
+        except Exception as err:
+            from hydra.core.hydra_config import HydraConfig
+            from hydra.types import RunMode
+
+            if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.RUN:
+                raise _JobFailed(err) from err
+            raise
+
+    return wrapped
+
+
+def run_entry_point(hydra_main: Callable[[], Any]) -> Any:
+    """Run a ``@hydra.main`` function; turn its exceptions into one line on stderr and an exit code.
+
+    Hydra's own handler prints a traceback and exits 1; with ``HYDRA_FULL_ERROR=1`` it re-raises instead, which
+    lets this function choose the message and the exit code. A user who set ``HYDRA_FULL_ERROR=1`` (or passed
+    ``--verbose``) gets the traceback as well.
+    """
+    verbose = full_error_requested()
+    multirun = any(arg in ("-m", "--multirun") for arg in sys.argv[1:])
+    if "--verbose" in sys.argv:
+        sys.argv.remove("--verbose")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        return hydra_main()
+    except (Exception, KeyboardInterrupt, _JobFailed) as caught:  # noqa: BLE001 -- every error ends here
+        err = caught.error if isinstance(caught, _JobFailed) else caught
+        code, message = classify(err)
+        if verbose:
+            traceback.print_exception(err)
+        recorded = getattr(err, "hsvae_recorded", None)
+        where = f" (details: {recorded})" if recorded else ""
+        print(f"{message}{where}", file=sys.stderr)
+        if recorded and multirun:
+            print(sweep_summary(Path(recorded).parent), file=sys.stderr)
+        raise SystemExit(code) from None
+
+
+def sweep_summary(sweep_dir: Path) -> str:
+    """One line: how many jobs of a sweep finished and which did not (from each job's results.json)."""
+    from hsvae.cli.report import read_status
+
+    jobs = sorted((p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()), key=lambda p: p.name)
+    bad = [p.name for p in jobs if (read_status(p) or {}).get("status", "finished") != "finished"
+           or not (p / "results.json").is_file()]
+    return (f"sweep {sweep_dir}: {len(jobs) - len(bad)} of {len(jobs)} jobs finished; not finished: "
+            f"{', '.join(bad) or 'none'} (each job's results.json says why; make_tables lists them)")

@@ -1,0 +1,64 @@
+"""Resume is one command: ``python train.py ckpt_path=<run>/checkpoints/last.ckpt``.
+
+Before Hydra composes anything, :func:`resume_arguments` rewrites such a command line into the run's own
+overrides (``<run>/.hydra/overrides.yaml``) followed by the new ones (which win, key by key) and
+``hydra.run.dir=<run>``: the config is composed exactly as the interrupted run's was, and the run continues
+in its own directory. A checkpoint outside a run directory (moved, or another project's) is used with the
+config of the command line, as given.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from hsvae.cli.checkpoints import run_dir_of
+
+MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def _key(override: str) -> str:
+    return override.partition("=")[0].lstrip("+~")
+
+
+def resume_arguments(argv: list[str]) -> list[str]:
+    """``argv`` (without the program name), rewritten for a resume by ``ckpt_path=`` alone."""
+    if any(arg in MULTIRUN_FLAGS for arg in argv):
+        return argv  # each job of a sweep resumes its own last.ckpt (auto_resume)
+    flags = [a for a in argv if a.startswith("-")]
+    overrides = [a for a in argv if not a.startswith("-")]
+    ckpt = next((o.partition("=")[2] for o in overrides if _key(o) == "ckpt_path" and "=" in o), None)
+    if not ckpt or ckpt == "null":
+        return argv
+    run_dir = run_dir_of(ckpt)
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    if not Path(ckpt).is_file() or not saved.is_file():
+        return argv  # train.py names a missing checkpoint; a checkpoint without its run uses this command's config
+    try:
+        original = [str(o) for o in (yaml.safe_load(saved.read_text()) or [])]
+    except (OSError, yaml.YAMLError):
+        return argv
+    merged: dict[str, str] = {}
+    for override in original:
+        if _key(override) not in ("ckpt_path", "allow_overwrite"):
+            merged[_key(override)] = override
+    for override in overrides:
+        key = _key(override)
+        previous = merged.get(key)
+        if previous is not None and previous.startswith("+") and not override.startswith(("+", "~")):
+            override = "+" + override  # the run added this key; the new value replaces it
+        merged[key] = override
+    if "hydra.run.dir" not in merged:
+        merged["hydra.run.dir"] = f"hydra.run.dir={run_dir}"
+    return flags + list(merged.values())
+
+
+def changed_overrides(run_dir: Path, argv: list[str]) -> list[str]:
+    """The overrides of ``argv`` that differ from the run's own (for the message when a checkpoint does not fit)."""
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    try:
+        original = set(str(o) for o in (yaml.safe_load(saved.read_text()) or []))
+    except (OSError, yaml.YAMLError):
+        original = set()
+    return [o for o in argv if not o.startswith("-") and o not in original and _key(o) not in ("ckpt_path", "hydra.run.dir")]
