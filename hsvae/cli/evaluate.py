@@ -16,7 +16,9 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hsvae.cli import CONFIG_DIR
-from hsvae.cli.builders import ConfigError, check_output_dir, instantiate_loggers, validate
+from hsvae.cli.builders import ConfigError, check_output_dir, instantiate_loggers, save_run_config, validate
+from hsvae.cli.checkpoints import find_run_config, load_checkpoint
+from hsvae.cli.failures import record_failure, run_entry_point, single_run_errors
 from hsvae.cli.report import collect_metrics, print_metrics, write_results
 from hsvae.utils.run_info import git_commit
 
@@ -24,15 +26,8 @@ from hsvae.utils.run_info import git_commit
 def training_config(cfg: DictConfig) -> DictConfig:
     """The training run's config, with this evaluation's paths, trainer and overrides."""
     ckpt = Path(cfg.ckpt_path)
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"ckpt_path={ckpt} does not exist (expected a .ckpt file written by train.py)")
-    source = Path(cfg.train_config) if cfg.get("train_config") else ckpt.resolve().parent.parent / ".hydra" / "config.yaml"
-    if not source.is_file():
-        raise ConfigError(
-            f"cannot find the training config for {ckpt}: looked for {source}. "
-            "Pass train_config=<the training run's .hydra/config.yaml>."
-        )
-    train_cfg = OmegaConf.load(source)
+    load_checkpoint(ckpt)  # a missing or foreign file is named before its run's config is looked for
+    train_cfg, _ = find_run_config(ckpt, cfg.get("train_config"))
     with open_dict(train_cfg):
         # This evaluation's own output directory and trainer; the model, data (and by default seed) as trained.
         train_cfg.paths = cfg.paths
@@ -56,15 +51,26 @@ def training_config(cfg: DictConfig) -> DictConfig:
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     started, commit = time.time(), git_commit()
-    train_cfg = training_config(cfg)
-    validate(train_cfg)
     output_dir = Path(cfg.paths.output_dir)
     check_output_dir(output_dir, cfg.get("allow_overwrite", False))
+    save_run_config(cfg, output_dir)
+    try:
+        return _evaluate(cfg, output_dir, started, commit)
+    except Exception as err:
+        record_failure(output_dir, f"{cfg.task_name}.log", err, cfg)
+        raise
+
+
+def _evaluate(cfg: DictConfig, output_dir: Path, started: float, commit: str | None) -> dict[str, Any]:
+    train_cfg = training_config(cfg)
+    validate(train_cfg)
     pl.seed_everything(train_cfg.seed, workers=True, verbose=False)
     datamodule = hydra.utils.instantiate(train_cfg.dataset)
     model = hydra.utils.instantiate(train_cfg.model)
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False)
+    # as train.py does before its test stage: the same seed gives the same Monte-Carlo draws, so the same numbers
+    pl.seed_everything(train_cfg.seed, workers=True, verbose=False)
     trainer.test(model, datamodule=datamodule, ckpt_path=str(cfg.ckpt_path))
     metrics = collect_metrics(trainer, {})
     if trainer.is_global_zero:
@@ -77,8 +83,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
-def main(cfg: DictConfig) -> None:
+@single_run_errors
+def _hydra_main(cfg: DictConfig) -> None:
     evaluate(cfg)
+
+
+def main() -> None:
+    run_entry_point(_hydra_main)
 
 
 if __name__ == "__main__":

@@ -30,14 +30,16 @@ class CheckpointError(RuntimeError):
 
 def _usage_types() -> tuple[type[BaseException], ...]:
     from hydra.errors import HydraException
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
     from omegaconf.errors import OmegaConfBaseException
 
     from hsvae.cli.builders import ConfigError
     from hsvae.cli.hydra_callbacks import EmptySweepError
     from hsvae.cli.search import MissingMetricError, SearchSpaceError
 
+    # MisconfigurationException: Lightning's refusal of trainer settings (trainer=gpu without a GPU, ...)
     return (ConfigError, HydraException, OmegaConfBaseException, FileExistsError, EmptySweepError,
-            SearchSpaceError, MissingMetricError)
+            SearchSpaceError, MissingMetricError, MisconfigurationException)
 
 
 def _runtime_types() -> tuple[type[BaseException], ...]:

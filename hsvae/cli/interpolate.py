@@ -7,15 +7,14 @@ likelihood's mean and drawn as one row of a PNG grid.
     python scripts/interpolate.py logs/latent_comparison/multiruns/<date>/0/checkpoints/best.ckpt \\
         --pairs 8 --steps 10 --out interpolation.png
 
-The run's config is read from ``<run dir>/results.json`` (written at the end of training), else from
-``<run dir>/.hydra/config.yaml``, the run dir being the checkpoint folder's parent; ``--config`` points
+The run's config is found as everywhere (:func:`hsvae.cli.checkpoints.find_run_config`: ``<run dir>/.hydra/config.yaml``,
+else ``<run dir>/results.json``, the run dir being the checkpoint folder's parent); ``--config`` points
 elsewhere. ``--data-dir`` replaces the data folder the run used (e.g. on another machine).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -24,19 +23,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import hsvae.cli  # noqa: F401  (registers the configs' resolvers)
+from hsvae.cli.checkpoints import find_run_config, run_dir_of
 
 
 def run_config(ckpt: Path, config: Path | None = None, data_dir: Path | None = None) -> DictConfig:
     """The training run's config for ``ckpt``, with concrete paths (no Hydra runtime needed)."""
-    run_dir = ckpt.resolve().parent.parent
-    candidates = [config] if config else [run_dir / "results.json", run_dir / ".hydra" / "config.yaml"]
-    source = next((p for p in candidates if p is not None and p.is_file()), None)
-    if source is None:
-        raise FileNotFoundError(
-            f"cannot find the training config of {ckpt}: looked for {', '.join(map(str, candidates))}. "
-            "Pass --config <the run's results.json or .hydra/config.yaml>."
-        )
-    cfg = OmegaConf.create(json.loads(source.read_text())["config"]) if source.suffix == ".json" else OmegaConf.load(source)
+    run_dir = run_dir_of(ckpt)
+    cfg, _ = find_run_config(ckpt, config, explicit_key="--config")
     root = Path.cwd()
     resolved_data_dir = data_dir or os.environ.get("HSVAE_DATA_DIR") or root / "data"
     with open_dict(cfg):

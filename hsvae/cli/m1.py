@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hsvae.cli import CONFIG_DIR
 from hsvae.cli.builders import ConfigError
+from hsvae.cli.checkpoints import find_run_config
 from hsvae.models import VAE
 
 log = logging.getLogger(__name__)
@@ -47,24 +47,7 @@ def _expected(latent: DictConfig):
 
 def run_config(ckpt: Path, train_config: str | None = None) -> tuple[DictConfig, Path]:
     """The training config of the run that wrote ``ckpt``, and where it was found."""
-    if train_config:
-        source = Path(train_config)
-        if not source.is_file():
-            raise ConfigError(f"m1.train_config={source} does not exist")
-        candidates = [source]
-    else:
-        run_dir = ckpt.resolve().parent.parent
-        candidates = [run_dir / ".hydra" / "config.yaml", run_dir / "results.json"]
-    for source in candidates:
-        if not source.is_file():
-            continue
-        if source.suffix == ".json":
-            return OmegaConf.create(json.loads(source.read_text())["config"]), source
-        return OmegaConf.load(source), source
-    raise ConfigError(
-        f"cannot find the training config of the M1 checkpoint {ckpt}: looked for "
-        f"{' and '.join(map(str, candidates))}. Pass m1.train_config=<that run's .hydra/config.yaml>."
-    )
+    return find_run_config(ckpt, train_config, explicit_key="m1.train_config")
 
 
 def load_m1(ckpt_path: str | Path, latent: DictConfig, train_config: str | None = None) -> VAE:
@@ -140,6 +123,9 @@ def m1_train_config(
         cfg.latent = OmegaConf.create(OmegaConf.to_container(latent))
         cfg.seed = seed
         cfg.task_name = "m1"
+        # a rerun of this job continues an M1 that stopped part-way (its last.ckpt), or starts it again
+        cfg.auto_resume = True
+        cfg.allow_overwrite = True
         cfg.paths = OmegaConf.merge(paths, {"output_dir": str(output_dir)})
         for key, value in (trainer or {}).items():
             if key not in M2_ONLY_TRAINER_KEYS and f"trainer.{key}" not in keys:
@@ -214,9 +200,6 @@ def m1_vae(
             "first (python train.py dataset=mnist ...) and pass m1.ckpt_path"
         )
     cfg = m1_train_config(latent, overrides, m1_dir, paths, trainer, progress_bar, seed)
-    m1_dir.mkdir(parents=True, exist_ok=True)
-    (m1_dir / ".hydra").mkdir(exist_ok=True)
-    OmegaConf.save(cfg, m1_dir / ".hydra" / "config.yaml")  # eval.py on the M1's checkpoint finds it here
     log.info("M1: training %s on MNIST into %s", _describe(_expected(latent)), m1_dir)
     from hsvae.cli.train import train  # here: hsvae.cli.train imports this package's builders
 

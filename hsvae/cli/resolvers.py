@@ -6,6 +6,9 @@ latent-comparison experiment uses it for its dimension-dependent learning rate,
 run the learning rate of the spherical-Cauchy paper's protocol (an explicit ``model.optimizer.lr=...`` on the
 command line still wins).
 
+``${hsvae.best_metric:<monitor>}`` names the metric train.py reports for a monitored checkpoint: the default
+``optimized_metric`` follows whatever the selected protocol selects its checkpoint by.
+
 ``${hsvae.cwd:}`` is the directory the command was started from. ``paths.root_dir`` uses it instead of
 ``${hydra:runtime.cwd}``, which Hydra sets only inside a job: a multirun resolves ``hydra.sweep.dir`` (and so
 ``paths.log_dir``) in the launching process, before any job exists. Hydra never changes the working directory
@@ -27,10 +30,18 @@ def if_le(x, threshold, a, b):
     return a if x <= threshold else b
 
 
+def best_metric(monitor: str | None) -> str | None:
+    """``best/<monitor with / as _>``: the results.json key under which train.py reports the checkpoint
+    callback's best value (``val/auc_ap`` -> ``best/val_auc_ap``), or None without a monitored checkpoint."""
+    return f"best/{monitor.replace('/', '_')}" if monitor else None
+
+
 def register_resolvers() -> None:
     """Register the ``hsvae.*`` resolvers once (idempotent)."""
     if not OmegaConf.has_resolver("hsvae.if_le"):
         OmegaConf.register_new_resolver("hsvae.if_le", if_le)
+    if not OmegaConf.has_resolver("hsvae.best_metric"):
+        OmegaConf.register_new_resolver("hsvae.best_metric", best_metric)
     if not OmegaConf.has_resolver("hsvae.cwd"):
         OmegaConf.register_new_resolver("hsvae.cwd", os.getcwd)
 

@@ -28,6 +28,26 @@ def _missing(raw: Path) -> list[str]:
     return [f for f in RAW_FILES if not (raw / f).is_file()]
 
 
+def check_idx_header(path: Path) -> None:
+    """Refuse a raw MNIST file whose idx header or size is wrong, naming it (torchvision would fail with a bare
+    ``AssertionError`` that names no file). Images: magic 0x803, (n, 28, 28); labels: magic 0x801, (n,)."""
+    images = "images" in path.name
+    n = 60000 if path.name.startswith("train") else 10000
+    header = 16 if images else 8
+    expected = (0x803, n, 28, 28) if images else (0x801, n)
+    with path.open("rb") as f:
+        raw = f.read(header)
+    found = tuple(int.from_bytes(raw[i:i + 4], "big") for i in range(0, len(raw) - len(raw) % 4, 4))
+    size = path.stat().st_size
+    want_size = header + n * (784 if images else 1)
+    if found != expected or size != want_size:
+        raise DatasetNotFoundError(
+            f"{path} is not an intact MNIST idx file (header {tuple(hex(v) for v in found[:1]) + found[1:]}, "
+            f"{size} bytes; expected magic {hex(expected[0])}, shape {expected[1:]}, {want_size} bytes): replace it "
+            "with an intact copy, or delete it and download again (dataset.download=true)."
+        )
+
+
 def load_mnist(data_dir: str | Path, download: bool = True) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Return ``{"train": (images uint8 (60000, 28, 28), labels), "test": (...)}``.
 
@@ -58,6 +78,8 @@ def load_mnist(data_dir: str | Path, download: bool = True) -> dict[str, tuple[t
             "mirrors) there, or set HSVAE_DATA_DIR / paths.data_dir to a directory containing MNIST/raw/, "
             "or run once with network access (dataset.download=true)."
         )
+    for name in RAW_FILES:
+        check_idx_header(raw / name)
     out = {}
     for split, train in (("train", True), ("test", False)):
         try:
