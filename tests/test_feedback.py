@@ -13,6 +13,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import yaml
+from omegaconf import open_dict
 
 matplotlib.use("Agg")
 
@@ -52,7 +53,7 @@ def test_progress_is_off_without_a_terminal():
 
 def test_progress_follows_the_runs_progress_bar(terminal):
     assert progress_enabled()  # a command-line tool on a terminal
-    assert not progress_enabled(pl.Trainer(enable_progress_bar=False, logger=False))  # +trainer.enable_progress_bar=false
+    assert not progress_enabled(pl.Trainer(enable_progress_bar=False, logger=False))  # enable_progress_bar=false
     assert progress_enabled(pl.Trainer(logger=False))  # Lightning's own (tqdm) bar
     # the tqdm bar of a run without a rich bar: shown on stderr, cleared at the end
     with PhaseProgress("work", total=4, trainer=pl.Trainer(logger=False)) as bar:
@@ -149,7 +150,7 @@ def test_start_banner_of_the_default_run(compose_train, tmp_path):
     text = start_banner(compose_train([]))
     assert text.splitlines()[0] == "hsvae train (seed 0)"
     assert "VonMisesFisher, d=2: S^2 in R^3" in text
-    assert "SyntheticSphere (dataset=synthetic)" in text and "VAEModule (model=mlp_vae)" in text
+    assert "SyntheticSphere (dataset=synthetic)" in text and "VAEModule: VAE, MLPEncoder (model=mlp_vae)" in text
     assert "at most 20 epochs; early stopping on val/elbo (max), patience" in text
     assert "cpu, 1 device" in text and str(tmp_path / "run") in text
     assert "resume" not in text
@@ -167,13 +168,17 @@ def test_start_banner_gaussian_resume_and_devices(compose_train):
 
 def test_start_banner_of_m1_m2_and_of_an_evaluation(compose_train):
     text = start_banner(compose_train(["experiment=semisupervised_table", "combination=sn"]))
-    assert "hsvae semisupervised_table" in text
+    assert "hsvae semisupervised_table" in text and "M2Module: M2 (model=m2)" in text
     assert "Gaussian, d=5: R^5" in text and "M1         VonMisesFisher, d=5: S^5 in R^6 (trained first" in text
     assert "early stopping on val/accuracy (max), patience 50" in text
     cfg = compose_train([], "eval")
     cfg.task_name = "eval"
     text = start_banner(cfg, ckpt_path="/runs/a/checkpoints/best.ckpt")
     assert "none: tests the checkpoint" in text and "checkpoint /runs/a/checkpoints/best.ckpt" in text
+    # inside the Hydra app (no hydra node in the config, e.g. the M1 of an M1+M2 job): class names only
+    with open_dict(cfg):
+        del cfg["hydra"]
+    assert "  data       SyntheticSphere\n  model      VAEModule: VAE, MLPEncoder\n" in start_banner(cfg)
 
 
 # -- results.json, the outputs line, make_tables -----------------------------------------------------------------

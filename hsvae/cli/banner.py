@@ -3,13 +3,14 @@
     hsvae train (seed 0)
       latent     VonMisesFisher, d=2: S^2 in R^3
       data       SyntheticSphere (dataset=synthetic)
-      model      VAEModule (model=mlp_vae)
+      model      VAEModule: VAE, MLPEncoder (model=mlp_vae)
       training   at most 20 epochs; early stopping on val/elbo (max), patience 5
       device     cpu, 1 device
       output     logs/train/runs/2025-01-01_12-00-00
       resume     logs/train/runs/.../checkpoints/last.ckpt
 
-Nothing here may fail a run: a value that cannot be read or resolved is shown as "?".
+Nothing here may fail a run: a value that cannot be read or resolved is shown as "?". The config-group choices
+in parentheses appear only for a config that carries Hydra's node (``return_hydra_config``).
 """
 
 from __future__ import annotations
@@ -33,16 +34,10 @@ def _class_name(target: object | None) -> str:
 
 
 def _choice(cfg: DictConfig, group: str) -> str | None:
-    """The config-group option a run chose (``dataset=mnist``), from Hydra's runtime choices when known."""
+    """The config-group option a run chose (``dataset=mnist``), when ``cfg`` carries Hydra's node (a config
+    composed with ``return_hydra_config``). Not from the running app's HydraConfig: an M1 trained inside an
+    M1+M2 job has its own config, whose choices are not the app's."""
     choice = _get(cfg, f"hydra.runtime.choices.{group}")
-    if choice is None:
-        try:
-            from hydra.core.hydra_config import HydraConfig
-
-            if HydraConfig.initialized():
-                choice = HydraConfig.get().runtime.choices.get(group)
-        except Exception:
-            choice = None
     return str(choice) if choice not in (None, "null") else None
 
 
@@ -71,6 +66,15 @@ def _named(cfg: DictConfig, key: str, group: str, suffix: str = "") -> str:
         name = name.removesuffix(suffix)
     choice = _choice(cfg, group)
     return f"{name} ({group}={choice})" if choice else name
+
+
+def describe_model(cfg: DictConfig) -> str:
+    """``"VAEModule: VAE, ConvEncoder (model=conv_vae)"``: the Lightning module, its network and encoder."""
+    targets = (_get(cfg, "model.net._target_"), _get(cfg, "model.net.encoder._target_"))
+    parts = [_class_name(t) for t in targets if t]
+    text = _class_name(_get(cfg, "model._target_")) + (f": {', '.join(parts)}" if parts else "")
+    choice = _choice(cfg, "model")
+    return f"{text} (model={choice})" if choice else text
 
 
 def stopping_rule(cfg: DictConfig) -> str:
@@ -142,7 +146,7 @@ def start_banner(cfg: DictConfig, ckpt_path: str | None = None) -> str:
         add("M1", describe_latent(_get(cfg, "m1.latent"))
             + (f" (checkpoint {m1_ckpt})" if m1_ckpt else " (trained first, in this job)"))
     add("data", _named(cfg, "dataset", "dataset", suffix="DataModule"))
-    add("model", _named(cfg, "model", "model"))
+    add("model", describe_model(cfg))
     add("training", "none: tests the checkpoint" if evaluating else stopping_rule(cfg))
     add("device", device(cfg))
     add("output", str(_get(cfg, "paths.output_dir", _UNKNOWN)))
