@@ -53,7 +53,7 @@ class SMILESVAEModule(pl.LightningModule):
         n_reconstructions: strings of the split decoded for the reconstruction accuracies (0: none).
         decode_every_n_epochs: also compute the decoding metrics on the validation split every this many epochs
             (0: only at test time; decoding costs O(L^2) decoder passes per string).
-        decode_batch_size: strings decoded at once.
+        decode_batch_size: strings decoded at once. (The decoding shows its progress, with an ETA, on a terminal.)
         greedy: decode prior samples greedily (else sample at ``temperature``); reconstructions are always greedy.
         temperature: softmax temperature of sampled decoding.
     """
@@ -244,7 +244,7 @@ class SMILESVAEModule(pl.LightningModule):
             n = min(self._limit(self.hparams.n_reconstructions), len(data))
             if n > 0:
                 correct = tokens = exact = 0
-                with self._decoding_progress(f"{stage}: decoding {n} reconstructions", n) as progress:
+                with self._decoding_progress(f"decoding {n} reconstructions", n) as progress:
                     for lo in range(0, n, size):
                         batch = self._trim(data.x[lo : lo + size].to(self.device), data.y[lo : lo + size])
                         predicted = self.net.generate(self.net.embed(batch), on_step=progress.stepper(lo, len(batch)))
@@ -256,7 +256,7 @@ class SMILESVAEModule(pl.LightningModule):
             if n > 0:
                 reference = torch.zeros(1, device=self.device)
                 samples: list[str] = []
-                with self._decoding_progress(f"{stage}: decoding {n} prior samples", n) as progress:
+                with self._decoding_progress(f"decoding {n} prior samples", n) as progress:
                     for lo in range(0, n, size):
                         rows = min(size, n - lo)
                         z = self.net.latent.prior(reference).sample((rows,))

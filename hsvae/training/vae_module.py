@@ -31,7 +31,8 @@ class VAEModule(pl.LightningModule):
         scheduler: optional partial LR scheduler constructor; ``ReduceLROnPlateau`` monitors ``val/elbo``.
         warmup_epochs: the KL weight beta rises linearly from 0 to 1 over this many epochs (0: no warm-up).
         final_beta: the KL weight after warm-up (1 for the ELBO; < 1 for a beta-VAE).
-        eval_samples: importance samples for the test log-likelihood (0 disables it).
+        eval_samples: importance samples for the test log-likelihood (0 disables it). Its progress, with an ETA,
+            is shown below the Testing bar on a terminal (see :mod:`hsvae.utils.progress`).
         knn_k: if > 0, ``test/knn_accuracy``: a k-NN classifier on the latent means of (up to
             ``knn_train_points``) training points, evaluated on the test points' means (Euclidean distance in
             R^d, cosine on the sphere). Needs a data module with labelled ``splits``.
@@ -159,7 +160,7 @@ class VAEModule(pl.LightningModule):
         if self.hparams.eval_samples > 0 and self.net.latent.has_prior:
             batches = sum(self.trainer.num_test_batches)
             self._ll_progress = PhaseProgress(
-                f"test log-likelihood ({self._eval_samples()} importance samples)",
+                f"log-likelihood ({self._eval_samples()} samples)",
                 total=batches if batches != float("inf") else None, trainer=self.trainer, unit="batch",
             )
 
