@@ -1,5 +1,156 @@
-"""Placeholder (replaced by the banner module)."""
+"""The few lines a run prints before it starts: what it trains, on what, for how long, where, and into which folder.
+
+    hsvae train (seed 0)
+      latent     VonMisesFisher, d=2: S^2 in R^3
+      data       SyntheticSphere (dataset=synthetic)
+      model      VAEModule: VAE, MLPEncoder (model=mlp_vae)
+      training   at most 20 epochs; early stopping on val/elbo (max), patience 5
+      device     cpu, 1 device
+      output     logs/train/runs/2025-01-01_12-00-00
+      resume     logs/train/runs/.../checkpoints/last.ckpt
+
+Nothing here may fail a run: a value that cannot be read or resolved is shown as "?". The config-group choices
+in parentheses appear only for a config that carries Hydra's node (``return_hydra_config``).
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+
+from hsvae.latents.base import latent_space
+
+_UNKNOWN = "?"
 
 
-def start_banner(cfg, ckpt_path=None) -> str:
-    return f"hsvae: {cfg.task_name} -> {cfg.paths.output_dir}"
+def _get(cfg: DictConfig, key: str, default=None):
+    try:
+        return OmegaConf.select(cfg, key, default=default, throw_on_missing=False)
+    except Exception:  # an interpolation that cannot resolve here (e.g. ${hydra:...} outside a Hydra app)
+        return default
+
+
+def _class_name(target: object | None) -> str:
+    return str(target).rsplit(".", 1)[-1] if target else _UNKNOWN
+
+
+def _choice(cfg: DictConfig, group: str) -> str | None:
+    """The config-group option a run chose (``dataset=mnist``), when ``cfg`` carries Hydra's node (a config
+    composed with ``return_hydra_config``). Not from the running app's HydraConfig: an M1 trained inside an
+    M1+M2 job has its own config, whose choices are not the app's."""
+    choice = _get(cfg, f"hydra.runtime.choices.{group}")
+    return str(choice) if choice not in (None, "null") else None
+
+
+def describe_latent(latent: DictConfig | None) -> str:
+    """``"VonMisesFisher, d=2: S^2 in R^3"`` / ``"Gaussian, d=10: R^10"`` from a latent config node."""
+    if not latent:
+        return _UNKNOWN
+    target = _get(latent, "_target_")
+    family = _class_name(target).removesuffix("Latent")
+    dim = _get(latent, "dim")
+    spherical = False
+    try:
+        import hydra
+
+        spherical = bool(getattr(hydra.utils.get_class(str(target)), "spherical", False))
+    except Exception:
+        pass
+    if not isinstance(dim, int):
+        return f"{family}, d={dim if dim is not None else _UNKNOWN}"
+    return f"{family}, d={dim}: {latent_space(spherical, dim)}"
+
+
+def _named(cfg: DictConfig, key: str, group: str, suffix: str = "") -> str:
+    name = _class_name(_get(cfg, f"{key}._target_"))
+    if suffix and name.endswith(suffix) and name != suffix:
+        name = name.removesuffix(suffix)
+    choice = _choice(cfg, group)
+    return f"{name} ({group}={choice})" if choice else name
+
+
+def describe_model(cfg: DictConfig) -> str:
+    """``"VAEModule: VAE, ConvEncoder (model=conv_vae)"``: the Lightning module, its network and encoder."""
+    targets = (_get(cfg, "model.net._target_"), _get(cfg, "model.net.encoder._target_"))
+    parts = [_class_name(t) for t in targets if t]
+    text = _class_name(_get(cfg, "model._target_")) + (f": {', '.join(parts)}" if parts else "")
+    choice = _choice(cfg, "model")
+    return f"{text} (model={choice})" if choice else text
+
+
+def stopping_rule(cfg: DictConfig) -> str:
+    """Epoch / step / time limits of the trainer and the early-stopping rule, if any, in words."""
+    trainer = _get(cfg, "trainer") or {}
+    if trainer.get("fast_dev_run"):
+        return "fast_dev_run (one batch of each stage)"
+    parts = []
+    max_epochs = trainer.get("max_epochs")
+    if max_epochs in (None, -1):
+        parts.append("no epoch limit")
+    else:
+        parts.append(f"at most {max_epochs} epoch{'s' if max_epochs != 1 else ''}")
+    max_steps = trainer.get("max_steps")
+    if isinstance(max_steps, int) and max_steps > 0:
+        parts.append(f"at most {max_steps} steps")
+    if trainer.get("max_time"):
+        parts.append(f"at most {trainer.get('max_time')} of wall time")
+    rule = ", ".join(parts)
+    stop = _get(cfg, "callbacks.early_stopping")
+    if isinstance(stop, DictConfig) and stop.get("_target_"):
+        monitor = _get(stop, "monitor", _UNKNOWN)
+        mode, patience = _get(stop, "mode", "min"), _get(stop, "patience", 3)
+        rule += f"; early stopping on {monitor} ({mode}), patience {patience}"
+    else:
+        rule += "; no early stopping"
+    return rule
+
+
+def device(cfg: DictConfig) -> str:
+    trainer = _get(cfg, "trainer") or {}
+    accelerator = trainer.get("accelerator", "auto")
+    devices = trainer.get("devices", "auto")
+    if isinstance(devices, int):
+        text = f"{accelerator}, {devices} device{'s' if devices != 1 else ''}"
+    else:
+        text = f"{accelerator}, devices={OmegaConf.to_container(devices) if OmegaConf.is_config(devices) else devices}"
+    strategy = trainer.get("strategy")
+    if strategy not in (None, "auto"):
+        text += f", strategy={strategy}"
+    nodes = trainer.get("num_nodes")
+    if isinstance(nodes, int) and nodes > 1:
+        text += f", {nodes} nodes"
+    if trainer.get("precision") not in (None, "32-true", 32, "32"):
+        text += f", precision={trainer.get('precision')}"
+    return text
+
+
+def start_banner(cfg: DictConfig, ckpt_path: str | None = None) -> str:
+    """A few lines describing the run ``cfg`` is about to start (see the module docstring).
+
+    Args:
+        cfg: the composed train.py config (or, for eval.py, the training run's config with the evaluation's
+            paths, trainer and ``task_name=eval``).
+        ckpt_path: the checkpoint actually used, when the caller resolved it (``auto_resume``, eval.py's
+            ``ckpt_path``); default ``cfg.ckpt_path``.
+    """
+    task = _get(cfg, "task_name", "train")
+    evaluating = task == "eval" or not _get(cfg, "train", True)
+    seed = _get(cfg, "seed")
+    lines = [f"hsvae {task}" + (f" (seed {seed})" if seed is not None else "")]
+
+    def add(label: str, value: str) -> None:
+        lines.append(f"  {label:<10} {value}")
+
+    add("latent", describe_latent(_get(cfg, "latent")))
+    if _get(cfg, "m1.latent") is not None:
+        m1_ckpt = _get(cfg, "m1.ckpt_path")
+        add("M1", describe_latent(_get(cfg, "m1.latent"))
+            + (f" (checkpoint {m1_ckpt})" if m1_ckpt else " (trained first, in this job)"))
+    add("data", _named(cfg, "dataset", "dataset", suffix="DataModule"))
+    add("model", describe_model(cfg))
+    add("training", "none: tests the checkpoint" if evaluating else stopping_rule(cfg))
+    add("device", device(cfg))
+    add("output", str(_get(cfg, "paths.output_dir", _UNKNOWN)))
+    ckpt = ckpt_path if ckpt_path is not None else _get(cfg, "ckpt_path")
+    if ckpt:
+        add("checkpoint" if evaluating else "resume", str(ckpt))
+    return "\n".join(lines)

@@ -7,6 +7,7 @@ run dir being the checkpoint folder's parent), or from ``train_config=<path to a
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,14 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hsvae.cli import CONFIG_DIR
+from hsvae.cli.banner import start_banner
 from hsvae.cli.builders import ConfigError, check_output_dir, instantiate_loggers, save_run_config, validate
 from hsvae.cli.checkpoints import find_run_config, load_checkpoint
 from hsvae.cli.failures import record_failure, run_entry_point, single_run_errors
 from hsvae.cli.report import collect_metrics, print_metrics, write_results
 from hsvae.utils.run_info import git_commit
+
+log = logging.getLogger(__name__)
 
 
 def training_config(cfg: DictConfig) -> DictConfig:
@@ -64,6 +68,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 def _evaluate(cfg: DictConfig, output_dir: Path, started: float, commit: str | None) -> dict[str, Any]:
     train_cfg = training_config(cfg)
     validate(train_cfg)
+    log.info("%s", start_banner(train_cfg, str(cfg.ckpt_path)))
     pl.seed_everything(train_cfg.seed, workers=True, verbose=False)
     datamodule = hydra.utils.instantiate(train_cfg.dataset)
     model = hydra.utils.instantiate(train_cfg.model)

@@ -119,4 +119,17 @@ def print_metrics(metrics: dict, output_dir: Path) -> None:
         table.add_row(key, f"{metrics[key]:.4f}")
     console = Console()
     console.print(table)
-    console.print(f"outputs: {output_dir}  (results.json, checkpoints/, plots/)")
+    contents = output_contents(output_dir)
+    listing = f"  ({', '.join(contents)})" if contents else ""
+    console.print(f"outputs: {output_dir}{listing}", highlight=False, markup=False)
+
+
+def output_contents(output_dir: Path, limit: int = 8) -> list[str]:
+    """What the run left in its output directory, results.json first, folders with a trailing "/" (hidden
+    entries such as .hydra/ aside): ``["results.json", "checkpoints/", "csv/", "plots/", "train.log"]``."""
+    try:
+        entries = [p for p in Path(output_dir).iterdir() if not p.name.startswith(".")]
+    except OSError:
+        return []
+    names = sorted((p.name + ("/" if p.is_dir() else "") for p in entries), key=lambda n: (n != "results.json", n))
+    return names if len(names) <= limit else [*names[:limit], f"... {len(names) - limit} more"]

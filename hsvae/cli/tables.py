@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from hsvae.cli.report import RESULTS_FORMAT
+from hsvae.utils.progress import track
 
 #: Config keys that legitimately differ between runs of one table.
 IGNORED_PREFIXES = ("paths.", "hydra.", "dataset.m1.", "seed", "dataset.seed", "dataset.split_seed", "logger.", "callbacks.", "trainer.devices",
@@ -74,7 +75,7 @@ def find_jobs(roots: list[Path]) -> list[Job]:
                 continue  # the sweep's own folder
             dirs.add(job_dir)
     jobs = []
-    for job_dir in sorted(dirs):
+    for job_dir in track(sorted(dirs), "reading runs"):
         job = Job(job_dir, read_overrides(job_dir))
         path = job_dir / "results.json"
         if not path.exists():
@@ -242,6 +243,13 @@ def main(argv: list[str] | None = None) -> int:
     if not finished:
         print(f"error: no readable results.json under {', '.join(map(str, args.roots))} "
               f"({len(jobs)} job directories found)", file=sys.stderr)
+        return 2
+    available = sorted({m for j in finished for m in j.results.get("metrics", {})})
+    unknown = [m for m in args.metrics if m not in available]
+    if unknown:
+        print(f"error: unknown metric{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: no run has "
+              f"{'them' if len(unknown) > 1 else 'it'}. The runs' metrics: {', '.join(available) or 'none'}",
+              file=sys.stderr)
         return 2
     by, cells = group(jobs, args.by, args.metrics)
     for key, cell in cells.items():

@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hsvae.utils.io import new_file_mode
+
 from .base import DatasetNotFoundError, InMemoryDataModule, Split
 
 log = logging.getLogger(__name__)
@@ -173,6 +175,7 @@ def download_file(url: str, path: Path, md5: str | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
+        os.chmod(tmp, new_file_mode())  # a shared data folder: readable as any new file, not mkstemp's 0o600
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
             shutil.copyfileobj(response, out)
         if md5 is not None:

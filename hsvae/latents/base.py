@@ -19,6 +19,11 @@ from torch import nn
 from torch.distributions import Distribution, kl_divergence
 
 
+def latent_space(spherical: bool, dim: int) -> str:
+    """The space of a d-dimensional latent in words: ``"S^d in R^(d+1)"`` on the sphere, else ``"R^d"``."""
+    return f"S^{dim} in R^{dim + 1}" if spherical else f"R^{dim}"
+
+
 class LatentFamily(nn.Module, abc.ABC):
     """Base class of the latent families.
 

@@ -14,6 +14,7 @@ latent sample z is ``(B, event_size)``: d coordinates for a Gaussian latent, d +
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -168,12 +169,15 @@ class SMILESVAE(nn.Module):
         greedy: bool = True,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
+        on_step: Callable[[float], None] | None = None,
     ) -> torch.Tensor:
         """Decode token ids ``(B, T)`` from z ``(B, event)``, without ``<bos>``: each row's tokens, its
         ``<eos>`` (unless it ran out of steps) and ``<pad>`` after it. ``<pad>``, ``<bos>`` and ``<unk>`` are
         never generated. Greedy (argmax) by default, else sampled at ``temperature``.
 
         Each step reruns the decoder on the prefix (no key/value cache): O(T^2) token passes per sequence.
+        ``on_step(fraction)``, if given, is called after each step with the fraction of the worst case's work
+        done so far (roughly: token passes; 1.0 at the end, also when every row finished early), for a progress bar.
         """
         if not greedy and not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
@@ -185,7 +189,11 @@ class SMILESVAE(nn.Module):
         sequence = torch.full((batch, 1), self.bos_id, dtype=torch.long, device=z.device)
         finished = torch.zeros(batch, dtype=torch.bool, device=z.device)
         banned = torch.tensor([self.pad_id, self.bos_id, self.unk_id], device=z.device)
-        for _ in range(steps):
+        # progress: the cost of a step taken as the prefix length plus a fixed part (kernel launches, the
+        # memory's cross-attention) worth a quarter of the longest prefix: a rough model, for an ETA only
+        overhead = steps / 4
+        passes, done = steps * (steps + 1) / 2 + steps * overhead, 0.0
+        for step in range(steps):
             logits = self._decode(sequence, memory, z_input)[:, -1].float()
             logits[:, banned] = float("-inf")
             if greedy:
@@ -195,6 +203,10 @@ class SMILESVAE(nn.Module):
             token = torch.where(finished, torch.full_like(token, self.pad_id), token)
             sequence = torch.cat([sequence, token.unsqueeze(1)], 1)
             finished |= token == self.eos_id
-            if bool(finished.all()):
+            done += step + 1 + overhead  # the decoder just ran over a prefix of step + 1 tokens
+            stop = bool(finished.all())
+            if on_step is not None:
+                on_step(1.0 if stop else done / passes)
+            if stop:
                 break
         return sequence[:, 1:]

@@ -88,12 +88,15 @@ class VAE(nn.Module):
         return ELBOTerms(reconstruction, self.latent.kl(q, z), correction, q, z)
 
     @torch.no_grad()
-    def log_likelihood(self, x: torch.Tensor, n_samples: int = 500, chunk: int = 100) -> torch.Tensor:
+    def log_likelihood(
+        self, x: torch.Tensor, n_samples: int = 500, chunk: int = 100, on_chunk: Callable[[int], None] | None = None
+    ) -> torch.Tensor:
         """Importance-sampled log p(x) with the posterior as proposal, per data point (shape ``(B,)``).
 
         log p(x) ~= logsumexp_s [log p(x|z_s) + log p(z_s) - log q(z_s|x)] - log S,  z_s ~ q(z|x).
         A lower bound in expectation that tightens as S grows; S = 500 as in the S-VAE paper.
-        Samples are drawn ``chunk`` at a time to bound memory.
+        Samples are drawn ``chunk`` at a time to bound memory; ``on_chunk(s)``, if given, is called after each
+        chunk with its number of samples s (for a progress bar).
         """
         if n_samples < 1:
             raise ValueError(f"n_samples (importance samples) must be >= 1, got {n_samples}")
@@ -105,4 +108,6 @@ class VAE(nn.Module):
             z = q.sample((s,))  # (s, B, event_size)
             log_px_z = self.likelihood.log_prob(x, self.decoder(z))
             weights.append(log_px_z + p.log_prob(z) - q.log_prob(z))
+            if on_chunk is not None:
+                on_chunk(s)
         return torch.logsumexp(torch.cat(weights, 0), dim=0) - math.log(n_samples)

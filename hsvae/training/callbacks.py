@@ -13,7 +13,7 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from hsvae.utils.plotting import image_grid, plot_latent, save_figure
+from hsvae.utils.plotting import image_grid, image_rows, latent_space, plot_latent, save_figure
 
 
 def log_figure(trainer: pl.Trainer, key: str, fig, step: int) -> None:
@@ -82,15 +82,17 @@ class LatentPlotCallback(_FigureCallback):
             points = net.embed(x)
             net.train(was_training)
         latent = net.latent
-        name = f"{type(latent).__name__.replace('Latent', '')}, d={latent.dim}"
-        fig = plot_latent(points, y, latent.spherical, title=f"latent means ({name})")
+        family = type(latent).__name__.replace("Latent", "")
+        space = latent_space(latent.spherical, latent.dim)
+        fig = plot_latent(points, y, latent.spherical, title=f"latent means: {family}, {space}")
         log_figure(trainer, "latent", fig, trainer.global_step)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         save_figure(fig, self.output_dir / f"latent_{tag}.png")
 
 
 class ImageSamplesCallback(_FigureCallback):
-    """Reconstructions of validation images (originals above, reconstructions below) and prior samples."""
+    """Reconstructions of validation images (originals above, reconstructions below, each row group labelled)
+    and prior samples."""
 
     def __init__(self, output_dir: str, every_n_epochs: int = 0, n_images: int = 32):
         super().__init__(output_dir, every_n_epochs, n_images)
@@ -104,13 +106,15 @@ class ImageSamplesCallback(_FigureCallback):
             return
         net.eval()
         x, _ = batch
-        figures = {"reconstructions": torch.cat([x, net.likelihood.mean(net.decode(net.embed(x))).reshape(x.shape)])}
+        reconstructions = net.likelihood.mean(net.decode(net.embed(x))).reshape(x.shape)
+        figures = {"reconstructions": image_rows([("validation\nimages", x), ("reconstructions", reconstructions)],
+                                                 nrow=16, title="reconstructions (from the latent means)")}
         if net.latent.has_prior:
             z = net.latent.prior(x).sample((x.shape[0],))
-            figures["samples"] = net.likelihood.mean(net.decode(z)).reshape(x.shape)
+            figures["samples"] = image_grid(net.likelihood.mean(net.decode(z)).reshape(x.shape), nrow=16,
+                                            title="samples from the prior")
         net.train(was_training)
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        for key, images in figures.items():
-            fig = image_grid(images, nrow=16, title=key)
+        for key, fig in figures.items():
             log_figure(trainer, key, fig, trainer.global_step)
             save_figure(fig, self.output_dir / f"{key}_{tag}.png")

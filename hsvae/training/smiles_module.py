@@ -13,6 +13,7 @@ from torch import nn
 from hsvae.data.smiles import BOS_ID, EOS_ID, PAD_ID, UNK_ID, SMILESDataModule, SMILESTokenizer
 from hsvae.evaluation import molecules
 from hsvae.models.smiles import SMILESVAE
+from hsvae.utils.progress import PhaseProgress
 
 from .optimization import build_optimizers, linear_warmup
 from .errors import NonFiniteLossError
@@ -52,7 +53,7 @@ class SMILESVAEModule(pl.LightningModule):
         n_reconstructions: strings of the split decoded for the reconstruction accuracies (0: none).
         decode_every_n_epochs: also compute the decoding metrics on the validation split every this many epochs
             (0: only at test time; decoding costs O(L^2) decoder passes per string).
-        decode_batch_size: strings decoded at once.
+        decode_batch_size: strings decoded at once. (The decoding shows its progress, with an ETA, on a terminal.)
         greedy: decode prior samples greedily (else sample at ``temperature``); reconstructions are always greedy.
         temperature: softmax temperature of sampled decoding.
     """
@@ -243,27 +244,34 @@ class SMILESVAEModule(pl.LightningModule):
             n = min(self._limit(self.hparams.n_reconstructions), len(data))
             if n > 0:
                 correct = tokens = exact = 0
-                for lo in range(0, n, size):
-                    batch = self._trim(data.x[lo : lo + size].to(self.device), data.y[lo : lo + size])
-                    predicted = self.net.generate(self.net.embed(batch))
-                    c, t, e = molecules.reconstruction_counts(predicted, batch[:, 1:], PAD_ID)
-                    correct, tokens, exact = correct + c, tokens + t, exact + e
+                with self._decoding_progress(f"decoding {n} reconstructions", n) as progress:
+                    for lo in range(0, n, size):
+                        batch = self._trim(data.x[lo : lo + size].to(self.device), data.y[lo : lo + size])
+                        predicted = self.net.generate(self.net.embed(batch), on_step=progress.stepper(lo, len(batch)))
+                        c, t, e = molecules.reconstruction_counts(predicted, batch[:, 1:], PAD_ID)
+                        correct, tokens, exact = correct + c, tokens + t, exact + e
                 metrics[f"{stage}/char_accuracy"] = correct / max(tokens, 1)
                 metrics[f"{stage}/string_accuracy"] = exact / n
             n = self._limit(self.hparams.n_samples)
             if n > 0:
                 reference = torch.zeros(1, device=self.device)
                 samples: list[str] = []
-                for lo in range(0, n, size):
-                    z = self.net.latent.prior(reference).sample((min(size, n - lo),))
-                    ids = self.net.generate(z, greedy=self.hparams.greedy, temperature=self.hparams.temperature)
-                    samples += self.tokenizer.decode_batch(ids)
+                with self._decoding_progress(f"decoding {n} prior samples", n) as progress:
+                    for lo in range(0, n, size):
+                        rows = min(size, n - lo)
+                        z = self.net.latent.prior(reference).sample((rows,))
+                        ids = self.net.generate(z, greedy=self.hparams.greedy, temperature=self.hparams.temperature,
+                                                on_step=progress.stepper(lo, rows))
+                        samples += self.tokenizer.decode_batch(ids)
                 quality = molecules.sample_metrics(samples, self._training_smiles, self.validity_checker())
                 metrics.update({f"{stage}/prior_{k}": v for k, v in quality.items()})
                 self._write_samples(samples, stage)
         finally:
             self.net.train(was_training)
         return metrics
+
+    def _decoding_progress(self, description: str, strings: int) -> _DecodingProgress:
+        return _DecodingProgress(PhaseProgress(description, strings, trainer=self.trainer, unit="string"))
 
     def _write_samples(self, samples: list[str], stage: str) -> None:
         """The generated strings, one per line, in ``<output_dir>/smiles_samples_<stage>.txt`` (rank zero)."""
@@ -277,3 +285,22 @@ class SMILESVAEModule(pl.LightningModule):
     # -- optimisation -----------------------------------------------------------------------------------------
     def configure_optimizers(self):
         return build_optimizers(self.parameters(), self.optimizer_factory, self.scheduler_factory, monitor="val/elbo")
+
+
+class _DecodingProgress:
+    """A bar counting decoded strings, moved within a batch by :meth:`SMILESVAE.generate`'s ``on_step``."""
+
+    def __init__(self, bar: PhaseProgress):
+        self.bar = bar
+
+    def stepper(self, done: int, rows: int) -> Callable[[float], None] | None:
+        """``on_step`` for a batch of ``rows`` strings after ``done`` (None when nothing is displayed)."""
+        if not self.bar.shown:
+            return None
+        return lambda fraction: self.bar.update(done + fraction * rows)
+
+    def __enter__(self) -> _DecodingProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()

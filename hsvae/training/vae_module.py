@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 
 from hsvae.models import VAE
+from hsvae.utils.progress import PhaseProgress
 
 from .optimization import build_optimizers, linear_warmup
 from .epoch_means import EpochMeans
@@ -30,7 +31,8 @@ class VAEModule(pl.LightningModule):
         scheduler: optional partial LR scheduler constructor; ``ReduceLROnPlateau`` monitors ``val/elbo``.
         warmup_epochs: the KL weight beta rises linearly from 0 to 1 over this many epochs (0: no warm-up).
         final_beta: the KL weight after warm-up (1 for the ELBO; < 1 for a beta-VAE).
-        eval_samples: importance samples for the test log-likelihood (0 disables it).
+        eval_samples: importance samples for the test log-likelihood (0 disables it). Its progress, with an ETA,
+            is shown below the Testing bar on a terminal (see :mod:`hsvae.utils.progress`).
         knn_k: if > 0, ``test/knn_accuracy``: a k-NN classifier on the latent means of (up to
             ``knn_train_points``) training points, evaluated on the test points' means (Euclidean distance in
             R^d, cosine on the sphere). Needs a data module with labelled ``splits``.
@@ -81,6 +83,7 @@ class VAEModule(pl.LightningModule):
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self._train_stats = EpochMeans(("loss", "reconstruction", "kl"))
+        self._ll_progress: PhaseProgress | None = None
 
     def setup(self, stage: str) -> None:
         # Check the M1 label counts against the data now rather than after a long training.
@@ -145,19 +148,53 @@ class VAEModule(pl.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, "val")
 
+    def _eval_samples(self) -> int:
+        samples = self.hparams.eval_samples
+        if self.trainer.fast_dev_run:
+            # a smoke test: 500 samples x 1000 images through a conv decoder would take minutes on a CPU
+            samples = min(samples, FAST_DEV_RUN_EVAL_SAMPLES)
+        return samples
+
+    def on_test_epoch_start(self) -> None:
+        self._close_ll_progress()
+        if self.hparams.eval_samples > 0 and self.net.latent.has_prior:
+            batches = sum(self.trainer.num_test_batches)
+            self._ll_progress = PhaseProgress(
+                f"log-likelihood ({self._eval_samples()} samples)",
+                total=batches if batches != float("inf") else None, trainer=self.trainer, unit="batch",
+            )
+
+    def _close_ll_progress(self) -> None:
+        if self._ll_progress is not None:
+            self._ll_progress.close()
+            self._ll_progress = None
+
+    def on_test_end(self) -> None:
+        self._close_ll_progress()
+
     def test_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, "test")
         if self.hparams.eval_samples > 0 and self.net.latent.has_prior:
             x, _ = batch
-            samples = self.hparams.eval_samples
-            if self.trainer.fast_dev_run:
-                # a smoke test: 500 samples x 1000 images through a conv decoder would take minutes on a CPU
-                samples = min(samples, FAST_DEV_RUN_EVAL_SAMPLES)
-            ll = self.net.log_likelihood(x, samples).mean()
+            samples = self._eval_samples()
+            on_chunk = None
+            progress = self._ll_progress
+            if progress is not None and progress.shown:
+                # the bar moves by fractions of a batch; on a GPU it waits for the chunk, so that it (and its ETA)
+                # follows the computation rather than the kernel queue. Only while a bar is displayed.
+                def on_chunk(s: int) -> None:
+                    if x.is_cuda:
+                        torch.cuda.synchronize(x.device)
+                    progress.advance(s / samples)
+
+            ll = self.net.log_likelihood(x, samples, on_chunk=on_chunk).mean()
+            if progress is not None:
+                progress.update(float(batch_idx + 1))
             self.log("test/log_likelihood", ll, batch_size=x.shape[0], sync_dist=True)
 
     @torch.no_grad()
     def on_test_epoch_end(self) -> None:
+        self._close_ll_progress()
         datamodule = getattr(self.trainer, "datamodule", None)
         splits = getattr(datamodule, "splits", None)
         m1_labels = self.hparams.get("m1_labels") or []

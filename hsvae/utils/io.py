@@ -9,32 +9,41 @@ from pathlib import Path
 from typing import Any
 
 
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write JSON to a temporary file in the same directory, then rename it over ``path``.
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system allows (Linux's /proc)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (not thread-safe, but brief)
+    os.umask(mask)
+    return mask
 
-    A crash mid-write leaves the previous file (or none), never a truncated one.
+
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file (0o666 less the umask: usually 0o644). ``tempfile.mkstemp`` creates
+    its files 0o600 whatever the umask; files renamed from one into place get this mode instead."""
+    return 0o666 & ~current_umask()
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Write JSON (indented, one trailing newline) atomically: see :func:`write_text_atomic`."""
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write text to a temporary file in the same directory, then rename it over ``path``.
+
+    A crash mid-write leaves the previous file (or none), never a truncated one. The file gets the mode ``open()``
+    would give it (:func:`new_file_mode`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False, default=str)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write text to a temporary file in the same directory, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
+        os.chmod(tmp, new_file_mode())  # not mkstemp's 0o600: results are read by others (and their tools)
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()

@@ -11,11 +11,16 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from hsvae.latents.base import latent_space  # noqa: E402,F401  (re-exported for the figure titles)
 
-def _pca2(points: np.ndarray) -> np.ndarray:
+
+def _pca2(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The first two principal components of ``points`` and the fraction of the variance each explains."""
     centred = points - points.mean(0, keepdims=True)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    return centred @ vt[:2].T
+    _, sv, vt = np.linalg.svd(centred, full_matrices=False)
+    variance = sv**2
+    explained = variance[:2] / max(float(variance.sum()), 1e-30)
+    return centred @ vt[:2].T, explained
 
 
 def _scatter(ax, u: np.ndarray, v: np.ndarray, labels: np.ndarray | None, **kwargs) -> None:
@@ -37,19 +42,18 @@ def plot_latent(points: torch.Tensor, labels: torch.Tensor | None, spherical: bo
     paper's figures.
     """
     if spherical and points.shape[1] == 3:
-        fig = plt.figure(figsize=(6.4, 3.8))
+        fig = plt.figure(figsize=(6.4, 3.8), layout="constrained")
         ax = fig.add_subplot(projection="hammer")
     else:
-        fig, ax = plt.subplots(figsize=(4.8, 4.8))
+        fig, ax = plt.subplots(figsize=(5.2, 5.0), layout="constrained")
     draw_latent(ax, points, labels, spherical, title)
-    fig.tight_layout()
     return fig
 
 
 def draw_latent(ax, points: torch.Tensor, labels: torch.Tensor | None, spherical: bool, title: str = "") -> None:
     """Draw latent means on ``ax``: S^1 (2 coordinates, spherical) on the unit circle; S^2 in longitude and
     latitude (``ax`` should have the "hammer" projection); R^1 on a line; R^2 as is; higher dimensions as
-    their first two principal components (the title says so)."""
+    their first two principal components (the axis labels say so, with the variance each explains)."""
     p = points.detach().float().cpu().numpy()
     c = None if labels is None else labels.detach().cpu().numpy()
     k = p.shape[1]
@@ -59,41 +63,72 @@ def draw_latent(ax, points: torch.Tensor, labels: torch.Tensor | None, spherical
         _scatter(ax, lon, lat, c, **kwargs)
         ax.grid(True, alpha=0.3)
         ax.set_xticklabels([])
-        ax.set_title(title, pad=16)  # clear of the projection's latitude labels
+        ax.set_xlabel("longitude atan2(z2, z1) (Hammer projection)", labelpad=16)
+        ax.set_ylabel("latitude asin(z3)")
+        ax.set_title(title, pad=20)  # clear of the projection's latitude labels
         return
-    else:
-        if spherical and k == 2:
-            t = np.linspace(0, 2 * np.pi, 200)
-            ax.plot(np.cos(t), np.sin(t), color="0.8", lw=1, zorder=0)
-            ax.set_xlim(-1.15, 1.15)
-            ax.set_ylim(-1.15, 1.15)
-        elif k == 1:
-            p = np.concatenate([p, np.zeros_like(p)], 1)
-        elif k > 2:
-            p = _pca2(p)
-            title = f"{title} (PCA of {k} coordinates)".strip()
-        _scatter(ax, p[:, 0], p[:, 1], c, **kwargs)
-        # the circle has fixed limits: keep them and size the box instead
-        ax.set_aspect("equal", adjustable="box" if spherical and k == 2 else "datalim")
+    xlabel, ylabel = "z1", "z2"
+    if spherical and k == 2:
+        t = np.linspace(0, 2 * np.pi, 200)
+        ax.plot(np.cos(t), np.sin(t), color="0.8", lw=1, zorder=0)
+        ax.set_xlim(-1.15, 1.15)
+        ax.set_ylim(-1.15, 1.15)
+    elif k == 1:
+        p = np.concatenate([p, np.zeros_like(p)], 1)
+        ylabel = ""
+        ax.set_yticks([])
+    elif k > 2:
+        p, explained = _pca2(p)
+        xlabel = f"PC 1 of {k} coordinates ({explained[0]:.0%} of variance)"
+        ylabel = f"PC 2 ({explained[1]:.0%} of variance)"
+    _scatter(ax, p[:, 0], p[:, 1], c, **kwargs)
+    # the circle has fixed limits: keep them and size the box instead
+    ax.set_aspect("equal", adjustable="box" if spherical and k == 2 else "datalim")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
 
 
 def image_grid(images: torch.Tensor, nrow: int = 8, title: str = "") -> Figure:
     """A grid of single-channel images ``(N, 1, H, W)`` or ``(N, H, W)`` with values in [0, 1]."""
-    x = images.detach().float().cpu()
-    if x.dim() == 4:
-        x = x[:, 0]
-    n, h, w = x.shape
-    rows = -(-n // nrow)
-    canvas = torch.ones(rows * (h + 1), nrow * (w + 1))
-    for i in range(n):
-        r, col = divmod(i, nrow)
-        canvas[r * (h + 1) : r * (h + 1) + h, col * (w + 1) : col * (w + 1) + w] = x[i]
-    fig, ax = plt.subplots(figsize=(nrow * 0.6, rows * 0.6 + 0.3))
+    return image_rows([("", images)], nrow=nrow, title=title)
+
+
+def image_rows(groups, nrow: int = 8, title: str = "") -> Figure:
+    """Groups of images, each ``(label, images)`` with images ``(N, 1, H, W)`` or ``(N, H, W)`` in [0, 1], one
+    below the other: every group starts on a new row (so the i-th image of equal-sized groups lines up, e.g.
+    originals above their reconstructions) and is labelled on the left."""
+    blocks, labels = [], []
+    for label, images in groups:
+        x = images.detach().float().cpu()
+        if x.dim() == 4:
+            x = x[:, 0]
+        blocks.append(x)
+        labels.append(label)
+    h, w = blocks[0].shape[1:]
+    cols = max(1, min(nrow, max(len(b) for b in blocks)))
+    rows_of = [max(1, -(-len(b) // cols)) for b in blocks]
+    canvas = torch.ones(sum(rows_of) * (h + 1), cols * (w + 1))
+    ticks, top = [], 0
+    for x, rows in zip(blocks, rows_of):
+        for i in range(len(x)):
+            r, col = divmod(i, cols)
+            y0 = (top + r) * (h + 1)
+            canvas[y0 : y0 + h, col * (w + 1) : col * (w + 1) + w] = x[i]
+        ticks.append((top + rows / 2) * (h + 1) - 1)
+        top += rows
+    fig, ax = plt.subplots(figsize=(cols * 0.6 + (1.2 if any(labels) else 0.0), top * 0.6 + 0.4),
+                           layout="constrained")
     ax.imshow(canvas.numpy(), cmap="gray", vmin=0, vmax=1)
-    ax.axis("off")
+    ax.set_xticks([])
+    if any(labels):
+        ax.set_yticks(ticks, labels)
+        ax.tick_params(axis="y", length=0)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    else:
+        ax.axis("off")
     ax.set_title(title)
-    fig.tight_layout()
     return fig
 
 
