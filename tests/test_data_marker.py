@@ -1,8 +1,8 @@
 """The ``data`` marker (tests/data_marker.py): without the datasets, a selection that needs them stops before its
 first test, with one message and exit status 4; ``pytest -m "not data and not slow"`` runs the rest.
 
-pytest runs in a subprocess, as a user types it: once on the repository itself (pyproject's addopts, two xdist
-workers), and, for the other cases, on a small folder of tests with the plugin alone (no torch to import).
+pytest runs in a subprocess, as a user types it: on the repository itself (pyproject's addopts, two xdist workers;
+slow tier), and on a small folder of tests with the plugin alone (no torch to import).
 """
 
 from __future__ import annotations
@@ -74,7 +74,10 @@ def assert_stopped_with_one_message(code: int, out: str, count: int, problem: st
     assert re.fullmatch(r"=+ (no tests ran|\d+ deselected) in [\d.]+s =+", summary), out
 
 
-def test_the_default_command_on_the_repository_without_data(tmp_path):
+# ~15 CPU-seconds (three processes that import torch and Lightning): in the slow tier; the small-suite tests below
+# check the same plugin, with and without xdist, in the default tier
+@pytest.mark.slow
+def test_the_default_command_on_the_repository_without_data():
     """`pytest <two ZINC tests and one other>` from the repository root, HSVAE_DATA_DIR unset: both workers find
     the data missing; the controller says so once."""
     selection = ["tests/test_smiles_data.py::test_vocabulary_and_lengths_come_from_the_data",  # through a fixture
