@@ -1,4 +1,5 @@
-"""Shared fixtures: composing the real Hydra config, and locating the real datasets."""
+"""Shared fixtures: composing the real Hydra config, and locating the real datasets (``data_dir``, with the
+``data`` marker, in tests/data_marker.py)."""
 
 from __future__ import annotations
 
@@ -14,24 +15,15 @@ from omegaconf import DictConfig, open_dict
 
 from hsvae.cli import CONFIG_DIR
 
+# the data_dir fixture, and the data marker on every test that requests it
+pytest_plugins = ("tests.data_marker",)
+
 # Distributions validate their arguments in tests (training turns validation off for speed).
 torch.distributions.Distribution.set_default_validate_args(True)
 # The suite runs on two pytest-xdist workers (pyproject's addopts): one thread each, and the same for the
 # training subprocesses some tests start, so that two workers never oversubscribe two cores.
 torch.set_num_threads(1)
 os.environ["OMP_NUM_THREADS"] = "1"
-
-
-@pytest.fixture(scope="session")
-def data_dir() -> Path:
-    """The real datasets (HSVAE_DATA_DIR; CI points it at ../shared/data). Missing data fails, never skips."""
-    value = os.environ.get("HSVAE_DATA_DIR")
-    if not value:
-        pytest.fail("HSVAE_DATA_DIR is not set: point it at the datasets folder (CI uses ../shared/data)")
-    path = Path(value)
-    if not path.is_dir():
-        pytest.fail(f"HSVAE_DATA_DIR={path} does not exist")
-    return path
 
 
 def compose_config(

@@ -43,6 +43,7 @@ def _job_values(sweep_dir: Path) -> dict[int, float]:
     return out
 
 
+@pytest.mark.slow  # ~45 s: four trials, two at a time through joblib
 def test_search_through_joblib_launcher_and_summary(tmp_path, capsys):
     sweep_dir = tmp_path / "search"
     proc = run_train(["-m", *SMALL, "launcher=joblib", "logger=wandb", f"hydra.sweep.dir={sweep_dir}"])
@@ -90,6 +91,7 @@ def test_search_through_joblib_launcher_and_summary(tmp_path, capsys):
     assert {json.loads(r["config"]["search"])["trial"] for r in runs} == {0, 1, 2, 3}
 
 
+@pytest.mark.slow  # ~13 s: a four-trial search (test_nan_metric_is_a_failed_trial covers the logic without training)
 def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, capsys):
     """Job 0 gets an invalid batch size (an interpolation on the job number), so exactly one trial fails."""
     sweep_dir = tmp_path / "search"

@@ -213,16 +213,18 @@ def test_truncated_file_is_named_even_after_a_good_load(data_dir, tmp_path):
     assert "ind.cora.tx" not in message
 
 
-def test_unknown_name_lists_the_choices(data_dir, tmp_path):
+def test_unknown_name_lists_the_choices(tmp_path):
     with pytest.raises(ValueError) as err:
-        PlanetoidLinkDataModule("reddit", str(data_dir), str(tmp_path))
+        PlanetoidLinkDataModule("reddit", str(tmp_path / "data"), str(tmp_path / "cache"))
     assert all(name in str(err.value) for name in ("cora", "citeseer", "pubmed"))
 
 
 @pytest.mark.parametrize("val, test", [(0.0, 0.1), (0.05, 0.0), (0.5, 0.5), (-0.1, 0.1), (0.05, 1.2)])
-def test_bad_fractions_are_refused(data_dir, tmp_path, val, test):
+def test_bad_fractions_are_refused(tmp_path, val, test):
+    # refused by the constructor, before any file is looked for
     with pytest.raises(ValueError, match="fraction"):
-        PlanetoidLinkDataModule("cora", str(data_dir), str(tmp_path), val_fraction=val, test_fraction=test)
+        PlanetoidLinkDataModule("cora", str(tmp_path / "data"), str(tmp_path / "cache"), val_fraction=val,
+                                test_fraction=test)
 
 
 # -- the split on small graphs ------------------------------------------------------------------------------------

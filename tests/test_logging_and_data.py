@@ -75,6 +75,7 @@ def _knn_accuracy(train_x, train_y, test_x, test_y, k=5):
     return (votes == test_y).float().mean().item()
 
 
+@pytest.mark.slow  # ~15 s: two 15-epoch trainings
 def test_svae_separates_synthetic_clusters_at_least_as_well_as_nvae(compose_train):
     """The S-VAE paper's synthetic experiment: k-NN accuracy of held-out latent means on the generating
     mixture components."""

@@ -31,11 +31,17 @@ def run_train(args: list[str], cwd: Path = REPO, timeout: int = 600) -> subproce
                           capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_composes_and_runs(compose_train, data_dir, experiment):
+#: The experiments whose dataset is generated, not read from HSVAE_DATA_DIR.
+WITHOUT_DATA = {"synthetic_sphere"}
+
+
+@pytest.mark.parametrize(
+    "experiment", [pytest.param(e, marks=() if e in WITHOUT_DATA else pytest.mark.data) for e in EXPERIMENTS]
+)
+def test_every_experiment_composes_and_runs(compose_train, request, experiment):
     """The sweep-composition test: each experiment's own settings, one fast_dev_run."""
-    cfg = compose_train([f"experiment={experiment}", f"paths.data_dir={data_dir}", "+trainer.fast_dev_run=true",
-                         *FAST])
+    data = [] if experiment in WITHOUT_DATA else [f"paths.data_dir={request.getfixturevalue('data_dir')}"]
+    cfg = compose_train([f"experiment={experiment}", *data, "+trainer.fast_dev_run=true", *FAST])
     assert cfg.hydra.sweeper.params, f"experiment={experiment} declares no sweep (hydra.sweeper.params)"
     metrics = train(cfg)
     assert metrics, experiment
@@ -65,6 +71,7 @@ def _check_table(sweep_dir: Path, tmp_path: Path) -> None:
         assert float(cell.split("±")[0]) == pytest.approx(mean, abs=0.006), (variant, own)
 
 
+@pytest.mark.slow  # ~30 s: four trainings, two at a time through joblib
 def test_joblib_multirun_and_table(tmp_path):
     sweep_dir = _sweep(tmp_path, "joblib", "logger=wandb")
     _check_table(sweep_dir, tmp_path)
@@ -153,6 +160,7 @@ def test_empty_sweep_is_an_error(tmp_path):
     assert "the sweep launched no job" in proc.stderr
 
 
+@pytest.mark.slow  # ~25 s: two DDP processes
 def test_ddp_two_cpu_processes_one_set_of_outputs(tmp_path):
     run_dir = tmp_path / "ddp"
     proc = run_train(["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "latent=gaussian",
