@@ -592,6 +592,16 @@ class Sandbox:
                     self._run_once(earlier, workdir)
         return self._run_once(command, workdir)
 
+    def failed_before(self, outcome: Outcome) -> str:
+        """The commands that failed in the same working directory before ``outcome``'s (their failure may be its)."""
+        failed = []
+        for other in self.done.values():
+            if other is outcome:
+                break
+            if other.workdir == outcome.workdir and not other.ok:
+                failed.append(f"\n--- an earlier command in this working directory failed:\n{other.report()[-3000:]}")
+        return "".join(failed)
+
     def _run_once(self, command: Command, workdir: Path, narrow: tuple[str, ...] = ()) -> Outcome:
         key = (workdir, command.id + command.text, narrow)
         if key not in self.done:
@@ -624,8 +634,9 @@ class Sandbox:
             return outcome
         return self._run_plan(plan(command, narrow or todo.narrow), workdir, todo)
 
-    def _bash(self, command: Command, script: str, workdir: Path, loop_values: dict[str, str]) -> Outcome:
-        lines = [f"{name}={shlex.quote(value)}" for name, value in loop_values.items()]
+    def _bash(self, command: Command, script: str, workdir: Path, shell: dict[str, str]) -> Outcome:
+        """``script`` in bash, after the block's shell and loop variables (its exports are in the environment)."""
+        lines = [f"{name}={shlex.quote(value)}" for name, value in shell.items()]
         started = time.time()
         try:
             proc = subprocess.run(["bash", "-c", "\n".join([*lines, script])], cwd=workdir, env=self.env(command),
@@ -641,7 +652,8 @@ class Sandbox:
         return outcome
 
     def _compose(self, command: Command, workdir: Path) -> Outcome:
-        values = {**dict(command.env), **{name: vals[0] for name, vals in command.variables}}
+        shell = {name: vals[0] for name, vals in command.variables}
+        values = {**dict(command.env), **shell}
         if command.kind in ("train", "eval"):
             text = command.text
             for token in _program_tokens(shlex.split(expand(text, values))):
@@ -649,11 +661,11 @@ class Sandbox:
                     text = re.sub(r"(?<=\s)" + re.escape(token) + r"(?=\s|$)", "", text, count=1)
                 elif _is_override(token) and _first(token) != token:
                     text, _ = _replace_token(text, _key(token), _first(token))
-            return self._bash(command, f"{text} --cfg all --resolve", workdir, values)
+            return self._bash(command, f"{text} --cfg all --resolve", workdir, shell)
         # a script: every --option it uses must be one of its own
         program = _program_tokens(shlex.split(expand(command.text, values)))
         script = program[:1] if program[0].startswith("hsvae-") else program[:2]
-        outcome = self._bash(command, f"{shlex.join(script)} --help", workdir, values)
+        outcome = self._bash(command, f"{shlex.join(script)} --help", workdir, shell)
         options = {t.split("=", 1)[0] for t in program if t.startswith("--")}
         unknown = sorted(o for o in options if o not in outcome.output)
         outcome.problems += [f"{option} is not an option of {script[-1]}" for option in unknown]
@@ -672,7 +684,8 @@ class Sandbox:
 
     def _run_plan(self, planned: Plan, workdir: Path, todo: Treatment) -> Outcome:
         command = planned.command
-        values = {**dict(command.env), **{name: vals[0] for name, vals in command.variables}}
+        shell = {name: vals[0] for name, vals in command.variables}
+        values = {**dict(command.env), **shell}
         if command.kind == "python":
             source = command.text.split("\n", 1)[1]
             return self._bash(command, f"python - <<'README_PYTHON_BLOCK'\n{source}\nREADME_PYTHON_BLOCK", workdir, {})
@@ -680,7 +693,7 @@ class Sandbox:
         if problems:
             return Outcome(command, script, workdir, -1, "", 0.0, problems)
         started = time.time() - 1
-        outcome = self._bash(command, script, workdir, values)
+        outcome = self._bash(command, script, workdir, shell)
         if outcome.returncode != 0:
             return outcome
         tokens = _program_tokens(shlex.split(expand(script, values)))
@@ -860,4 +873,4 @@ def test_readme_command(command: Command, readme_sandbox: Sandbox):
     if todo.mode == "skip":
         pytest.skip(f"{command.text}: {todo.reason}")
     outcome = readme_sandbox.run(command)
-    assert outcome.ok, outcome.report()
+    assert outcome.ok, outcome.report() + readme_sandbox.failed_before(outcome)
