@@ -94,7 +94,7 @@ TREATMENTS: list[tuple[str, str, Treatment]] = [
     ("*", r"^pip install -e ", Treatment("skip", "CI installs the package and its extras (.ci/run)")),
     ("*", r"^pip install rdkit", Treatment("skip", "optional dependency (the `chem` extra), not installed in CI; "
                                                    "without it the SMILES runs report no validity")),
-    ("README.md", r"^pytest$", Treatment("skip", "the test suite itself: CI runs it")),
+    ("*", r"^(python -m )?pytest\b", Treatment("skip", "the test suite itself: CI runs it")),
     # README.md
     ("README.md", r"experiment=link_prediction launcher=joblib .*trainer=gpu", _gpu()),
     ("README.md", r"launcher=slurm", SLURM),
@@ -154,7 +154,7 @@ CANNOT_RUN_HERE = [
     (r"--device cuda", "needs CUDA"),
     (r"dataset=\S*pubmed", "PubMed's raw files are not in the shared data"),
     (r"^pip ", "installs packages"),
-    (r"^pytest", "the suite itself"),
+    (r"^(python -m )?pytest\b", "the suite itself"),
 ]
 
 #: The size-reducing overrides: (key, value, config key that must exist). Each is applied where that key
