@@ -26,9 +26,11 @@ How a command runs (``test_readme_command``, marked ``slow`` and ``data``):
   ``<sweep dir>/<n>/``), and a script's ``--out`` file must exist.
 
 ``compose`` commands (SLURM, GPUs) are composed instead, with the command line as written (``-m`` dropped and
-sweeps narrowed, since Hydra's ``--cfg`` does not combine with ``-m``) plus ``--cfg all --resolve``; a script is
-checked against its ``--help`` (every option it uses exists). ``skip`` commands (``pip install``, ``pytest``) are
-reported as skipped with their reason. Known bugs being fixed elsewhere are in :data:`KNOWN_ISSUES` (xfail).
+sweeps narrowed, since Hydra's ``--cfg`` does not combine with ``-m``) plus ``--cfg all --resolve``; where later
+commands of the block read a GPU sweep's output, it is then also run on the CPU without ``trainer=gpu``. A script
+is checked against its ``--help`` (every option it uses exists). ``skip`` commands (``pip install``, ``pytest``)
+are reported as skipped with their reason. Known bugs being fixed elsewhere are in :data:`KNOWN_ISSUES` (xfail).
+tests/conftest.py sends the tests of one block to one pytest-xdist worker (see :func:`xdist_scope`).
 
 The fast tests (default tier) check the extraction, that every command has a treatment, that every exemption
 still matches a command, and that every Hydra command composes with its overrides.
