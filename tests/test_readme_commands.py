@@ -708,6 +708,11 @@ class Sandbox:
         return outcome
 
     def _check_runs(self, planned: Plan, overrides: dict[str, str], workdir: Path, started: float) -> list[str]:
+        """The run's results.json (every job's, for -m), written by this command."""
+
+        def fresh(path: Path) -> bool:
+            return path.is_file() and path.stat().st_mtime >= started
+
         if planned.multirun:
             sweep = overrides.get("hydra.sweep.dir")
             if sweep is None:
@@ -716,16 +721,15 @@ class Sandbox:
                 if not dirs:
                     return [f"no new sweep directory under logs/{planned.task_name}/multiruns/"]
                 sweep = str(max(dirs).relative_to(workdir))
-            missing = [n for n in range(planned.jobs) if not (workdir / sweep / str(n) / "results.json").is_file()]
-            return [f"{sweep}/{n}/results.json is missing (expected {planned.jobs} jobs)" for n in missing]
+            missing = [n for n in range(planned.jobs) if not fresh(workdir / sweep / str(n) / "results.json")]
+            return [f"{sweep}/{n}/results.json was not written (expected {planned.jobs} jobs)" for n in missing]
         run_dir = overrides.get("hydra.run.dir")
-        if run_dir is None:
-            dirs = [p for p in (workdir / "logs" / planned.task_name / "runs").glob("*")
-                    if p.is_dir() and p.stat().st_mtime >= started]
-            if not dirs:
-                return [f"no new run directory under logs/{planned.task_name}/runs/"]
-            run_dir = str(max(dirs).relative_to(workdir))
-        return [] if (workdir / run_dir / "results.json").is_file() else [f"{run_dir}/results.json is missing"]
+        if run_dir is not None:
+            return [] if fresh(workdir / run_dir / "results.json") else [f"{run_dir}/results.json was not written"]
+        # a new run directory, or (resuming) the one the checkpoint came from
+        if not any(fresh(p) for p in (workdir / "logs" / planned.task_name / "runs").glob("*/results.json")):
+            return [f"no results.json written under logs/{planned.task_name}/runs/"]
+        return []
 
 
 # ------------------------------------------------------------------------------------------------ tests
