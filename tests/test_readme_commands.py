@@ -82,6 +82,8 @@ class Treatment:
     before: tuple[tuple[str | None, str, tuple[str, ...]], ...] = ()
     #: ``compose`` only: then also run it on the CPU without these tokens, for the commands after it in its block.
     stand_in_without: tuple[str, ...] = ()
+    #: A bash script run first in the working directory (after ``before``), for a state the README presupposes.
+    setup: str = ""
 
 
 def _gpu(why: str = "needs a GPU", **kw) -> Treatment:
@@ -105,8 +107,17 @@ TREATMENTS: list[tuple[str, str, Treatment]] = [
     ("README.md", r"^python train\.py -m experiment=mnist_table$", Treatment(narrow=("latent.dim=2,5",))),
     ("experiments/mnist_table/README.md", r"-m experiment=mnist_table launcher=joblib",
      Treatment(narrow=("latent.dim=2,5",))),
-    # the resumed run must have an epoch left to train
-    ("README.md", r"^python train\.py ckpt_path=", Treatment(narrow=("trainer.max_epochs=2",))),
+    # "resume an interrupted run": every run of the block has finished, so one is interrupted first (Ctrl-C, i.e.
+    # SIGINT, once its first last.ckpt is written; `set -m` because bash starts background jobs ignoring SIGINT);
+    # it is then the newest last.ckpt, and the resume trains it to 5 epochs
+    ("README.md", r"^python train\.py ckpt_path=.*/last\.ckpt", Treatment(narrow=("trainer.max_epochs=5",), setup=(
+        "set -m\n"
+        "python train.py trainer.max_epochs=1000 +trainer.limit_train_batches=2 +trainer.limit_val_batches=2 "
+        "model.eval_samples=2 hydra.run.dir=logs/train/runs/interrupted &\n"
+        "for i in $(seq 1200); do [ -e logs/train/runs/interrupted/checkpoints/last.ckpt ] && break; sleep 0.1; done\n"
+        "kill -INT %1\n"
+        "wait %1; echo \"interrupted run: exit status $?\"\n"
+        "test -e logs/train/runs/interrupted/checkpoints/last.ckpt"))),
     # experiments/latent_comparison: the GPU sweep is composed, then run on the CPU so that make_tables and
     # interpolate.py after it have a sweep to read
     ("experiments/latent_comparison/README.md", r"-m experiment=latent_comparison trainer=gpu",
@@ -620,6 +631,11 @@ class Sandbox:
             match = [c for c in self.commands if _matches(c, file, pattern)]
             assert len(match) == 1, f"{command.id}: `before` {file} {pattern!r} matches {len(match)} commands"
             self._run_once(match[0], workdir, before_narrow)
+        if todo.setup:
+            setup = self._bash(command, todo.setup, workdir, {})
+            if setup.returncode != 0:
+                setup.problems.append("its setup (TREATMENTS' setup) failed")
+                return setup
         if todo.mode == "skip":
             return Outcome(command, "(skipped)", workdir)
         if todo.mode == "compose":
