@@ -149,8 +149,6 @@ TREATMENTS: list[tuple[str, str, Treatment]] = [
 #: Commands that fail today because of bugs being fixed elsewhere: xfail(strict=False), each with the reason.
 #: (file, regex of the command as written) -> reason. Remove an entry once its fix is merged.
 KNOWN_ISSUES: dict[tuple[str, str], str] = {
-    ("README.md", r"^python train\.py ckpt_path=logs/train/runs/<run>/checkpoints/last\.ckpt"):
-        "resuming by ckpt_path alone does not rebuild the checkpoint's run config (being fixed in train.py)",
     ("experiments/smiles/README.md", r"^python train\.py -m experiment=smiles trainer=gpu$"):
         "dataset=zinc250k: train.py exits non-zero after writing results.json (optimized_metric best/val_elbo is "
         "not among its metrics; being fixed in train.py)",
