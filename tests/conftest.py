@@ -59,3 +59,23 @@ FAST = [
     "+trainer.enable_model_summary=false",
     "+trainer.enable_progress_bar=false",
 ]
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``-n 2`` (pyproject's addopts) schedules as ``--dist load`` does, except that the README-command tests of one
+    Markdown block go to one worker, in order: they run one after another in one working directory, each reading
+    what the earlier ones wrote (tests/test_readme_commands.py)."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    try:
+        from tests.test_readme_commands import xdist_scope
+    except Exception:  # noqa: BLE001 - the module's own tests report it; schedule as --dist load
+        return None
+
+    class ReadmeBlockScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_scope(nodeid) or nodeid
+
+    return ReadmeBlockScheduling(config, log)
