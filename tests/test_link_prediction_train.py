@@ -105,7 +105,8 @@ def test_pubmed_runs_on_a_raw_format_fixture(tmp_path):
 def test_real_pubmed_fails_with_the_missing_file(tmp_path, data_dir):
     with pytest.raises(DatasetNotFoundError, match=r"ind\.pubmed\.allx"):
         graph_run(tmp_path, data_dir, ["dataset=pubmed", "dataset.download=false"])
-    assert not (tmp_path / "run" / "results.json").exists()
+    record = json.loads((tmp_path / "run" / "results.json").read_text())  # the failed run's record: why, no metrics
+    assert record["status"] == "failed" and "ind.pubmed.allx" in record["reason"] and not record.get("metrics")
 
 
 # -- bad input ----------------------------------------------------------------------------------------------------
@@ -117,7 +118,8 @@ def test_real_pubmed_fails_with_the_missing_file(tmp_path, data_dir):
 def test_bad_values_are_refused_before_training(tmp_path, data_dir, override, fragment):
     with pytest.raises(ConfigError, match=fragment):
         graph_run(tmp_path, data_dir, ["dataset=cora", override])
-    assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "results.json").exists()
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "failed"
 
 
 def test_unknown_dataset_lists_the_graphs(tmp_path):
@@ -180,8 +182,7 @@ def test_narrowed_multirun_runs_only_the_chosen_cells(tmp_path, data_dir):
 
 def test_eval_reproduces_the_run_and_refuses_another_split(tmp_path, data_dir):
     cfg, metrics = graph_run(tmp_path, data_dir, ["dataset=cora", "latent=gaussian", "seed=1", "trainer.max_epochs=3"])
-    (tmp_path / "run" / ".hydra").mkdir()
-    (tmp_path / "run" / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    assert (tmp_path / "run" / ".hydra" / "config.yaml").is_file()  # train() saved the config eval.py reads
     ckpt = tmp_path / "run" / "checkpoints" / "best.ckpt"
     same = compose_config("eval", [f"ckpt_path={ckpt}", "seed=1", *FAST[1:]], tmp_path / "eval")
     assert evaluate(same)["test/auc"] == pytest.approx(metrics["test/auc"], abs=1e-6)

@@ -42,8 +42,7 @@ def m1_run(tmp_path_factory, data_dir) -> Path:
         "+trainer.limit_train_batches=60", "model.eval_samples=0", "model.warmup_epochs=0",
         f"model.m1_labels=[{','.join(map(str, LABELS))}]", *SMALL], run_dir)
     train(cfg)
-    (run_dir / ".hydra").mkdir()
-    (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    assert (run_dir / ".hydra" / "config.yaml").is_file()  # train() saves the run's config (m1_vae reads it)
     yield run_dir
     GlobalHydra.instance().clear()
 
@@ -98,7 +97,8 @@ def test_m1_label_counts_are_checked_before_training(data_dir, tmp_path):
                                    "model.m1_labels=[100,105]", "+trainer.fast_dev_run=true", *FAST], tmp_path / "r")
     with pytest.raises(ValueError, match="n_labels=105 is not divisible by the 10 classes"):
         train(cfg)
-    assert not (tmp_path / "r" / "results.json").exists()
+    assert not (tmp_path / "r" / "checkpoints").exists()  # refused before training; the record says why
+    assert json.loads((tmp_path / "r" / "results.json").read_text())["status"] == "failed"
     cfg = compose_config("train", ["dataset=mnist", f"paths.data_dir={data_dir}", "model.m1_labels=[60000]",
                                    "+trainer.fast_dev_run=true", *FAST], tmp_path / "r2")
     with pytest.raises(ValueError, match="training set has only 50000"):
@@ -143,8 +143,7 @@ def test_m1_m2_trains_on_real_mnist(data_dir, tmp_path):
     assert not (again / "m1").exists() and results(again)["global_step"] == 30
 
     # eval.py's M1 options refuse an M2 checkpoint
-    (run_dir / ".hydra").mkdir()
-    OmegaConf.save(OmegaConf.create(res["config"]), run_dir / ".hydra" / "config.yaml")
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
     eval_cfg = compose_config("eval", [f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}", "m1_labels=[100]"],
                               tmp_path / "ev")
     with pytest.raises(ConfigError, match="applies to VAE checkpoints"):

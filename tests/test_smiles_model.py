@@ -202,8 +202,7 @@ def test_training_on_real_molecules_with_validity(tmp_path, data_dir, rdkit_stub
     assert tuple(ckpt["smiles_vocabulary"]) == dm.tokenizer.tokens and ckpt["smiles_max_length"] == dm.max_length
     monitors = [state["monitor"] for key, state in ckpt["callbacks"].items() if key.startswith("ModelCheckpoint")]
     assert sorted(monitors, key=str) == [None, "val/objective"]  # last.ckpt (no monitor) and best.ckpt
-    (run / ".hydra").mkdir()
-    (run / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    assert (run / ".hydra" / "config.yaml").is_file()  # train() saved the config eval.py reads
     evaluated = evaluate(compose_config("eval", [f"ckpt_path={run / 'checkpoints' / 'best.ckpt'}"], tmp_path / "eval"))
     assert evaluated["test/token_accuracy"] == pytest.approx(metrics["test/token_accuracy"], abs=0.02)
     assert json.loads((tmp_path / "eval" / "results.json").read_text())["metrics"]["test/prior_valid"] >= 0

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 from hsvae.cli import CONFIG_DIR
 from hsvae.cli.plugins import missing_plugin
@@ -106,6 +107,8 @@ def test_make_tables_reports_missing_and_corrupt_runs(tmp_path, capsys):
     job("2", ["latent=gaussian", "seed=0"], "{not json")
     job("3", ["latent=gaussian", "seed=1"], {**ok, "format": 0})
     job("4", ["latent=gaussian", "seed=2"], None)
+    job("6", ["latent=gaussian", "seed=3"], {"format": 1, "status": "failed", "exit_code": 1,
+                                             "reason": "non-finite loss in steps 10-20", "config": None})
     out = tmp_path / "t.md"
     with pytest.warns(UserWarning):
         assert make_tables([str(tmp_path / "sweep"), "--metrics", "test/elbo", "--out", str(out)]) == 0
@@ -113,6 +116,7 @@ def test_make_tables_reports_missing_and_corrupt_runs(tmp_path, capsys):
     assert "| vmf | 2 | -101.00 ± 1.41 |" in text
     assert "| gaussian | 0 | — |" in text and "corrupt results.json" in text and "format 0" in text
     assert "no results.json" in text
+    assert "6: failed: non-finite loss in steps 10-20" in text  # a failed run's record gives its reason
 
     # the same cell, different configs: refused rather than averaged
     job("5", ["latent=vmf", "seed=2"], {**ok, "config": {"latent": {"dim": 5}}})
@@ -197,3 +201,18 @@ def test_slurm_launcher_config_requeues_and_resumes(compose_train):
     assert cfg.auto_resume is True
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
     assert cfg.hydra.launcher.max_num_timeout > 0
+
+
+def _group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("override", [f"{g}={o}" for g in ("dataset", "experiment", "hparams_search")
+                                      for o in _group_options(g)])
+def test_optimized_metric_is_what_the_checkpoint_is_selected_by(compose_train, override):
+    """The metric a sweep optimises is the one train.py reports for the protocol's checkpoint (``best/<monitor>``):
+    a protocol that selects by another metric than the sweep reads makes every job fail after it finished."""
+    cfg = compose_train([override])
+    monitor = OmegaConf.select(cfg, "callbacks.model_checkpoint.monitor")
+    assert monitor, f"{override}: no monitored checkpoint"
+    assert cfg.optimized_metric == f"best/{monitor.replace('/', '_')}", (override, monitor, cfg.optimized_metric)

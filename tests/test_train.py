@@ -159,7 +159,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(compose_train, tmp_path, 
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
     assert ckpt["global_step"] >= 10
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
-    assert not (tmp_path / "run" / "results.json").exists()
+    record = json.loads((tmp_path / "run" / "results.json").read_text())  # no metrics: the failure and its reason
+    assert record["status"] == "failed" and "reconstruction=nan" in record["reason"] and not record.get("metrics")
 
 
 def test_existing_results_are_not_overwritten(compose_train, tmp_path):

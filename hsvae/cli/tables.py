@@ -85,6 +85,8 @@ def find_jobs(roots: list[Path]) -> list[Job]:
                 data = json.loads(path.read_text())
                 if data.get("format") != RESULTS_FORMAT:
                     job.problem = f"results.json of format {data.get('format')!r}, expected {RESULTS_FORMAT}"
+                elif data.get("status", "finished") != "finished":  # a failed or interrupted run's record
+                    job.problem = f"{data['status']}: {data.get('reason', 'no reason recorded')}"
                 else:
                     job.results = data
             except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:

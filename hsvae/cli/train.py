@@ -21,6 +21,7 @@ import torch
 from omegaconf import DictConfig
 
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from hsvae.cli import CONFIG_DIR
 from hsvae.cli.banner import start_banner
@@ -71,6 +72,10 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resume_checkpoint(cfg, output_dir)
     in_place = ckpt_path is not None and run_dir_of(ckpt_path) == output_dir.resolve()
+    if rank_zero_only.rank != 0:
+        # a DDP worker that Lightning started by re-running this command into rank zero's directory: rank zero
+        # checked and claimed it, and records the run's outcome
+        return _fit_and_test(cfg, output_dir, ckpt_path, in_place, started, commit)
     if in_place:
         finished = _finished_metrics(output_dir)
         if finished is not None:
@@ -95,7 +100,8 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, in_p
                   commit: str | None) -> dict[str, Any]:
     validate(cfg)
     assign_job_gpu(cfg)
-    log.info("%s", start_banner(cfg, ckpt_path))
+    if rank_zero_only.rank == 0:
+        log.info("%s", start_banner(cfg, ckpt_path))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.dataset)
