@@ -31,6 +31,7 @@ from collections.abc import Callable
 import torch
 from torch.distributions import kl_divergence
 
+import _checkout  # noqa: F401,I001  (this checkout's hsvae, not an installed one)
 from hsvae.distributions import (
     DiagonalNormal,
     HypersphericalUniform,

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+import _checkout  # noqa: F401,I001  (this checkout's hsvae, not an installed one)
 from hsvae.data import LinkSplit, PlanetoidLinkDataModule
 from hsvae.latents import GaussianLatent, PowerSphericalLatent, SphericalCauchyLatent, VonMisesFisherLatent
 from hsvae.models.vgae import VGAE, encoder_features, gcn_normalized_adjacency, link_metrics

@@ -19,6 +19,7 @@ import warnings
 import pytorch_lightning as pl
 import torch
 
+import _checkout  # noqa: F401,I001  (this checkout's hsvae, not an installed one)
 from hsvae.data import MNISTDataModule
 from hsvae.latents import GaussianLatent, PowerSphericalLatent, SphericalCauchyLatent, VonMisesFisherLatent
 from hsvae.models import VAE, BernoulliLikelihood, MLPDecoder, MLPEncoder

@@ -8,6 +8,7 @@ See ``hsvae/cli/interpolate.py`` for the options.
 
 import sys
 
+import _checkout  # noqa: F401,I001  (this checkout's hsvae, not an installed one)
 from hsvae.cli.interpolate import main
 
 if __name__ == "__main__":

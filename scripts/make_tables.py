@@ -5,6 +5,7 @@ See ``hsvae/cli/tables.py`` (also installed as ``hsvae-tables``) for the options
 
 import sys
 
+import _checkout  # noqa: F401,I001  (this checkout's hsvae, not an installed one)
 from hsvae.cli.tables import main
 
 if __name__ == "__main__":

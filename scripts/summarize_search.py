@@ -8,6 +8,7 @@ See ``hsvae/cli/search_summary.py`` for what it reads.
 
 import sys
 
+import _checkout  # noqa: F401,I001  (this checkout's hsvae, not an installed one)
 from hsvae.cli.search_summary import main
 
 if __name__ == "__main__":

@@ -105,6 +105,19 @@ def test_multirun_with_a_failing_job_runs_the_rest_and_says_so(tmp_path):
     assert json.loads((sweep / "1" / "results.json").read_text())["status"] == "finished"
 
 
+@pytest.mark.data
+def test_a_tiny_smiles_run_exits_0(tmp_path, data_dir):
+    """dataset=zinc250k selects its checkpoint by val/objective; the run reports best/val_objective and exits 0."""
+    proc = run("train.py", ["dataset=zinc250k", "dataset.max_molecules=300", "dataset.batch_size=64",
+                            "trainer.max_epochs=1", "model.net.embed_dim=32", "model.net.num_layers=1",
+                            "model.net.ff_dim=64", "model.n_samples=8", "model.n_reconstructions=8",
+                            "callbacks.progress_bar=null", "+trainer.enable_progress_bar=false"],
+               tmp_path, env={"HSVAE_DATA_DIR": str(data_dir)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((only_run_dir(tmp_path) / "results.json").read_text())
+    assert results["status"] == "finished" and "best/val_objective" in results["metrics"]
+
+
 # -- resume --------------------------------------------------------------------------------------------
 
 

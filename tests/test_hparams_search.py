@@ -37,7 +37,10 @@ def _job_values(sweep_dir: Path) -> dict[int, float]:
     """Each finished job's own optimized metric, from its results.json."""
     out = {}
     for path in sweep_dir.glob("*/results.json"):
-        recorded = json.loads(path.read_text())["optimized_metric"]
+        results = json.loads(path.read_text())
+        if results["status"] != "finished":  # a failed trial's record: its reason, no metrics
+            continue
+        recorded = results["optimized_metric"]
         assert recorded["name"] == "best/val_elbo"
         out[int(path.parent.name)] = recorded["value"]
     return out
@@ -102,6 +105,7 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, capsys):
     assert [t.state.name for t in _study(sweep_dir).trials] == ["FAIL", "COMPLETE", "COMPLETE", "COMPLETE"]
     values = _job_values(sweep_dir)
     assert sorted(values) == [1, 2, 3]
+    assert json.loads((sweep_dir / "0" / "results.json").read_text())["status"] == "failed"
     result = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert result["best_value"] == pytest.approx(max(values.values()), rel=1e-12)
 
@@ -109,7 +113,7 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, capsys):
     assert summarize([str(sweep_dir), "--no-plot"]) == 0
     out = capsys.readouterr().out
     assert "3 completed, 1 failed" in out
-    assert "| 0 | failed | — |" in out and "no results.json" in out
+    assert "| 0 | failed | — |" in out and "failed: dataset.batch_size must be a positive integer, got 0" in out
 
 
 def test_a_missing_metric_stops_the_search_after_the_first_batch(tmp_path):

@@ -4,6 +4,7 @@ outputs, resume, evaluation, and refusal of bad input."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -171,3 +172,33 @@ def test_existing_results_are_not_overwritten(compose_train, tmp_path):
     with pytest.raises(FileExistsError, match="allow_overwrite"):
         train(cfg)
     assert json.loads((out / "results.json").read_text()) == {"keep": True}
+
+
+def test_a_checkpoint_save_that_dies_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """AtomicCheckpointIO: a save killed half-way (here: torch.save raising after writing part of the file)
+    leaves the previous checkpoint byte-identical and no temporary file; a finished save replaces it whole,
+    readable by others (0o666 less the umask, not mkstemp's 0o600)."""
+    from hsvae.training.checkpoint_io import AtomicCheckpointIO
+
+    io = AtomicCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"epoch": 1, "w": torch.arange(4.0)}, path)
+    before = path.read_bytes()
+    real_save = torch.save
+
+    def dies_half_way(obj, f, *args, **kwargs):
+        f.write(before[: len(before) // 2])
+        raise KeyboardInterrupt  # as a SIGINT or a requeue's signal would
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"epoch": 2, "w": torch.zeros(4)}, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
+
+    monkeypatch.setattr(torch, "save", real_save)
+    io.save_checkpoint({"epoch": 2, "w": torch.zeros(4)}, path)
+    assert io.load_checkpoint(path)["epoch"] == 2
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask

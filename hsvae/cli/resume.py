@@ -53,12 +53,3 @@ def resume_arguments(argv: list[str]) -> list[str]:
         merged["hydra.run.dir"] = f"hydra.run.dir={run_dir}"
     return flags + list(merged.values())
 
-
-def changed_overrides(run_dir: Path, argv: list[str]) -> list[str]:
-    """The overrides of ``argv`` that differ from the run's own (for the message when a checkpoint does not fit)."""
-    saved = run_dir / ".hydra" / "overrides.yaml"
-    try:
-        original = set(str(o) for o in (yaml.safe_load(saved.read_text()) or []))
-    except (OSError, yaml.YAMLError):
-        original = set()
-    return [o for o in argv if not o.startswith("-") and o not in original and _key(o) not in ("ckpt_path", "hydra.run.dir")]

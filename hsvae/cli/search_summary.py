@@ -80,6 +80,9 @@ def _trial(job_dir: Path, metric: str, space: dict[str, Any]) -> Trial:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         trial.problem = f"corrupt results.json ({err})"
         return trial
+    if results.get("status", "finished") != "finished":  # a failed or interrupted trial's record says why
+        trial.problem = f"{results['status']}: {results.get('reason', 'no reason recorded')}"
+        return trial
     recorded = results.get("optimized_metric") or {}
     value = recorded.get("value") if recorded.get("name") == metric else results.get("metrics", {}).get(metric)
     if value is None:

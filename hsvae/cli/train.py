@@ -42,6 +42,7 @@ from hsvae.cli.plugins import exit_if_plugin_missing
 from hsvae.cli.report import collect_metrics, print_metrics, read_status, write_results
 from hsvae.cli.resume import resume_arguments
 from hsvae.cli.search import MissingMetricError
+from hsvae.training.checkpoint_io import AtomicCheckpointIO
 from hsvae.utils.run_info import git_commit
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,9 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, in_p
     loggers = instantiate_loggers(cfg.get("logger"), resume_dir=output_dir if in_place else None)
     if in_place:
         continue_history(loggers, checkpoint.get("epoch", -1))
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # checkpoints are renamed into place from their own folder: a job killed mid-save keeps its last.ckpt
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                                  plugins=[AtomicCheckpointIO()])
     log_hyperparameters(cfg, loggers)
 
     if cfg.get("train", True):

@@ -1,0 +1,44 @@
+"""Checkpoints written next to their final name, then renamed over it.
+
+Lightning's own writer stages a checkpoint in the system's temporary folder and moves it into place; where
+that folder is on another file system than the run (a node-local ``/tmp`` and a shared run directory on a
+cluster) the move is a copy, and a job killed during it leaves a truncated ``last.ckpt``: the very file a
+requeued job resumes from. Here the temporary file is in the checkpoint's own folder, so the rename is atomic
+and a crash leaves the previous checkpoint (or none). The file gets the mode ``open()`` would give it, not
+``mkstemp``'s 0600.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from hsvae.utils.io import new_file_mode
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``TorchCheckpointIO`` whose saves are a write to a hidden temporary file in the target folder, an fsync
+    and an ``os.replace``. Loading and removing are Lightning's."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike,
+                        storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__}.save_checkpoint takes no storage_options, got {storage_options!r}")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            os.chmod(tmp, new_file_mode())
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
