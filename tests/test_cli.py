@@ -218,7 +218,7 @@ BAD_TRAIN_INPUTS = [
      True),
     ("text as ckpt", [_not_a_checkpoint], 1, ["not a readable checkpoint", "notes.ckpt"], True),
     ("torch file as ckpt", [_torch_file_without_state], 1, ["not a Lightning checkpoint", "weights.ckpt"], True),
-    ("gpu without one", ["trainer=gpu"], 2, ["gpu"], True),
+    ("gpu without one", ["trainer=gpu"], 2, ["trainer.accelerator=gpu", "trainer=cpu"], True),
     ("unknown logger", ["logger=nope"], 2, ["logger/nope"], False),
     ("bad graph name", ["dataset=cora", "dataset.name=reddit"], 2, ["dataset.name", "reddit"], True),
 ]

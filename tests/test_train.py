@@ -202,3 +202,12 @@ def test_a_checkpoint_save_that_dies_keeps_the_previous_checkpoint(tmp_path, mon
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_enable_progress_bar_false_turns_the_bar_callback_off(compose_train, tmp_path):
+    """``+trainer.enable_progress_bar=false`` alone (the callbacks group's bar still configured) is what a user
+    types to silence a run; Lightning would refuse the pair, so the bar callback is left out."""
+    cfg = compose_train(["+trainer.enable_progress_bar=false", "+trainer.fast_dev_run=true"])
+    assert cfg.callbacks.progress_bar is not None
+    train(cfg)
+    assert (tmp_path / "run" / "results.json").is_file()

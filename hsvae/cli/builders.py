@@ -47,6 +47,11 @@ def validate(cfg: DictConfig) -> None:
     seed = cfg.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ConfigError(f"seed must be an integer, got {seed!r}")
+    accelerator = cfg.get("trainer", {}).get("accelerator")
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} needs a CUDA GPU, and torch finds none on this machine: use "
+            "trainer=cpu here (trainer=ddp trainer.accelerator=cpu for several CPU processes)")
 
 
 #: What marks a directory as some run's: its config, checkpoints or results.
@@ -79,9 +84,13 @@ def save_run_config(cfg: DictConfig, output_dir: str | Path) -> None:
             write_text_atomic(folder / "overrides.yaml", OmegaConf.to_yaml(hc.overrides.task))
 
 
-def instantiate_callbacks(cfg: DictConfig | None) -> list[pl.Callback]:
+def instantiate_callbacks(cfg: DictConfig | None, progress_bar: bool = True) -> list[pl.Callback]:
+    """The ``callbacks`` group's callbacks; ``progress_bar=False`` (``trainer.enable_progress_bar=false``) leaves
+    out the progress bar, which Lightning would refuse beside that flag."""
     callbacks: list[pl.Callback] = []
     for name, node in (cfg or {}).items():
+        if name == "progress_bar" and not progress_bar:
+            continue
         if isinstance(node, DictConfig) and "_target_" in node:
             callbacks.append(hydra.utils.instantiate(node))
         elif node is not None:

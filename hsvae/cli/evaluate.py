@@ -54,6 +54,9 @@ def training_config(cfg: DictConfig) -> DictConfig:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
+        raise ConfigError("eval.py needs the checkpoint to test: ckpt_path=<run dir>/checkpoints/best.ckpt "
+                          "(a checkpoint written by train.py)")
     started, commit = time.time(), git_commit()
     output_dir = Path(cfg.paths.output_dir)
     check_output_dir(output_dir, cfg.get("allow_overwrite", False))

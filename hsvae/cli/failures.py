@@ -68,6 +68,8 @@ def classify(err: BaseException) -> tuple[int, str]:
     if isinstance(inner, KeyboardInterrupt):
         return INTERRUPTED, "error: interrupted (Ctrl-C); resume with ckpt_path=<run dir>/checkpoints/last.ckpt"
     text = " ".join(str(inner).split()) or type(inner).__name__
+    # Hydra's unknown group option lists the choices, then its search path: the choices are what a user needs
+    text = text.split(" Config search path:")[0]
     if isinstance(inner, _runtime_types()):
         return RUNTIME_ERROR, f"error: {text}"
     if isinstance(inner, _usage_types()):

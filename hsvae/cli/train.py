@@ -112,7 +112,7 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, in_p
         checkpoint = load_checkpoint(ckpt_path)
         hint = "Resume with the run's own config (drop the overrides that change the model)."
         check_fits(model, checkpoint, ckpt_path, hint)
-    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    callbacks = instantiate_callbacks(cfg.get("callbacks"), cfg.trainer.get("enable_progress_bar", True) is not False)
     loggers = instantiate_loggers(cfg.get("logger"), resume_dir=output_dir if in_place else None)
     if in_place:
         continue_history(loggers, checkpoint.get("epoch", -1))

@@ -21,10 +21,7 @@ import gzip
 import hashlib
 import logging
 import math
-import os
 import re
-import shutil
-import tempfile
 import urllib.request
 import zlib
 from collections import Counter
@@ -35,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hsvae.utils.io import new_file_mode
+from hsvae.utils.io import atomic_file
 
 from .base import DatasetNotFoundError, InMemoryDataModule, Split
 
@@ -172,20 +169,14 @@ def read_smiles(path: str | Path) -> list[str]:
 
 def download_file(url: str, path: Path, md5: str | None = None) -> None:
     """Download ``url`` to ``path`` (through a temporary file in the same folder), checking its MD5 when given."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        os.chmod(tmp, new_file_mode())  # a shared data folder: readable as any new file, not mkstemp's 0o600
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-            shutil.copyfileobj(response, out)
-        if md5 is not None:
-            digest = hashlib.md5(Path(tmp).read_bytes()).hexdigest()
-            if digest != md5:
-                raise DatasetNotFoundError(f"the download from {url} has MD5 {digest}, expected {md5}: not the right file")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_file(path, "wb", suffix=".part") as out, urllib.request.urlopen(url, timeout=60) as response:
+        digest = hashlib.md5()
+        for chunk in iter(lambda: response.read(1 << 20), b""):
+            digest.update(chunk)
+            out.write(chunk)
+        if md5 is not None and digest.hexdigest() != md5:
+            raise DatasetNotFoundError(f"the download from {url} has MD5 {digest.hexdigest()}, expected {md5}: "
+                                       "not the right file")
 
 
 # -- the tokenizer -----------------------------------------------------------------------------------------------
