@@ -153,6 +153,29 @@ def test_resume_by_ckpt_path_alone_continues_the_mnist_run(tmp_path, data_dir):
     assert epochs_in(run_dir / "csv" / "metrics.csv") == [0, 1, 2, 3]
 
 
+@pytest.mark.slow  # ~25 s: three loggers, W&B's offline service started twice
+def test_resume_keeps_every_loggers_history(tmp_path):
+    """logger=many_loggers (CSV, TensorBoard, W&B offline), interrupted in epoch 1 and resumed by ckpt_path: one
+    W&B run id across both parts, both parts' TensorBoard event files in the run's one folder, CSV epochs once
+    each."""
+    interrupt = ["+callbacks.interrupt._target_=tests.support.interrupt.InterruptAt", "+callbacks.interrupt.epoch=1"]
+    small = [s for s in SMALL if not s.startswith("trainer.max_epochs")]
+    first = run("train.py", ["logger=many_loggers", "trainer.max_epochs=3", *small, *interrupt], tmp_path,
+                env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"})
+    assert first.returncode == 130, first.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path)
+    second = run("train.py", [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "callbacks.interrupt.epoch=-1"],
+                 tmp_path, env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"})
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert only_run_dir(tmp_path) == run_dir
+    assert epochs_in(run_dir / "csv" / "metrics.csv") == [0, 1, 2]
+    wandb_ids = {p.name.rsplit("-", 1)[-1] for p in (run_dir / "wandb").glob("offline-run-*")}
+    assert len(wandb_ids) == 1 and len(list((run_dir / "wandb").glob("offline-run-*"))) == 2, wandb_ids
+    events = list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))  # ...<time>.<host>.<pid>.<n>
+    assert {e.parent for e in events} == {run_dir / "tensorboard"}
+    assert len({e.name.split(".")[-2] for e in events}) == 2, events  # written by both processes
+
+
 def test_resuming_a_finished_run_exits_0_and_writes_nothing(finished_run, tmp_path):
     before = tree_hashes(finished_run)
     proc = run("train.py", [f"ckpt_path={finished_run / 'checkpoints' / 'last.ckpt'}"], tmp_path)
