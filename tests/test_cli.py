@@ -192,6 +192,7 @@ def test_a_refused_run_leaves_the_finished_run_byte_identical(finished_run, tmp_
     assert tree_hashes(finished_run) == before
 
 
+@pytest.mark.slow
 def test_a_resume_that_cannot_load_is_refused_by_name(finished_run, tmp_path):
     """A checkpoint moved out of its run directory is used with the command line's config; a config whose model
     does not fit it is refused, naming the parameter."""
@@ -247,7 +248,13 @@ BAD_TRAIN_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize("case", BAD_TRAIN_INPUTS, ids=[c[0] for c in BAD_TRAIN_INPUTS])
+#: the cases of the default tier (one of each kind: composition, a value, a checkpoint); the rest run in the slow
+#: tier (each case is a python process of ~5 s, most of it importing Lightning)
+DEFAULT_TIER_CASES = ("latent=vfm", "latent.dim=abc", "text as ckpt")
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c[0], marks=() if c[0] in DEFAULT_TIER_CASES else pytest.mark.slow)
+                                  for c in BAD_TRAIN_INPUTS])
 def test_bad_train_input_is_one_line(case, tmp_path):
     _, args, code, fragments, recorded = case
     if case[0] == "gpu without one" and torch.cuda.is_available():
@@ -269,6 +276,7 @@ def test_missing_mnist_is_one_line_naming_the_folder(tmp_path):
     assert_failure_recorded(only_run_dir(tmp_path), "MNIST not found", 1)
 
 
+@pytest.mark.slow
 @pytest.mark.data
 def test_corrupt_mnist_header_names_the_file(tmp_path, data_dir):
     copy = tmp_path / "data" / "MNIST" / "raw"
@@ -282,6 +290,7 @@ def test_corrupt_mnist_header_names_the_file(tmp_path, data_dir):
     assert_one_line_error(proc, 1, str(target), "not an intact MNIST idx file")
 
 
+@pytest.mark.slow
 def test_eval_bad_inputs(finished_run, tmp_path):
     """eval.py: no checkpoint given (2), a file that is no checkpoint (1, named as such rather than as a missing
     config), a checkpoint moved away from its run's config (2, naming train_config)."""
@@ -294,6 +303,7 @@ def test_eval_bad_inputs(finished_run, tmp_path):
     assert_one_line_error(run("eval.py", [f"ckpt_path={moved}"], tmp_path), 2, "train_config=")
 
 
+@pytest.mark.slow
 def test_verbose_shows_the_traceback(tmp_path):
     proc = run("train.py", ["latent.dim=0", *SMALL], tmp_path, env={"HYDRA_FULL_ERROR": "1"})
     assert proc.returncode == 2 and "Traceback" in proc.stderr and "error: latent.dim" in proc.stderr
