@@ -3,6 +3,7 @@ outputs, resume, evaluation, and refusal of bad input."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -140,9 +141,16 @@ def test_missing_mnist_names_directory_and_files(compose_train, tmp_path):
     assert str(empty / "MNIST" / "raw") in message and "train-images-idx3-ubyte" in message
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(compose_train, tmp_path, monkeypatch):
+@pytest.mark.parametrize("defer", [False, True], ids=["checked at the step (CPU)", "deferred (accelerators)"])
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(compose_train, tmp_path, monkeypatch, defer):
+    """A NaN from the 26th forward (validation's included: global step 22, in epoch 2 of 10 steps each) stops training with the step and the terms named;
+    last.ckpt is epoch 1's. Deferred as on a GPU: the check before validation catches it, before any checkpoint of
+    the poisoned epoch is written."""
     cfg = compose_train(["latent=gaussian", "trainer.max_epochs=3", "dataset.n_train=640", *FAST])
     from hsvae.models import VAE
+    from hsvae.training.finite_guard import FiniteLossGuard
+
+    monkeypatch.setattr(FiniteLossGuard, "__init__", functools.partialmethod(FiniteLossGuard.__init__, defer=defer))
 
     original = VAE.forward
     calls = {"n": 0}
@@ -155,10 +163,12 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(compose_train, tmp_path, 
         return terms
 
     monkeypatch.setattr(VAE, "forward", poisoned)
-    with pytest.raises(NonFiniteLossError, match=r"global step \d+.*reconstruction=nan"):
+    found = r"; found when checking steps 20-29" if defer else ""
+    with pytest.raises(NonFiniteLossError, match=rf"global step 22 \(epoch 2, batch 2{found}\): loss=nan, "
+                                                 r"reconstruction=nan"):
         train(cfg)
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
-    assert ckpt["global_step"] >= 10
+    assert ckpt["global_step"] == 20
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
     record = json.loads((tmp_path / "run" / "results.json").read_text())  # no metrics: the failure and its reason
     assert record["status"] == "failed" and "reconstruction=nan" in record["reason"] and not record.get("metrics")

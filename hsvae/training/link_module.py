@@ -12,7 +12,7 @@ from hsvae.data.links import LinkPredictionDataModule, LinkSplit
 from hsvae.models.vgae import VGAE, encoder_features, gcn_normalized_adjacency, link_metrics
 
 from .optimization import build_optimizers
-from .errors import NonFiniteLossError
+from .finite_guard import FiniteLossGuard
 
 #: the metrics that model selection may monitor (all to maximise)
 SELECTION_CHOICES = ("val/auc_ap", "val/auc", "val/ap")
@@ -57,6 +57,10 @@ class LinkPredictionModule(pl.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.best: dict[str, float] = {}
         self._best_logged = False
+        self._finite = FiniteLossGuard("Lower the learning rate, or check the latent's parameter bounds.")
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        return [self._finite]  # the non-finite-loss check's places in the loop (see hsvae.training.finite_guard)
 
     # -- inputs ---------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -89,12 +93,8 @@ class LinkPredictionModule(pl.LightningModule):
         terms = self.net(*self.inputs(graph), graph.train_pos)
         loss = terms.loss()
         kl = terms.kl.mean()
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"non-finite loss at epoch {self.current_epoch}: loss={loss.item():.6g}, "
-                f"reconstruction={terms.reconstruction.item():.6g}, kl={kl.item():.6g}. Training stopped; "
-                "checkpoints written so far are kept. Lower the learning rate, or check the latent's parameter bounds."
-            )
+        self._finite.observe({"loss": loss, "reconstruction": terms.reconstruction, "kl": kl}, self.global_step,
+                             self.current_epoch, batch_idx)
         self.log_dict(
             {
                 "train/loss": loss,

@@ -13,7 +13,7 @@ from hsvae.models.m2 import M2
 
 from .optimization import build_optimizers, linear_warmup
 from .epoch_means import EpochMeans
-from .errors import NonFiniteLossError
+from .finite_guard import FiniteLossGuard
 
 
 class M2Module(pl.LightningModule):
@@ -65,6 +65,10 @@ class M2Module(pl.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self._labelled_weight = labelled_weight
         self._train_stats = EpochMeans(("loss", "labelled_bound", "unlabelled_bound", "classification", "accuracy"))
+        self._finite = FiniteLossGuard("Lower the learning rate, or check the M1 codes.")
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        return [self._finite]  # the non-finite-loss check's places in the loop (see hsvae.training.finite_guard)
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -93,12 +97,9 @@ class M2Module(pl.LightningModule):
         classification = F.cross_entropy(logits, y_l)
         loss = -(w * labelled_surrogate.mean() + (1 - w) * unlabelled_surrogate.mean()) \
             + self.hparams.alpha * classification
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"non-finite M2 loss at global step {self.global_step} (epoch {self.current_epoch}): "
-                f"labelled bound={labelled.mean().item():.6g}, unlabelled bound={unlabelled.mean().item():.6g}, "
-                f"classification={classification.item():.6g}. Lower the learning rate, or check the M1 codes."
-            )
+        self._finite.observe({"loss": loss, "labelled_bound": labelled.mean(), "unlabelled_bound": unlabelled.mean(),
+                              "classification": classification}, self.global_step, self.current_epoch, batch_idx,
+                             beta=beta)
         accuracy = (logits.argmax(-1) == y_l).float().mean()
         self._train_stats.add(loss, labelled.mean(), unlabelled.mean(), classification, accuracy)
         return loss

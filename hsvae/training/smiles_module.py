@@ -16,7 +16,7 @@ from hsvae.models.smiles import SMILESVAE
 from hsvae.utils.progress import PhaseProgress
 
 from .optimization import build_optimizers, linear_warmup
-from .errors import NonFiniteLossError
+from .finite_guard import FiniteLossGuard
 
 
 #: under ``trainer.fast_dev_run`` (a smoke test, which on a CPU would spend minutes on full batches of a 4+4-layer
@@ -100,6 +100,10 @@ class SMILESVAEModule(pl.LightningModule):
         self._is_valid: Callable[[str], bool] | None = None
         self._validity_checked = False
         self._sums: dict[str, torch.Tensor] = {}
+        self._finite = FiniteLossGuard("Lower the learning rate, or check the latent's parameter bounds.")
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        return [self._finite]  # the non-finite-loss check's places in the loop (see hsvae.training.finite_guard)
 
     # -- building the network from the data ----------------------------------------------------------------
     def _build(self, tokenizer: SMILESTokenizer, max_length: int) -> None:
@@ -183,13 +187,8 @@ class SMILESVAEModule(pl.LightningModule):
         terms = self.net(tokens)
         beta = self.beta(batch_idx)
         loss = terms.loss(beta)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"non-finite loss at global step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx}): "
-                f"loss={loss.item():.6g}, reconstruction={terms.reconstruction.mean().item():.6g}, "
-                f"kl={terms.kl.mean().item():.6g}, beta={beta:.4g}. Training stopped; checkpoints written so far are "
-                "kept. Lower the learning rate, or check the latent's parameter bounds."
-            )
+        self._finite.observe({"loss": loss, "reconstruction": terms.reconstruction.mean(), "kl": terms.kl.mean()},
+                             self.global_step, self.current_epoch, batch_idx, beta=beta)
         self._accumulate("train", terms, loss)
         return loss
 

@@ -13,7 +13,7 @@ from hsvae.utils.progress import PhaseProgress
 
 from .optimization import build_optimizers, linear_warmup
 from .epoch_means import EpochMeans
-from .errors import NonFiniteLossError
+from .finite_guard import FiniteLossGuard
 
 #: importance samples of the test log-likelihood under ``trainer.fast_dev_run`` (at most)
 FAST_DEV_RUN_EVAL_SAMPLES = 10
@@ -84,6 +84,10 @@ class VAEModule(pl.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self._train_stats = EpochMeans(("loss", "reconstruction", "kl"))
         self._ll_progress: PhaseProgress | None = None
+        self._finite = FiniteLossGuard("Lower the learning rate, or check the data and the latent's parameter bounds.")
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        return [self._finite]  # the non-finite-loss check's places in the loop (see hsvae.training.finite_guard)
 
     def setup(self, stage: str) -> None:
         # Check the M1 label counts against the data now rather than after a long training.
@@ -112,13 +116,8 @@ class VAEModule(pl.LightningModule):
         beta = self.beta(batch_idx)
         loss = terms.loss(beta)
         rec, kl = terms.reconstruction.mean(), terms.kl.mean()
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"non-finite loss at global step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx}): "
-                f"loss={loss.item():.6g}, reconstruction={rec.item():.6g}, kl={kl.item():.6g}, beta={beta:.4g}. "
-                "Training stopped; checkpoints written so far are kept. Lower the learning rate, or check the data "
-                "and the latent's parameter bounds."
-            )
+        self._finite.observe({"loss": loss, "reconstruction": rec, "kl": kl}, self.global_step, self.current_epoch,
+                             batch_idx, beta=beta)
         self._train_stats.add(loss, rec, kl, weight=x.shape[0])
         return loss
 
