@@ -80,7 +80,7 @@ def test_search_through_joblib_launcher_and_summary(tmp_path, capsys):
     assert (sweep_dir / "search_summary.png").stat().st_size > 10_000
 
     # W&B: one group for the whole search (its study), each trial's parameters as tags and config
-    from hsvae.utils.wandb_offline import read_offline_run
+    from tests.support.wandb_offline import read_offline_run
 
     runs = [read_offline_run(p) for p in sorted(sweep_dir.glob("*/wandb/offline-run-*"))]
     assert len(runs) == 4

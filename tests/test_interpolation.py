@@ -15,7 +15,7 @@ from hsvae.cli.train import train
 from hsvae.evaluation.interpolation import decode_interpolations, latent_path, lerp, slerp
 from hsvae.latents import GaussianLatent, SphericalCauchyLatent
 from hsvae.models import VAE, BernoulliLikelihood, ConvDecoder, ConvEncoder
-from hsvae.utils.wandb_offline import read_offline_run
+from tests.support.wandb_offline import read_offline_run
 from tests.conftest import FAST
 
 

@@ -11,7 +11,7 @@ import torch
 
 from hsvae.cli.train import train
 from hsvae.data import MNISTDataModule, SyntheticSphereDataModule
-from hsvae.utils.wandb_offline import read_offline_run
+from tests.support.wandb_offline import read_offline_run
 from tests.conftest import FAST
 
 

@@ -77,7 +77,7 @@ def test_joblib_multirun_and_table(tmp_path):
     sweep_dir = _sweep(tmp_path, "joblib", "logger=wandb")
     _check_table(sweep_dir, tmp_path)
     # W&B: one group for the whole sweep, each run tagged with its swept values
-    from hsvae.utils.wandb_offline import read_offline_run
+    from tests.support.wandb_offline import read_offline_run
 
     runs = [read_offline_run(p) for p in sorted(sweep_dir.glob("*/wandb/offline-run-*"))]
     assert len(runs) == 4

@@ -56,12 +56,6 @@ def reconstruction_counts(predicted: torch.Tensor, target: torch.Tensor, pad_id:
     return int(equal.sum()), int(mask.sum()), int((equal.sum(1) == mask.sum(1)).sum())
 
 
-def reconstruction_accuracy(predicted: torch.Tensor, target: torch.Tensor, pad_id: int) -> tuple[float, float]:
-    """``(token accuracy, sequence accuracy)`` in [0, 1], as counted by :func:`reconstruction_counts`."""
-    correct, tokens, sequences = reconstruction_counts(predicted, target, pad_id)
-    return correct / max(tokens, 1), sequences / max(target.shape[0], 1)
-
-
 def sample_metrics(
     samples: Sequence[str], training: Collection[str], is_valid: Callable[[str], bool] | None = None
 ) -> dict[str, float]:

@@ -3,7 +3,7 @@
 An offline run (``<save_dir>/wandb/offline-run-*/run-*.wandb``) is a LevelDB-style log: a 7-byte header
 (``:W&B``, magic, version), then 32 KiB blocks of records, each with a 7-byte header (CRC32, length,
 type: 1 full, 2 first, 3 middle, 4 last) holding a serialised ``wandb_internal_pb2.Record``.
-Useful to check a run before ``wandb sync``, and in this project's tests.
+The tests read offline runs with it (W&B has no reader for them that does not upload).
 """
 
 from __future__ import annotations
