@@ -38,22 +38,17 @@ from torch import nn
 from torch.nn import functional as F
 
 import _checkout  # noqa: F401,I001  (this checkout's hsvae, not an installed one)
+from hsvae.cli.registry import build_latent, latent_families
 from hsvae.data import LinkSplit, PlanetoidLinkDataModule
-from hsvae.latents import GaussianLatent, PowerSphericalLatent, SphericalCauchyLatent, VonMisesFisherLatent
 from hsvae.models.vgae import VGAE, encoder_features, gcn_normalized_adjacency, link_metrics
 from hsvae.training import LinkPredictionModule
 
-LATENTS = {
-    "gaussian": GaussianLatent,
-    "vmf": VonMisesFisherLatent,
-    "spcauchy": SphericalCauchyLatent,
-    "power_spherical": PowerSphericalLatent,
-}
+LATENTS = latent_families()
 EPOCHS, LR, HIDDEN, DIM = 200, 0.01, 32, 16
 
 
 def build_net(latent: str, in_features: int) -> VGAE:
-    return VGAE(in_features, LATENTS[latent](DIM), hidden=HIDDEN)
+    return VGAE(in_features, build_latent(latent, DIM), hidden=HIDDEN)
 
 
 # -- the framework ------------------------------------------------------------------------------------------
@@ -133,7 +128,7 @@ def bare_pyg_run(graph: LinkSplit, latent: str) -> tuple[float, dict]:
         def scale():
             return 1.0
     else:
-        family = LATENTS[latent](DIM)
+        family = build_latent(latent, DIM)
         encoder = PyGEncoder(graph.num_features, family.raw_size, output_bias=True)
         log_scale = nn.Parameter(torch.zeros(()))
         modules, params = [encoder], [*encoder.parameters(), log_scale]
@@ -208,7 +203,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default=os.environ.get("HSVAE_DATA_DIR", "data"))
     parser.add_argument("--cache-dir", default=os.environ.get("HSVAE_CACHE_DIR", ".cache"))
-    parser.add_argument("--latents", nargs="+", default=list(LATENTS), choices=list(LATENTS))
+    parser.add_argument("--latents", nargs="+", default=LATENTS, choices=LATENTS)
     parser.add_argument("--repeats", type=int, default=2, help="runs of each variant; the minimum is reported")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: the machine is shared)")
     args = parser.parse_args()

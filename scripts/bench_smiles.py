@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 import _checkout  # noqa: F401,I001  (this checkout's hsvae, not an installed one)
+from hsvae.cli.registry import build_latent, latent_families
 
 
 def clock(device: torch.device) -> float:
@@ -31,7 +32,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("HSVAE_DATA_DIR", "data")) / "zinc250k"
                         / "250k_rndm_zinc_drugs_clean.smi.gz")
     parser.add_argument("--steps", type=int, default=0, help="training steps to time (0: data only)")
-    parser.add_argument("--latent", default="spcauchy", choices=["spcauchy", "gaussian", "vmf", "power_spherical"])
+    parser.add_argument("--latent", default="spcauchy", choices=latent_families())
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--samples", type=int, default=256, help="prior samples to generate (with --steps)")
@@ -51,14 +52,11 @@ def main() -> None:
     if args.steps <= 0:
         return
 
-    from hsvae import latents
     from hsvae.models import SMILESVAE
 
-    family = {"spcauchy": latents.SphericalCauchyLatent, "gaussian": latents.GaussianLatent,
-              "vmf": latents.VonMisesFisherLatent, "power_spherical": latents.PowerSphericalLatent}[args.latent]
     device = torch.device(args.device)
     torch.manual_seed(0)
-    net = SMILESVAE(family(args.dim), dm.tokenizer.vocab_size, dm.max_length).to(device)
+    net = SMILESVAE(build_latent(args.latent, args.dim), dm.tokenizer.vocab_size, dm.max_length).to(device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0.01)
     loader = iter(dm.train_dataloader())
     times = []

@@ -20,17 +20,12 @@ import pytorch_lightning as pl
 import torch
 
 import _checkout  # noqa: F401,I001  (this checkout's hsvae, not an installed one)
+from hsvae.cli.registry import build_latent, latent_families
 from hsvae.data import MNISTDataModule
-from hsvae.latents import GaussianLatent, PowerSphericalLatent, SphericalCauchyLatent, VonMisesFisherLatent
 from hsvae.models import VAE, BernoulliLikelihood, MLPDecoder, MLPEncoder
 from hsvae.training import VAEModule
 
-LATENTS = {
-    "gaussian": GaussianLatent,
-    "vmf": VonMisesFisherLatent,
-    "spcauchy": SphericalCauchyLatent,
-    "power_spherical": PowerSphericalLatent,
-}
+LATENTS = latent_families()
 
 
 def build_net(latent: str, dim: int) -> VAE:
@@ -39,7 +34,7 @@ def build_net(latent: str, dim: int) -> VAE:
     return VAE(
         MLPEncoder(784, (256, 128)),
         partial(MLPDecoder, out_features=784, hidden=(128, 256)),
-        LATENTS[latent](dim),
+        build_latent(latent, dim),
         BernoulliLikelihood(),
     )
 
@@ -97,7 +92,7 @@ def plain_epoch(dm: MNISTDataModule, latent: str, dim: int, batches: int, epochs
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=os.environ.get("HSVAE_DATA_DIR", "data"))
-    parser.add_argument("--latents", nargs="+", default=list(LATENTS), choices=list(LATENTS))
+    parser.add_argument("--latents", nargs="+", default=LATENTS, choices=LATENTS)
     parser.add_argument("--dim", type=int, default=10, help="intrinsic latent dimension d")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--batches", type=int, default=0, help="batches per epoch (0: the whole epoch)")

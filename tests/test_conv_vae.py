@@ -7,11 +7,12 @@ import hydra
 import pytest
 import torch
 
+from hsvae.cli.registry import latent_families
 from hsvae.cli.resolvers import if_le
 from hsvae.data import load_mnist
 from hsvae.models import ConvDecoder, ConvEncoder
 
-LATENTS = ["gaussian", "power_spherical", "spcauchy", "vmf"]
+LATENTS = latent_families()
 
 
 def test_shapes_and_leading_axes():

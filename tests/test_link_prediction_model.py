@@ -10,16 +10,12 @@ from scipy.special import expit, log_expit
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from hsvae.data.links import LinkSplit, undirected_edges
-from hsvae.latents import GaussianLatent, PowerSphericalLatent, SphericalCauchyLatent, VonMisesFisherLatent
+from hsvae.cli.registry import build_latent, latent_families
+from hsvae.latents import GaussianLatent, VonMisesFisherLatent
 from hsvae.models import VGAE, average_precision, roc_auc
 from hsvae.models.vgae import all_pairs_reconstruction_loss, encoder_features, gcn_normalized_adjacency, sample_pairs
 
-LATENTS = {
-    "gaussian": GaussianLatent,
-    "vmf": VonMisesFisherLatent,
-    "spcauchy": SphericalCauchyLatent,
-    "power_spherical": PowerSphericalLatent,
-}
+LATENTS = latent_families()
 
 
 def random_graph(n: int = 30, m: int = 70, seed: int = 0) -> torch.Tensor:
@@ -151,10 +147,10 @@ def small_split(n: int = 40, features: int = 6, seed: int = 0) -> LinkSplit:
 
 
 @pytest.mark.parametrize("reconstruction", ["all_pairs", "sampled"])
-@pytest.mark.parametrize("latent", list(LATENTS))
+@pytest.mark.parametrize("latent", LATENTS)
 def test_every_latent_family_trains_through_the_interface(latent, reconstruction):
     torch.manual_seed(7)
-    family = LATENTS[latent](3)
+    family = build_latent(latent, 3)
     net = VGAE(6, family, hidden=8, reconstruction=reconstruction)
     graph = small_split()
     x = encoder_features(graph.x)
@@ -215,7 +211,7 @@ def test_feature_count_mismatch_is_reported():
         net.embed(graph.x, gcn_normalized_adjacency(graph.message_passing_edges(), graph.num_nodes))
 
 
-@pytest.mark.parametrize("latent", list(LATENTS))
+@pytest.mark.parametrize("latent", LATENTS)
 def test_featureless_isolated_node_gets_a_valid_posterior(latent):
     """CiteSeer has nodes with all-zero features; one without training edges has a zero raw output under
     bias-free layers, and a spherical direction 0/0. The spherical default has an output bias."""
@@ -225,7 +221,7 @@ def test_featureless_isolated_node_gets_a_valid_posterior(latent):
     keep = (graph.train_pos != 0).all(0)
     graph = LinkSplit(graph.x, graph.y, graph.train_pos[:, keep], graph.val_pos, graph.val_neg, graph.test_pos,
                       graph.test_neg)
-    net = VGAE(6, LATENTS[latent](3), hidden=8)
+    net = VGAE(6, build_latent(latent, 3), hidden=8)
     adjacency = gcn_normalized_adjacency(graph.message_passing_edges(), graph.num_nodes)
     q = net.posterior(graph.x, adjacency)  # validates its arguments (tests turn validation on)
     loss = net(graph.x, adjacency, graph.train_pos).loss()

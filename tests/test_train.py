@@ -16,6 +16,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import open_dict
 
 from hsvae.cli.builders import ConfigError
+from hsvae.cli.registry import latent_families
 from hsvae.cli.evaluate import evaluate
 from hsvae.cli.train import train
 from hsvae.data import DatasetNotFoundError
@@ -24,7 +25,7 @@ from hsvae.training import NonFiniteLossError
 from tests.conftest import FAST, compose_config
 
 REPO = Path(__file__).resolve().parents[1]
-LATENTS = ["gaussian", "vmf", "spcauchy", "power_spherical"]
+LATENTS = latent_families()
 
 
 def results(run_dir: Path) -> dict:
@@ -221,3 +222,19 @@ def test_enable_progress_bar_false_turns_the_bar_callback_off(compose_train, tmp
     assert cfg.callbacks.progress_bar is not None
     train(cfg)
     assert (tmp_path / "run" / "results.json").is_file()
+
+
+def test_every_latent_family_builds_from_its_config_file():
+    """The registry the tests and scripts read: each option of conf/latent/ (the plain autoencoder's aside, which
+    has no prior) builds a family of the requested intrinsic dimension, d coordinates in R^d or d + 1 on S^d."""
+    from hsvae.cli.registry import build_latent, group_options
+
+    assert set(LATENTS) == set(group_options("latent")) - {"deterministic"} and len(LATENTS) >= 4
+    for name in LATENTS:
+        family = build_latent(name, 3)
+        z = family.posterior(torch.randn(5, family.raw_size)).rsample()
+        assert z.shape[-1] in (3, 4), (name, z.shape)
+        if z.shape[-1] == 4:
+            torch.testing.assert_close(z.norm(dim=-1), torch.ones(5))
+    with pytest.raises(ValueError, match="unknown latent family 'vfm'.*vmf"):
+        build_latent("vfm", 3)

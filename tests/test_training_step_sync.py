@@ -17,6 +17,7 @@ import hydra
 import pytest
 import torch
 
+from hsvae.cli.registry import latent_families
 from hsvae.data.links import LinkSplit
 from hsvae.models.vgae import encoder_features, gcn_normalized_adjacency
 from hsvae.training import NonFiniteLossError
@@ -61,7 +62,7 @@ def test_the_detector_detects_a_host_read():
         bool(torch.isfinite(torch.zeros((), device=META)))
 
 
-@pytest.mark.parametrize("latent", ["gaussian", "vmf", "spcauchy", "power_spherical"])
+@pytest.mark.parametrize("latent", latent_families())
 def test_mnist_vae_step_has_no_host_read(tmp_path, latent):
     """d = 4: S^4 in R^5, where the Power Spherical sampler needs no Gamma draw (whose gradient has no meta kernel;
     tests/distributions/test_no_host_sync.py)."""
