@@ -216,3 +216,23 @@ def test_optimized_metric_is_what_the_checkpoint_is_selected_by(compose_train, o
     monitor = OmegaConf.select(cfg, "callbacks.model_checkpoint.monitor")
     assert monitor, f"{override}: no monitored checkpoint"
     assert cfg.optimized_metric == f"best/{monitor.replace('/', '_')}", (override, monitor, cfg.optimized_metric)
+
+
+def test_dataset_configs_are_pure_data():
+    """A dataset config describes data (``dataset``, ``data_spec``) and names the protocol it belongs to
+    (``/task: <name>``, or another dataset config it extends); the protocol's model, trainer, callbacks, latent and
+    selection live in conf/task/ alone."""
+    for path in sorted((Path(CONFIG_DIR) / "dataset").glob("*.yaml")):
+        raw = yaml.safe_load(path.read_text())
+        assert set(raw) <= {"defaults", "dataset", "data_spec"}, (path.name, sorted(raw))
+        for entry in raw.get("defaults", []):
+            assert (isinstance(entry, dict) and list(entry) == ["/task"]) or entry in _group_options("dataset"), \
+                (path.name, entry)
+        assert set(raw.get("data_spec") or {}) <= {"input_dim"}, path.name
+
+
+def test_every_dataset_selects_a_task_and_the_command_line_can_choose_another(compose_train):
+    for dataset in _group_options("dataset"):
+        assert compose_train([f"dataset={dataset}"]).hydra.runtime.choices.task in _group_options("task"), dataset
+    cfg = compose_train(["dataset=mnist", "task=svae_synthetic"])
+    assert cfg.data_spec.likelihood._target_.endswith("GaussianLikelihood") and cfg.trainer.max_epochs == 20
