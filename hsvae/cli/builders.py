@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -52,6 +54,25 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"trainer.accelerator={accelerator} needs a CUDA GPU, and torch finds none on this machine: use "
             "trainer=cpu here (trainer=ddp trainer.accelerator=cpu for several CPU processes)")
+
+
+def instantiate_model(cfg: DictConfig) -> pl.LightningModule:
+    """``cfg.model``, instantiated. A key the model's class does not take (a protocol written for another model,
+    e.g. ``model=vgae`` with the MNIST task's ``model.eval_samples``) is named as a config key, with the choices
+    that brought it together."""
+    try:
+        return hydra.utils.instantiate(cfg.model)
+    except InstantiationException as err:
+        found = re.search(r"unexpected keyword argument '(\w+)'", str(err.__cause__ or err))
+        if not isinstance(err.__cause__, TypeError) or found is None:
+            raise
+        choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+        model, task = choices.get("model", "?"), choices.get("task")
+        origin = f"task={task} (dataset={choices.get('dataset')}'s protocol) sets it for another model" if task else \
+            "it is not one of its arguments"
+        raise ConfigError(
+            f"model.{found[1]} is not an argument of {cfg.model._target_} (model={model}): {origin}. Pick a dataset "
+            f"or task whose protocol trains model={model}, or drop the key with ~model.{found[1]}") from err
 
 
 #: What marks a directory as some run's: its config, checkpoints or results.

@@ -18,7 +18,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hsvae.cli import CONFIG_DIR
 from hsvae.cli.banner import start_banner
-from hsvae.cli.builders import ConfigError, check_output_dir, instantiate_loggers, save_run_config, validate
+from hsvae.cli.builders import (ConfigError, check_output_dir, instantiate_loggers, instantiate_model, save_run_config,
+                                 validate)
 from hsvae.cli.checkpoints import find_run_config, load_checkpoint
 from hsvae.cli.failures import record_failure, run_entry_point, single_run_errors
 from hsvae.cli.report import collect_metrics, print_metrics, write_results
@@ -74,7 +75,7 @@ def _evaluate(cfg: DictConfig, output_dir: Path, started: float, commit: str | N
     log.info("%s", start_banner(train_cfg, str(cfg.ckpt_path)))
     pl.seed_everything(train_cfg.seed, workers=True, verbose=False)
     datamodule = hydra.utils.instantiate(train_cfg.dataset)
-    model = hydra.utils.instantiate(train_cfg.model)
+    model = instantiate_model(train_cfg)
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False)
     # as train.py does before its test stage: the same seed gives the same Monte-Carlo draws, so the same numbers

@@ -31,6 +31,7 @@ from hsvae.cli.builders import (
     continue_history,
     instantiate_callbacks,
     instantiate_loggers,
+    instantiate_model,
     log_hyperparameters,
     resume_checkpoint,
     save_run_config,
@@ -106,7 +107,7 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, in_p
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.dataset)
-    model: pl.LightningModule = hydra.utils.instantiate(cfg.model)
+    model = instantiate_model(cfg)
     checkpoint = None
     if ckpt_path is not None:
         checkpoint = load_checkpoint(ckpt_path)

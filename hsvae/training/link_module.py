@@ -41,15 +41,8 @@ class LinkPredictionModule(pl.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable | None = None,
         selection_metric: str = "val/auc_ap",
-        **unexpected,
     ):
         super().__init__()
-        if unexpected:
-            # e.g. eval_samples or warmup_epochs, which the VAE datasets' configs set for model=mlp_vae
-            raise ValueError(
-                f"model=vgae does not take {sorted(unexpected)}: they come from a non-graph dataset's protocol. "
-                "model=vgae trains on a graph data module (dataset=cora|citeseer|pubmed)."
-            )
         if selection_metric not in SELECTION_CHOICES:
             raise ValueError(f"model.selection_metric must be one of {SELECTION_CHOICES}, got {selection_metric!r}")
         self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])

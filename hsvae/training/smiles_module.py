@@ -71,15 +71,8 @@ class SMILESVAEModule(pl.LightningModule):
         decode_batch_size: int = 500,
         greedy: bool = True,
         temperature: float = 1.0,
-        **unexpected,
     ):
         super().__init__()
-        if unexpected:
-            # e.g. eval_samples or knn_k, which the image and vector datasets' configs set for model=mlp_vae
-            raise ValueError(
-                f"model=smiles_vae does not take {sorted(unexpected)}: they come from another dataset's protocol. "
-                "model=smiles_vae trains on a SMILES data module (dataset=zinc250k)."
-            )
         if warmup_epochs < 0:
             raise ValueError(f"model.warmup_epochs must be >= 0, got {warmup_epochs}")
         if final_beta < 0:
