@@ -236,3 +236,12 @@ def test_every_dataset_selects_a_task_and_the_command_line_can_choose_another(co
         assert compose_train([f"dataset={dataset}"]).hydra.runtime.choices.task in _group_options("task"), dataset
     cfg = compose_train(["dataset=mnist", "task=svae_synthetic"])
     assert cfg.data_spec.likelihood._target_.endswith("GaussianLikelihood") and cfg.trainer.max_epochs == 20
+
+
+def test_a_planetoid_graph_is_its_name_and_feature_count(compose_train):
+    """cora.yaml adds only the graph's name and feature count to planetoid.yaml: the generic option given the
+    same two values composes the same run (what a new Planetoid-style graph's one config file relies on)."""
+    named = compose_train(["dataset=cora"])
+    generic = compose_train(["dataset=planetoid", "dataset.name=cora", "data_spec.input_dim=1433"])
+    for key in ("dataset", "data_spec", "model", "latent", "trainer", "callbacks", "optimized_metric"):
+        assert OmegaConf.to_container(named[key]) == OmegaConf.to_container(generic[key]), key
