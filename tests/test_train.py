@@ -238,3 +238,17 @@ def test_every_latent_family_builds_from_its_config_file():
             torch.testing.assert_close(z.norm(dim=-1), torch.ones(5))
     with pytest.raises(ValueError, match="unknown latent family 'vfm'.*vmf"):
         build_latent("vfm", 3)
+
+
+def test_config_targets_are_checked_by_type():
+    """eval.py's M1 options and the M1 loader accept VAE checkpoints: a subclass test, where the earlier name test
+    ("...VAEModule") also took the SMILES module."""
+    from omegaconf import OmegaConf
+
+    from hsvae.cli.builders import targets
+    from hsvae.training import VAEModule
+
+    assert targets(OmegaConf.create({"_target_": "hsvae.training.VAEModule"}), VAEModule)
+    assert not targets(OmegaConf.create({"_target_": "hsvae.training.SMILESVAEModule"}), VAEModule)
+    assert not targets(OmegaConf.create({"_target_": "hsvae.training.Nowhere"}), VAEModule)
+    assert not targets(None, VAEModule)

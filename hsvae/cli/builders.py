@@ -14,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.loggers import WandbLogger
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,18 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"trainer.accelerator={accelerator} needs a CUDA GPU, and torch finds none on this machine: use "
             "trainer=cpu here (trainer=ddp trainer.accelerator=cpu for several CPU processes)")
+
+
+def targets(node: object, cls: type) -> bool:
+    """Whether a config node's ``_target_`` names ``cls`` or a subclass of it (by type, not by name: a name test
+    for "VAEModule" would also accept SMILESVAEModule)."""
+    target = OmegaConf.select(node, "_target_", default=None) if isinstance(node, DictConfig) else None
+    if not target:
+        return False
+    try:
+        return issubclass(hydra.utils.get_class(str(target)), cls)
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return False
 
 
 def instantiate_model(cfg: DictConfig) -> pl.LightningModule:
@@ -187,7 +200,7 @@ def instantiate_loggers(cfg: DictConfig | None, resume_dir: Path | None = None) 
     for name, node in (cfg or {}).items():
         if not (isinstance(node, DictConfig) and "_target_" in node):
             continue
-        if node._target_.endswith("WandbLogger"):
+        if targets(node, WandbLogger):
             with open_dict(node):
                 if node.get("offline") is None:
                     node.offline = not _wandb_has_key()

@@ -19,10 +19,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from hsvae.cli import CONFIG_DIR
 from hsvae.cli.banner import start_banner
 from hsvae.cli.builders import (ConfigError, check_output_dir, instantiate_loggers, instantiate_model, save_run_config,
-                                 validate)
+                                 targets, validate)
 from hsvae.cli.checkpoints import find_run_config, load_checkpoint
 from hsvae.cli.failures import record_failure, run_entry_point, single_run_errors
 from hsvae.cli.report import collect_metrics, print_metrics, write_results
+from hsvae.training import VAEModule
 from hsvae.utils.run_info import git_commit
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def training_config(cfg: DictConfig) -> DictConfig:
         for key in ("m1_labels", "m1_k"):
             if cfg.get(key) is None:
                 continue
-            if not str(train_cfg.model.get("_target_", "")).endswith("VAEModule"):
+            if not targets(train_cfg.model, VAEModule):
                 raise ConfigError(
                     f"{key}={cfg.get(key)} (the M1 k-NN evaluation) applies to VAE checkpoints; {ckpt} was trained "
                     f"with model._target_={train_cfg.model.get('_target_')}"

@@ -22,9 +22,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hsvae.cli import CONFIG_DIR
-from hsvae.cli.builders import ConfigError
+from hsvae.cli.builders import ConfigError, targets
 from hsvae.cli.checkpoints import find_run_config
 from hsvae.models import VAE
+from hsvae.training import VAEModule
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def load_m1(ckpt_path: str | Path, latent: DictConfig, train_config: str | None 
         )
     cfg, source = run_config(ckpt, train_config)
     target = str(OmegaConf.select(cfg, "model._target_", default=""))
-    if not target.endswith("VAEModule"):
+    if not targets(cfg.get("model"), VAEModule):
         raise ConfigError(
             f"m1.ckpt_path={ckpt} is not a VAE checkpoint: its run ({source}) trained model._target_={target or None}"
         )
