@@ -23,6 +23,7 @@ from hsvae.cli.builders import (ConfigError, check_output_dir, instantiate_logge
 from hsvae.cli.checkpoints import find_run_config, load_checkpoint
 from hsvae.cli.failures import record_failure, run_entry_point, single_run_errors
 from hsvae.cli.report import collect_metrics, print_metrics, write_results
+from hsvae.cli.stages import instantiate_datamodule
 from hsvae.training import VAEModule
 from hsvae.utils.run_info import git_commit
 
@@ -75,7 +76,7 @@ def _evaluate(cfg: DictConfig, output_dir: Path, started: float, commit: str | N
     validate(train_cfg)
     log.info("%s", start_banner(train_cfg, str(cfg.ckpt_path)))
     pl.seed_everything(train_cfg.seed, workers=True, verbose=False)
-    datamodule = hydra.utils.instantiate(train_cfg.dataset)
+    datamodule = instantiate_datamodule(train_cfg)
     model = instantiate_model(train_cfg)
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False)

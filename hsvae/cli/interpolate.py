@@ -84,8 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("interpolation.png"))
     args = parser.parse_args(argv)
 
-    import hydra
-
+    from hsvae.cli.stages import instantiate_datamodule
     from hsvae.evaluation.interpolation import decode_interpolations
     from hsvae.utils.plotting import image_grid, save_figure
 
@@ -94,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cfg = run_config(args.ckpt, args.config, args.data_dir)
     model = load_model(args.ckpt, cfg)
-    datamodule = hydra.utils.instantiate(cfg.dataset)
+    datamodule = instantiate_datamodule(cfg)
     datamodule.setup()
     splits = getattr(datamodule, "splits", None) or {}
     if args.split not in splits or splits[args.split].x.dim() != 4:

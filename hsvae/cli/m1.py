@@ -1,6 +1,7 @@
 """The M1 of an M1+M2 run: a trained MNIST VAE, loaded from its checkpoint or trained first in the same job.
 
-``dataset=mnist_m1`` instantiates :func:`m1_vae` (through the data module's ``m1`` argument):
+Stage 1 of ``task=m1_m2`` (``dataset=mnist_m1``): :func:`hsvae.cli.stages.earlier_stages` calls :func:`m1_vae`
+and hands the M1 to the data module:
 
 * ``m1.ckpt_path=<run>/checkpoints/best.ckpt``: that VAE, rebuilt from its run's config
   (``<run>/.hydra/config.yaml``, else ``<run>/results.json``, or ``m1.train_config``) and checked against the
@@ -169,7 +170,7 @@ def m1_vae(
     seed: int = 0,
     task_name: str = "train",
 ) -> VAE:
-    """The M1 VAE of an M1+M2 run (see the module docstring); ``dataset.m1`` of ``dataset=mnist_m1``.
+    """The M1 VAE of an M1+M2 run (see the module docstring): stage 1 of ``task=m1_m2``.
 
     Args:
         latent: the M1's latent config (``m1.latent``), which a loaded checkpoint must match.

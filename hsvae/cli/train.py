@@ -43,6 +43,7 @@ from hsvae.cli.plugins import exit_if_plugin_missing
 from hsvae.cli.report import collect_metrics, print_metrics, read_status, write_results
 from hsvae.cli.resume import resume_arguments
 from hsvae.cli.search import MissingMetricError
+from hsvae.cli.stages import instantiate_datamodule
 from hsvae.training.checkpoint_io import AtomicCheckpointIO
 from hsvae.utils.run_info import git_commit
 
@@ -106,7 +107,7 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, in_p
         log.info("%s", start_banner(cfg, ckpt_path))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.dataset)
+    datamodule = instantiate_datamodule(cfg)
     model = instantiate_model(cfg)
     checkpoint = None
     if ckpt_path is not None:
