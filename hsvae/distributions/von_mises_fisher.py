@@ -33,7 +33,7 @@ from hsvae.special.bessel import _evaluate, _prepare, scalar
 from ._sphere import check_ambient_dim, log_sphere_surface, sample_uniform_sphere, unit_vector
 from .uniform import HypersphericalUniform
 
-__all__ = ["VonMisesFisher"]
+__all__ = ["VonMisesFisher", "von_mises_fisher_kl_to_uniform"]
 
 # --------------------------------------------------------------------------------------------
 # Wood's (1994) rejection sampler for w = loc.x, vectorised in blocks
@@ -306,9 +306,8 @@ class _AssembleSample(torch.autograd.Function):
     """(kappa, loc) -> z = H(loc) x', x' = (w, radial v), with the noise (and so w, radial and
     their kappa-derivatives) given: one autograd node instead of ~25.
 
-    H = I - c u u^T, u = e1 - loc, c = 2 / u.u (as ``_sphere.householder_rotate``, whose
-    formula this repeats so as to keep u and c for the backward pass; c = 0 when loc = e1 to
-    rounding, making H the identity). Backward, for the incoming gradient g:
+    H = I - c u u^T, u = e1 - loc, c = 2 / u.u: the Householder reflection taking e1 to loc, u and c kept
+    for the backward pass; c = 0 when loc = e1 to rounding, making H the identity. Backward, for the incoming gradient g:
     dL/dx' = H g (H is symmetric), so dL/dkappa = (Hg)_0 dw/dkappa + ((Hg)_(1:) . v) dradial/dkappa;
     and with s = x'.u, dL/du = c^2 s (g.u) u - c (g.u) x' - c s g, dL/dloc = -dL/du.
     """
@@ -317,7 +316,7 @@ class _AssembleSample(torch.autograd.Function):
     def forward(ctx, kappa, loc, one_minus_w, radial, d_one_minus_w, d_radial, tangent):
         k = _constants(loc.shape[-1], loc.dtype, loc.device)
         x = torch.cat([(k.one - one_minus_w).unsqueeze(-1), radial.unsqueeze(-1) * tangent], dim=-1)
-        # The reflection of householder_rotate, written out so that u and c are kept for backward.
+        # The reflection H x' = x' - c (x'.u) u, written out so that u and c are kept for backward.
         u = -loc
         u[..., 0] += 1.0
         uu = torch.linalg.vecdot(u, u).unsqueeze(-1)
@@ -380,7 +379,9 @@ class _KLToUniform(torch.autograd.Function):
         return grad * kappa * d_ratio, None
 
 
-def _kl_to_uniform(kappa: torch.Tensor, m: int) -> torch.Tensor:
+def von_mises_fisher_kl_to_uniform(kappa: torch.Tensor, m: int) -> torch.Tensor:
+    """KL(vMF(., kappa) || uniform on S^(m-1)) for concentrations ``kappa`` (any shape), in nats, with the
+    Bessel-ratio gradient; the same function of kappa as its siblings' ``*_kl_to_uniform``."""
     x, dtype = _prepare(kappa)
     return _KLToUniform.apply(x, 0.5 * m - 1.0).to(dtype)
 
@@ -531,11 +532,12 @@ class VonMisesFisher(Distribution):
         """log C_m(kappa) = (m/2 - 1) log kappa - (m/2) log(2 pi) - log I_(m/2-1)(kappa)."""
         return -self._bessel().log_hyp0f1 - log_sphere_surface(self.m)
 
-    def _kl_to_uniform(self) -> torch.Tensor:
-        return _kl_to_uniform(self.scale, self.m)
+    def kl_to_uniform(self) -> torch.Tensor:
+        """KL(self || uniform on S^(m-1)), shape ``batch_shape`` (as the sibling families' method)."""
+        return von_mises_fisher_kl_to_uniform(self.scale, self.m)
 
     def entropy(self) -> torch.Tensor:
-        return log_sphere_surface(self.m) - self._kl_to_uniform()
+        return log_sphere_surface(self.m) - self.kl_to_uniform()
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
@@ -602,7 +604,7 @@ def _kl_von_mises_fisher_uniform(q: VonMisesFisher, p: HypersphericalUniform) ->
         raise ValueError(
             f"KL between a vMF on S^{q.m - 1} (m={q.m}) and a uniform on S^{p.m - 1} (m={p.m}): m must match"
         )
-    kl = q._kl_to_uniform()
+    kl = q.kl_to_uniform()
     if p.batch_shape == q.batch_shape or not p.batch_shape:
         return kl
     return kl.expand(torch.broadcast_shapes(q.batch_shape, p.batch_shape))

@@ -428,3 +428,18 @@ def test_cuda_sampling_and_kl() -> None:
         torch.testing.assert_close(a.cpu(), on_cpu, rtol=1e-5, atol=0)
         kl = kl_divergence(q, HypersphericalUniform(m, dtype=torch.float32, device="cuda"))
         assert torch.isfinite(kl).all()
+
+
+def test_public_kl_to_uniform_is_the_registered_kl():
+    """von_mises_fisher_kl_to_uniform (public, as its siblings' *_kl_to_uniform) is what kl_divergence and the
+    method return, and entropy = log|S^(m-1)| - KL."""
+    from hsvae.distributions.uniform import HypersphericalUniform
+    from hsvae.distributions.von_mises_fisher import von_mises_fisher_kl_to_uniform
+
+    kappa = torch.tensor([0.5, 3.0, 40.0], dtype=torch.float64)
+    loc = torch.nn.functional.normalize(torch.randn(3, 6, dtype=torch.float64), dim=-1)
+    q = VonMisesFisher(loc, kappa)
+    kl = torch.distributions.kl_divergence(q, HypersphericalUniform(6, dtype=torch.float64))
+    torch.testing.assert_close(von_mises_fisher_kl_to_uniform(kappa, 6), kl)
+    torch.testing.assert_close(q.kl_to_uniform(), kl)
+    torch.testing.assert_close(q.entropy(), HypersphericalUniform(6, dtype=torch.float64).entropy() - kl)
