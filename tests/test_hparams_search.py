@@ -15,6 +15,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from hsvae.cli import CONFIG_DIR
+from hsvae.cli.registry import group_options
 from hsvae.cli.search import probe_overrides, search_space
 from hsvae.cli.search_summary import load_search
 from hsvae.cli.search_summary import main as summarize
@@ -22,7 +23,7 @@ from tests.test_sweeps import TINY, run_train
 
 optuna = pytest.importorskip("optuna", reason="the `search` extra (hydra-optuna-sweeper) is part of `dev`")
 
-SEARCHES = sorted(p.stem for p in (Path(CONFIG_DIR) / "hparams_search").glob("*.yaml"))
+SEARCHES = group_options("hparams_search")
 #: The synthetic search with a tiny budget: 2 epochs of 320 points per trial, no test stage.
 SMALL = ["hparams_search=synthetic", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2",
          *TINY, "trainer.max_epochs=2"]

@@ -16,12 +16,13 @@ from omegaconf import OmegaConf
 
 from hsvae.cli import CONFIG_DIR
 from hsvae.cli.plugins import missing_plugin
+from hsvae.cli.registry import group_options
 from hsvae.cli.tables import main as make_tables
 from hsvae.cli.train import train
 from tests.conftest import FAST
 
 REPO = Path(__file__).resolve().parents[1]
-EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
+EXPERIMENTS = group_options("experiment")
 TINY = ["dataset.n_train=320", "dataset.n_val=100", "dataset.n_test=100", "trainer.max_epochs=1",
         "model.eval_samples=5", "callbacks.progress_bar=null", "+trainer.enable_model_summary=false"]
 
@@ -203,12 +204,8 @@ def test_slurm_launcher_config_requeues_and_resumes(compose_train):
     assert cfg.hydra.launcher.max_num_timeout > 0
 
 
-def _group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
-
-
 @pytest.mark.parametrize("override", [f"{g}={o}" for g in ("dataset", "experiment", "hparams_search")
-                                      for o in _group_options(g)])
+                                      for o in group_options(g)])
 def test_optimized_metric_is_what_the_checkpoint_is_selected_by(compose_train, override):
     """The metric a sweep optimises is the one train.py reports for the protocol's checkpoint (``best/<monitor>``):
     a protocol that selects by another metric than the sweep reads makes every job fail after it finished."""
@@ -226,14 +223,14 @@ def test_dataset_configs_are_pure_data():
         raw = yaml.safe_load(path.read_text())
         assert set(raw) <= {"defaults", "dataset", "data_spec"}, (path.name, sorted(raw))
         for entry in raw.get("defaults", []):
-            assert (isinstance(entry, dict) and list(entry) == ["/task"]) or entry in _group_options("dataset"), \
+            assert (isinstance(entry, dict) and list(entry) == ["/task"]) or entry in group_options("dataset"), \
                 (path.name, entry)
         assert set(raw.get("data_spec") or {}) <= {"input_dim"}, path.name
 
 
 def test_every_dataset_selects_a_task_and_the_command_line_can_choose_another(compose_train):
-    for dataset in _group_options("dataset"):
-        assert compose_train([f"dataset={dataset}"]).hydra.runtime.choices.task in _group_options("task"), dataset
+    for dataset in group_options("dataset"):
+        assert compose_train([f"dataset={dataset}"]).hydra.runtime.choices.task in group_options("task"), dataset
     cfg = compose_train(["dataset=mnist", "task=svae_synthetic"])
     assert cfg.data_spec.likelihood._target_.endswith("GaussianLikelihood") and cfg.trainer.max_epochs == 20
 

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from hsvae.cli import CONFIG_DIR
 
+
 def group_options(group: str) -> list[str]:
     """The options of a config group (the file names in ``conf/<group>/``), sorted."""
     return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
