@@ -37,7 +37,6 @@ class FiniteLossGuard(pl.Callback):
     def _reset(self) -> None:
         self._names: tuple[str, ...] = ()
         self._where: list[tuple[int, int, int, dict[str, float]]] = []  # per observed step: host-side facts
-        self._count: torch.Tensor | None = None  # steps observed since the last check (on the device)
         self._first: torch.Tensor | None = None  # index of the first non-finite step, -1 if none (on the device)
         self._values: torch.Tensor | None = None  # the loss terms at that step (on the device)
 
@@ -53,13 +52,12 @@ class FiniteLossGuard(pl.Callback):
             return
         if self._first is None:
             self._names = tuple(terms)
-            self._count = torch.zeros((), dtype=torch.long, device=values.device)
             self._first = torch.full((), -1, dtype=torch.long, device=values.device)
             self._values = torch.zeros_like(values)
         new = ~torch.isfinite(values[0]) & (self._first < 0)
-        self._first = torch.where(new, self._count, self._first)
+        # the step's index is a host number (the steps recorded so far): a kernel argument, no copy to the device
+        self._first = torch.where(new, len(self._where), self._first)
         self._values = torch.where(new, values, self._values)
-        self._count = self._count + 1
         self._where.append((step, epoch, batch_idx, scalars))
 
     def check(self) -> None:
