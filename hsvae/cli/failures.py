@@ -159,10 +159,9 @@ def run_entry_point(hydra_main: Callable[[], Any]) -> Any:
 
 def sweep_summary(sweep_dir: Path) -> str:
     """One line: how many jobs of a sweep finished and which did not (from each job's results.json)."""
-    from hsvae.cli.report import read_status
+    from hsvae.cli.report import read_status, unfinished_reason
 
     jobs = sorted((p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()), key=lambda p: p.name)
-    bad = [p.name for p in jobs if (read_status(p) or {}).get("status", "finished") != "finished"
-           or not (p / "results.json").is_file()]
+    bad = [p.name for p in jobs if (status := read_status(p)) is None or unfinished_reason(status)]
     return (f"sweep {sweep_dir}: {len(jobs) - len(bad)} of {len(jobs)} jobs finished; not finished: "
             f"{', '.join(bad) or 'none'} (each job's results.json says why; make_tables lists them)")

@@ -98,6 +98,14 @@ def write_failure(output_dir: Path, cfg: DictConfig | None, status: str, reason:
     return path
 
 
+def unfinished_reason(results: dict) -> str | None:
+    """``"<status>: <reason>"`` for the results.json of a run that did not finish (failed, interrupted), else
+    None (results.json of earlier formats have no status: they were written by finished runs)."""
+    if results.get("status", "finished") == "finished":
+        return None
+    return f"{results['status']}: {results.get('reason', 'no reason recorded')}"
+
+
 def read_status(output_dir: Path) -> dict | None:
     """The results.json of a run directory as a dict (None when absent or unreadable)."""
     import json

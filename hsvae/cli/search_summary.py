@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from hsvae.cli.report import unfinished_reason
 from hsvae.cli.search import DESCRIPTION_FILE
 from hsvae.cli.tables import read_overrides
 
@@ -80,8 +81,8 @@ def _trial(job_dir: Path, metric: str, space: dict[str, Any]) -> Trial:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         trial.problem = f"corrupt results.json ({err})"
         return trial
-    if results.get("status", "finished") != "finished":  # a failed or interrupted trial's record says why
-        trial.problem = f"{results['status']}: {results.get('reason', 'no reason recorded')}"
+    trial.problem = unfinished_reason(results)  # a failed or interrupted trial's record says why
+    if trial.problem:
         return trial
     recorded = results.get("optimized_metric") or {}
     value = recorded.get("value") if recorded.get("name") == metric else results.get("metrics", {}).get(metric)

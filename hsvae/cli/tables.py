@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from hsvae.cli.report import RESULTS_FORMAT
+from hsvae.cli.report import RESULTS_FORMAT, unfinished_reason
 from hsvae.utils.progress import track
 
 #: Config keys that legitimately differ between runs of one table.
@@ -85,8 +85,8 @@ def find_jobs(roots: list[Path]) -> list[Job]:
                 data = json.loads(path.read_text())
                 if data.get("format") != RESULTS_FORMAT:
                     job.problem = f"results.json of format {data.get('format')!r}, expected {RESULTS_FORMAT}"
-                elif data.get("status", "finished") != "finished":  # a failed or interrupted run's record
-                    job.problem = f"{data['status']}: {data.get('reason', 'no reason recorded')}"
+                elif unfinished_reason(data):  # a failed or interrupted run's record
+                    job.problem = unfinished_reason(data)
                 else:
                     job.results = data
             except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
