@@ -75,7 +75,7 @@ def main() -> None:
           f"epoch ({steps_per_epoch} steps) ~ {per_step * steps_per_epoch / 60:.1f} min; "
           f"300 epochs ~ {per_step * steps_per_epoch * 300 / 3600:.1f} h (validation not included)")
     net.eval()
-    z = net.latent.prior(torch.zeros(1, device=device)).sample((args.samples,))
+    z = net.latent.prior().sample((args.samples,))
     start = clock(device)
     net.generate(z)
     print(f"greedy generation of {args.samples} strings: {clock(device) - start:.2f} s")

@@ -17,7 +17,7 @@ from hsvae.data.m1_codes import M1CodesDataModule, SemiSupervisedLoader
 from hsvae.data.loaders import TensorLoader
 from hsvae.distributions import DiagonalNormal, VonMisesFisher
 from hsvae.evaluation import balanced_subset, m1_knn_accuracies
-from hsvae.latents import DeterministicLatent, GaussianLatent, VonMisesFisherLatent, rsample
+from hsvae.latents import DeterministicLatent, GaussianLatent, VonMisesFisherLatent
 from hsvae.models import M2
 
 # -- the labelled subset ---------------------------------------------------------------------------------------
@@ -251,7 +251,7 @@ def test_kl_weight_scales_the_surrogates_kl_only(z2):
         torch.manual_seed(1)
         draws[w] = net.labelled_bound(z1, y, w)
     torch.manual_seed(1)
-    kl = net.latent.kl(q, rsample(net.latent, q)[0])
+    kl = net.latent.kl(q, net.latent.rsample(q).z)
     assert (kl > 0.1).all()
     assert torch.equal(draws[1.0][0], draws[0.25][0])  # the value is the bound whatever the weight
     torch.testing.assert_close(draws[0.25][1] - draws[1.0][1], 0.75 * kl)
@@ -264,7 +264,7 @@ def test_kl_weight_scales_the_surrogates_kl_only(z2):
 
 
 def test_m2_module_kl_warmup_starts_at_zero_and_reaches_one():
-    """kl_warmup_epochs: the first step maximises the bound without z2's KL; after the warm-up, the bound."""
+    """warmup_epochs: the first step maximises the bound without z2's KL; after the warm-up, the bound."""
     import pytorch_lightning as pl
 
     from hsvae.training import M2Module
@@ -272,7 +272,7 @@ def test_m2_module_kl_warmup_starts_at_zero_and_reaches_one():
     dm = M1CodesDataModule(_IdentityM1(), _FakeImages(), n_labels=50, labelled_batch_size=10, batch_size=32)
     module = M2Module(M2(GaussianLatent(1), GaussianLatent(2), hidden=[16]),
                       optimizer=lambda params: torch.optim.Adam(params, lr=1e-3), alpha=0.3, labelled_weight=0.05,
-                      kl_warmup_epochs=1)
+                      warmup_epochs=1)
     z_u, z_l, y_l = next(iter(dm.train_dataloader()))
     net = module.net
 
@@ -293,8 +293,8 @@ def test_m2_module_kl_warmup_starts_at_zero_and_reaches_one():
     trainer.fit(module, datamodule=dm)
     loss, expected = step_and_expected(1.0)  # epoch 2 >= the 1-epoch warm-up: the bound itself
     assert abs(loss - expected) <= 1e-6 * abs(expected)
-    with pytest.raises(ValueError, match="kl_warmup_epochs must be >= 0"):
-        M2Module(M2(GaussianLatent(1), DeterministicLatent(2)), optimizer=None, kl_warmup_epochs=-1)
+    with pytest.raises(ValueError, match="warmup_epochs must be >= 0"):
+        M2Module(M2(GaussianLatent(1), DeterministicLatent(2)), optimizer=None, warmup_epochs=-1)
 
 
 def test_m2_bad_input():

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from hsvae.utils.modules import evaluating
+
 #: allowed deviation of |a| and |b| from 1 (float32 encoders normalise to about 1e-7)
 UNIT_TOLERANCE = 1e-4
 
@@ -96,12 +98,8 @@ def decode_interpolations(net, x_start: torch.Tensor, x_end: torch.Tensor, steps
     """
     if x_start.shape != x_end.shape:
         raise ValueError(f"x_start and x_end must have the same shape, got {tuple(x_start.shape)} and {tuple(x_end.shape)}")
-    was_training = net.training
-    net.eval()
-    try:
+    with evaluating(net):
         a, b = net.embed(x_start), net.embed(x_end)
         path = latent_path(a, b, steps, spherical=net.latent.spherical)  # (steps, P, event)
         images = net.likelihood.mean(net.decode(path))  # (steps, P, prod(image))
-    finally:
-        net.train(was_training)
     return images.transpose(0, 1).reshape(x_start.shape[0], steps, *x_start.shape[1:])

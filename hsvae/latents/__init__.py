@@ -4,7 +4,7 @@
 in R^(d+1).
 """
 
-from .base import LatentFamily
+from .base import LatentFamily, PosteriorSample
 from .deterministic import DeterministicLatent, PointMass
 from .gaussian import GaussianLatent
 from .spherical import (
@@ -12,17 +12,16 @@ from .spherical import (
     SphericalCauchyLatent,
     SphericalLatent,
     VonMisesFisherLatent,
-    rsample,
 )
 
 __all__ = [
     "DeterministicLatent",
     "PointMass",
+    "PosteriorSample",
     "GaussianLatent",
     "LatentFamily",
     "PowerSphericalLatent",
     "SphericalCauchyLatent",
     "SphericalLatent",
     "VonMisesFisherLatent",
-    "rsample",
 ]

@@ -13,10 +13,44 @@ R^(d+1) (``event_size == d + 1``), as in the S-VAE and spherical-Cauchy authors'
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.distributions import Distribution, kl_divergence
+
+
+@dataclass(frozen=True)
+class PosteriorSample:
+    """A draw ``z ~ q(z | x)`` and how to differentiate an expectation through it.
+
+    Models compute their objective ``f(z)`` and train on :meth:`surrogate` of it: the same value, with the
+    gradient of ``E_q[f]``. For a reparameterised sampler that is ``f`` itself; a sampler with a correction term
+    (the vMF's rejection sampler, ``grad_correction=True``) adds its score-function part here, so that no model
+    knows which estimator its latent uses.
+    """
+
+    z: torch.Tensor  #: the sample, ``sample_shape + q.batch_shape + q.event_shape``
+    score: torch.Tensor | None = None  #: zero-valued score of the sampler's correction, per draw (None: none)
+
+    @property
+    def needs_per_draw_terms(self) -> bool:
+        """Whether :meth:`surrogate` uses ``per_draw`` (a model can skip computing them otherwise)."""
+        return self.score is not None
+
+    def surrogate(self, value: torch.Tensor, per_draw: torch.Tensor | None = None) -> torch.Tensor:
+        """``value`` with the gradient of its expectation over the draws (same value).
+
+        ``per_draw``: for each draw (shape ``sample_shape + q.batch_shape``), the part of ``value`` that depends
+        on it; default ``value`` itself (one value per draw). A reduced objective (a sum over draws, as the
+        VGAE's loss over nodes) passes its per-draw parts: leaving out the terms that do not depend on a draw
+        keeps the estimate unbiased and removes their variance.
+        """
+        if self.score is None:
+            return value
+        per_draw = value if per_draw is None else per_draw
+        # f + f.detach() * score: zero-valued, adds the score-function part of the gradient
+        return value + (per_draw.detach() * self.score).sum_to_size(value.shape)
 
 
 def latent_space(spherical: bool, dim: int) -> str:
@@ -42,6 +76,8 @@ class LatentFamily(nn.Module, abc.ABC):
             raise ValueError(f"latent.dim must be an integer >= 1 (the intrinsic latent dimension d), got {dim!r}")
         self.dim = dim
         self._kl_is_closed_form: bool | None = None
+        # the prior's device and dtype: follows .to()/.double() of the model (not saved in checkpoints)
+        self.register_buffer("_anchor", torch.empty(0), persistent=False)
 
     @property
     @abc.abstractmethod
@@ -58,8 +94,17 @@ class LatentFamily(nn.Module, abc.ABC):
         """The posterior q(z | x) from raw encoder outputs of shape ``(..., raw_size)``."""
 
     @abc.abstractmethod
-    def prior(self, like: torch.Tensor) -> Distribution:
-        """The prior p(z), on ``like``'s device and dtype, with batch shape ``()``."""
+    def make_prior(self, device: torch.device, dtype: torch.dtype) -> Distribution:
+        """The prior p(z) on ``device`` in ``dtype``, with batch shape ``()``."""
+
+    def prior(self, like: torch.Tensor | None = None) -> Distribution:
+        """The prior p(z), batch shape ``()``, on ``like``'s device and dtype (default: this module's)."""
+        reference = self._anchor if like is None else like
+        return self.make_prior(reference.device, reference.dtype)
+
+    def rsample(self, q: Distribution, sample_shape: torch.Size | tuple = torch.Size()) -> PosteriorSample:
+        """A reparameterised draw from the posterior ``q`` (see :class:`PosteriorSample`)."""
+        return PosteriorSample(q.rsample(torch.Size(sample_shape)))
 
     def kl(self, q: Distribution, z: torch.Tensor | None = None) -> torch.Tensor:
         """KL(q || p) per data point (shape ``q.batch_shape``).

@@ -55,7 +55,7 @@ class DeterministicLatent(LatentFamily):
     def posterior(self, raw: torch.Tensor) -> PointMass:
         return PointMass(raw)
 
-    def prior(self, like: torch.Tensor) -> Distribution:
+    def make_prior(self, device: torch.device, dtype: torch.dtype) -> Distribution:
         raise NotImplementedError("a deterministic autoencoder has no prior: it cannot be sampled from")
 
     def kl(self, q: Distribution, z: torch.Tensor | None = None) -> torch.Tensor:

@@ -33,5 +33,5 @@ class GaussianLatent(LatentFamily):
         loc, s = raw.split(self.dim, dim=-1)
         return DiagonalNormal(loc, F.softplus(s) + self.min_scale)
 
-    def prior(self, like: torch.Tensor) -> StandardNormal:
-        return StandardNormal(self.dim, dtype=like.dtype, device=like.device)
+    def make_prior(self, device: torch.device, dtype: torch.dtype) -> StandardNormal:
+        return StandardNormal(self.dim, dtype=dtype, device=device)

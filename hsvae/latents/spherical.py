@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from hsvae.distributions import HypersphericalUniform, PowerSpherical, SphericalCauchy, VonMisesFisher
 
-from .base import LatentFamily
+from .base import LatentFamily, PosteriorSample
 
 
 class SphericalLatent(LatentFamily):
@@ -35,8 +35,8 @@ class SphericalLatent(LatentFamily):
         loc = direction / direction.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(raw.dtype).tiny)
         return loc, s
 
-    def prior(self, like: torch.Tensor) -> HypersphericalUniform:
-        return HypersphericalUniform(self.event_size, dtype=like.dtype, device=like.device)
+    def make_prior(self, device: torch.device, dtype: torch.dtype) -> HypersphericalUniform:
+        return HypersphericalUniform(self.event_size, dtype=dtype, device=device)
 
 
 class VonMisesFisherLatent(SphericalLatent):
@@ -48,8 +48,8 @@ class VonMisesFisherLatent(SphericalLatent):
     Args:
         dim: intrinsic dimension d (samples live in R^(d+1)).
         min_concentration: lower bound of kappa.
-        grad_correction: use the rejection sampler's gradient-correction term (unbiased gradient in kappa;
-            a model that supports it calls :meth:`rsample`).
+        grad_correction: add the rejection sampler's gradient-correction term to the surrogates of
+            :meth:`rsample`'s draws (the unbiased gradient in kappa; Davidson et al.'s g_cor).
     """
 
     def __init__(self, dim: int, min_concentration: float = 1.0, grad_correction: bool = False):
@@ -62,6 +62,11 @@ class VonMisesFisherLatent(SphericalLatent):
     def posterior(self, raw: torch.Tensor) -> VonMisesFisher:
         loc, s = self.split(raw)
         return VonMisesFisher(loc, F.softplus(s) + self.min_concentration)
+
+    def rsample(self, q: Distribution, sample_shape: torch.Size | tuple = torch.Size()) -> PosteriorSample:
+        if not self.grad_correction:
+            return super().rsample(q, sample_shape)
+        return PosteriorSample(*q.rsample_with_correction(torch.Size(sample_shape)))
 
 
 class SphericalCauchyLatent(SphericalLatent):
@@ -98,13 +103,3 @@ class PowerSphericalLatent(SphericalLatent):
         loc, s = self.split(raw)
         return PowerSpherical(loc, F.softplus(s) + self.min_concentration)
 
-
-def rsample(latent: LatentFamily, q: Distribution, sample_shape: torch.Size = torch.Size()):
-    """Draw ``z ~ q`` and a zero-valued gradient-correction tensor (None when there is none).
-
-    Only the vMF's rejection sampler has a correction term (see ``VonMisesFisher.rsample_with_correction``);
-    the caller adds ``f(z).detach() * correction`` to its surrogate loss.
-    """
-    if getattr(latent, "grad_correction", False) and hasattr(q, "rsample_with_correction"):
-        return q.rsample_with_correction(sample_shape)
-    return q.rsample(sample_shape), None

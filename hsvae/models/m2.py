@@ -38,7 +38,7 @@ from torch.distributions import Distribution
 from torch.nn import functional as F
 
 from hsvae.distributions import DiagonalNormal, VonMisesFisher
-from hsvae.latents import LatentFamily, rsample
+from hsvae.latents import LatentFamily
 
 from .mlp import MLPDecoder
 
@@ -115,20 +115,16 @@ class M2(nn.Module):
         self, z1: torch.Tensor, y: torch.Tensor, kl_weight: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """L(z1, y) per point, as ``(value, surrogate)``. ``value`` is the bound; ``surrogate`` is what training
-        maximises: its KL term is weighted by ``kl_weight`` (a warm-up; 1: the bound itself), and its gradient
-        includes the vMF sampler's correction term when the M2 latent asks for it (``grad_correction``)."""
+        maximises: its KL term is weighted by ``kl_weight`` (a warm-up; 1: the bound itself), and its gradient is
+        the M2 latent's estimator of the bound's (see :class:`~hsvae.latents.PosteriorSample`)."""
         self._check(z1)
         y_onehot = F.one_hot(y, self.num_classes).to(z1.dtype)
         q = self.posterior(z1, y_onehot)
-        z2, correction = rsample(self.latent, q)
-        reconstruction = self.likelihood(z2, y_onehot).log_prob(z1)
-        kl = self.latent.kl(q, z2)
+        sample = self.latent.rsample(q)
+        reconstruction = self.likelihood(sample.z, y_onehot).log_prob(z1)
+        kl = self.latent.kl(q, sample.z)
         value = reconstruction - kl - math.log(self.num_classes)
-        if correction is None and kl_weight == 1.0:
-            return value, value
-        if correction is not None:
-            reconstruction = reconstruction + reconstruction.detach() * correction
-        return value, reconstruction - kl_weight * kl - math.log(self.num_classes)
+        return value, sample.surrogate(reconstruction) - kl_weight * kl - math.log(self.num_classes)
 
     def unlabelled_bound(
         self, z1: torch.Tensor, logits: torch.Tensor | None = None, kl_weight: float = 1.0

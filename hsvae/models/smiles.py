@@ -22,7 +22,7 @@ from torch import nn
 from torch.distributions import Distribution
 from torch.nn import functional as F
 
-from hsvae.latents import LatentFamily, rsample
+from hsvae.latents import LatentFamily
 
 from .vae import ELBOTerms
 
@@ -157,9 +157,9 @@ class SMILESVAE(nn.Module):
     def forward(self, tokens: torch.Tensor) -> SequenceELBOTerms:
         tokens = self._check_tokens(tokens)
         q = self.posterior(tokens)
-        z, correction = rsample(self.latent, q)
-        reconstruction, logits = self.reconstruction_log_prob(z, tokens)
-        return SequenceELBOTerms(reconstruction, self.latent.kl(q, z), correction, q, z, logits, tokens[:, 1:])
+        sample = self.latent.rsample(q)
+        reconstruction, logits = self.reconstruction_log_prob(sample.z, tokens)
+        return SequenceELBOTerms(reconstruction, self.latent.kl(q, sample.z), sample, q, logits, tokens[:, 1:])
 
     @torch.no_grad()
     def generate(

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from hsvae.latents import LatentFamily, rsample
+from hsvae.latents import LatentFamily, PosteriorSample
 
 from .likelihoods import Likelihood
 
@@ -25,17 +25,16 @@ class ELBOTerms:
 
     reconstruction: torch.Tensor  #: log p(x | z), z ~ q(z | x)
     kl: torch.Tensor  #: KL(q(z | x) || p(z))
-    correction: torch.Tensor | None  #: zero-valued score term of the vMF sampler's gradient correction
+    sample: PosteriorSample  #: the draw z and its latent's gradient estimator
     posterior: Distribution
-    z: torch.Tensor
+
+    @property
+    def z(self) -> torch.Tensor:
+        return self.sample.z
 
     def loss(self, beta: float = 1.0) -> torch.Tensor:
-        """Mean negative (beta-weighted) ELBO; with a correction term, its gradient is the unbiased one."""
-        reconstruction = self.reconstruction
-        if self.correction is not None:
-            # f(z) + f(z).detach() * score: same value, adds the score-function part of the gradient.
-            reconstruction = reconstruction + reconstruction.detach() * self.correction
-        return -(reconstruction - beta * self.kl).mean()
+        """Mean negative (beta-weighted) ELBO, with the latent's gradient estimator (the same value)."""
+        return -(self.sample.surrogate(self.reconstruction) - beta * self.kl).mean()
 
     def elbo(self) -> torch.Tensor:
         return self.reconstruction - self.kl
@@ -83,9 +82,9 @@ class VAE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> ELBOTerms:
         q = self.posterior(x)
-        z, correction = rsample(self.latent, q)
-        reconstruction = self.likelihood.log_prob(x, self.decoder(z))
-        return ELBOTerms(reconstruction, self.latent.kl(q, z), correction, q, z)
+        sample = self.latent.rsample(q)
+        reconstruction = self.likelihood.log_prob(x, self.decoder(sample.z))
+        return ELBOTerms(reconstruction, self.latent.kl(q, sample.z), sample, q)
 
     @torch.no_grad()
     def log_likelihood(

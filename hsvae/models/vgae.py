@@ -31,7 +31,7 @@ from torch.autograd.function import once_differentiable
 from torch.distributions import Distribution
 from torch.nn import functional as F
 
-from hsvae.latents import LatentFamily, rsample
+from hsvae.latents import LatentFamily, PosteriorSample
 
 RECONSTRUCTION_CHOICES = ("all_pairs", "sampled")
 
@@ -215,26 +215,26 @@ def sample_pairs(num_nodes: int, count: int, exclude: torch.Tensor | None = None
 
 @dataclass
 class VGAETerms:
-    """One training evaluation: the reconstruction loss (a scalar), the KL per node ``(N,)``, and the
-    zero-valued score term of the vMF sampler's gradient correction (None when not used)."""
+    """One training evaluation: the reconstruction loss (a scalar), the KL per node ``(N,)``, the draw and its
+    estimator, and per node i the part of the reconstruction loss that depends on z_i (only when the latent's
+    estimator uses it: ``sample.needs_per_draw_terms``)."""
 
     reconstruction: torch.Tensor
     kl: torch.Tensor
-    correction: torch.Tensor | None
+    sample: PosteriorSample
     posterior: Distribution
-    z: torch.Tensor
-    #: per node i, the part of the reconstruction loss that depends on z_i (only with a correction term)
     node_reconstruction: torch.Tensor | None = None
 
+    @property
+    def z(self) -> torch.Tensor:
+        return self.sample.z
+
     def loss(self) -> torch.Tensor:
-        """reconstruction + mean KL / N (Kipf's weighting); with a correction term, the unbiased gradient."""
-        reconstruction = self.reconstruction
-        if self.correction is not None:
-            # Adds sum_i f_i * grad(score_i), f_i the loss terms that depend on z_i (zero-valued: the same loss).
-            # Unbiased: the terms without z_i are independent of node i's sampler noise, whose score has mean 0;
-            # leaving them out removes their variance (with the whole loss f for every node, the estimate is
-            # too noisy to train on: about 79 test AUC on Cora instead of 93).
-            reconstruction = reconstruction + (self.node_reconstruction.detach() * self.correction).sum()
+        """reconstruction + mean KL / N (Kipf's weighting), with the latent's gradient estimator (same value).
+
+        The estimator gets each node's own part of the loss: with the whole loss for every node, the vMF's
+        correction term is too noisy to train on (about 79 test AUC on Cora instead of 93)."""
+        reconstruction = self.sample.surrogate(self.reconstruction, self.node_reconstruction)
         return reconstruction + self.kl.mean() / self.kl.shape[0]
 
 
@@ -338,9 +338,9 @@ class VGAE(nn.Module):
     def forward(self, x: torch.Tensor, adjacency: torch.Tensor, train_pos: torch.Tensor) -> VGAETerms:
         """Loss terms of one full-batch step; ``train_pos`` ``(2, E_train)``: the training edges, i < j."""
         q = self.posterior(x, adjacency)
-        z, correction = rsample(self.latent, q)
-        reconstruction, per_node = self.reconstruction_loss(z, train_pos, per_node=correction is not None)
-        return VGAETerms(reconstruction, self.latent.kl(q, z), correction, q, z, per_node)
+        sample = self.latent.rsample(q)
+        reconstruction, per_node = self.reconstruction_loss(sample.z, train_pos, per_node=sample.needs_per_draw_terms)
+        return VGAETerms(reconstruction, self.latent.kl(q, sample.z), sample, q, per_node)
 
 
 # -- ranking metrics ----------------------------------------------------------------------------------------

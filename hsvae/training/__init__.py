@@ -6,6 +6,7 @@ from .interpolation_callback import InterpolationCallback
 from .link_module import LinkPredictionModule
 from .m2_module import M2Module
 from .smiles_module import SMILESVAEModule
+from .task import ELBOTask
 from .vae_module import VAEModule
 
-__all__ = ["ImageSamplesCallback", "InterpolationCallback", "LatentPlotCallback", "LinkPredictionModule", "M2Module", "NonFiniteLossError", "SMILESVAEModule", "VAEModule"]
+__all__ = ["ELBOTask", "ImageSamplesCallback", "InterpolationCallback", "LatentPlotCallback", "LinkPredictionModule", "M2Module", "NonFiniteLossError", "SMILESVAEModule", "VAEModule"]

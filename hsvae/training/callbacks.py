@@ -13,6 +13,7 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from hsvae.utils.modules import evaluating
 from hsvae.utils.plotting import image_grid, image_rows, latent_space, plot_latent, save_figure
 
 
@@ -76,11 +77,9 @@ class LatentPlotCallback(_FigureCallback):
             batch = self._batch(trainer, pl_module)
             if batch is None:
                 return
-            was_training = net.training
-            net.eval()
             x, y = batch
-            points = net.embed(x)
-            net.train(was_training)
+            with evaluating(net):
+                points = net.embed(x)
         latent = net.latent
         family = type(latent).__name__.replace("Latent", "")
         space = latent_space(latent.spherical, latent.dim)
@@ -100,20 +99,18 @@ class ImageSamplesCallback(_FigureCallback):
     @torch.no_grad()
     def _emit(self, trainer, pl_module, tag):
         net = pl_module.net
-        was_training = net.training
         batch = self._batch(trainer, pl_module)
         if batch is None or batch[0].dim() != 4:  # not an image dataset
             return
-        net.eval()
         x, _ = batch
-        reconstructions = net.likelihood.mean(net.decode(net.embed(x))).reshape(x.shape)
-        figures = {"reconstructions": image_rows([("validation\nimages", x), ("reconstructions", reconstructions)],
-                                                 nrow=16, title="reconstructions (from the latent means)")}
-        if net.latent.has_prior:
-            z = net.latent.prior(x).sample((x.shape[0],))
-            figures["samples"] = image_grid(net.likelihood.mean(net.decode(z)).reshape(x.shape), nrow=16,
-                                            title="samples from the prior")
-        net.train(was_training)
+        with evaluating(net):
+            reconstructions = net.likelihood.mean(net.decode(net.embed(x))).reshape(x.shape)
+            figures = {"reconstructions": image_rows([("validation\nimages", x), ("reconstructions", reconstructions)],
+                                                     nrow=16, title="reconstructions (from the latent means)")}
+            if net.latent.has_prior:
+                z = net.latent.prior().sample((x.shape[0],))
+                figures["samples"] = image_grid(net.likelihood.mean(net.decode(z)).reshape(x.shape), nrow=16,
+                                                title="samples from the prior")
         self.output_dir.mkdir(parents=True, exist_ok=True)
         for key, fig in figures.items():
             log_figure(trainer, key, fig, trainer.global_step)

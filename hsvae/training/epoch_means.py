@@ -1,4 +1,4 @@
-"""Per-epoch training statistics without per-step logging.
+"""Per-epoch statistics without per-step logging.
 
 On CPU a ``self.log`` call per metric per step costs more than a small model's training step; the
 modules accumulate their few scalars on the device here and log the epoch means once.
@@ -6,29 +6,33 @@ modules accumulate their few scalars on the device here and log the epoch means 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
 
 class EpochMeans:
-    """Weighted running means of named scalar tensors (detached; no host synchronisation)."""
+    """Weighted running means of named scalar tensors (detached; no host synchronisation). The names are those
+    of the first :meth:`add` after a :meth:`reset`."""
 
-    def __init__(self, names: Sequence[str]):
-        self.names = tuple(names)
+    def __init__(self) -> None:
         self.reset()
 
     def reset(self) -> None:
+        self._names: tuple[str, ...] = ()
         self._sums: torch.Tensor | None = None
         self._weight = 0
 
-    def add(self, *values: torch.Tensor, weight: int = 1) -> None:
-        stats = torch.stack([v.detach() for v in values]) * weight
-        self._sums = stats if self._sums is None else self._sums + stats
+    def add(self, values: dict[str, torch.Tensor], weight: int = 1) -> None:
+        stats = torch.stack([v.detach().float().reshape(()) for v in values.values()]) * weight
+        if self._sums is None:
+            self._names, self._sums = tuple(values), stats
+        else:
+            if tuple(values) != self._names:
+                raise ValueError(f"statistics {tuple(values)} differ from the epoch's {self._names}")
+            self._sums = self._sums + stats
         self._weight += weight
 
     def means(self) -> dict[str, torch.Tensor]:
         """The means so far (empty before the first :meth:`add`)."""
         if self._sums is None:
             return {}
-        return dict(zip(self.names, (self._sums / self._weight).unbind()))
+        return dict(zip(self._names, (self._sums / self._weight).unbind()))

@@ -5,20 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import pytorch_lightning as pl
 import torch
 
 from hsvae.data.links import LinkPredictionDataModule, LinkSplit
 from hsvae.models.vgae import VGAE, encoder_features, gcn_normalized_adjacency, link_metrics
 
-from .optimization import build_optimizers
-from .finite_guard import FiniteLossGuard
+from .task import ELBOTask
 
 #: the metrics that model selection may monitor (all to maximise)
 SELECTION_CHOICES = ("val/auc_ap", "val/auc", "val/ap")
 
 
-class LinkPredictionModule(pl.LightningModule):
+class LinkPredictionModule(ELBOTask):
     """Trains a VGAE on the batches of a :class:`~hsvae.data.LinkPredictionDataModule` (one graph per step).
 
     Logged: ``train/{loss,reconstruction,kl}`` (the KL as the mean per node), ``train/scale`` (the decoder's
@@ -42,18 +40,12 @@ class LinkPredictionModule(pl.LightningModule):
         scheduler: Callable | None = None,
         selection_metric: str = "val/auc_ap",
     ):
-        super().__init__()
         if selection_metric not in SELECTION_CHOICES:
             raise ValueError(f"model.selection_metric must be one of {SELECTION_CHOICES}, got {selection_metric!r}")
-        self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
-        self.net = net
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        super().__init__(net, optimizer, scheduler)
+        self.monitor = selection_metric
         self.best: dict[str, float] = {}
         self._best_logged = False
-        self._finite = FiniteLossGuard("Lower the learning rate, or check the latent's parameter bounds.")
-
-    def configure_callbacks(self) -> list[pl.Callback]:
-        return [self._finite]  # the non-finite-loss check's places in the loop (see hsvae.training.finite_guard)
 
     # -- inputs ---------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -85,28 +77,16 @@ class LinkPredictionModule(pl.LightningModule):
     def training_step(self, graph: LinkSplit, batch_idx: int) -> torch.Tensor:
         terms = self.net(*self.inputs(graph), graph.train_pos)
         loss = terms.loss()
-        kl = terms.kl.mean()
-        self._finite.observe({"loss": loss, "reconstruction": terms.reconstruction, "kl": kl}, self.global_step,
-                             self.current_epoch, batch_idx)
-        self.log_dict(
-            {
-                "train/loss": loss,
-                "train/reconstruction": terms.reconstruction,
-                "train/kl": kl,
-                "train/scale": self.net.scale,
-            },
-            on_step=False,
-            on_epoch=True,
-            batch_size=1,
-        )
+        self.observe({"loss": loss, "reconstruction": terms.reconstruction, "kl": terms.kl.mean()}, batch_idx,
+                     extra={"scale": self.net.scale})
         return loss
 
-    @torch.no_grad()
     def evaluate(self, graph: LinkSplit, stage: str) -> dict[str, torch.Tensor]:
         """``{"auc", "ap"}`` of the ``stage`` ("val" or "test") pairs, scored at the posterior locations."""
-        z = self.net.embed(*self.inputs(graph))
-        pairs, labels = graph.eval_pairs(stage)
-        return link_metrics(self.net.logits(z, pairs), labels)
+        with self.evaluating() as net:
+            z = net.embed(*self.inputs(graph))
+            pairs, labels = graph.eval_pairs(stage)
+            return link_metrics(net.logits(z, pairs), labels)
 
     def _log_eval(self, graph: LinkSplit, stage: str) -> None:
         m = self.evaluate(graph, stage)
@@ -173,21 +153,14 @@ class LinkPredictionModule(pl.LightningModule):
         self._check_split()
 
     # -- plots ----------------------------------------------------------------------------------------------
-    @torch.no_grad()
     def latent_points(self, datamodule: LinkPredictionDataModule, n_points: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior locations of (up to ``n_points``, a fixed random subset of) the nodes and their classes,
         which training never sees. Used by :class:`~hsvae.training.LatentPlotCallback`."""
         graph = datamodule.graph.to(self.device)
-        was_training = self.net.training
-        self.net.eval()
-        points = self.net.embed(*self.inputs(graph))
-        self.net.train(was_training)
+        with self.evaluating() as net:
+            points = net.embed(*self.inputs(graph))
         labels = graph.y
         if points.shape[0] > n_points:
             keep = torch.randperm(points.shape[0], generator=torch.Generator().manual_seed(0))[:n_points]
             points, labels = points[keep.to(points.device)], labels[keep.to(labels.device)]
         return points, labels
-
-    # -- optimisation ---------------------------------------------------------------------------------------
-    def configure_optimizers(self):
-        return build_optimizers(self.parameters(), self.optimizer_factory, self.scheduler_factory, monitor=self.hparams.selection_metric)

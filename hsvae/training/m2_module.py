@@ -5,18 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import pytorch_lightning as pl
 import torch
 from torch.nn import functional as F
 
 from hsvae.models.m2 import M2
 
-from .optimization import build_optimizers, linear_warmup
-from .epoch_means import EpochMeans
-from .finite_guard import FiniteLossGuard
+from .task import ELBOTask
 
 
-class M2Module(pl.LightningModule):
+class M2Module(ELBOTask):
     """Trains an M2 on batches ``(z1_unlabelled, z1_labelled, y_labelled)`` of a
     :class:`~hsvae.data.m1_codes.M1CodesDataModule`; validation and test batches are ``(z1, y)``.
 
@@ -39,10 +36,13 @@ class M2Module(pl.LightningModule):
         scheduler: optional partial LR scheduler constructor; ``ReduceLROnPlateau`` monitors ``val/accuracy``.
         alpha: weight of the classifier's log-likelihood on labelled codes, per point (0.1 in Kingma et al.).
         labelled_weight: w above, in [0, 1]; null: N_l / N from the data module.
-        kl_warmup_epochs: the weight of z2's KL term in the training objective rises linearly from 0 to 1 over
+        warmup_epochs: the weight of z2's KL term in the training objective rises linearly from 0 to 1 over
             this many epochs (0: none, Kingma et al.'s objective throughout). The logged bounds are always the
             unweighted ones.
     """
+
+    monitor = "val/accuracy"
+    nonfinite_hint = "Lower the learning rate, or check the M1 codes."
 
     def __init__(
         self,
@@ -51,24 +51,14 @@ class M2Module(pl.LightningModule):
         scheduler: Callable | None = None,
         alpha: float = 0.1,
         labelled_weight: float | None = None,
-        kl_warmup_epochs: float = 0.0,
+        warmup_epochs: float = 0.0,
     ):
-        super().__init__()
         if not alpha >= 0:
             raise ValueError(f"model.alpha (weight of the classification term) must be >= 0, got {alpha}")
-        if not kl_warmup_epochs >= 0:
-            raise ValueError(f"model.kl_warmup_epochs must be >= 0 (0: no warm-up), got {kl_warmup_epochs}")
         if labelled_weight is not None and not 0.0 <= labelled_weight <= 1.0:
             raise ValueError(f"model.labelled_weight must lie in [0, 1] (or be null: N_l / N), got {labelled_weight}")
-        self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
-        self.net = net
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        super().__init__(net, optimizer, scheduler, warmup_epochs)
         self._labelled_weight = labelled_weight
-        self._train_stats = EpochMeans(("loss", "labelled_bound", "unlabelled_bound", "classification", "accuracy"))
-        self._finite = FiniteLossGuard("Lower the learning rate, or check the M1 codes.")
-
-    def configure_callbacks(self) -> list[pl.Callback]:
-        return [self._finite]  # the non-finite-loss check's places in the loop (see hsvae.training.finite_guard)
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -90,27 +80,17 @@ class M2Module(pl.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         z_u, z_l, y_l = batch
         w = self._labelled_weight  # set in setup("fit") when not given
-        beta = linear_warmup(1.0, self.hparams.kl_warmup_epochs, self, batch_idx)
+        beta = self.beta(batch_idx)
         labelled, labelled_surrogate = self.net.labelled_bound(z_l, y_l, beta)
         unlabelled, unlabelled_surrogate = self.net.unlabelled_bound(z_u, kl_weight=beta)
         logits = self.net.classify(z_l)
         classification = F.cross_entropy(logits, y_l)
         loss = -(w * labelled_surrogate.mean() + (1 - w) * unlabelled_surrogate.mean()) \
             + self.hparams.alpha * classification
-        self._finite.observe({"loss": loss, "labelled_bound": labelled.mean(), "unlabelled_bound": unlabelled.mean(),
-                              "classification": classification}, self.global_step, self.current_epoch, batch_idx,
-                             beta=beta)
         accuracy = (logits.argmax(-1) == y_l).float().mean()
-        self._train_stats.add(loss, labelled.mean(), unlabelled.mean(), classification, accuracy)
+        self.observe({"loss": loss, "labelled_bound": labelled.mean(), "unlabelled_bound": unlabelled.mean(),
+                      "classification": classification}, batch_idx, extra={"accuracy": accuracy}, beta=beta)
         return loss
-
-    def on_train_epoch_start(self) -> None:
-        self._train_stats.reset()
-
-    def on_train_epoch_end(self) -> None:
-        means = self._train_stats.means()
-        if means:
-            self.log_dict({f"train/{k}": v for k, v in means.items()}, sync_dist=True)
 
     def _evaluate(self, batch, stage: str) -> None:
         z1, y = batch
@@ -127,14 +107,10 @@ class M2Module(pl.LightningModule):
     def test_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, "test")
 
-    @torch.no_grad()
     def latent_points(self, datamodule, n_points: int) -> tuple[torch.Tensor, torch.Tensor]:
         """For the latent plot: z2 locations of validation codes given their predicted class, and true labels."""
         split = datamodule.splits["val"]
         z1, y = split.x[:n_points].to(self.device), split.y[:n_points]
-        predicted = F.one_hot(self.net.classify(z1).argmax(-1), self.net.num_classes).to(z1.dtype)
-        return self.net.latent.point(self.net.posterior(z1, predicted)), y
-
-    # -- optimisation -----------------------------------------------------------------------------
-    def configure_optimizers(self):
-        return build_optimizers(self.parameters(), self.optimizer_factory, self.scheduler_factory, monitor="val/accuracy")
+        with self.evaluating() as net:
+            predicted = F.one_hot(net.classify(z1).argmax(-1), net.num_classes).to(z1.dtype)
+            return net.latent.point(net.posterior(z1, predicted)), y

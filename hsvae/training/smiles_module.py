@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 from torch import nn
 
@@ -15,8 +14,8 @@ from hsvae.evaluation import molecules
 from hsvae.models.smiles import SMILESVAE
 from hsvae.utils.progress import PhaseProgress
 
-from .optimization import build_optimizers, linear_warmup
-from .finite_guard import FiniteLossGuard
+from .epoch_means import EpochMeans
+from .task import ELBOTask
 
 
 #: under ``trainer.fast_dev_run`` (a smoke test, which on a CPU would spend minutes on full batches of a 4+4-layer
@@ -25,7 +24,7 @@ FAST_DEV_RUN_ROWS = 16
 FAST_DEV_RUN_DECODES = 8
 
 
-class SMILESVAEModule(pl.LightningModule):
+class SMILESVAEModule(ELBOTask):
     """Trains a :class:`~hsvae.models.SMILESVAE` on the ``(ids, lengths)`` batches of a
     :class:`~hsvae.data.SMILESDataModule`.
 
@@ -72,11 +71,6 @@ class SMILESVAEModule(pl.LightningModule):
         greedy: bool = True,
         temperature: float = 1.0,
     ):
-        super().__init__()
-        if warmup_epochs < 0:
-            raise ValueError(f"model.warmup_epochs must be >= 0, got {warmup_epochs}")
-        if final_beta < 0:
-            raise ValueError(f"model.final_beta must be >= 0, got {final_beta}")
         for name, value, low in (("n_samples", n_samples, 0), ("n_reconstructions", n_reconstructions, 0),
                                  ("decode_every_n_epochs", decode_every_n_epochs, 0),
                                  ("decode_batch_size", decode_batch_size, 1)):
@@ -84,19 +78,13 @@ class SMILESVAEModule(pl.LightningModule):
                 raise ValueError(f"model.{name} must be an integer >= {low}, got {value!r}")
         if not greedy and not temperature > 0:
             raise ValueError(f"model.temperature must be > 0, got {temperature!r}")
-        self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
-        self.net: SMILESVAE | None = net if isinstance(net, nn.Module) else None
+        super().__init__(net if isinstance(net, nn.Module) else None, optimizer, scheduler, warmup_epochs, final_beta)
         self.net_factory = None if isinstance(net, nn.Module) else net
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.tokenizer: SMILESTokenizer | None = None
         self._training_smiles: set[str] = set()
         self._is_valid: Callable[[str], bool] | None = None
         self._validity_checked = False
-        self._sums: dict[str, torch.Tensor] = {}
-        self._finite = FiniteLossGuard("Lower the learning rate, or check the latent's parameter bounds.")
-
-    def configure_callbacks(self) -> list[pl.Callback]:
-        return [self._finite]  # the non-finite-loss check's places in the loop (see hsvae.training.finite_guard)
+        self._eval_stats = {"val": EpochMeans(), "test": EpochMeans()}
 
     # -- building the network from the data ----------------------------------------------------------------
     def _build(self, tokenizer: SMILESTokenizer, max_length: int) -> None:
@@ -141,10 +129,6 @@ class SMILESVAEModule(pl.LightningModule):
             )
         self._build(saved, checkpoint["smiles_max_length"])
 
-    # -- the KL schedule -----------------------------------------------------------------------------------
-    def beta(self, batch_idx: int = 0) -> float:
-        return linear_warmup(self.hparams.final_beta, self.hparams.warmup_epochs, self, batch_idx)
-
     # -- steps ---------------------------------------------------------------------------------------------
     def _trim(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Drop the padding columns beyond the batch's longest sequence (most strings are far shorter); under
@@ -153,60 +137,62 @@ class SMILESVAEModule(pl.LightningModule):
             tokens, lengths = tokens[:FAST_DEV_RUN_ROWS], lengths[:FAST_DEV_RUN_ROWS]
         return tokens[:, : int(lengths.max())].long()
 
-    def _accumulate(self, stage: str, terms, loss: torch.Tensor) -> None:
+    @staticmethod
+    def _statistics(terms, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+        """A batch's means per string (the token counts too, so that the epoch's token accuracy is the ratio of
+        the sums)."""
         mask = terms.targets != PAD_ID
         correct = ((terms.logits.argmax(-1) == terms.targets) & mask).sum()
         n = terms.reconstruction.shape[0]
-        stats = torch.stack([
-            torch.tensor(float(n), device=loss.device), terms.reconstruction.detach().sum(), terms.kl.detach().sum(),
-            loss.detach() * n, correct.float(), mask.sum().float(),
-        ])
-        self._sums[stage] = stats if stage not in self._sums else self._sums[stage] + stats
+        return {"loss": loss, "reconstruction": terms.reconstruction.mean(), "kl": terms.kl.mean(),
+                "correct": correct.float() / n, "tokens": mask.sum().float() / n}
 
-    def _log_epoch(self, stage: str) -> None:
-        stats = self._sums.pop(stage, None)
-        if stats is None:
-            return
-        n, rec, kl, loss, correct, tokens = stats.unbind()
-        values = {f"{stage}/elbo": (rec - kl) / n, f"{stage}/reconstruction": rec / n, f"{stage}/kl": kl / n,
-                  f"{stage}/objective": (rec - self.hparams.final_beta * kl) / n,
-                  f"{stage}/token_accuracy": correct / tokens.clamp_min(1)}
-        if stage == "train":
-            values.update({"train/loss": loss / n, "train/beta": self.beta(int(self.trainer.num_training_batches))})
-        self.log_dict(values, prog_bar=stage == "val", sync_dist=True)
+    def _metrics(self, means: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """An epoch's ELBO, its parts, the objective and the token accuracy."""
+        rec, kl = means["reconstruction"], means["kl"]
+        return {"elbo": rec - kl, "reconstruction": rec, "kl": kl, "objective": rec - self.final_beta * kl,
+                "token_accuracy": means["correct"] / means["tokens"].clamp_min(1e-12)}
+
+    def epoch_metrics(self, means: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | float]:
+        return {**self._metrics(means), "loss": means["loss"],
+                "beta": self.beta(int(self.trainer.num_training_batches))}
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         tokens = self._trim(*batch)
         terms = self.net(tokens)
         beta = self.beta(batch_idx)
         loss = terms.loss(beta)
-        self._finite.observe({"loss": loss, "reconstruction": terms.reconstruction.mean(), "kl": terms.kl.mean()},
-                             self.global_step, self.current_epoch, batch_idx, beta=beta)
-        self._accumulate("train", terms, loss)
+        statistics = self._statistics(terms, loss)
+        correct, count = statistics.pop("correct"), statistics.pop("tokens")
+        self.observe(statistics, batch_idx, weight=tokens.shape[0], extra={"correct": correct, "tokens": count},
+                     beta=beta)
         return loss
 
-    def on_train_epoch_start(self) -> None:
-        self._sums.pop("train", None)
+    def _evaluate(self, batch, stage: str) -> None:
+        terms = self.net(self._trim(*batch))
+        self._eval_stats[stage].add(self._statistics(terms, terms.loss(1.0)), weight=terms.reconstruction.shape[0])
 
-    def on_train_epoch_end(self) -> None:
-        self._log_epoch("train")
+    def _log_eval(self, stage: str) -> None:
+        means = self._eval_stats[stage].means()
+        self._eval_stats[stage].reset()
+        if means:
+            self.log_dict({f"{stage}/{k}": v for k, v in self._metrics(means).items()}, prog_bar=stage == "val",
+                          sync_dist=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        terms = self.net(self._trim(*batch))
-        self._accumulate("val", terms, terms.loss(1.0))
+        self._evaluate(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val")
+        self._log_eval("val")
         every = self.hparams.decode_every_n_epochs
         if every > 0 and not self.trainer.sanity_checking and (self.current_epoch + 1) % every == 0:
             self.log_dict(self.decoding_metrics("val", "val"), sync_dist=True)
 
     def test_step(self, batch, batch_idx: int) -> None:
-        terms = self.net(self._trim(*batch))
-        self._accumulate("test", terms, terms.loss(1.0))
+        self._evaluate(batch, "test")
 
     def on_test_epoch_end(self) -> None:
-        self._log_epoch("test")
+        self._log_eval("test")
         metrics = self.decoding_metrics("test", "test")
         datamodule = self.trainer.datamodule
         metrics["test/unknown_strings"] = float(datamodule.unknown_strings.get("test", 0))
@@ -223,16 +209,13 @@ class SMILESVAEModule(pl.LightningModule):
             self._validity_checked = True
         return self._is_valid
 
-    @torch.no_grad()
     def decoding_metrics(self, split: str, stage: str) -> dict[str, float]:
         """Greedy reconstructions of the split's first strings and strings generated from the prior."""
         datamodule = self.trainer.datamodule
         data = datamodule.splits[split]
         size = self.hparams.decode_batch_size
-        was_training = self.net.training
-        self.net.eval()
         metrics: dict[str, float] = {}
-        try:
+        with self.evaluating():
             n = min(self._limit(self.hparams.n_reconstructions), len(data))
             if n > 0:
                 correct = tokens = exact = 0
@@ -246,20 +229,17 @@ class SMILESVAEModule(pl.LightningModule):
                 metrics[f"{stage}/string_accuracy"] = exact / n
             n = self._limit(self.hparams.n_samples)
             if n > 0:
-                reference = torch.zeros(1, device=self.device)
                 samples: list[str] = []
                 with self._decoding_progress(f"decoding {n} prior samples", n) as progress:
                     for lo in range(0, n, size):
                         rows = min(size, n - lo)
-                        z = self.net.latent.prior(reference).sample((rows,))
+                        z = self.net.latent.prior().sample((rows,))
                         ids = self.net.generate(z, greedy=self.hparams.greedy, temperature=self.hparams.temperature,
                                                 on_step=progress.stepper(lo, rows))
                         samples += self.tokenizer.decode_batch(ids)
                 quality = molecules.sample_metrics(samples, self._training_smiles, self.validity_checker())
                 metrics.update({f"{stage}/prior_{k}": v for k, v in quality.items()})
                 self._write_samples(samples, stage)
-        finally:
-            self.net.train(was_training)
         return metrics
 
     def _decoding_progress(self, description: str, strings: int) -> _DecodingProgress:
@@ -273,10 +253,6 @@ class SMILESVAEModule(pl.LightningModule):
         path = Path(root) / f"smiles_samples_{stage}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(samples) + "\n")
-
-    # -- optimisation -----------------------------------------------------------------------------------------
-    def configure_optimizers(self):
-        return build_optimizers(self.parameters(), self.optimizer_factory, self.scheduler_factory, monitor="val/elbo")
 
 
 class _DecodingProgress:

@@ -5,21 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import pytorch_lightning as pl
 import torch
 
 from hsvae.models import VAE
 from hsvae.utils.progress import PhaseProgress
 
-from .optimization import build_optimizers, linear_warmup
-from .epoch_means import EpochMeans
-from .finite_guard import FiniteLossGuard
+from .task import ELBOTask
 
 #: importance samples of the test log-likelihood under ``trainer.fast_dev_run`` (at most)
 FAST_DEV_RUN_EVAL_SAMPLES = 10
 
 
-class VAEModule(pl.LightningModule):
+class VAEModule(ELBOTask):
     """Trains a :class:`~hsvae.models.VAE` on ``(x, y)`` batches (labels are ignored).
 
     Logged metrics (per data point, in nats): ``{train,val,test}/{elbo,reconstruction,kl}``,
@@ -59,11 +56,6 @@ class VAEModule(pl.LightningModule):
         m1_k: int = 5,
         m1_seed: int | None = None,
     ):
-        super().__init__()
-        if warmup_epochs < 0:
-            raise ValueError(f"module.warmup_epochs must be >= 0, got {warmup_epochs}")
-        if final_beta < 0:
-            raise ValueError(f"module.final_beta must be >= 0, got {final_beta}")
         if not isinstance(eval_samples, int) or eval_samples < 0:
             raise ValueError(
                 f"module.eval_samples (importance samples of the test log-likelihood) must be an integer >= 1, "
@@ -78,16 +70,9 @@ class VAEModule(pl.LightningModule):
             raise ValueError(
                 f"model.m1_k={m1_k} neighbours exceeds the smallest labelled set of model.m1_labels={m1_labels}"
             )
-        self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
+        super().__init__(net, optimizer, scheduler, warmup_epochs, final_beta)
         self.hparams.m1_labels = m1_labels
-        self.net = net
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self._train_stats = EpochMeans(("loss", "reconstruction", "kl"))
         self._ll_progress: PhaseProgress | None = None
-        self._finite = FiniteLossGuard("Lower the learning rate, or check the data and the latent's parameter bounds.")
-
-    def configure_callbacks(self) -> list[pl.Callback]:
-        return [self._finite]  # the non-finite-loss check's places in the loop (see hsvae.training.finite_guard)
 
     def setup(self, stage: str) -> None:
         # Check the M1 label counts against the data now rather than after a long training.
@@ -105,33 +90,19 @@ class VAEModule(pl.LightningModule):
             return self.hparams.m1_seed
         return getattr(getattr(self.trainer, "datamodule", None), "seed", 0)
 
-    # -- the KL schedule ------------------------------------------------------------------------
-    def beta(self, batch_idx: int = 0) -> float:
-        return linear_warmup(self.hparams.final_beta, self.hparams.warmup_epochs, self, batch_idx)
-
     # -- steps ----------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, _ = batch
         terms = self.net(x)
         beta = self.beta(batch_idx)
         loss = terms.loss(beta)
-        rec, kl = terms.reconstruction.mean(), terms.kl.mean()
-        self._finite.observe({"loss": loss, "reconstruction": rec, "kl": kl}, self.global_step, self.current_epoch,
-                             batch_idx, beta=beta)
-        self._train_stats.add(loss, rec, kl, weight=x.shape[0])
+        terms = {"loss": loss, "reconstruction": terms.reconstruction.mean(), "kl": terms.kl.mean()}
+        self.observe(terms, batch_idx, weight=x.shape[0], beta=beta)
         return loss
 
-    def on_train_epoch_start(self) -> None:
-        self._train_stats.reset()
-
-    def on_train_epoch_end(self) -> None:
-        means = self._train_stats.means()
-        if not means:
-            return
-        metrics = {f"train/{k}": v for k, v in means.items()}
-        metrics["train/elbo"] = means["reconstruction"] - means["kl"]
-        metrics["train/beta"] = self.beta(int(self.trainer.num_training_batches))
-        self.log_dict(metrics, sync_dist=True)
+    def epoch_metrics(self, means: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | float]:
+        return {**means, "elbo": means["reconstruction"] - means["kl"],
+                "beta": self.beta(int(self.trainer.num_training_batches))}
 
     def _evaluate(self, batch, stage: str) -> None:
         x, _ = batch
@@ -191,7 +162,6 @@ class VAEModule(pl.LightningModule):
                 progress.update(float(batch_idx + 1))
             self.log("test/log_likelihood", ll, batch_size=x.shape[0], sync_dist=True)
 
-    @torch.no_grad()
     def on_test_epoch_end(self) -> None:
         self._close_ll_progress()
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -203,7 +173,8 @@ class VAEModule(pl.LightningModule):
         from hsvae.evaluation.semisupervised import m1_knn_accuracies
 
         def embed(x: torch.Tensor) -> torch.Tensor:
-            return torch.cat([self.net.embed(b.to(self.device)) for b in x.split(1000)])
+            with self.evaluating() as net:
+                return torch.cat([net.embed(b.to(self.device)) for b in x.split(1000)])
 
         metric = "cosine" if self.net.latent.spherical else "euclidean"
         test = (embed(splits["test"].x), splits["test"].y.to(self.device))
@@ -226,7 +197,3 @@ class VAEModule(pl.LightningModule):
                 seed=self._m1_seed(), num_classes=getattr(datamodule, "num_classes", None), prepare=prepare,
             )
             self.log_dict({f"test/m1_knn_{n}": acc for n, acc in accuracies.items()}, sync_dist=True)
-
-    # -- optimisation -----------------------------------------------------------------------------
-    def configure_optimizers(self):
-        return build_optimizers(self.parameters(), self.optimizer_factory, self.scheduler_factory, monitor="val/elbo")
