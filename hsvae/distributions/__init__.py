@@ -10,8 +10,13 @@ Usable on their own::
     from hsvae.distributions import VonMisesFisher, HypersphericalUniform
     q = VonMisesFisher(loc, kappa)          # loc: (..., m) unit vectors, kappa: (..., 1) or (...)
     kl = torch.distributions.kl_divergence(q, HypersphericalUniform(m))
+
+The three spherical families subclass :class:`SphericalDistribution` (broadcasting, validation, ``expand``,
+``entropy`` and the KL to the uniform from the family's ``kl_to_uniform``); each exposes its concentration
+parameter under its own name (``concentration`` for kappa, ``rho``) beside torch's ``scale``.
 """
 
+from ._spherical_utils import SphericalDistribution
 from .gaussian import DiagonalNormal, StandardNormal
 from .power_spherical import PowerSpherical
 from .spherical_cauchy import SphericalCauchy
@@ -23,6 +28,7 @@ __all__ = [
     "HypersphericalUniform",
     "PowerSpherical",
     "SphericalCauchy",
+    "SphericalDistribution",
     "StandardNormal",
     "VonMisesFisher",
 ]

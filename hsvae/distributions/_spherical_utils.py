@@ -1,4 +1,4 @@
-"""Helpers shared by the spherical families (spherical Cauchy, Power Spherical).
+"""The skeleton and helpers shared by the spherical families (vMF, spherical Cauchy, Power Spherical).
 
 Dimension convention: ``loc`` has shape ``batch_shape + (m,)`` with m the *ambient* dimension
 of the sphere S^(m-1) in R^m; the scale parameter has shape ``batch_shape``.
@@ -10,8 +10,10 @@ import functools
 from collections.abc import Callable
 
 import torch
+from torch.autograd.function import once_differentiable
+from torch.distributions import Distribution, register_kl
 
-from ._sphere import check_ambient_dim, unit_vector
+from ._sphere import check_ambient_dim, log_sphere_surface, unit_vector
 from .uniform import HypersphericalUniform
 
 
@@ -75,7 +77,7 @@ def check_same_sphere(p_m: int, q: HypersphericalUniform, family: str) -> None:
         )
 
 
-def wide(x: torch.Tensor) -> torch.Tensor:
+def in_float64(x: torch.Tensor) -> torch.Tensor:
     """``x`` in float64 where that is available (not on MPS).
 
     The KL divergences are batch-sized scalar computations, so float64 costs nothing measurable,
@@ -113,15 +115,19 @@ _CPU_ONES: dict[tuple[int, torch.dtype], torch.Tensor] = {}
 
 
 def fused_sampler_node(
-    name: str, parts: Callable[..., tuple], vjp: Callable[..., tuple], n_noise: int, doc: str
+    name: str, parts: Callable[..., tuple], vjp: Callable[..., tuple], n_noise: int, doc: str,
+    twice_differentiable: bool = True,
 ) -> type[torch.autograd.Function]:
     """An autograd Function ``x = parts(*noise, *params)[-1]`` with a hand-written vector-Jacobian product.
 
     ``parts`` returns the sampler's intermediates, the sample last; ``vjp(grad_x, *inputs, *intermediates)``
-    returns the gradients of the parameters (the inputs after the ``n_noise`` noise tensors, which get none).
-    First-order backward reuses the saved intermediates; under ``create_graph=True`` it recomputes them from
-    the saved inputs with differentiable operations, so double backward is exact too. One node per sample
-    keeps the samplers' cost at small m, where the number of autograd nodes dominates it.
+    returns the gradients of the parameters (the inputs after the ``n_noise`` noise tensors, which get none),
+    summed to the parameters' shapes. First-order backward reuses the saved intermediates; under
+    ``create_graph=True`` it recomputes them from the saved inputs with differentiable operations, so double
+    backward is exact too -- unless ``twice_differentiable=False`` (the noise carries first derivatives
+    computed outside, as the vMF's), where double backward raises instead. One node per sample keeps the
+    samplers' cost at small m, where the number of autograd nodes dominates it. The class's ``sample(*inputs)``
+    skips the node when no parameter needs a gradient.
     """
 
     def forward(ctx, *inputs: torch.Tensor) -> torch.Tensor:
@@ -138,8 +144,98 @@ def fused_sampler_node(
             intermediates = parts(*inputs)
         return (None,) * n_noise + tuple(vjp(grad_x, *inputs, *intermediates))
 
-    return type(
+    node = type(
         name,
         (torch.autograd.Function,),
-        {"__doc__": doc, "forward": staticmethod(forward), "backward": staticmethod(backward)},
+        {"__doc__": doc, "forward": staticmethod(forward),
+         "backward": staticmethod(backward if twice_differentiable else once_differentiable(backward))},
     )
+
+    def sample(*inputs: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and any(t.requires_grad for t in inputs[n_noise:]):
+            return node.apply(*inputs)
+        return parts(*inputs)[-1]
+
+    node.sample = staticmethod(sample)
+    return node
+
+
+class SphericalDistribution(Distribution):
+    """What the families on S^(m-1) in R^m with a mean direction and one concentration parameter share.
+
+    Dimension convention: ``loc`` has shape ``batch_shape + (m,)``, m >= 2 the *ambient* dimension (a latent
+    of intrinsic dimension d uses m = d + 1); ``event_shape == (m,)``. ``scale`` (torch's name) is the
+    family's concentration parameter, named by :attr:`scale_name` in messages and exposed under that name
+    (``concentration`` for kappa, ``rho``); it broadcasts against ``loc.shape[:-1]``, and a trailing axis of
+    size 1 (``(B, 1)`` with a ``(B, m)`` loc, as in the S-VAE authors' code) is squeezed.
+
+    Here: broadcasting and validation (with ``validate_args``, a loc off the sphere or a scale outside
+    ``arg_constraints["scale"]`` is a ValueError naming it; structural errors always raise), ``expand``,
+    ``sample`` (``rsample`` without autograd), ``mode`` (``loc``), ``entropy`` = log|S^(m-1)| - KL to the
+    uniform, and the KL to :class:`HypersphericalUniform` (registered once, for every subclass). A family
+    writes ``rsample``, ``log_prob``, ``mean`` and :meth:`kl_to_uniform`.
+    """
+
+    support = unit_vector
+    has_rsample = True
+    #: the concentration parameter's name ("kappa", "rho"), in messages
+    scale_name: str = "scale"
+    #: what a valid scale is, in words (for the message)
+    scale_requirement: str = ""
+    #: instance attributes that :meth:`expand` carries over when set (a subclass's switches)
+    _expand_copies: tuple[str, ...] = ()
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor | float, validate_args: bool | None = None):
+        family = type(self).__name__
+        self.loc, self.scale, self.m = broadcast_loc_and_scale(loc, scale, family, f"scale ({self.scale_name})")
+        validate = Distribution._validate_args if validate_args is None else validate_args
+        if validate:
+            check_unit_loc(self.loc, family)
+            if not bool(self.arg_constraints["scale"].check(self.scale).all()):
+                raise ValueError(
+                    f"{family}: scale ({self.scale_name}) must be {self.scale_requirement}; got values in "
+                    f"[{self.scale.min().item():.6g}, {self.scale.max().item():.6g}]"
+                    + (" including NaN" if bool(self.scale.isnan().any()) else "")
+                )
+        super().__init__(self.loc.shape[:-1], torch.Size([self.m]), validate_args=False)
+        self._validate_args = validate
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(type(self), _instance)
+        batch_shape = torch.Size(batch_shape)
+        new.loc = self.loc.expand(batch_shape + (self.m,))
+        new.scale = self.scale.expand(batch_shape)
+        new.m = self.m
+        for name in self._expand_copies:
+            if name in self.__dict__:
+                setattr(new, name, self.__dict__[name])
+        Distribution.__init__(new, batch_shape, self.event_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    def sample(self, sample_shape: torch.Size | tuple = torch.Size()) -> torch.Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape)
+
+    def kl_to_uniform(self) -> torch.Tensor:
+        """KL(self || HypersphericalUniform(m)), shape ``batch_shape``."""
+        raise NotImplementedError
+
+    def entropy(self) -> torch.Tensor:
+        return log_sphere_surface(self.m) - self.kl_to_uniform()
+
+    @property
+    def mode(self) -> torch.Tensor:
+        return self.loc
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(m={self.m}, batch_shape={tuple(self.batch_shape)})"
+
+
+@register_kl(SphericalDistribution, HypersphericalUniform)
+def _kl_spherical_uniform(p: SphericalDistribution, q: HypersphericalUniform) -> torch.Tensor:
+    check_same_sphere(p.m, q, type(p).__name__)
+    kl = p.kl_to_uniform()
+    if q.batch_shape in (p.batch_shape, torch.Size()):
+        return kl
+    return kl.expand(torch.broadcast_shapes(p.batch_shape, q.batch_shape))

@@ -30,19 +30,10 @@ import functools
 import math
 
 import torch
-from torch.distributions import Distribution, constraints, register_kl
+from torch.distributions import constraints
 
 from ._sphere import check_ambient_dim, log_sphere_surface, unit_vector
-from ._spherical_utils import (
-    _ones,
-    broadcast_loc_and_scale,
-    check_same_sphere,
-    check_unit_loc,
-    fused_sampler_node,
-    rowdot,
-    wide,
-)
-from .uniform import HypersphericalUniform
+from ._spherical_utils import SphericalDistribution, _ones, fused_sampler_node, in_float64, rowdot
 
 __all__ = ["PowerSpherical", "power_spherical_kl_to_uniform"]
 
@@ -50,7 +41,7 @@ __all__ = ["PowerSpherical", "power_spherical_kl_to_uniform"]
 def _log_normaliser_shift(kappa: torch.Tensor, m: int) -> torch.Tensor:
     """D(kappa) above, in float64 where available: log N_m(kappa) = -log|S^(m-1)| + D - kappa log 2."""
     beta = 0.5 * (m - 1)
-    k = wide(kappa)
+    k = in_float64(kappa)
     return (torch.lgamma(k + (m - 1)) - math.lgamma(m - 1)) - (torch.lgamma(k + beta) - math.lgamma(beta))
 
 
@@ -108,7 +99,7 @@ class _PowerSphericalKL(torch.autograd.Function):
     @staticmethod
     def forward(ctx, kappa: torch.Tensor, m: int) -> torch.Tensor:
         ctx.m = m
-        kl, dkl = _kl_and_derivative(wide(kappa), m, ctx.needs_input_grad[0])
+        kl, dkl = _kl_and_derivative(in_float64(kappa), m, ctx.needs_input_grad[0])
         ctx.save_for_backward(kappa, None if dkl is None else dkl.to(kappa.dtype))
         return kl.to(kappa.dtype)
 
@@ -116,7 +107,7 @@ class _PowerSphericalKL(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         kappa, dkl = ctx.saved_tensors
         if torch.is_grad_enabled():  # double backward: differentiate the derivative too
-            dkl = _kl_and_derivative(wide(kappa), ctx.m, True)[1].to(kappa.dtype)
+            dkl = _kl_and_derivative(in_float64(kappa), ctx.m, True)[1].to(kappa.dtype)
         return grad * dkl, None
 
 
@@ -251,7 +242,7 @@ class _FiniteNonnegative(constraints.Constraint):
         return "finite_nonnegative()"
 
 
-class PowerSpherical(Distribution):
+class PowerSpherical(SphericalDistribution):
     """Power Spherical distribution on S^(m-1) in R^m (De Cao and Aziz, 2020).
 
     Dimension convention: ``m`` is the *ambient* dimension, the size of the last axis of
@@ -278,38 +269,9 @@ class PowerSpherical(Distribution):
     """
 
     arg_constraints = {"loc": unit_vector, "scale": _FiniteNonnegative()}
-    support = unit_vector
-    has_rsample = True
-
-    def __init__(self, loc: torch.Tensor, scale: torch.Tensor | float, validate_args: bool | None = None):
-        self.loc, self.scale, self.m = broadcast_loc_and_scale(loc, scale, "PowerSpherical", "scale (kappa)")
-        batch_shape = self.loc.shape[:-1]
-        validate = Distribution._validate_args if validate_args is None else validate_args
-        if validate:
-            check_unit_loc(self.loc, "PowerSpherical")
-            if not bool(self.arg_constraints["scale"].check(self.scale).all()):
-                raise ValueError(
-                    "PowerSpherical: scale (kappa) must be finite and >= 0; got values in "
-                    f"[{self.scale.min().item():.6g}, {self.scale.max().item():.6g}]"
-                    + (" including NaN" if bool(self.scale.isnan().any()) else "")
-                )
-        super().__init__(batch_shape, torch.Size([self.m]), validate_args=False)
-        self._validate_args = validate
-
-    @property
-    def concentration(self) -> torch.Tensor:
-        """The concentration kappa (an alias of ``scale``)."""
-        return self.scale
-
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(PowerSpherical, _instance)
-        batch_shape = torch.Size(batch_shape)
-        new.loc = self.loc.expand(batch_shape + (self.m,))
-        new.scale = self.scale.expand(batch_shape)
-        new.m = self.m
-        super(PowerSpherical, new).__init__(batch_shape, self.event_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
+    scale_name = "kappa"
+    scale_requirement = "finite and >= 0"
+    concentration = property(lambda self: self.scale, doc="The concentration kappa (torch's ``scale``).")
 
     def rsample(self, sample_shape: torch.Size | tuple = torch.Size()) -> torch.Tensor:
         shape = self._extended_shape(sample_shape)
@@ -319,20 +281,16 @@ class PowerSpherical(Distribution):
             # log(1 - U) for U uniform on [0, 1): the log of a uniform on (0, 1], always finite
             beta = (self.m - 1) // 2
             uniforms = torch.rand(shape[:-1] + ((beta,) if beta > 1 else ()), dtype=self.loc.dtype, device=self.loc.device)
-            return _BetaProductSample.apply(noise, uniforms.neg_().log1p_(), self.loc, self.scale)
+            return _BetaProductSample.sample(noise, uniforms.neg_().log1p_(), self.loc, self.scale)
         # torch._standard_gamma is what torch.distributions.Gamma.rsample uses; it carries the
         # implicit reparameterisation gradient in its concentration (here kappa + (m-1)/2).
         g_a = torch._standard_gamma((self.scale + 0.5 * (self.m - 1)).expand(shape[:-1]))
         noise = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
-        return _TangentSample.apply(noise, self.loc, g_a)
-
-    def sample(self, sample_shape: torch.Size | tuple = torch.Size()) -> torch.Tensor:
-        with torch.no_grad():
-            return self.rsample(sample_shape)
+        return _TangentSample.sample(noise, self.loc, g_a)
 
     def _log_normaliser(self) -> torch.Tensor:
         kappa = self.scale
-        shift = _log_normaliser_shift(kappa, self.m) - wide(kappa) * math.log(2.0)
+        shift = _log_normaliser_shift(kappa, self.m) - in_float64(kappa) * math.log(2.0)
         return (shift - log_sphere_surface(self.m)).to(kappa.dtype)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
@@ -343,30 +301,10 @@ class PowerSpherical(Distribution):
         return self._log_normaliser() + torch.xlogy(self.scale, 1.0 + cos)
 
     def kl_to_uniform(self) -> torch.Tensor:
-        """KL(self || HypersphericalUniform(m)), shape ``batch_shape``."""
         return power_spherical_kl_to_uniform(self.scale, self.m)
-
-    def entropy(self) -> torch.Tensor:
-        return log_sphere_surface(self.m) - self.kl_to_uniform()
 
     @property
     def mean(self) -> torch.Tensor:
         # E[t] = (alpha - beta) / (alpha + beta) = kappa / (m - 1 + kappa)
         kappa = self.scale
         return (kappa / (kappa + (self.m - 1))).unsqueeze(-1) * self.loc
-
-    @property
-    def mode(self) -> torch.Tensor:
-        return self.loc
-
-    def __repr__(self) -> str:
-        return f"PowerSpherical(m={self.m}, batch_shape={tuple(self.batch_shape)})"
-
-
-@register_kl(PowerSpherical, HypersphericalUniform)
-def _kl_power_spherical_uniform(p: PowerSpherical, q: HypersphericalUniform) -> torch.Tensor:
-    check_same_sphere(p.m, q, "PowerSpherical")
-    kl = p.kl_to_uniform()
-    if q.batch_shape in (p.batch_shape, torch.Size()):
-        return kl
-    return kl.expand(torch.broadcast_shapes(p.batch_shape, q.batch_shape))

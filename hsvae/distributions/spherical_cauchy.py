@@ -38,18 +38,9 @@ from __future__ import annotations
 import functools
 
 import torch
-from torch.distributions import Distribution, register_kl
 
 from ._sphere import check_ambient_dim, log_sphere_surface, unit_vector
-from ._spherical_utils import (
-    broadcast_loc_and_scale,
-    check_same_sphere,
-    check_unit_loc,
-    fused_sampler_node,
-    rowdot,
-    wide,
-)
-from .uniform import HypersphericalUniform
+from ._spherical_utils import SphericalDistribution, fused_sampler_node, in_float64, rowdot
 
 __all__ = ["SphericalCauchy", "spherical_cauchy_kl_to_uniform", "spherical_cauchy_mean_resultant"]
 
@@ -125,7 +116,7 @@ def _kl_and_derivative(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """KL to the uniform and (if asked) d KL / d rho at rho = r, sharing intermediates.
 
-    ``r`` should be float64 where available (see ``wide``). ``quad_dtype`` (default: r's) is
+    ``r`` should be float64 where available (see ``in_float64``). ``quad_dtype`` (default: r's) is
     the precision of the (batch, nodes) quadrature terms: these are O(rho^2) near 0, bounded
     near 1 and enter without cancellation, so float32 callers lose nothing measurable by
     evaluating them in float32, at half the cost. The identity
@@ -178,7 +169,7 @@ class _SphericalCauchyKL(torch.autograd.Function):
     @staticmethod
     def forward(ctx, rho: torch.Tensor, m: int) -> torch.Tensor:
         ctx.m = m
-        kl, dkl = _kl_and_derivative(wide(rho), m, ctx.needs_input_grad[0], _quad_dtype(rho.dtype))
+        kl, dkl = _kl_and_derivative(in_float64(rho), m, ctx.needs_input_grad[0], _quad_dtype(rho.dtype))
         ctx.save_for_backward(rho, None if dkl is None else dkl.to(rho.dtype))
         return kl.to(rho.dtype)
 
@@ -186,7 +177,7 @@ class _SphericalCauchyKL(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         rho, dkl = ctx.saved_tensors
         if torch.is_grad_enabled():  # double backward: differentiate the derivative too
-            dkl = _kl_and_derivative(wide(rho), ctx.m, True, _quad_dtype(rho.dtype))[1].to(rho.dtype)
+            dkl = _kl_and_derivative(in_float64(rho), ctx.m, True, _quad_dtype(rho.dtype))[1].to(rho.dtype)
         return grad * dkl, None
 
 
@@ -213,7 +204,7 @@ def spherical_cauchy_mean_resultant(rho: torch.Tensor, m: int) -> torch.Tensor:
     check_ambient_dim(m)
     if m == 2:
         return rho.clone()
-    r = wide(rho)
+    r = in_float64(rho)
     dkl = _kl_and_derivative(r, m, True)[1]
     return (dkl * ((1.0 - r) * (1.0 + r)) / (2.0 * (m - 1))).to(rho.dtype)
 
@@ -275,7 +266,7 @@ _MobiusSample = fused_sampler_node(
 # ----------------------------------------------------------------------------------------------
 
 
-class SphericalCauchy(Distribution):
+class SphericalCauchy(SphericalDistribution):
     """Spherical Cauchy distribution on S^(m-1) in R^m (Kato and McCullagh, 2020).
 
     Dimension convention: ``m`` is the *ambient* dimension, the size of the last axis of
@@ -295,48 +286,14 @@ class SphericalCauchy(Distribution):
     """
 
     arg_constraints = {"loc": unit_vector, "scale": torch.distributions.constraints.half_open_interval(0.0, 1.0)}
-    support = unit_vector
-    has_rsample = True
-
-    def __init__(self, loc: torch.Tensor, scale: torch.Tensor | float, validate_args: bool | None = None):
-        self.loc, self.scale, self.m = broadcast_loc_and_scale(loc, scale, "SphericalCauchy", "scale (rho)")
-        batch_shape = self.loc.shape[:-1]
-        validate = Distribution._validate_args if validate_args is None else validate_args
-        if validate:
-            check_unit_loc(self.loc, "SphericalCauchy")
-            rho = self.scale
-            if not bool(((rho >= 0) & (rho < 1)).all()):
-                raise ValueError(
-                    "SphericalCauchy: scale (rho) must lie in [0, 1); got values in "
-                    f"[{rho.min().item():.6g}, {rho.max().item():.6g}]"
-                    + (" including NaN" if bool(rho.isnan().any()) else "")
-                )
-        super().__init__(batch_shape, torch.Size([self.m]), validate_args=False)
-        self._validate_args = validate
-
-    @property
-    def rho(self) -> torch.Tensor:
-        """The concentration parameter rho (an alias of ``scale``)."""
-        return self.scale
-
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(SphericalCauchy, _instance)
-        batch_shape = torch.Size(batch_shape)
-        new.loc = self.loc.expand(batch_shape + (self.m,))
-        new.scale = self.scale.expand(batch_shape)
-        new.m = self.m
-        super(SphericalCauchy, new).__init__(batch_shape, self.event_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
+    scale_name = "rho"
+    scale_requirement = "in [0, 1)"
+    rho = property(lambda self: self.scale, doc="The concentration parameter rho (torch's ``scale``).")
 
     def rsample(self, sample_shape: torch.Size | tuple = torch.Size()) -> torch.Tensor:
         shape = self._extended_shape(sample_shape)
         noise = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
-        return _MobiusSample.apply(noise, self.loc, self.scale)
-
-    def sample(self, sample_shape: torch.Size | tuple = torch.Size()) -> torch.Tensor:
-        with torch.no_grad():
-            return self.rsample(sample_shape)
+        return _MobiusSample.sample(noise, self.loc, self.scale)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
@@ -350,28 +307,8 @@ class SphericalCauchy(Distribution):
         return (self.m - 1) * log_ratio - log_sphere_surface(self.m)
 
     def kl_to_uniform(self) -> torch.Tensor:
-        """KL(self || HypersphericalUniform(m)), shape ``batch_shape``."""
         return spherical_cauchy_kl_to_uniform(self.scale, self.m)
-
-    def entropy(self) -> torch.Tensor:
-        return log_sphere_surface(self.m) - self.kl_to_uniform()
 
     @property
     def mean(self) -> torch.Tensor:
         return spherical_cauchy_mean_resultant(self.scale, self.m).unsqueeze(-1) * self.loc
-
-    @property
-    def mode(self) -> torch.Tensor:
-        return self.loc
-
-    def __repr__(self) -> str:
-        return f"SphericalCauchy(m={self.m}, batch_shape={tuple(self.batch_shape)})"
-
-
-@register_kl(SphericalCauchy, HypersphericalUniform)
-def _kl_spherical_cauchy_uniform(p: SphericalCauchy, q: HypersphericalUniform) -> torch.Tensor:
-    check_same_sphere(p.m, q, "SphericalCauchy")
-    kl = _SphericalCauchyKL.apply(p.scale, p.m)  # p.m was validated when p was built
-    if q.batch_shape in (p.batch_shape, torch.Size()):
-        return kl
-    return kl.expand(torch.broadcast_shapes(p.batch_shape, q.batch_shape))

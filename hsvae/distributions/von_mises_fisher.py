@@ -23,15 +23,13 @@ import math
 from typing import NamedTuple
 
 import torch
-from torch.distributions import Distribution, constraints
 from torch.autograd.function import once_differentiable
-from torch.distributions.kl import register_kl
+from torch.distributions import constraints
 
-from hsvae.special import bessel_iv_terms
-from hsvae.special.bessel import _evaluate, _prepare, scalar
+from hsvae.special import bessel_iv_terms, evaluate_forms, prepare_argument, scalar
 
-from ._sphere import check_ambient_dim, log_sphere_surface, sample_uniform_sphere, unit_vector
-from .uniform import HypersphericalUniform
+from ._sphere import log_sphere_surface, sample_uniform_sphere, unit_vector
+from ._spherical_utils import SphericalDistribution, fused_sampler_node
 
 __all__ = ["VonMisesFisher", "von_mises_fisher_kl_to_uniform"]
 
@@ -112,12 +110,6 @@ def _wood_root_and_b(kappa: torch.Tensor, k: _Constants) -> tuple[torch.Tensor, 
 def _wood_b(kappa: torch.Tensor, m: int) -> torch.Tensor:
     """Wood's b for the ambient dimension m (see :func:`_wood_root_and_b`)."""
     return _wood_root_and_b(kappa, _constants(m, kappa.dtype, kappa.device))[1]
-
-
-class _NoContext:
-    """Stands in for autograd's ctx when :class:`_AssembleSample` runs without a graph."""
-
-    needs_input_grad = (False,) * 7
 
 
 def _propose(b: torch.Tensor, m: int, block: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -296,51 +288,42 @@ def _exact_m3(kappa: torch.Tensor, with_derivative: bool) -> _Radial:
     return _Radial(one_minus_w, radial, d_one_minus_w, d_radial)
 
 
-def _sum_to(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """Sum a gradient over the leading (sample) axes down to ``shape``."""
-    extra = grad.dim() - len(shape)
-    return grad.sum(dim=tuple(range(extra))) if extra > 0 else grad
+def _householder_parts(one_minus_w, radial, d_one_minus_w, d_radial, tangent, kappa, loc):
+    """z = H(loc) x', x' = (w, radial v): the Householder reflection taking e1 to loc, applied to the sample
+    drawn around e1. H = I - c u u^T, u = e1 - loc, c = 2 / u.u (c = 0 when loc = e1 to rounding, making H the
+    identity); returns (u, c, c (x'.u), x', z) for the backward pass."""
+    k = _constants(loc.shape[-1], loc.dtype, loc.device)
+    x = torch.cat([(k.one - one_minus_w).unsqueeze(-1), radial.unsqueeze(-1) * tangent], dim=-1)
+    u = -loc
+    u[..., 0] += 1.0
+    uu = torch.linalg.vecdot(u, u).unsqueeze(-1)
+    coef = torch.where(uu > k.eps, k.two / uu, torch.zeros_like(uu))
+    c_s = coef * torch.linalg.vecdot(x, u).unsqueeze(-1)
+    return u, coef, c_s, x, torch.addcmul(x, c_s, u, value=-1.0)
 
 
-class _AssembleSample(torch.autograd.Function):
-    """(kappa, loc) -> z = H(loc) x', x' = (w, radial v), with the noise (and so w, radial and
-    their kappa-derivatives) given: one autograd node instead of ~25.
+def _householder_vjp(grad, one_minus_w, radial, d_one_minus_w, d_radial, tangent, kappa, loc, u, coef, c_s, x, z):
+    """Gradients of (kappa, loc), for the incoming gradient g: dL/dx' = H g (H is symmetric), so
+    dL/dkappa = (Hg)_0 dw/dkappa + ((Hg)_(1:) . v) dradial/dkappa; with s = x'.u,
+    dL/du = c^2 s (g.u) u - c (g.u) x' - c s g and dL/dloc = -dL/du."""
+    c_gu = coef * torch.linalg.vecdot(grad, u).unsqueeze(-1)
+    hg = torch.addcmul(grad, c_gu, u, value=-1.0)  # H g
+    per_sample = torch.linalg.vecdot(hg[..., 1:], tangent) * d_radial - hg[..., 0] * d_one_minus_w
+    # dL/dloc = -dL/du = c s g - c (g.u) (c s u - x)
+    grad_loc = torch.addcmul(c_s * grad, c_gu, torch.addcmul(-x, c_s, u), value=-1.0)
+    return per_sample.sum_to_size(kappa.shape), grad_loc.sum_to_size(loc.shape)
 
-    H = I - c u u^T, u = e1 - loc, c = 2 / u.u: the Householder reflection taking e1 to loc, u and c kept
-    for the backward pass; c = 0 when loc = e1 to rounding, making H the identity. Backward, for the incoming gradient g:
-    dL/dx' = H g (H is symmetric), so dL/dkappa = (Hg)_0 dw/dkappa + ((Hg)_(1:) . v) dradial/dkappa;
-    and with s = x'.u, dL/du = c^2 s (g.u) u - c (g.u) x' - c s g, dL/dloc = -dL/du.
-    """
 
-    @staticmethod
-    def forward(ctx, kappa, loc, one_minus_w, radial, d_one_minus_w, d_radial, tangent):
-        k = _constants(loc.shape[-1], loc.dtype, loc.device)
-        x = torch.cat([(k.one - one_minus_w).unsqueeze(-1), radial.unsqueeze(-1) * tangent], dim=-1)
-        # The reflection H x' = x' - c (x'.u) u, written out so that u and c are kept for backward.
-        u = -loc
-        u[..., 0] += 1.0
-        uu = torch.linalg.vecdot(u, u).unsqueeze(-1)
-        coef = torch.where(uu > k.eps, k.two / uu, torch.zeros_like(uu))
-        c_s = coef * torch.linalg.vecdot(x, u).unsqueeze(-1)
-        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-            ctx.save_for_backward(u, coef, c_s, x, d_one_minus_w, d_radial, tangent)
-            ctx.kappa_shape, ctx.loc_shape = kappa.shape, loc.shape
-        return torch.addcmul(x, c_s, u, value=-1.0)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        u, coef, c_s, x, d_one_minus_w, d_radial, tangent = ctx.saved_tensors
-        c_gu = coef * torch.linalg.vecdot(grad, u).unsqueeze(-1)
-        grad_kappa = grad_loc = None
-        if ctx.needs_input_grad[0]:
-            hg = torch.addcmul(grad, c_gu, u, value=-1.0)  # H g
-            per_sample = torch.linalg.vecdot(hg[..., 1:], tangent) * d_radial - hg[..., 0] * d_one_minus_w
-            grad_kappa = _sum_to(per_sample, ctx.kappa_shape)
-        if ctx.needs_input_grad[1]:
-            # dL/dloc = -dL/du = c s g - c (g.u) (c s u - x)
-            grad_loc = _sum_to(torch.addcmul(c_s * grad, c_gu, torch.addcmul(-x, c_s, u), value=-1.0), ctx.loc_shape)
-        return grad_kappa, grad_loc, None, None, None, None, None
+_HouseholderSample = fused_sampler_node(
+    "_HouseholderSample",
+    _householder_parts,
+    _householder_vjp,
+    n_noise=5,
+    doc="(kappa, loc) -> z with the noise (and so w, radial and their kappa-derivatives) given: one autograd "
+    "node instead of ~25. apply(one_minus_w, radial, d_one_minus_w, d_radial, tangent, kappa, loc). Once "
+    "differentiable: the kappa-derivatives come in as noise.",
+    twice_differentiable=False,
+)
 
 
 class _KLToUniform(torch.autograd.Function):
@@ -367,7 +350,7 @@ class _KLToUniform(torch.autograd.Function):
                 kl = torch.where(x < v + 1.0, x * ratio - log_f, -torch.addcmul(log_f_scaled, x, complement))
             return [kl, *terms[4:]]
 
-        out = _evaluate(v, kappa, with_derivative, kl_forms)
+        out = evaluate_forms(v, kappa, with_derivative, kl_forms)
         if with_derivative:
             ctx.save_for_backward(kappa, out[1])
         return out[0]
@@ -382,11 +365,11 @@ class _KLToUniform(torch.autograd.Function):
 def von_mises_fisher_kl_to_uniform(kappa: torch.Tensor, m: int) -> torch.Tensor:
     """KL(vMF(., kappa) || uniform on S^(m-1)) for concentrations ``kappa`` (any shape), in nats, with the
     Bessel-ratio gradient; the same function of kappa as its siblings' ``*_kl_to_uniform``."""
-    x, dtype = _prepare(kappa)
+    x, dtype = prepare_argument(kappa)
     return _KLToUniform.apply(x, 0.5 * m - 1.0).to(dtype)
 
 
-class VonMisesFisher(Distribution):
+class VonMisesFisher(SphericalDistribution):
     r"""von Mises-Fisher distribution on the unit sphere S^(m-1) in R^m.
 
     Dimension convention: ``loc`` has shape ``batch_shape + (m,)``, m >= 2 the *ambient*
@@ -398,7 +381,7 @@ class VonMisesFisher(Distribution):
     Sampling: w = loc.x by Wood's (1994) rejection sampler (with the cancellation-free
     b = (m-1) / (2 kappa + sqrt(4 kappa^2 + (m-1)^2))), or for m = 3 by the exact inverse CDF;
     then x = (w, sqrt(1 - w^2) v) with v uniform on S^(m-2), reflected onto ``loc`` by a
-    Householder reflection (m = 2, the circle, works the same way). Everything runs on the
+    Householder reflection (m = 2, the circle, works the same way), one fused autograd node. Everything runs on the
     tensors' device and in their dtype, without numpy. Wood's proposals are drawn in vectorised
     blocks whose size comes from a lower bound on the acceptance rate (>= 0.62 for every m and
     kappa, ~0.99 for kappa << m):
@@ -424,8 +407,8 @@ class VonMisesFisher(Distribution):
     unbiased gradient of E[f(z)]. For m = 3 the inverse-CDF sampler has no rejection, so
     :meth:`rsample` is already exact and the correction is zero.
 
-    Properties beyond torch's: ``mean_resultant_length`` (A_m(kappa) = E[loc.x]; ``mean`` is
-    A_m(kappa) loc), ``log_normalizer()``, ``m``. The KL to :class:`HypersphericalUniform` is
+    Properties beyond torch's: ``concentration`` (kappa, torch's ``scale``), ``mean_resultant_length``
+    (A_m(kappa) = E[loc.x]; ``mean`` is A_m(kappa) loc), ``log_normalizer()``, ``m``. The KL to :class:`HypersphericalUniform` is
     registered with ``torch.distributions.kl_divergence``. The rsample + KL backward pass goes
     through two autograd nodes (sample assembly, KL) with hand-written, cancellation-free
     derivatives, which keeps this several-hundred-op computation cheap on CPU.
@@ -439,72 +422,12 @@ class VonMisesFisher(Distribution):
     """
 
     arg_constraints = {"loc": unit_vector, "scale": constraints.positive}
-    support = unit_vector
-    has_rsample = True
+    scale_name = "kappa"
+    scale_requirement = "> 0"
+    concentration = property(lambda self: self.scale, doc="The concentration kappa (torch's ``scale``).")
     #: Tests switch this off to check Wood's sampler against the exact one at m = 3.
     _exact_for_m3 = True
-
-    def __init__(self, loc: torch.Tensor, scale: torch.Tensor | float, validate_args: bool | None = None):
-        if not isinstance(loc, torch.Tensor):
-            loc = torch.as_tensor(loc, dtype=torch.get_default_dtype())
-        if loc.dim() < 1:
-            raise ValueError("loc must have at least one axis: its last axis is the ambient dimension m")
-        if not isinstance(scale, torch.Tensor):
-            scale = torch.as_tensor(scale, dtype=loc.dtype if loc.is_floating_point() else None, device=loc.device)
-        if loc.dtype != scale.dtype or not loc.is_floating_point():
-            dtype = torch.promote_types(loc.dtype, scale.dtype)
-            if not dtype.is_floating_point:
-                dtype = torch.get_default_dtype()
-            loc, scale = loc.to(dtype), scale.to(dtype)
-        try:
-            self.m = check_ambient_dim(loc.shape[-1])
-        except ValueError:
-            raise ValueError(
-                f"loc's last axis is the ambient dimension m and must have size >= 2 (the sphere S^(m-1) in R^m), "
-                f"got loc of shape {tuple(loc.shape)}"
-            ) from None
-        if scale.dim() >= 1 and scale.shape == loc.shape[:-1] + (1,):
-            scale = scale.squeeze(-1)
-        try:
-            batch_shape = loc.shape[:-1]
-            if scale.shape != batch_shape:  # (torch.broadcast_shapes is slow enough to skip)
-                batch_shape = torch.broadcast_shapes(batch_shape, scale.shape)
-        except RuntimeError:
-            raise ValueError(
-                f"scale of shape {tuple(scale.shape)} does not broadcast with loc's batch shape "
-                f"{tuple(loc.shape[:-1])} (loc has shape {tuple(loc.shape)}; scale may also carry a "
-                "trailing axis of size 1)"
-            ) from None
-        self.loc = loc if loc.shape[:-1] == batch_shape else loc.expand(batch_shape + (self.m,))
-        self.scale = scale if scale.shape == batch_shape else scale.expand(batch_shape)
-        validate = validate_args if validate_args is not None else Distribution._validate_args
-        if validate:
-            self._check_parameters()
-        super().__init__(batch_shape, torch.Size([self.m]), validate_args=validate_args)
-
-    def _check_parameters(self) -> None:
-        scale = self.scale.detach()
-        if not bool((scale > 0).all()):
-            raise ValueError(f"scale (the concentration kappa) must be > 0, got min {scale.min().item():.3g}")
-        norm = self.loc.detach().norm(dim=-1)
-        if not bool(((norm - 1.0).abs() <= unit_vector.atol).all()):
-            bad = (norm - 1.0).abs().max().item()
-            raise ValueError(
-                f"loc must be a unit vector along its last axis (|norm - 1| <= {unit_vector.atol}); "
-                f"found |norm - 1| up to {bad:.3g}"
-            )
-
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(VonMisesFisher, _instance)
-        batch_shape = torch.Size(batch_shape)
-        new.m = self.m
-        new.loc = self.loc.expand(batch_shape + (self.m,))
-        new.scale = self.scale.expand(batch_shape)
-        if "_exact_for_m3" in self.__dict__:
-            new._exact_for_m3 = self._exact_for_m3
-        super(VonMisesFisher, new).__init__(batch_shape, self.event_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
+    _expand_copies = ("_exact_for_m3",)
 
     # ---- Bessel-function quantities ---------------------------------------------------------
 
@@ -524,20 +447,12 @@ class VonMisesFisher(Distribution):
     def mean(self) -> torch.Tensor:
         return self.mean_resultant_length.unsqueeze(-1) * self.loc
 
-    @property
-    def mode(self) -> torch.Tensor:
-        return self.loc
-
     def log_normalizer(self) -> torch.Tensor:
         """log C_m(kappa) = (m/2 - 1) log kappa - (m/2) log(2 pi) - log I_(m/2-1)(kappa)."""
         return -self._bessel().log_hyp0f1 - log_sphere_surface(self.m)
 
     def kl_to_uniform(self) -> torch.Tensor:
-        """KL(self || uniform on S^(m-1)), shape ``batch_shape`` (as the sibling families' method)."""
         return von_mises_fisher_kl_to_uniform(self.scale, self.m)
-
-    def entropy(self) -> torch.Tensor:
-        return log_sphere_surface(self.m) - self.kl_to_uniform()
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
@@ -560,10 +475,7 @@ class VonMisesFisher(Distribution):
             t = _accepted_beta(kappa.reshape(-1), m, b=root_and_b[1].reshape(-1)).reshape(shape)
             radial = _wood_radial(kappa, t, m, with_grad, root_and_b)
         tangent = sample_uniform_sphere(shape, m - 1, dtype=kappa.dtype, device=kappa.device)
-        if with_grad:
-            z = _AssembleSample.apply(self.scale, self.loc, *radial, tangent)
-        else:
-            z = _AssembleSample.forward(_NoContext, self.scale, self.loc, *radial, tangent)
+        z = _HouseholderSample.sample(*radial, tangent, self.scale, self.loc)
         if not with_correction:
             return z, None
         if exact:
@@ -595,16 +507,3 @@ class VonMisesFisher(Distribution):
         with gradient grad_kappa log(q(h(e, kappa)) / r(h(e, kappa))) for the accepted e, so that
         ``f(z) + f(z).detach() * correction`` has an unbiased gradient of E[f(z)]."""
         return self._draw(torch.Size(sample_shape), with_correction=True)
-
-
-@register_kl(VonMisesFisher, HypersphericalUniform)
-def _kl_von_mises_fisher_uniform(q: VonMisesFisher, p: HypersphericalUniform) -> torch.Tensor:
-    """KL(vMF(loc, kappa) || uniform on S^(m-1)) = kappa A_m(kappa) + log C_m(kappa) + log|S^(m-1)|."""
-    if q.m != p.m:
-        raise ValueError(
-            f"KL between a vMF on S^{q.m - 1} (m={q.m}) and a uniform on S^{p.m - 1} (m={p.m}): m must match"
-        )
-    kl = q.kl_to_uniform()
-    if p.batch_shape == q.batch_shape or not p.batch_shape:
-        return kl
-    return kl.expand(torch.broadcast_shapes(q.batch_shape, p.batch_shape))

@@ -2,15 +2,29 @@
 
 * :func:`log_bessel_iv`, :func:`log_bessel_iv_scaled`, :func:`bessel_iv_ratio`,
   :func:`bessel_iv_terms` -- the modified Bessel function of the first kind I_v(x), in log
-  space, for a python-scalar order v >= 0 (the von Mises-Fisher needs v = m/2 - 1).
+  space, for a python-scalar order v >= 0 (the von Mises-Fisher needs v = m/2 - 1);
+  :func:`evaluate_forms` gives the forms behind them to a caller that combines its own (the vMF's KL),
+  :func:`prepare_argument` and :func:`scalar` the dtype handling and cached constants they share.
 """
 
-from .bessel import BesselIvTerms, bessel_iv_ratio, bessel_iv_terms, log_bessel_iv, log_bessel_iv_scaled
+from .bessel import (
+    BesselIvTerms,
+    bessel_iv_ratio,
+    bessel_iv_terms,
+    evaluate_forms,
+    log_bessel_iv,
+    log_bessel_iv_scaled,
+    prepare_argument,
+    scalar,
+)
 
 __all__ = [
     "BesselIvTerms",
     "bessel_iv_ratio",
     "bessel_iv_terms",
+    "evaluate_forms",
     "log_bessel_iv",
     "log_bessel_iv_scaled",
+    "prepare_argument",
+    "scalar",
 ]

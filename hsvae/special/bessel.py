@@ -53,8 +53,11 @@ __all__ = [
     "BesselIvTerms",
     "bessel_iv_ratio",
     "bessel_iv_terms",
+    "evaluate_forms",
     "log_bessel_iv",
     "log_bessel_iv_scaled",
+    "prepare_argument",
+    "scalar",
 ]
 
 #: Orders at or above this use Debye's expansion, below it series + Hankel (float64, float32).
@@ -382,17 +385,17 @@ def _hankel(ev: _Evaluator, x: torch.Tensor, with_derivative: bool) -> list[torc
     return out
 
 
-def _evaluate(v: float, x: torch.Tensor, with_derivative: bool, reduce=None) -> list[torch.Tensor]:
+def evaluate_forms(v: float, x: torch.Tensor, with_derivative: bool, reduce=None) -> list[torch.Tensor]:
     """[L, L - x, R, 1 - R] (+ dR/dx) for a python order v and a tensor x >= 0.
 
     ``reduce(x, outputs, method)``, if given, maps each method's outputs (method: "debye",
     "series" or "hankel") to what the caller needs before the per-element selection, so that a
-    caller needing fewer quantities selects fewer.
+    caller needing fewer quantities selects fewer (the vMF's KL picks its own form per method).
     """
     if x.dim() != 1:
-        return [t.reshape(x.shape) for t in _evaluate(v, x.reshape(-1), with_derivative, reduce)]
+        return [t.reshape(x.shape) for t in evaluate_forms(v, x.reshape(-1), with_derivative, reduce)]
     if reduce is None:
-        reduce = _keep
+        reduce = _all_outputs
     ev = _evaluator(v, x.dtype, x.device)
     if ev.use_debye:
         return reduce(x, _debye(ev, x, with_derivative), "debye")
@@ -412,7 +415,7 @@ def _evaluate(v: float, x: torch.Tensor, with_derivative: bool, reduce=None) -> 
     return list(both.unbind(0))
 
 
-def _keep(x: torch.Tensor, outputs: list[torch.Tensor], method: str) -> list[torch.Tensor]:
+def _all_outputs(x: torch.Tensor, outputs: list[torch.Tensor], method: str) -> list[torch.Tensor]:
     return outputs
 
 
@@ -422,7 +425,7 @@ class _BesselIvTermsFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, v: float):
         with_derivative = x.requires_grad
-        out = _evaluate(v, x, with_derivative)
+        out = evaluate_forms(v, x, with_derivative)
         if with_derivative:
             ctx.save_for_backward(out[2], out[3], out[4])
         ctx.set_materialize_grads(False)
@@ -458,7 +461,9 @@ def _check_order(v) -> float:
     return v
 
 
-def _prepare(x: torch.Tensor) -> tuple[torch.Tensor, torch.dtype]:
+def prepare_argument(x: torch.Tensor) -> tuple[torch.Tensor, torch.dtype]:
+    """``(x as a floating tensor in the computation dtype, the dtype to return results in)``: half precisions
+    compute in float32, integers in the default dtype."""
     if not isinstance(x, torch.Tensor):
         x = torch.as_tensor(x, dtype=torch.get_default_dtype())
     dtype = x.dtype
@@ -473,7 +478,7 @@ def _prepare(x: torch.Tensor) -> tuple[torch.Tensor, torch.dtype]:
 def _terms(v: float, x) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.dtype]:
     """(L, L - x, R, 1 - R) in the computation dtype, the prepared x, and the caller's dtype."""
     v = _check_order(v)
-    x, dtype = _prepare(x)
+    x, dtype = prepare_argument(x)
     return _BesselIvTermsFunction.apply(x, v), x, dtype
 
 
