@@ -3,13 +3,13 @@ trial's metric, and a plot of the metric against each parameter (written into th
 
     python scripts/summarize_search.py logs/search_synthetic/multiruns/<date>
 
-See ``hsvae/cli/search_summary.py`` for what it reads.
+See ``hsvae/analysis/search_summary.py`` for what it reads.
 """
 
 import sys
 
 import _checkout  # noqa: F401,I001  (this checkout's hsvae, not an installed one)
-from hsvae.cli.search_summary import main
+from hsvae.analysis.search_summary import main
 
 if __name__ == "__main__":
     sys.exit(main())

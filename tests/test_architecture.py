@@ -20,6 +20,8 @@ ALLOWED: dict[str, set[str]] = {
     "data": {"evaluation", "utils", "pytorch_lightning"},
     "training": {"models", "latents", "distributions", "special", "data", "evaluation", "utils", "pytorch_lightning",
                  "lightning_fabric", "wandb"},
+    "analysis": {"utils"},
+    "sweeps": {"analysis", "hydra", "omegaconf"},
 }
 #: frameworks a layer must name in ALLOWED to import
 FRAMEWORKS = {"pytorch_lightning", "lightning_fabric", "lightning", "hydra", "omegaconf", "wandb"}

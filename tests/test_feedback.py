@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 
 from hsvae.cli.banner import start_banner  # noqa: E402
 from hsvae.cli.report import output_contents, print_metrics  # noqa: E402
-from hsvae.cli.tables import main as make_tables  # noqa: E402
+from hsvae.analysis.tables import main as make_tables  # noqa: E402
 from hsvae.cli.train import train  # noqa: E402
 from hsvae.latents import GaussianLatent, VonMisesFisherLatent  # noqa: E402
 from hsvae.models import SMILESVAE  # noqa: E402

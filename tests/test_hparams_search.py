@@ -16,9 +16,9 @@ from omegaconf import OmegaConf
 
 from hsvae.cli import CONFIG_DIR
 from hsvae.cli.registry import group_options
-from hsvae.cli.search import probe_overrides, search_space
-from hsvae.cli.search_summary import load_search
-from hsvae.cli.search_summary import main as summarize
+from hsvae.sweeps.optuna_search import probe_overrides, search_space
+from hsvae.analysis.search_summary import load_search
+from hsvae.analysis.search_summary import main as summarize
 from tests.test_sweeps import TINY, run_train
 
 optuna = pytest.importorskip("optuna", reason="the `search` extra (hydra-optuna-sweeper) is part of `dev`")
@@ -197,7 +197,7 @@ def _impl(tmp_path: Path, values: dict[int, object], n_trials: int = 4, max_fail
 
 def test_nan_metric_is_a_failed_trial(tmp_path):
     """(hydra-optuna-sweeper alone crashes on a NaN: Optuna refuses it, and then refuses to fail the trial.)"""
-    from hsvae.cli.search import run_search
+    from hsvae.sweeps.optuna_search import run_search
 
     impl = _impl(tmp_path, {0: -3.0, 1: math.nan, 2: -1.0, 3: math.inf})
     run_search(impl, [])
@@ -208,7 +208,7 @@ def test_nan_metric_is_a_failed_trial(tmp_path):
 
 
 def test_missing_metric_stops_even_when_failures_are_tolerated(tmp_path):
-    from hsvae.cli.search import MissingMetricError, run_search
+    from hsvae.sweeps.optuna_search import MissingMetricError, run_search
 
     impl = _impl(tmp_path, {0: MissingMetricError("no m"), 1: MissingMetricError("no m")}, max_failure_rate=1.0)
     with pytest.raises(MissingMetricError, match="no m"):
@@ -220,7 +220,7 @@ def test_missing_metric_stops_even_when_failures_are_tolerated(tmp_path):
 
 def test_too_many_failures_in_a_batch_stop_the_search(tmp_path):
     """max_failure_rate is per batch (the plugin's rule): 2 of 2 failures > 0.5 stops before the second batch."""
-    from hsvae.cli.search import run_search
+    from hsvae.sweeps.optuna_search import run_search
 
     impl = _impl(tmp_path, {0: ValueError("crashed"), 1: ValueError("crashed")})
     with pytest.raises(ValueError, match="crashed"):
@@ -232,7 +232,7 @@ def test_too_many_failures_in_a_batch_stop_the_search(tmp_path):
 
 def test_resume_runs_only_the_missing_trials_after_the_old_jobs(tmp_path):
     """The resume logic of test_interrupted_search_resumes (slow, with training), with a fake launcher."""
-    from hsvae.cli.search import run_search
+    from hsvae.sweeps.optuna_search import run_search
 
     run_search(_impl(tmp_path, {0: -2.0, 1: -1.0}, n_trials=2), [])
     for job in ("0", "1"):
@@ -253,7 +253,7 @@ def test_resume_runs_only_the_missing_trials_after_the_old_jobs(tmp_path):
 
 
 def test_every_failed_trial_is_a_clear_error(tmp_path):
-    from hsvae.cli.search import run_search
+    from hsvae.sweeps.optuna_search import run_search
 
     impl = _impl(tmp_path, {0: math.nan, 1: math.nan}, n_trials=2, max_failure_rate=1.0)
     with pytest.raises(RuntimeError, match="no trial of the search completed"):
@@ -263,7 +263,7 @@ def test_every_failed_trial_is_a_clear_error(tmp_path):
 def test_sqlalchemy_2_is_refused_by_name(monkeypatch, tmp_path):
     import sqlalchemy
 
-    from hsvae.cli.search import prepare_storage
+    from hsvae.sweeps.optuna_search import prepare_storage
 
     monkeypatch.setattr(sqlalchemy, "__version__", "2.0.30")
     with pytest.raises(RuntimeError, match=r"sqlalchemy>=1.4,<2"):

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from hsvae.cli import CONFIG_DIR
 from hsvae.cli.plugins import missing_plugin
 from hsvae.cli.registry import group_options
-from hsvae.cli.tables import main as make_tables
+from hsvae.analysis.tables import main as make_tables
 from hsvae.cli.train import train
 from tests.conftest import FAST
 
@@ -124,6 +124,23 @@ def test_make_tables_reports_missing_and_corrupt_runs(tmp_path, capsys):
     with pytest.warns(UserWarning):
         assert make_tables([str(tmp_path / "sweep"), "--metrics", "test/elbo"]) == 3
     assert "latent.dim" in capsys.readouterr().err
+
+
+def test_make_tables_medians_and_wall_time(tmp_path):
+    """The link-prediction table's extra columns: the median of an unscaled metric (the best epoch) and the mean
+    wall time per run."""
+    for seed, (auc, epoch, wall) in enumerate([(0.90, 80, 8.0), (0.92, 120, 10.0), (0.91, 100, 9.5)]):
+        d = tmp_path / "sweep" / str(seed)
+        (d / ".hydra").mkdir(parents=True)
+        (d / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["latent=vmf", f"seed={seed}"]))
+        (d / "results.json").write_text(json.dumps({"format": 1, "wall_time_s": wall, "config": {},
+                                                    "metrics": {"test/auc": auc, "best/epoch": epoch}}))
+    out = tmp_path / "t.md"
+    assert make_tables([str(tmp_path / "sweep"), "--metrics", "test/auc", "--scale", "100", "--digits", "1",
+                        "--medians", "best/epoch", "--wall-time", "--by", "latent", "--out", str(out)]) == 0
+    header, _, row = out.read_text().splitlines()[:3]
+    assert header == "| latent | runs | test/auc | median best/epoch | s/run | missing |"
+    assert row == "| vmf | 3 | 91.0 ± 1.0 | 100 | 9.2 |  |"
 
 
 def test_make_tables_without_results_fails(tmp_path, capsys):

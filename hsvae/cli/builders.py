@@ -163,7 +163,7 @@ def sweep_job() -> dict | None:
 
 
 def _searched_on_command_line(sweep_dir: str) -> set[str]:
-    """The searched parameters listed in the sweep's search.yaml (hsvae.cli.search writes it before the first
+    """The searched parameters listed in the sweep's search.yaml (hsvae.sweeps.optuna_search writes it before the first
     trial), which include sweeps given on the command line rather than in hydra.sweeper.params."""
     import yaml
 

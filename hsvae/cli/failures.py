@@ -34,8 +34,8 @@ def _usage_types() -> tuple[type[BaseException], ...]:
     from omegaconf.errors import OmegaConfBaseException
 
     from hsvae.cli.builders import ConfigError
-    from hsvae.cli.hydra_callbacks import EmptySweepError
-    from hsvae.cli.search import MissingMetricError, SearchSpaceError
+    from hsvae.sweeps.callbacks import EmptySweepError
+    from hsvae.sweeps.optuna_search import MissingMetricError, SearchSpaceError
 
     # MisconfigurationException: Lightning's refusal of trainer settings (trainer=gpu without a GPU, ...)
     return (ConfigError, HydraException, OmegaConfBaseException, FileExistsError, EmptySweepError,
@@ -159,7 +159,7 @@ def run_entry_point(hydra_main: Callable[[], Any]) -> Any:
 
 def sweep_summary(sweep_dir: Path) -> str:
     """One line: how many jobs of a sweep finished and which did not (from each job's results.json)."""
-    from hsvae.cli.report import read_status, unfinished_reason
+    from hsvae.analysis.results import read_status, unfinished_reason
 
     jobs = sorted((p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()), key=lambda p: p.name)
     bad = [p.name for p in jobs if (status := read_status(p)) is None or unfinished_reason(status)]

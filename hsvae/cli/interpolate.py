@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 import hsvae.cli  # noqa: F401  (registers the configs' resolvers)
 from hsvae.cli.checkpoints import find_run_config, run_dir_of

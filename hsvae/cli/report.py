@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from hsvae.analysis.results import RESULTS_FORMAT
 from hsvae.utils.io import write_json_atomic
 from hsvae.utils.run_info import git_commit, hardware
 
 #: Bumped when results.json changes shape; make_tables refuses other versions.
-RESULTS_FORMAT = 1
 
 
 def _number(v) -> float:
@@ -96,24 +95,6 @@ def write_failure(output_dir: Path, cfg: DictConfig | None, status: str, reason:
     path = Path(output_dir) / "results.json"
     write_json_atomic(path, data)
     return path
-
-
-def unfinished_reason(results: dict) -> str | None:
-    """``"<status>: <reason>"`` for the results.json of a run that did not finish (failed, interrupted), else
-    None (results.json of earlier formats have no status: they were written by finished runs)."""
-    if results.get("status", "finished") == "finished":
-        return None
-    return f"{results['status']}: {results.get('reason', 'no reason recorded')}"
-
-
-def read_status(output_dir: Path) -> dict | None:
-    """The results.json of a run directory as a dict (None when absent or unreadable)."""
-    import json
-
-    try:
-        return json.loads((Path(output_dir) / "results.json").read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def print_metrics(metrics: dict, output_dir: Path) -> None:

@@ -40,9 +40,10 @@ from hsvae.cli.builders import (
 from hsvae.cli.checkpoints import check_fits, load_checkpoint, run_dir_of
 from hsvae.cli.failures import record_failure, run_entry_point, single_run_errors
 from hsvae.cli.plugins import exit_if_plugin_missing
-from hsvae.cli.report import collect_metrics, print_metrics, read_status, write_results
+from hsvae.analysis.results import read_status
+from hsvae.cli.report import collect_metrics, print_metrics, write_results
 from hsvae.cli.resume import resume_arguments
-from hsvae.cli.search import MissingMetricError
+from hsvae.sweeps.optuna_search import MissingMetricError
 from hsvae.cli.stages import instantiate_datamodule
 from hsvae.training.checkpoint_io import AtomicCheckpointIO
 from hsvae.utils.run_info import git_commit
@@ -185,7 +186,7 @@ def main() -> float | None:
     exit_if_plugin_missing()
     sys.argv[1:] = resume_arguments(sys.argv[1:])
     result = run_entry_point(_hydra_main)
-    from hsvae.cli import hydra_callbacks
+    from hsvae.sweeps import callbacks as hydra_callbacks
 
     if hydra_callbacks.sweep_problem:
         print(f"error: {hydra_callbacks.sweep_problem}", file=sys.stderr)

@@ -1,9 +1,9 @@
 """``hydra/sweeper=optuna_search`` (conf/hydra/sweeper/optuna_search.yaml): hydra-optuna-sweeper's sweeper with
-the checks of :mod:`hsvae.cli.search` (unknown parameters refused before the first trial, NaN metrics recorded
+the checks of :mod:`hsvae.sweeps.optuna_search` (unknown parameters refused before the first trial, NaN metrics recorded
 as failed trials, a missing metric stopping the search, a persisted study resumed).
 
 It lives here because Hydra instantiates sweepers only from the ``hydra_plugins`` namespace package; the code
-is in ``hsvae.cli.search``. Hydra imports this module at every start-up (its plugin scan), so it imports
+is in ``hsvae.sweeps.optuna_search``. Hydra imports this module at every start-up (its plugin scan), so it imports
 nothing heavy, and nothing at all when hydra-optuna-sweeper is not installed.
 """
 
@@ -23,9 +23,9 @@ if OptunaSweeper is not None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
     class OptunaSearchSweeper(OptunaSweeper):
-        """hydra-optuna-sweeper's ``OptunaSweeper``, run through :func:`hsvae.cli.search.run_search`."""
+        """hydra-optuna-sweeper's ``OptunaSweeper``, run through :func:`hsvae.sweeps.optuna_search.run_search`."""
 
         def sweep(self, arguments: list[str]) -> Any:
-            from hsvae.cli.search import run_search
+            from hsvae.sweeps.optuna_search import run_search
 
             return run_search(self.sweeper, arguments)

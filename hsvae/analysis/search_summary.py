@@ -22,9 +22,7 @@ from typing import Any
 
 import yaml
 
-from hsvae.cli.report import unfinished_reason
-from hsvae.cli.search import DESCRIPTION_FILE
-from hsvae.cli.tables import read_overrides
+from hsvae.analysis.results import DESCRIPTION_FILE, read_overrides, unfinished_reason
 
 RESULTS_FILE = "optimization_results.yaml"
 

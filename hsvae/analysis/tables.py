@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from hsvae.cli.report import RESULTS_FORMAT, unfinished_reason
+from hsvae.analysis.results import RESULTS_FORMAT, read_overrides, unfinished_reason
 from hsvae.utils.progress import track
 
 #: Config keys that legitimately differ between runs of one table.
@@ -47,18 +47,7 @@ class Cell:
     runs: int = 0
     missing: list[str] = field(default_factory=list)
     jobs: list[Job] = field(default_factory=list)
-
-
-def read_overrides(job_dir: Path) -> dict[str, str]:
-    """A job's command-line overrides (``.hydra/overrides.yaml``) as ``{key: value}``, without ``+``/``~``."""
-    path = job_dir / ".hydra" / "overrides.yaml"
-    if not path.is_file():
-        return {}
-    out = {}
-    for item in yaml.safe_load(path.read_text()) or []:
-        key, _, value = str(item).partition("=")
-        out[key.lstrip("+~")] = value
-    return out
+    wall_times: list[float] = field(default_factory=list)
 
 
 def find_jobs(roots: list[Path]) -> list[Job]:
@@ -140,6 +129,9 @@ def group(jobs: list[Job], by: list[str] | None, metrics: list[str]) -> tuple[li
             cell.missing.append(f"{job.directory.name}: {job.problem}")
             continue
         cell.runs += 1
+        wall = job.results.get("wall_time_s")
+        if isinstance(wall, (int, float)) and math.isfinite(wall):
+            cell.wall_times.append(float(wall))
         for m in metrics:
             value = job.results.get("metrics", {}).get(m)
             if isinstance(value, (int, float)) and math.isfinite(value):
@@ -180,17 +172,28 @@ def _is_number(v) -> bool:
         return False
 
 
+def _median(values: list[float]) -> str:
+    return f"{statistics.median(values):g}" if values else "—"
+
+
 def markdown_table(
-    by: list[str], cells: dict[tuple, Cell], metrics: list[str], paper: dict | None, scale: float, digits: int = 2
+    by: list[str], cells: dict[tuple, Cell], metrics: list[str], paper: dict | None, scale: float, digits: int = 2,
+    medians: list[str] = (), wall_time: bool = False,
 ) -> str:
+    """One row per cell: the runs, each metric's mean ± standard deviation (times ``scale``), the paper's values,
+    the median of each of ``medians`` (unscaled, e.g. ``best/epoch``), the mean wall time per run
+    (``wall_time``) and the count of missing runs."""
     paper_cols = list(paper.get("columns", [])) if paper else []
-    header = [*by, "runs", *metrics, *(f"paper: {c}" for c in paper_cols), "missing"]
+    header = [*by, "runs", *metrics, *(f"paper: {c}" for c in paper_cols), *(f"median {m}" for m in medians),
+              *(["s/run"] if wall_time else []), "missing"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key in sorted(cells, key=_sort_key):
         cell = cells[key]
         ref = paper_lookup(paper, by, key)
+        wall = [f"{statistics.fmean(cell.wall_times):.1f}" if cell.wall_times else "—"] if wall_time else []
         row = [*key, str(cell.runs), *(_fmt(cell.values.get(m, []), scale, digits) for m in metrics),
-               *(str(ref.get(c, "—")) for c in paper_cols), str(len(cell.missing)) if cell.missing else ""]
+               *(str(ref.get(c, "—")) for c in paper_cols), *(_median(cell.values.get(m, [])) for m in medians),
+               *wall, str(len(cell.missing)) if cell.missing else ""]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
@@ -238,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown table here (default: stdout)")
     parser.add_argument("--plot", default=None, metavar="KEY", help="also plot the first metric against KEY")
     parser.add_argument("--allow-mixed", action="store_true", help="group runs whose configs differ elsewhere")
+    parser.add_argument("--medians", nargs="+", default=[], metavar="METRIC",
+                        help="also the median of these metrics per cell, unscaled (e.g. best/epoch)")
+    parser.add_argument("--wall-time", action="store_true", help="also the mean wall time per run (s/run)")
     args = parser.parse_args(argv)
 
     jobs = find_jobs(args.roots)
@@ -247,13 +253,13 @@ def main(argv: list[str] | None = None) -> int:
               f"({len(jobs)} job directories found)", file=sys.stderr)
         return 2
     available = sorted({m for j in finished for m in j.results.get("metrics", {})})
-    unknown = [m for m in args.metrics if m not in available]
+    unknown = [m for m in [*args.metrics, *args.medians] if m not in available]
     if unknown:
         print(f"error: unknown metric{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: no run has "
               f"{'them' if len(unknown) > 1 else 'it'}. The runs' metrics: {', '.join(available) or 'none'}",
               file=sys.stderr)
         return 2
-    by, cells = group(jobs, args.by, args.metrics)
+    by, cells = group(jobs, args.by, [*args.metrics, *args.medians])
     for key, cell in cells.items():
         differing = mixed_keys(cell.jobs)
         if differing and not args.allow_mixed:
@@ -262,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                   "Group by them (--by ...) or pass --allow-mixed.", file=sys.stderr)
             return 3
     paper = yaml.safe_load(args.paper.read_text()) if args.paper else None
-    table = markdown_table(by, cells, args.metrics, paper, args.scale, args.digits)
+    table = markdown_table(by, cells, args.metrics, paper, args.scale, args.digits, args.medians, args.wall_time)
     missing = [(k, m) for k, c in cells.items() for m in c.missing]
     if missing:
         table += "\nMissing or failed runs:\n" + "".join(f"- {dict(zip(by, k))}: {m}\n" for k, m in missing)

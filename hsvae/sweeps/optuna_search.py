@@ -30,6 +30,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from hsvae.analysis.results import DESCRIPTION_FILE
+
 log = logging.getLogger(__name__)
 
 
@@ -232,8 +234,6 @@ def fail_running_trials(impl: Any) -> None:
 
 
 # -- what the search was ----
-#: written into the sweep directory before the first trial; read by ``hsvae.cli.search_summary``
-DESCRIPTION_FILE = "search.yaml"
 
 
 def describe_distribution(distribution: Any) -> dict[str, Any]:

@@ -1,0 +1,42 @@
+"""What a run leaves in its directory, read back: results.json (format, status), the overrides of a job, and
+the description a hyperparameter search writes beside its trials."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+#: the version of results.json's layout (hsvae/cli/report.py writes it)
+RESULTS_FORMAT = 1
+#: written into a search's sweep directory before the first trial (hsvae/sweeps/optuna_search.py)
+DESCRIPTION_FILE = "search.yaml"
+
+
+def unfinished_reason(results: dict) -> str | None:
+    """``"<status>: <reason>"`` for the results.json of a run that did not finish (failed, interrupted), else
+    None (results.json of earlier formats have no status: they were written by finished runs)."""
+    if results.get("status", "finished") == "finished":
+        return None
+    return f"{results['status']}: {results.get('reason', 'no reason recorded')}"
+
+
+def read_status(output_dir: Path) -> dict | None:
+    """The results.json of a run directory as a dict (None when absent or unreadable)."""
+    try:
+        return json.loads((Path(output_dir) / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def read_overrides(job_dir: Path) -> dict[str, str]:
+    """A job's command-line overrides (``.hydra/overrides.yaml``) as ``{key: value}``, without ``+``/``~``."""
+    path = job_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return {}
+    out = {}
+    for item in yaml.safe_load(path.read_text()) or []:
+        key, _, value = str(item).partition("=")
+        out[key.lstrip("+~")] = value
+    return out
