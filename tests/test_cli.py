@@ -106,6 +106,7 @@ def test_multirun_with_a_failing_job_runs_the_rest_and_says_so(tmp_path):
 
 
 @pytest.mark.data
+@pytest.mark.slow  # ~8 s; the default tier keeps an MNIST and a synthetic run of the CLI
 def test_a_tiny_smiles_run_exits_0(tmp_path, data_dir):
     """dataset=zinc250k selects its checkpoint by val/objective; the run reports best/val_objective and exits 0."""
     proc = run("train.py", ["dataset=zinc250k", "dataset.max_molecules=300", "dataset.batch_size=64",
@@ -128,6 +129,7 @@ def epochs_in(metrics_csv: Path) -> list[int]:
 
 
 @pytest.mark.data
+@pytest.mark.slow  # ~17 s (an interrupted and a resumed run); the default tier resumes in-process (test_train.py)
 def test_resume_by_ckpt_path_alone_continues_the_mnist_run(tmp_path, data_dir):
     """An MNIST-config run interrupted (as by Ctrl-C) in epoch 2 is resumed by ``ckpt_path=...`` alone: the run's
     own config is restored (not the synthetic default), it continues in its own directory, and metrics.csv holds
