@@ -200,7 +200,7 @@ def test_bad_arguments_are_refused(kwargs, fragment):
 
 
 def test_latent_dimension_zero_is_refused():
-    with pytest.raises(ValueError, match="latent.dim"):
+    with pytest.raises(ValueError, match="dim must be an integer >= 1"):
         VGAE(6, GaussianLatent(0))
 
 

@@ -392,13 +392,13 @@ def test_sampled_codes_need_the_m1_posterior():
             return x
 
     with pytest.raises(ValueError,
-                       match="dataset.sample_codes=true .* has no posterior_params; set dataset.sample_codes=false"):
+                       match="sample_codes=true .* has no posterior_params; set sample_codes=false"):
         M1CodesDataModule(MeansOnly(), _FakeImages())
     M1CodesDataModule(MeansOnly(), _FakeImages(), sample_codes=False)
 
 
 def test_codes_data_module_bad_n_labels():
-    with pytest.raises(ValueError, match="dataset.n_labels must be a positive multiple of the 10 classes"):
+    with pytest.raises(ValueError, match="n_labels must be a positive multiple of the 10 classes"):
         M1CodesDataModule(_IdentityM1(), _FakeImages(), n_labels=55)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import re
@@ -24,7 +25,9 @@ class ConfigError(ValueError):
 
 
 def validate(cfg: DictConfig) -> None:
-    """Checks of values that would otherwise fail late or deep inside a library."""
+    """Checks of values that libraries' constructors would take and fail on late or deep inside (the optimiser is
+    built at the first step, Lightning reads max_epochs as it goes). hsvae's own classes check their arguments in
+    their constructors (reported by :func:`instantiate_node` under the config key)."""
     optimizer = cfg.get("model", {}).get("optimizer") or {}
     lr = optimizer.get("lr")
     if lr is not None and not lr > 0:
@@ -33,17 +36,6 @@ def validate(cfg: DictConfig) -> None:
         value = optimizer.get(key)
         if value is not None and value < 0:
             raise ConfigError(f"model.optimizer.{key} must be >= 0, got {value}")
-    latent = cfg.get("latent")
-    if latent is not None and not (isinstance(latent.get("dim"), int) and latent.dim >= 1):
-        raise ConfigError(f"latent.dim (the intrinsic latent dimension d) must be an integer >= 1, got {latent.get('dim')!r}")
-    dataset = cfg.get("dataset") or {}
-    for key in ("batch_size", "eval_batch_size"):
-        value = dataset.get(key)
-        if value is not None and not (isinstance(value, int) and value >= 1):
-            raise ConfigError(f"dataset.{key} must be a positive integer, got {value!r}")
-    samples = cfg.get("model", {}).get("eval_samples")
-    if samples is not None and not (isinstance(samples, int) and samples >= 0):
-        raise ConfigError(f"model.eval_samples (importance samples) must be an integer >= 1 (0 skips it), got {samples!r}")
     max_epochs = cfg.get("trainer", {}).get("max_epochs")
     if max_epochs is not None and not (isinstance(max_epochs, int) and (max_epochs >= 1 or max_epochs == -1)):
         raise ConfigError(f"trainer.max_epochs must be an integer >= 1 (or -1 for no limit), got {max_epochs!r}")
@@ -69,23 +61,75 @@ def targets(node: object, cls: type) -> bool:
         return False
 
 
-def instantiate_model(cfg: DictConfig) -> pl.LightningModule:
-    """``cfg.model``, instantiated. A key the model's class does not take (a protocol written for another model,
-    e.g. ``model=vgae`` with the MNIST task's ``model.eval_samples``) is named as a config key, with the choices
-    that brought it together."""
+def user_key(cfg: DictConfig, full_key: str) -> str:
+    """The key a user sets for the config node at ``full_key``: an interpolation's source where the path passes
+    through one (``model.net.latent`` is ``${latent}``, so ``latent``)."""
+    parts, i = full_key.split("."), 0
+    node: object = cfg
+    while i < len(parts):
+        child = node._get_node(parts[i]) if isinstance(node, DictConfig) else None  # noqa: SLF001 (OmegaConf API)
+        if child is None:
+            break
+        if child._is_interpolation():  # noqa: SLF001
+            source = re.fullmatch(r"\$\{([\w.]+)\}", str(child._value()))  # noqa: SLF001
+            if source is None:
+                break
+            parts, i, node = source[1].split(".") + parts[i + 1:], 0, cfg
+            continue
+        node, i = child, i + 1
+    return ".".join(parts)
+
+
+def _argument_names(target: str) -> set[str]:
     try:
-        return hydra.utils.instantiate(cfg.model)
+        return set(inspect.signature(hydra.utils.get_class(target)).parameters)
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return set()
+
+
+def instantiate_node(cfg: DictConfig, key: str, **kwargs):
+    """``hydra.utils.instantiate`` of the config node at ``key``, with its constructors' argument checks reported
+    as the config keys a user sets.
+
+    Constructors validate their arguments once, in their own names (``dim must be an integer >= 1``); here a
+    ValueError from a constructor becomes ``latent.dim must be ...`` (the argument's key, found from Hydra's
+    ``full_key``), and an argument the class does not take (a protocol written for another model) is named
+    with the choices that brought it together."""
+    try:
+        return hydra.utils.instantiate(OmegaConf.select(cfg, key), **kwargs)
     except InstantiationException as err:
-        found = re.search(r"unexpected keyword argument '(\w+)'", str(err.__cause__ or err))
-        if not isinstance(err.__cause__, TypeError) or found is None:
+        cause = err.__cause__
+        found = re.search(r"full_key: ([\w.]+)", str(err))
+        node_key = found[1] if found else key
+        where, target = user_key(cfg, node_key), str(OmegaConf.select(cfg, f"{node_key}._target_", default="") or "")
+        if isinstance(cause, TypeError):
+            unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(cause))
+            if unexpected is None:
+                raise
+            raise ConfigError(_not_an_argument(where, unexpected[1], target)) from err
+        if type(cause) is not ValueError:  # (a subclass is a runtime error of its own: a missing file, ...)
             raise
-        choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-        model, task = choices.get("model", "?"), choices.get("task")
-        origin = f"task={task} (dataset={choices.get('dataset')}'s protocol) sets it for another model" if task else \
-            "it is not one of its arguments"
-        raise ConfigError(
-            f"model.{found[1]} is not an argument of {cfg.model._target_} (model={model}): {origin}. Pick a dataset "
-            f"or task whose protocol trains model={model}, or drop the key with ~model.{found[1]}") from err
+        message = " ".join(str(cause).split())
+        first = re.match(r"\w+", message)
+        if first and first[0] in _argument_names(target):
+            raise ConfigError(f"{where}.{message}") from err
+        raise ConfigError(f"{where} ({target.rsplit('.', 1)[-1]}): {message}") from err
+
+
+def _not_an_argument(where: str, name: str, target: str) -> str:
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    model, task = choices.get("model", "?"), choices.get("task")
+    if where.split(".")[0] != "model":
+        return f"{where}.{name} is not an argument of {target}: drop it with ~{where}.{name}"
+    origin = f"task={task} (dataset={choices.get('dataset')}'s protocol) sets it for another model" if task else \
+        "it is not one of its arguments"
+    return (f"{where}.{name} is not an argument of {target} (model={model}): {origin}. Pick a dataset or task "
+            f"whose protocol trains model={model}, or drop the key with ~{where}.{name}")
+
+
+def instantiate_model(cfg: DictConfig) -> pl.LightningModule:
+    """``cfg.model``, instantiated (see :func:`instantiate_node`)."""
+    return instantiate_node(cfg, "model")
 
 
 #: What marks a directory as some run's: its config, checkpoints or results.

@@ -8,9 +8,10 @@ the M1 here. The dataset config describes the data alone; no stage runs inside d
 
 from __future__ import annotations
 
-import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
+
+from hsvae.cli.builders import instantiate_node
 
 
 def earlier_stages(cfg: DictConfig) -> dict[str, object]:
@@ -31,4 +32,4 @@ def earlier_stages(cfg: DictConfig) -> dict[str, object]:
 
 def instantiate_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
     """``cfg.dataset``, given what the task's earlier stages produced."""
-    return hydra.utils.instantiate(cfg.dataset, **earlier_stages(cfg))
+    return instantiate_node(cfg, "dataset", **earlier_stages(cfg))

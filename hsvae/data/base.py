@@ -47,7 +47,7 @@ class InMemoryDataModule(pl.LightningDataModule, abc.ABC):
         super().__init__()
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"dataset.{name} must be a positive integer, got {value!r}")
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.seed = seed

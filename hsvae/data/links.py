@@ -136,10 +136,10 @@ def sample_non_edges(edges: torch.Tensor, num_nodes: int, count: int, generator:
 def check_split_fractions(val_fraction: float, test_fraction: float) -> None:
     for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not (isinstance(value, (int, float)) and 0.0 < value < 1.0):
-            raise ValueError(f"dataset.{name} must lie in (0, 1), got {value!r}")
+            raise ValueError(f"{name} must lie in (0, 1), got {value!r}")
     if val_fraction + test_fraction >= 1.0:
         raise ValueError(
-            f"dataset.val_fraction + dataset.test_fraction must be < 1, got {val_fraction + test_fraction}"
+            f"val_fraction + test_fraction must be < 1, got {val_fraction + test_fraction}"
         )
 
 

@@ -86,20 +86,20 @@ class M1CodesDataModule(InMemoryDataModule):
     ):
         super().__init__(batch_size, eval_batch_size, seed)
         if not hasattr(m1, "embed") or not hasattr(m1, "latent"):
-            raise ValueError(f"dataset.m1 must be a trained M1 VAE (with .embed and .latent), got {type(m1).__name__}")
+            raise ValueError(f"m1 must be a trained M1 VAE (with .embed and .latent), got {type(m1).__name__}")
         if sample_codes and not hasattr(m1, "posterior_params"):
             raise ValueError(
-                f"dataset.sample_codes=true draws the M2's training codes from the M1 posterior, but the M1 "
-                f"({type(m1).__name__}) has no posterior_params; set dataset.sample_codes=false to train on its means"
+                f"sample_codes=true draws the M2's training codes from the M1 posterior, but the M1 "
+                f"({type(m1).__name__}) has no posterior_params; set sample_codes=false to train on its means"
             )
         if isinstance(labelled_batch_size, bool) or not isinstance(labelled_batch_size, int) or labelled_batch_size < 1:
-            raise ValueError(f"dataset.labelled_batch_size must be a positive integer, got {labelled_batch_size!r}")
+            raise ValueError(f"labelled_batch_size must be a positive integer, got {labelled_batch_size!r}")
         if images.num_classes is None:
-            raise ValueError(f"dataset.images ({type(images).__name__}) has no class labels (num_classes is None)")
+            raise ValueError(f"images ({type(images).__name__}) has no class labels (num_classes is None)")
         # fail before the (slow) encoding: n_labels must be a positive multiple of the classes
         if isinstance(n_labels, bool) or not isinstance(n_labels, int) or n_labels < 1 or n_labels % images.num_classes:
             raise ValueError(
-                f"dataset.n_labels must be a positive multiple of the {images.num_classes} classes "
+                f"n_labels must be a positive multiple of the {images.num_classes} classes "
                 f"(a class-balanced labelled subset), got {n_labels!r}"
             )
         self.m1 = m1.eval().requires_grad_(False)

@@ -127,9 +127,9 @@ class MNISTDataModule(InMemoryDataModule):
     ):
         super().__init__(batch_size, eval_batch_size, seed)
         if binarize not in BINARIZE_CHOICES:
-            raise ValueError(f"dataset.binarize must be one of {BINARIZE_CHOICES}, got {binarize!r}")
+            raise ValueError(f"binarize must be one of {BINARIZE_CHOICES}, got {binarize!r}")
         if not 0 < val_size < 60000:
-            raise ValueError(f"dataset.val_size must be in [1, 59999], got {val_size}")
+            raise ValueError(f"val_size must be in [1, 59999], got {val_size}")
         self.data_dir, self.val_size, self.binarize, self.download = data_dir, val_size, binarize, download
 
     def load_splits(self) -> dict[str, Split]:

@@ -31,7 +31,7 @@ def planetoid_name(name: str) -> str:
     """torch-geometric's spelling of ``name`` (case-insensitive), or a ValueError listing the choices."""
     key = str(name).lower()
     if key not in PLANETOID_NAMES:
-        raise ValueError(f"dataset.name must be one of {sorted(PLANETOID_NAMES)} (a Planetoid graph), got {name!r}")
+        raise ValueError(f"name must be one of {sorted(PLANETOID_NAMES)} (a Planetoid graph), got {name!r}")
     return PLANETOID_NAMES[key]
 
 

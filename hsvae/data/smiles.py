@@ -433,11 +433,11 @@ class SMILESDataModule(InMemoryDataModule):
         super().__init__(batch_size, eval_batch_size, seed)
         for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-                raise ValueError(f"dataset.{name} must lie in (0, 1), got {value!r}")
+                raise ValueError(f"{name} must lie in (0, 1), got {value!r}")
         if val_fraction + test_fraction >= 1:
-            raise ValueError(f"dataset.val_fraction + dataset.test_fraction must be < 1, got {val_fraction + test_fraction}")
+            raise ValueError(f"val_fraction + test_fraction must be < 1, got {val_fraction + test_fraction}")
         if max_molecules is not None and (isinstance(max_molecules, bool) or not isinstance(max_molecules, int) or max_molecules < 3):
-            raise ValueError(f"dataset.max_molecules must be an integer >= 3 or null (all), got {max_molecules!r}")
+            raise ValueError(f"max_molecules must be an integer >= 3 or null (all), got {max_molecules!r}")
         self.path = Path(path).expanduser()
         self.download, self.url, self.md5 = download, url, md5
         self.val_fraction, self.test_fraction = val_fraction, test_fraction

@@ -73,7 +73,7 @@ class SyntheticSphereDataModule(InMemoryDataModule):
         super().__init__(batch_size, eval_batch_size, seed)
         for name, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
             if value < 1:
-                raise ValueError(f"dataset.{name} must be >= 1, got {value}")
+                raise ValueError(f"{name} must be >= 1, got {value}")
         self.sizes = {"train": n_train, "val": n_val, "test": n_test}
         self.kwargs = dict(ambient_dim=ambient_dim, concentration=concentration, noise=noise, seed=data_seed)
         self.input_shape = (ambient_dim,)

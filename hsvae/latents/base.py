@@ -73,7 +73,7 @@ class LatentFamily(nn.Module, abc.ABC):
     def __init__(self, dim: int):
         super().__init__()
         if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
-            raise ValueError(f"latent.dim must be an integer >= 1 (the intrinsic latent dimension d), got {dim!r}")
+            raise ValueError(f"dim must be an integer >= 1 (the intrinsic latent dimension d), got {dim!r}")
         self.dim = dim
         self._kl_is_closed_form: bool | None = None
         # the prior's device and dtype: follows .to()/.double() of the model (not saved in checkpoints)

@@ -55,7 +55,7 @@ class VonMisesFisherLatent(SphericalLatent):
     def __init__(self, dim: int, min_concentration: float = 1.0, grad_correction: bool = False):
         super().__init__(dim)
         if min_concentration < 0:
-            raise ValueError(f"latent.min_concentration must be >= 0, got {min_concentration}")
+            raise ValueError(f"min_concentration must be >= 0, got {min_concentration}")
         self.min_concentration = min_concentration
         self.grad_correction = grad_correction
 
@@ -79,7 +79,7 @@ class SphericalCauchyLatent(SphericalLatent):
     def __init__(self, dim: int, max_rho: float = 1.0 - 1e-6):
         super().__init__(dim)
         if not 0.0 < max_rho < 1.0:
-            raise ValueError(f"latent.max_rho must lie in (0, 1), got {max_rho}")
+            raise ValueError(f"max_rho must lie in (0, 1), got {max_rho}")
         self.max_rho = max_rho
 
     def posterior(self, raw: torch.Tensor) -> SphericalCauchy:
@@ -96,7 +96,7 @@ class PowerSphericalLatent(SphericalLatent):
     def __init__(self, dim: int, min_concentration: float = 1.0):
         super().__init__(dim)
         if min_concentration < 0:
-            raise ValueError(f"latent.min_concentration must be >= 0, got {min_concentration}")
+            raise ValueError(f"min_concentration must be >= 0, got {min_concentration}")
         self.min_concentration = min_concentration
 
     def posterior(self, raw: torch.Tensor) -> PowerSpherical:

@@ -273,17 +273,17 @@ class VGAE(nn.Module):
         super().__init__()
         for name, value in (("in_features", in_features), ("hidden", hidden), ("block_rows", block_rows)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"model.net.{name} must be a positive integer, got {value!r}")
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if reconstruction not in RECONSTRUCTION_CHOICES:
             raise ValueError(
-                f"model.net.reconstruction must be one of {RECONSTRUCTION_CHOICES}, got {reconstruction!r}"
+                f"reconstruction must be one of {RECONSTRUCTION_CHOICES}, got {reconstruction!r}"
             )
         if not isinstance(negatives_per_positive, int) or negatives_per_positive < 1:
             raise ValueError(
-                f"model.net.negatives_per_positive must be a positive integer, got {negatives_per_positive!r}"
+                f"negatives_per_positive must be a positive integer, got {negatives_per_positive!r}"
             )
         if not init_scale > 0:
-            raise ValueError(f"model.net.init_scale must be > 0, got {init_scale}")
+            raise ValueError(f"init_scale must be > 0, got {init_scale}")
         self.in_features = in_features
         self.latent = latent
         output_bias = latent.spherical if output_bias is None else output_bias

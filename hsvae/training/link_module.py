@@ -41,7 +41,7 @@ class LinkPredictionModule(ELBOTask):
         selection_metric: str = "val/auc_ap",
     ):
         if selection_metric not in SELECTION_CHOICES:
-            raise ValueError(f"model.selection_metric must be one of {SELECTION_CHOICES}, got {selection_metric!r}")
+            raise ValueError(f"selection_metric must be one of {SELECTION_CHOICES}, got {selection_metric!r}")
         super().__init__(net, optimizer, scheduler)
         self.monitor = selection_metric
         self.best: dict[str, float] = {}

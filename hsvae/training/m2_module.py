@@ -54,9 +54,9 @@ class M2Module(ELBOTask):
         warmup_epochs: float = 0.0,
     ):
         if not alpha >= 0:
-            raise ValueError(f"model.alpha (weight of the classification term) must be >= 0, got {alpha}")
+            raise ValueError(f"alpha (weight of the classification term) must be >= 0, got {alpha}")
         if labelled_weight is not None and not 0.0 <= labelled_weight <= 1.0:
-            raise ValueError(f"model.labelled_weight must lie in [0, 1] (or be null: N_l / N), got {labelled_weight}")
+            raise ValueError(f"labelled_weight must lie in [0, 1] (or be null: N_l / N), got {labelled_weight}")
         super().__init__(net, optimizer, scheduler, warmup_epochs)
         self._labelled_weight = labelled_weight
 

@@ -75,9 +75,9 @@ class SMILESVAEModule(ELBOTask):
                                  ("decode_every_n_epochs", decode_every_n_epochs, 0),
                                  ("decode_batch_size", decode_batch_size, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"model.{name} must be an integer >= {low}, got {value!r}")
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         if not greedy and not temperature > 0:
-            raise ValueError(f"model.temperature must be > 0, got {temperature!r}")
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
         super().__init__(net if isinstance(net, nn.Module) else None, optimizer, scheduler, warmup_epochs, final_beta)
         self.net_factory = None if isinstance(net, nn.Module) else net
         self.tokenizer: SMILESTokenizer | None = None

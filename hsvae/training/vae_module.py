@@ -58,17 +58,17 @@ class VAEModule(ELBOTask):
     ):
         if not isinstance(eval_samples, int) or eval_samples < 0:
             raise ValueError(
-                f"module.eval_samples (importance samples of the test log-likelihood) must be an integer >= 1, "
+                f"eval_samples (importance samples of the test log-likelihood) must be an integer >= 1, "
                 f"or 0 to skip it; got {eval_samples!r}"
             )
         m1_labels = list(m1_labels or ())
         if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in m1_labels):
-            raise ValueError(f"model.m1_labels must be positive integers (labelled-set sizes), got {m1_labels!r}")
+            raise ValueError(f"m1_labels must be positive integers (labelled-set sizes), got {m1_labels!r}")
         if isinstance(m1_k, bool) or not isinstance(m1_k, int) or m1_k < 1:
-            raise ValueError(f"model.m1_k (neighbours of the M1 k-NN) must be a positive integer, got {m1_k!r}")
+            raise ValueError(f"m1_k (neighbours of the M1 k-NN) must be a positive integer, got {m1_k!r}")
         if m1_labels and m1_k > min(m1_labels):
             raise ValueError(
-                f"model.m1_k={m1_k} neighbours exceeds the smallest labelled set of model.m1_labels={m1_labels}"
+                f"m1_k={m1_k} neighbours exceeds the smallest labelled set of m1_labels={m1_labels}"
             )
         super().__init__(net, optimizer, scheduler, warmup_epochs, final_beta)
         self.hparams.m1_labels = m1_labels
