@@ -31,7 +31,7 @@ def test_user_key_follows_interpolations():
     (["model.eval_samples=-1"], "model.eval_samples (importance samples of the test log-likelihood) must be"),
 ])
 def test_the_model_error_names_the_config_key(tmp_path, overrides, message):
-    cfg = compose_config("train", overrides, tmp_path / "run")
+    cfg = compose_config("train", [*overrides, "data_spec.input_dim=100"], tmp_path / "run")  # (no data read here)
     with pytest.raises(ConfigError) as err:
         instantiate_model(cfg)
     assert str(err.value).startswith(message)
@@ -44,7 +44,7 @@ def test_the_data_error_names_the_config_key(tmp_path):
 
 
 def test_an_argument_the_class_does_not_take_is_named_with_its_origin(tmp_path):
-    cfg = compose_config("train", ["+model.bogus=1"], tmp_path / "run")
+    cfg = compose_config("train", ["+model.bogus=1", "data_spec.input_dim=100"], tmp_path / "run")
     with pytest.raises(ConfigError, match=r"^model\.bogus is not an argument of hsvae\.training\.VAEModule.*~model\.bogus"):
         instantiate_model(cfg)
 

@@ -305,8 +305,8 @@ def test_every_search_config_composes_with_its_whole_space(name):
                     key, _, value = item.partition("=")
                     assert str(OmegaConf.select(trial, key)).replace(" ", "") == value.replace(" ", ""), item
                 if name == "mnist_vae":  # the decoder mirrors the searched encoder widths
-                    net = OmegaConf.to_container(trial.model.net, resolve=True)
-                    assert net["decoder"]["hidden"] == net["encoder"]["hidden"][::-1]
+                    net = trial.model.net
+                    assert list(net.decoder.hidden) == list(net.encoder.hidden)[::-1]
     finally:
         GlobalHydra.instance().clear()
 

@@ -66,7 +66,8 @@ def test_the_detector_detects_a_host_read():
 def test_mnist_vae_step_has_no_host_read(tmp_path, latent):
     """d = 4: S^4 in R^5, where the Power Spherical sampler needs no Gamma draw (whose gradient has no meta kernel;
     tests/distributions/test_no_host_sync.py)."""
-    module = _module(tmp_path, ["dataset=mnist", f"latent={latent}", "latent.dim=4"]).to(META)
+    # (no data here: the input size train.py reads from the data module is given)
+    module = _module(tmp_path, ["dataset=mnist", f"latent={latent}", "latent.dim=4", "data_spec.input_dim=784"]).to(META)
     x = torch.empty(64, 784, device=META)
     for _ in range(2):  # the second step runs the optimiser with its state
         loss = _whole_step(module, (x, torch.empty(64, dtype=torch.long, device=META)))

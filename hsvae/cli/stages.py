@@ -9,9 +9,9 @@ the M1 here. The dataset config describes the data alone; no stage runs inside d
 from __future__ import annotations
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hsvae.cli.builders import instantiate_node
+from hsvae.cli.builders import ConfigError, instantiate_node
 
 
 def earlier_stages(cfg: DictConfig) -> dict[str, object]:
@@ -31,5 +31,26 @@ def earlier_stages(cfg: DictConfig) -> dict[str, object]:
 
 
 def instantiate_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
-    """``cfg.dataset``, given what the task's earlier stages produced."""
-    return instantiate_node(cfg, "dataset", **earlier_stages(cfg))
+    """``cfg.dataset``, given what the task's earlier stages produced; ``data_spec.input_dim`` is then read from
+    it (see :func:`read_input_dim`)."""
+    datamodule = instantiate_node(cfg, "dataset", **earlier_stages(cfg))
+    read_input_dim(cfg, datamodule)
+    return datamodule
+
+
+def read_input_dim(cfg: DictConfig, datamodule: pl.LightningDataModule) -> bool:
+    """Set ``data_spec.input_dim`` (what the model's input and output layers are built for) from the data module's
+    ``input_dim`` (the size of a data point; a graph's node features) when the config leaves it unset; an explicit
+    value must agree. True when it was set here (the run's saved config then needs writing again)."""
+    size = getattr(datamodule, "input_dim", None)
+    if OmegaConf.select(cfg, "data_spec") is None or size is None:
+        return False
+    if OmegaConf.is_missing(cfg.data_spec, "input_dim"):
+        with open_dict(cfg):
+            cfg.data_spec.input_dim = int(size)
+        return True
+    if cfg.data_spec.input_dim != size:
+        raise ConfigError(
+            f"data_spec.input_dim={cfg.data_spec.input_dim}, but {type(datamodule).__name__} gives points of size "
+            f"{size}: drop the override (the size is read from the data)")
+    return False

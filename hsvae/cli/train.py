@@ -109,6 +109,8 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, in_p
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = instantiate_datamodule(cfg)
+    if rank_zero_only.rank == 0:
+        save_run_config(cfg, output_dir)  # again, with what was read from the data (data_spec.input_dim)
     model = instantiate_model(cfg)
     checkpoint = None
     if ckpt_path is not None:

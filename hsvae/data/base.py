@@ -54,7 +54,11 @@ class InMemoryDataModule(pl.LightningDataModule, abc.ABC):
         self.splits: dict[str, Split] = {}
 
     @property
-    def input_dim(self) -> int:
+    def input_dim(self) -> int | None:
+        """The size of one data point, flattened (what a model's input layer is built for); None for data without
+        a fixed size (token strings)."""
+        if not self.input_shape:
+            return None
         n = 1
         for s in self.input_shape:
             n *= s

@@ -247,6 +247,11 @@ class LinkPredictionDataModule(pl.LightningDataModule, abc.ABC):
             self.setup()
         return self.graph.num_features
 
+    @property
+    def input_dim(self) -> int:
+        """The size of a node's input: its feature count (what a model's first layer is built for)."""
+        return self.num_features
+
     def setup(self, stage: str | None = None) -> None:
         if self.graph is None:
             x, edge_index, y = self.load_graph()

@@ -58,11 +58,6 @@ class LinkPredictionModule(ELBOTask):
                 f"got {type(datamodule).__name__}"
             )
         datamodule.setup(stage)
-        if datamodule.num_features != self.net.in_features:
-            raise ValueError(
-                f"the VGAE expects {self.net.in_features} node features (data_spec.input_dim), but the graph has "
-                f"{datamodule.num_features}; set data_spec.input_dim={datamodule.num_features}"
-            )
 
     def inputs(self, graph: LinkSplit) -> tuple[torch.Tensor, torch.Tensor]:
         """``(features, normalised training adjacency)``, built once per graph (messages: training edges only)."""
