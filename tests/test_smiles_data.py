@@ -183,3 +183,24 @@ def test_missing_file_and_download(tmp_path, data_dir):
 def test_bad_arguments(tmp_path, kwargs, fragment):
     with pytest.raises(ValueError, match=fragment):
         SMILESDataModule(tmp_path / "x.smi", **kwargs)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_loader_cuts_each_batch_to_its_longest_string_on_the_host(shuffle):
+    """Padding columns beyond a batch's longest string are dropped by the loader, from a CPU copy of the lengths
+    (the ids may live on a GPU): every batch is as wide as its longest row, and no used column is lost."""
+    from hsvae.data.loaders import TensorLoader
+
+    generator = torch.Generator().manual_seed(0)
+    lengths = torch.randint(3, 40, (103,), generator=generator)
+    ids = torch.full((103, 40), PAD_ID)
+    for row, n in enumerate(lengths.tolist()):
+        ids[row, :n] = torch.randint(4, 30, (n,), generator=generator)
+    seen = 0
+    for batch_ids, batch_lengths in TensorLoader(ids, lengths, batch_size=16, shuffle=shuffle, widths=lengths):
+        assert batch_ids.shape[1] == int(batch_lengths.max())
+        assert (batch_ids != PAD_ID).sum() == batch_lengths.sum()
+        seen += len(batch_lengths)
+    assert seen == 103
+    with pytest.raises(ValueError, match="widths"):
+        TensorLoader(ids, lengths, batch_size=16, widths=lengths[:5])

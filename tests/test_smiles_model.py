@@ -219,3 +219,30 @@ def test_smiles_model_refuses_other_datasets(compose_train):
     with pytest.raises(ConfigError, match=r"model\.\w+ is not an argument of hsvae\.training\.SMILESVAEModule "
                                           r"\(model=smiles_vae\): task=svae_mnist \(dataset=mnist's protocol\)"):
         train(cfg)
+
+
+def test_reconstruction_metrics_decode_exactly_the_first_n_strings(zinc, monkeypatch):
+    """n_reconstructions not a multiple of decode_batch_size: the last batch stops at the n-th string (it once
+    took a whole batch, and exact / n could exceed 1). Here a decoder that returns each target gives 1.0."""
+    from types import SimpleNamespace
+
+    module = SMILESVAEModule(tiny(zinc), optimizer=None, n_samples=0, n_reconstructions=7, decode_batch_size=5)
+    module.tokenizer = zinc.tokenizer
+    decoded_rows = []
+
+    def generate(z, on_step=None, **kwargs):
+        decoded_rows.append(z.shape[0])
+        return current["batch"][:, 1:]
+
+    current = {}
+    embed = module.net.embed
+    monkeypatch.setattr(module.net, "embed", lambda batch: (current.update(batch=batch), embed(batch))[1])
+    monkeypatch.setattr(module.net, "generate", generate)
+    monkeypatch.setattr(SMILESVAEModule, "trainer", property(lambda self: SimpleNamespace(
+        datamodule=zinc, fast_dev_run=False, default_root_dir=None, is_global_zero=True)))
+    monkeypatch.setattr(SMILESVAEModule, "_decoding_progress",
+                        lambda self, description, strings: __import__("contextlib").nullcontext(
+                            SimpleNamespace(stepper=lambda done, rows: None)))
+    metrics = module.decoding_metrics("val", "val")
+    assert decoded_rows == [5, 2]
+    assert metrics["val/string_accuracy"] == 1.0 and metrics["val/char_accuracy"] == 1.0

@@ -76,6 +76,26 @@ def test_mnist_vae_step_has_no_host_read(tmp_path, latent):
 
 
 @pytest.mark.parametrize("latent", ["gaussian", "vmf"])
+def test_smiles_vae_step_has_no_host_read(tmp_path, latent):
+    """The SMILES VAE (a small Transformer, the zinc250k task): the loader cut the padding on the host, so the
+    step itself reads nothing back."""
+    from functools import partial
+
+    from hsvae.cli.registry import build_latent
+    from hsvae.models import SMILESVAE
+    from hsvae.training import SMILESVAEModule
+
+    net = SMILESVAE(build_latent(latent, 4), vocab_size=20, max_length=30, embed_dim=16, num_heads=2, num_layers=1,
+                    ff_dim=32)
+    module = SMILESVAEModule(net, partial(torch.optim.Adam, lr=1e-3), warmup_epochs=1.0, final_beta=0.5).to(META)
+    tokens = torch.empty(8, 12, dtype=torch.long, device=META)
+    for _ in range(2):
+        loss = _whole_step(module, (tokens, torch.empty(8, dtype=torch.long, device=META)))
+    assert loss.device == META and loss.shape == ()
+    assert set(module._train_stats.means()) == {"loss", "reconstruction", "kl", "correct", "tokens"}
+
+
+@pytest.mark.parametrize("latent", ["gaussian", "vmf"])
 def test_vgae_step_has_no_host_read(tmp_path, latent):
     """The VGAE on Cora's protocol (16-dimensional inputs here). The graph's inputs (features and normalised
     adjacency, computed once per run, not per step) are made on the CPU and moved, dense, to the meta device."""

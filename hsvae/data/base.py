@@ -52,6 +52,7 @@ class InMemoryDataModule(pl.LightningDataModule, abc.ABC):
         self.eval_batch_size = eval_batch_size or batch_size
         self.seed = seed
         self.splits: dict[str, Split] = {}
+        self._host_widths: dict[str, torch.Tensor | None] = {}
 
     @property
     def input_dim(self) -> int | None:
@@ -71,6 +72,7 @@ class InMemoryDataModule(pl.LightningDataModule, abc.ABC):
     def setup(self, stage: str | None = None) -> None:
         if not self.splits:
             self.splits = self.load_splits()
+            self._host_widths = {name: self.row_widths(split) for name, split in self.splits.items()}
         device = self._device()
         if device is not None and device.type != "cpu":
             self.splits = {k: v.to(device) for k, v in self.splits.items()}
@@ -78,6 +80,11 @@ class InMemoryDataModule(pl.LightningDataModule, abc.ABC):
     def _device(self) -> torch.device | None:
         trainer = getattr(self, "trainer", None)
         return trainer.strategy.root_device if trainer is not None else None
+
+    def row_widths(self, split: Split) -> torch.Tensor | None:
+        """Per data point, how many leading columns of ``x`` it uses (padded sequences; None: all), kept on the CPU
+        so that loaders cut each batch to its widest row without a device read (see :class:`TensorLoader`)."""
+        return None
 
     def _loader(self, split: str, train: bool) -> TensorLoader:
         if not self.splits:
@@ -94,6 +101,7 @@ class InMemoryDataModule(pl.LightningDataModule, abc.ABC):
             seed=self.seed,
             rank=rank,
             world_size=world,
+            widths=self._host_widths.get(split),
         )
 
     def train_dataloader(self) -> TensorLoader:

@@ -24,6 +24,9 @@ class TensorLoader:
         shuffle: draw a new permutation each epoch (seeded by ``seed`` and the epoch number).
         drop_last: drop the last incomplete batch.
         rank, world_size: this process's share under distributed training.
+        widths: optional, on the CPU: per row of the first tensor, how many of its leading columns are used (the
+            tokens of a padded sequence). Each batch of the first tensor is then cut to its rows' widest, computed
+            on the host from this copy: the data may live on a GPU without a device read per batch.
     """
 
     def __init__(
@@ -35,6 +38,7 @@ class TensorLoader:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        widths: torch.Tensor | None = None,
     ):
         if not tensors:
             raise ValueError("TensorLoader needs at least one tensor")
@@ -51,6 +55,10 @@ class TensorLoader:
         self.drop_last = drop_last
         self.seed = seed
         self.rank, self.world_size = rank, world_size
+        if widths is not None and (widths.shape != (n,) or widths.device.type != "cpu"):
+            raise ValueError(f"TensorLoader: widths must be a CPU tensor of shape ({n},), got {tuple(widths.shape)} "
+                             f"on {widths.device}")
+        self.widths = widths
         self.epoch = 0
         self.per_rank = n // world_size if world_size > 1 else n
 
@@ -69,16 +77,21 @@ class TensorLoader:
         else:
             order = torch.arange(n)
         # Same permutation on every rank; rank r takes every world_size-th index from r.
-        order = order[: self.per_rank * self.world_size][self.rank :: self.world_size]
-        return order.to(self.tensors[0].device)
+        return order[: self.per_rank * self.world_size][self.rank :: self.world_size]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        order = self._indices()
+        host_order = self._indices()  # on the CPU
+        order = None if host_order is None else host_order.to(self.tensors[0].device)
         self.epoch += 1
         for b in range(len(self)):
             lo, hi = b * self.batch_size, min((b + 1) * self.batch_size, self.per_rank)
             if order is None:
-                yield tuple(t[lo:hi] for t in self.tensors)
+                batch = [t[lo:hi] for t in self.tensors]
+                rows = slice(lo, hi)
             else:
                 idx = order[lo:hi]
-                yield tuple(t[idx] for t in self.tensors)
+                batch = [t[idx] for t in self.tensors]
+                rows = host_order[lo:hi]
+            if self.widths is not None:
+                batch[0] = batch[0][:, : int(self.widths[rows].max())]
+            yield tuple(batch)

@@ -400,7 +400,8 @@ class SMILESDataModule(InMemoryDataModule):
     """A SMILES corpus split 80/10/10 (by default) with a seeded permutation, encoded in memory.
 
     Batches are ``(ids, lengths)``: ``ids (B, L)`` in the tokenizer's compact dtype (cast to long in the
-    model) and ``lengths (B,)`` the tokens per sequence including ``<bos>``/``<eos>``. After :meth:`setup`:
+    model), cut to the batch's longest string, and ``lengths (B,)`` the tokens per sequence including
+    ``<bos>``/``<eos>``. After :meth:`setup`:
     ``tokenizer`` (built from the training split), ``smiles`` (the strings of each split), ``max_length``
     (tokens of the longest string, over all splits), and ``unknown`` / ``unknown_strings`` (per split, the
     tokens outside the training vocabulary and how many strings contain one).
@@ -415,6 +416,11 @@ class SMILESDataModule(InMemoryDataModule):
         max_molecules: use only the file's first this many molecules (None: all).
         batch_size, eval_batch_size, seed: as :class:`InMemoryDataModule` (``seed``: batch shuffling).
     """
+
+    def row_widths(self, split: Split) -> torch.Tensor:
+        """The tokens of each string (``<bos>`` and ``<eos>`` included): batches drop the padding columns beyond
+        their longest string, decided on the host."""
+        return split.y.cpu()
 
     def __init__(
         self,

@@ -130,11 +130,17 @@ class SMILESVAEModule(ELBOTask):
         self._build(saved, checkpoint["smiles_max_length"])
 
     # -- steps ---------------------------------------------------------------------------------------------
-    def _trim(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Drop the padding columns beyond the batch's longest sequence (most strings are far shorter); under
-        ``fast_dev_run``, also all but the first ``FAST_DEV_RUN_ROWS`` strings."""
+    def _tokens(self, batch) -> torch.Tensor:
+        """A loader batch's token ids (the loader already dropped the padding columns beyond its longest string,
+        on the host); under ``fast_dev_run``, only the first ``FAST_DEV_RUN_ROWS`` strings."""
+        tokens = batch[0]
         if self._trainer is not None and self.trainer.fast_dev_run:
-            tokens, lengths = tokens[:FAST_DEV_RUN_ROWS], lengths[:FAST_DEV_RUN_ROWS]
+            tokens = tokens[:FAST_DEV_RUN_ROWS]
+        return tokens.long()
+
+    @staticmethod
+    def _trim(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Rows of a split, without the padding columns beyond their longest string (for decoding; one host read)."""
         return tokens[:, : int(lengths.max())].long()
 
     @staticmethod
@@ -158,7 +164,7 @@ class SMILESVAEModule(ELBOTask):
                 "beta": self.beta(int(self.trainer.num_training_batches))}
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        tokens = self._trim(*batch)
+        tokens = self._tokens(batch)
         terms = self.net(tokens)
         beta = self.beta(batch_idx)
         loss = terms.loss(beta)
@@ -169,7 +175,7 @@ class SMILESVAEModule(ELBOTask):
         return loss
 
     def _evaluate(self, batch, stage: str) -> None:
-        terms = self.net(self._trim(*batch))
+        terms = self.net(self._tokens(batch))
         self._eval_stats[stage].add(self._statistics(terms, terms.loss(1.0)), weight=terms.reconstruction.shape[0])
 
     def _log_eval(self, stage: str) -> None:
@@ -221,7 +227,8 @@ class SMILESVAEModule(ELBOTask):
                 correct = tokens = exact = 0
                 with self._decoding_progress(f"decoding {n} reconstructions", n) as progress:
                     for lo in range(0, n, size):
-                        batch = self._trim(data.x[lo : lo + size].to(self.device), data.y[lo : lo + size])
+                        hi = min(lo + size, n)  # the split's first n strings, no more
+                        batch = self._trim(data.x[lo:hi].to(self.device), data.y[lo:hi])
                         predicted = self.net.generate(self.net.embed(batch), on_step=progress.stepper(lo, len(batch)))
                         c, t, e = molecules.reconstruction_counts(predicted, batch[:, 1:], PAD_ID)
                         correct, tokens, exact = correct + c, tokens + t, exact + e
