@@ -252,3 +252,20 @@ def test_config_targets_are_checked_by_type():
     assert not targets(OmegaConf.create({"_target_": "hsvae.training.SMILESVAEModule"}), VAEModule)
     assert not targets(OmegaConf.create({"_target_": "hsvae.training.Nowhere"}), VAEModule)
     assert not targets(None, VAEModule)
+
+
+@pytest.mark.parametrize("error, status", [(KeyboardInterrupt(), "interrupted"), (ValueError("bad"), "failed")])
+def test_train_and_eval_record_a_failure_the_same_way(tmp_path, error, status):
+    """recording_failures (train.py and eval.py): the run's results.json says failed or interrupted, the log holds
+    the traceback, and the error goes on (printed once, with the same classification)."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from hsvae.cli.failures import classify, recording_failures
+
+    with pytest.raises(type(error)), recording_failures(tmp_path, "eval.log", OmegaConf.create({"seed": 0})):
+        raise error
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["status"] == status and "Traceback" in (tmp_path / "eval.log").read_text()
+    assert error.hsvae_outcome == classify(error) and error.hsvae_recorded == str(tmp_path)

@@ -52,13 +52,20 @@ def find_run_config(ckpt: str | Path, explicit: str | Path | None = None,
 
 
 def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
-    """A Lightning checkpoint as a dict (on the CPU); a missing or foreign file is named, with the fix."""
+    """A Lightning checkpoint as a dict (on the CPU, its tensors memory-mapped: checking it against a model reads
+    their shapes, not their bytes, before Lightning loads the file); a missing or foreign file is named, with the
+    fix."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{key}={path} does not exist (expected a .ckpt file written by train.py, "
                           "e.g. <run dir>/checkpoints/last.ckpt)")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        except RuntimeError as err:
+            if "mmap" not in str(err):  # (files of torch's legacy format cannot be mapped)
+                raise
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001 -- pickle, zip and torch errors all mean "not a checkpoint"
         raise CheckpointError(f"{key}={path} is not a readable checkpoint ({type(err).__name__}); pass a .ckpt "
                               "file written by train.py (<run dir>/checkpoints/last.ckpt or best.ckpt)") from None

@@ -10,11 +10,12 @@ to the terminal with ``HYDRA_FULL_ERROR=1``), and a run that owned its output di
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,21 @@ def record_failure(output_dir: str | Path, log_name: str, err: BaseException, cf
         log.write("".join(traceback.format_exception(err)))
     write_failure(output_dir, cfg, status=status, reason=message.removeprefix("error: "), exit_code=code)
     err.hsvae_recorded = str(output_dir)  # type: ignore[attr-defined]  (pickled with the exception)
+    err.hsvae_outcome = (code, message)  # type: ignore[attr-defined]  (what the command then prints)
+
+
+@contextlib.contextmanager
+def recording_failures(output_dir: str | Path, log_name: str, cfg: Any = None) -> Iterator[None]:
+    """Around the work of a run that owns ``output_dir``: an error is recorded there (:func:`record_failure`;
+    Ctrl-C as ``interrupted``) and raised on."""
+    try:
+        yield
+    except KeyboardInterrupt as err:
+        record_failure(output_dir, log_name, err, cfg, status="interrupted")
+        raise
+    except Exception as err:
+        record_failure(output_dir, log_name, err, cfg)
+        raise
 
 
 class _JobFailed(BaseException):
@@ -146,7 +162,7 @@ def run_entry_point(hydra_main: Callable[[], Any]) -> Any:
         return hydra_main()
     except (Exception, KeyboardInterrupt, _JobFailed) as caught:  # noqa: BLE001 -- every error ends here
         err = caught.error if isinstance(caught, _JobFailed) else caught
-        code, message = classify(err)
+        code, message = getattr(err, "hsvae_outcome", None) or classify(err)
         if verbose:
             traceback.print_exception(err)
         recorded = getattr(err, "hsvae_recorded", None)

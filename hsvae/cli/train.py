@@ -38,7 +38,7 @@ from hsvae.cli.builders import (
     validate,
 )
 from hsvae.cli.checkpoints import check_fits, load_checkpoint, run_dir_of
-from hsvae.cli.failures import record_failure, run_entry_point, single_run_errors
+from hsvae.cli.failures import recording_failures, run_entry_point, single_run_errors
 from hsvae.cli.plugins import exit_if_plugin_missing
 from hsvae.analysis.results import read_status
 from hsvae.cli.report import collect_metrics, print_metrics, write_results
@@ -90,14 +90,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         check_output_dir(output_dir, cfg.get("allow_overwrite", False))
     # from here on the directory is this run's: its config, its log, and a record if it fails
     save_run_config(cfg, output_dir)
-    try:
+    with recording_failures(output_dir, f"{cfg.task_name}.log", cfg):
         return _fit_and_test(cfg, output_dir, ckpt_path, in_place, started, commit)
-    except KeyboardInterrupt as err:
-        record_failure(output_dir, f"{cfg.task_name}.log", err, cfg, status="interrupted")
-        raise
-    except Exception as err:
-        record_failure(output_dir, f"{cfg.task_name}.log", err, cfg)
-        raise
 
 
 def _fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, in_place: bool, started: float,
