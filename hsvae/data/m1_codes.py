@@ -16,6 +16,7 @@ Validation and test batches are ``(z1, y)`` with the posterior locations.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -55,6 +56,23 @@ class SemiSupervisedLoader:
             yield z_u, z_l, y_l
 
 
+@runtime_checkable
+class M1Encoder(Protocol):
+    """What the M2's data needs of an M1: its latent family and point embeddings (a trained
+    :class:`~hsvae.models.VAE` is one)."""
+
+    latent: Any
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class SamplingM1Encoder(M1Encoder, Protocol):
+    """An M1 whose posterior can be sampled: its raw posterior parameters (``latent.posterior`` of them is q)."""
+
+    def posterior_params(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
 class M1CodesDataModule(InMemoryDataModule):
     """The M1 latent means of an image data module's splits, with a labelled subset of the training split.
 
@@ -85,9 +103,9 @@ class M1CodesDataModule(InMemoryDataModule):
         sample_codes: bool = True,
     ):
         super().__init__(batch_size, eval_batch_size, seed)
-        if not hasattr(m1, "embed") or not hasattr(m1, "latent"):
+        if not isinstance(m1, M1Encoder):
             raise ValueError(f"m1 must be a trained M1 VAE (with .embed and .latent), got {type(m1).__name__}")
-        if sample_codes and not hasattr(m1, "posterior_params"):
+        if sample_codes and not isinstance(m1, SamplingM1Encoder):
             raise ValueError(
                 f"sample_codes=true draws the M2's training codes from the M1 posterior, but the M1 "
                 f"({type(m1).__name__}) has no posterior_params; set sample_codes=false to train on its means"

@@ -7,6 +7,7 @@ logger too. Everything runs on global rank zero only, so DDP runs write each pic
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import pytorch_lightning as pl
 import torch
@@ -26,6 +27,15 @@ def log_figure(trainer: pl.Trainer, key: str, fig, step: int) -> None:
             logger.experiment.log({key: wandb.Image(fig), "trainer/global_step": step})
         elif isinstance(logger, TensorBoardLogger):
             logger.experiment.add_figure(key, fig, global_step=step, close=False)
+
+
+@runtime_checkable
+class ChoosesLatentPoints(Protocol):
+    """A LightningModule that picks the points of its latent plot itself (the link-prediction module: every node
+    of the graph; the M2: its z2 given the predicted class)."""
+
+    def latent_points(self, datamodule: pl.LightningDataModule, n_points: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(points (N, event_size), labels (N,))``."""
 
 
 class _FigureCallback(pl.Callback):
@@ -71,7 +81,7 @@ class LatentPlotCallback(_FigureCallback):
     @torch.no_grad()
     def _emit(self, trainer, pl_module, tag):
         net = pl_module.net
-        if hasattr(pl_module, "latent_points"):
+        if isinstance(pl_module, ChoosesLatentPoints):
             points, y = pl_module.latent_points(trainer.datamodule, self.n_points)
         else:
             batch = self._batch(trainer, pl_module)
