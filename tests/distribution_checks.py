@@ -8,6 +8,16 @@ from torch.distributions import kl_divergence
 
 from hsvae.distributions import HypersphericalUniform
 
+#: ambient dimensions m of the statistical checks, and of the checks against an oracle (which reach further)
+STAT_DIMS = [2, 3, 5, 10, 65, 257]
+ORACLE_DIMS = [2, 3, 5, 10, 65, 257, 1025, 4097]
+
+
+def unit_vector(m: int, seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """A fixed random unit vector of R^m (drawn in float64 from ``seed``, then cast to ``dtype``)."""
+    v = torch.randn(m, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return (v / v.norm()).to(dtype)
+
 
 def assert_finite_everywhere(family, m: int, scale_values: list[float], dtype: torch.dtype) -> None:
     """Samples (unit norm), log_prob, KL to the uniform, entropy, mean and the gradients in loc and scale
@@ -45,3 +55,20 @@ def assert_bad_input_named(family, scale: float, off_sphere: list[float], other_
         q.log_prob(torch.tensor(off_sphere))
     with pytest.raises(ValueError, match="ambient dimensions differ"):
         kl_divergence(q, HypersphericalUniform(other_m))
+
+
+def assert_fused_node_matches_autograd(node, parts, noise: tuple, params: tuple, check_params: tuple | None = None):
+    """A ``fused_sampler_node``'s hand-written vector-Jacobian product equals plain autograd through ``parts``
+    (the same operations), for a random output gradient; gradcheck and gradgradcheck (double backward) pass at
+    ``check_params`` (default ``params``). Returns the sample."""
+    x = node.apply(*noise, *params)
+    grad_out = torch.randn_like(x)
+    fused = torch.autograd.grad(x, params, grad_out)
+    plain = torch.autograd.grad(parts(*noise, *params)[-1], params, grad_out)
+    for f, p in zip(fused, plain):
+        torch.testing.assert_close(f, p, rtol=1e-10, atol=1e-12)
+    inputs = tuple(t.detach().clone().requires_grad_() for t in (check_params or params))
+    assert torch.autograd.gradcheck(lambda *ps: node.apply(*noise, *ps), inputs)
+    assert torch.autograd.gradgradcheck(lambda *ps: node.apply(*noise, *ps), inputs)
+    return x
+

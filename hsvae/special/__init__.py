@@ -7,24 +7,7 @@
   :func:`prepare_argument` and :func:`scalar` the dtype handling and cached constants they share.
 """
 
-from .bessel import (
-    BesselIvTerms,
-    bessel_iv_ratio,
-    bessel_iv_terms,
-    evaluate_forms,
-    log_bessel_iv,
-    log_bessel_iv_scaled,
-    prepare_argument,
-    scalar,
-)
+from . import bessel
+from .bessel import *  # noqa: F403  (the names of bessel.__all__, listed once there)
 
-__all__ = [
-    "BesselIvTerms",
-    "bessel_iv_ratio",
-    "bessel_iv_terms",
-    "evaluate_forms",
-    "log_bessel_iv",
-    "log_bessel_iv_scaled",
-    "prepare_argument",
-    "scalar",
-]
+__all__ = list(bessel.__all__)

@@ -13,13 +13,11 @@ import functools
 import math
 
 import mpmath as mp
-import numpy as np
 import pytest
 import scipy.stats
 import torch
-from torch.distributions import kl_divergence
 
-from hsvae.distributions import HypersphericalUniform, PowerSpherical
+from hsvae.distributions import PowerSpherical
 from hsvae.distributions._sphere import log_sphere_surface
 from hsvae.distributions.power_spherical import (
     _beta_product_parts,
@@ -28,10 +26,14 @@ from hsvae.distributions.power_spherical import (
     _TangentSample,
     power_spherical_kl_to_uniform,
 )
-from tests.distribution_checks import assert_bad_input_named, assert_finite_everywhere
+from tests.distribution_checks import (
+    ORACLE_DIMS,
+    STAT_DIMS,
+    assert_finite_everywhere,
+    assert_fused_node_matches_autograd,
+    unit_vector,
+)
 
-STAT_DIMS = [2, 3, 5, 10, 65, 257]
-ORACLE_DIMS = [2, 3, 5, 10, 65, 257, 1025, 4097]
 ORACLE_KAPPAS = [0.0, 1e-6, 1e-3, 1.0, 10.0, 1e2, 1e4, 1e5]
 
 
@@ -77,12 +79,6 @@ def oracle_log_normaliser(m: int, kappa: float) -> float:
     return float(-mp.log(_normaliser(m, kappa)) - log_sphere_surface(m - 1))
 
 
-def _unit(m: int, seed: int = 0, dtype=torch.float64) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    v = torch.randn(m, generator=gen, dtype=dtype)
-    return v / v.norm()
-
-
 def _beta_params(m: int, kappa: float) -> tuple[float, float]:
     return (m - 1) / 2 + kappa, (m - 1) / 2
 
@@ -105,7 +101,7 @@ def test_kl_matches_mpmath_quadrature(m):
 @pytest.mark.parametrize("m", [2, 3, 10, 257, 4097])
 def test_log_prob_matches_the_numerically_normalised_density(m):
     """log_prob(x) = log(1 / Z) + kappa log(1 + t) with Z by quadrature: log_prob integrates to one."""
-    loc = _unit(m, seed=1)
+    loc = unit_vector(m, seed=1)
     tangent = torch.randn(m, dtype=torch.float64)
     tangent = tangent - (tangent @ loc) * loc
     tangent = tangent / tangent.norm()
@@ -152,7 +148,7 @@ def test_kl_float32_matches_float64():
 def test_samples_unit_mean_and_beta_law(m, kappa):
     torch.manual_seed(100 * m + round(math.log10(kappa + 1e-9)))
     n = 20_000 if m <= 65 else 5_000
-    loc = _unit(m, seed=m)
+    loc = unit_vector(m, seed=m)
     x = PowerSpherical(loc, torch.tensor(kappa, dtype=torch.float64)).sample((n,))
     assert x.shape == (n, m)
     assert (x.norm(dim=-1) - 1).abs().max() < 1e-12
@@ -167,70 +163,9 @@ def test_samples_unit_mean_and_beta_law(m, kappa):
     assert result.pvalue > 1e-3, result
 
 
-@pytest.mark.parametrize("m,kappa", [(2, 1.0), (3, 2.0), (10, 3.0), (65, 5.0), (257, 5.0)])
-def test_log_prob_integrates_to_one_by_importance_sampling(m, kappa):
-    """E_uniform[q(x) / uniform(x)] = 1; the ratio is bounded by N 2^kappa |S|, a finite variance."""
-    torch.manual_seed(m)
-    n = 50_000
-    x = HypersphericalUniform(m, dtype=torch.float64).sample((n,))
-    q = PowerSpherical(_unit(m, seed=5), torch.tensor(kappa, dtype=torch.float64))
-    ratio = (q.log_prob(x) + log_sphere_surface(m)).exp()
-    se = ratio.std().item() / math.sqrt(n)
-    assert se < 0.05
-    assert abs(ratio.mean().item() - 1.0) <= 5 * se
-
-
-@pytest.mark.parametrize("m", STAT_DIMS)
-@pytest.mark.parametrize("kappa", [1e-3, 1.0, 1e2, 1e4])
-def test_kl_and_entropy_match_monte_carlo(m, kappa):
-    torch.manual_seed(31 * m)
-    n = 20_000 if m <= 65 else 4_000
-    q = PowerSpherical(_unit(m, seed=9), torch.tensor(kappa, dtype=torch.float64))
-    p = HypersphericalUniform(m, dtype=torch.float64)
-    x = q.sample((n,))
-    log_ratio = q.log_prob(x) - p.log_prob(x)
-    se = log_ratio.std().item() / math.sqrt(n)
-    assert abs(log_ratio.mean().item() - kl_divergence(q, p).item()) <= 5 * se + 1e-12
-    neg_log_q = -q.log_prob(x)
-    assert abs(neg_log_q.mean().item() - q.entropy().item()) <= 5 * neg_log_q.std().item() / math.sqrt(n) + 1e-9
-
-
 # ----------------------------------------------------------------------------------------------
 # Reparameterisation gradients.
 # ----------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("m", [2, 3, 10, 11, 65])
-@pytest.mark.parametrize("kappa", [1e-3, 1.0, 10.0, 1e3])
-def test_monte_carlo_gradient_of_mean_cosine_wrt_kappa(m, kappa):
-    """d/dkappa E[mu.x] = (m - 1) / (m - 1 + kappa)^2 against the pathwise estimator."""
-    torch.manual_seed(17 * m + int(kappa))
-    n = 40_000 if m <= 10 else 10_000
-    loc = _unit(m, seed=2)
-    kappa_per_sample = torch.full((n,), kappa, dtype=torch.float64, requires_grad=True)
-    x = PowerSpherical(loc.expand(n, m), kappa_per_sample).rsample()
-    (x @ loc).sum().backward()
-    grads = kappa_per_sample.grad
-    expected = (m - 1) / (m - 1 + kappa) ** 2
-    se = grads.std().item() / math.sqrt(n)
-    assert abs(grads.mean().item() - expected) <= 5 * se
-
-
-@pytest.mark.parametrize("m", [3, 10])
-def test_monte_carlo_gradient_wrt_loc(m):
-    """E[a.x] = E[t] a.mu: the tangential part of the pathwise gradient is E[t] (I - mu mu^T) a."""
-    torch.manual_seed(5)
-    n, kappa = 40_000, 4.0
-    loc = _unit(m, seed=4).expand(n, m).clone().requires_grad_()
-    a = torch.randn(m, dtype=torch.float64)
-    x = PowerSpherical(loc, torch.tensor(kappa, dtype=torch.float64)).rsample()
-    (x @ a).sum().backward()
-    mu = loc.detach()[0]
-    tangential = loc.grad - (loc.grad @ mu).unsqueeze(-1) * mu
-    alpha, beta = _beta_params(m, kappa)
-    expected = (alpha - beta) / (alpha + beta) * (a - (a @ mu) * mu)
-    se = tangential.std(0) / math.sqrt(n)
-    assert ((tangential.mean(0) - expected).abs() <= 5 * se + 1e-12).all()
 
 
 def test_fused_sampler_backward_matches_autograd():
@@ -239,16 +174,8 @@ def test_fused_sampler_backward_matches_autograd():
     for m in [2, 3, 7, 40]:
         loc = torch.nn.functional.normalize(torch.randn(4, m, dtype=torch.float64), dim=-1).requires_grad_()
         g_a = torch._standard_gamma(torch.tensor([0.6, 2.0, 30.0, 500.0], dtype=torch.float64).expand(3, 4))
-        g_a.requires_grad_()
         noise = torch.randn(3, 4, m, dtype=torch.float64)
-        grad_out = torch.randn(3, 4, m, dtype=torch.float64)
-        fused = torch.autograd.grad(_TangentSample.apply(noise, loc, g_a), (loc, g_a), grad_out)
-        plain = torch.autograd.grad(_tangent_parts(noise, loc, g_a)[-1], (loc, g_a), grad_out)
-        for f, p in zip(fused, plain):
-            torch.testing.assert_close(f, p, rtol=1e-10, atol=1e-12)
-        inputs = (loc.detach().clone().requires_grad_(), g_a.detach().clone().requires_grad_())
-        assert torch.autograd.gradcheck(lambda l, a: _TangentSample.apply(noise, l, a), inputs)
-        assert torch.autograd.gradgradcheck(lambda l, a: _TangentSample.apply(noise, l, a), inputs)
+        assert_fused_node_matches_autograd(_TangentSample, _tangent_parts, (noise,), (loc, g_a.requires_grad_()))
 
 
 @pytest.mark.parametrize("m", [3, 5, 11])
@@ -261,16 +188,10 @@ def test_beta_product_sampler_backward_matches_autograd(m):
     kappa = torch.tensor([0.0, 0.7, 30.0, 5e4], dtype=torch.float64, requires_grad=True)
     noise = torch.randn(3, 4, m, dtype=torch.float64)
     log_u = torch.rand(3, 4, *((beta,) if beta > 1 else ()), dtype=torch.float64).log()
-    grad_out = torch.randn(3, 4, m, dtype=torch.float64)
-    x = _BetaProductSample.apply(noise, log_u, loc, kappa)
+    x = assert_fused_node_matches_autograd(
+        _BetaProductSample, _beta_product_parts, (noise, log_u), (loc, kappa),
+        check_params=(loc, torch.tensor([0.3, 0.7, 3.0, 9.0], dtype=torch.float64)))
     assert torch.allclose(x.norm(dim=-1), torch.ones(3, 4, dtype=torch.float64), atol=1e-12)
-    fused = torch.autograd.grad(x, (loc, kappa), grad_out)
-    plain = torch.autograd.grad(_beta_product_parts(noise, log_u, loc, kappa)[-1], (loc, kappa), grad_out)
-    for f, p in zip(fused, plain):
-        torch.testing.assert_close(f, p, rtol=1e-10, atol=1e-12)
-    inputs = (loc.detach().clone().requires_grad_(), torch.tensor([0.3, 0.7, 3.0, 9.0], dtype=torch.float64).requires_grad_())
-    assert torch.autograd.gradcheck(lambda l, k: _BetaProductSample.apply(noise, log_u, l, k), inputs)
-    assert torch.autograd.gradgradcheck(lambda l, k: _BetaProductSample.apply(noise, log_u, l, k), inputs)
 
 
 def test_beta_product_sampler_is_finite_when_every_uniform_is_zero():
@@ -300,35 +221,16 @@ def test_finite_everywhere(m, dtype):
 # ----------------------------------------------------------------------------------------------
 
 
-def test_shapes_trailing_singleton_scale_and_expand():
-    loc = torch.nn.functional.normalize(torch.randn(6, 4), dim=-1)
-    q = PowerSpherical(loc, torch.full((6, 1), 5.0))
-    assert q.batch_shape == (6,) and q.event_shape == (4,)
-    assert q.rsample().shape == (6, 4) and q.rsample((3,)).shape == (3, 6, 4)
-    assert q.log_prob(q.sample((3,))).shape == (3, 6)
-    assert q.entropy().shape == (6,) and q.mean.shape == (6, 4) and q.mode.shape == (6, 4)
-    assert kl_divergence(q, HypersphericalUniform(4)).shape == (6,)
-    assert PowerSpherical(loc, 5.0).batch_shape == (6,)
-    assert PowerSpherical(loc[0], torch.full((5,), 5.0)).batch_shape == (5,)
-    expanded = PowerSpherical(loc[0], torch.tensor(3.0)).expand((2, 5))
-    assert expanded.batch_shape == (2, 5) and expanded.sample().shape == (2, 5, 4)
-    assert expanded.log_prob(expanded.sample()).shape == (2, 5)
-    torch.testing.assert_close(q.mean, 5.0 / 8.0 * loc)
-    assert torch.equal(q.mode, loc)
-
-
 @pytest.mark.parametrize("bad_kappa", [-1e-3, float("inf"), float("nan")])
 def test_bad_kappa_raises(bad_kappa):
     with pytest.raises(ValueError, match="kappa"):
         PowerSpherical(torch.tensor([1.0, 0.0, 0.0]), torch.tensor(bad_kappa), validate_args=True)
 
 
-def test_bad_input_raises_value_error_naming_the_parameter():
-    assert_bad_input_named(PowerSpherical, 2.0, off_sphere=[0.5, 0.0, 0.0], other_m=5)
-
-
-def test_validate_args_false_skips_the_checks():
-    q = PowerSpherical(torch.tensor([3.0, 0.0, 0.0]), torch.tensor(-2.0), validate_args=False)
-    q.log_prob(torch.tensor([0.5, 0.0, 0.0]))
-    assert not q._validate_args and not q.expand((2,))._validate_args
-    assert np.isfinite(PowerSpherical(torch.tensor([1.0, 0.0]), 0.0, validate_args=False).entropy().item())
+def test_mean_is_the_beta_mean_and_kappa_zero_is_uniform():
+    """E[x] = E[2B - 1] mu = kappa / (m - 1 + kappa) mu; at kappa = 0 (the uniform) the entropy is log|S^(m-1)|.
+    (Shapes, validation and the shared laws: test_spherical_families.py.)"""
+    loc = torch.nn.functional.normalize(torch.randn(6, 4), dim=-1)
+    torch.testing.assert_close(PowerSpherical(loc, 5.0).mean, 5.0 / 8.0 * loc)
+    uniform = PowerSpherical(torch.tensor([1.0, 0.0]), 0.0, validate_args=False)
+    assert uniform.entropy().item() == pytest.approx(log_sphere_surface(2))

@@ -21,8 +21,8 @@ from torch.distributions import kl_divergence
 import hsvae.distributions.von_mises_fisher as vmf_module
 from hsvae.distributions import HypersphericalUniform, VonMisesFisher
 from hsvae.distributions._sphere import log_sphere_surface
+from tests.distribution_checks import STAT_DIMS, unit_vector
 
-STAT_DIMS = [2, 3, 5, 10, 65, 257]
 STAT_KAPPAS = [1e-3, 1.0, 10.0, 1e3, 1e5]
 ROBUST_DIMS = [2, 3, 5, 10, 65, 257, 1025, 4097]
 ROBUST_KAPPAS = [1e-6, 1e-3, 1.0, 1e2, 1e4, 1e6]
@@ -47,10 +47,6 @@ def _mp_vmf(m: int, kappa: float) -> tuple[float, float, float]:
         return float(a), float(d_a), float(k * a + log_c + log_area)
 
 
-def _unit(m: int, dtype=F64, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(m, generator=g, dtype=torch.float64)
-    return (x / x.norm()).to(dtype)
 
 
 def _within(estimate: torch.Tensor, truth: float, k: float = 5.0) -> tuple[bool, float]:
@@ -68,7 +64,7 @@ def _within(estimate: torch.Tensor, truth: float, k: float = 5.0) -> tuple[bool,
 @pytest.mark.parametrize("m", [2, 3, 5, 10, 65, 257, 1025, 4097])
 def test_mean_entropy_kl_match_mpmath(m: int) -> None:
     kappas = [1e-6, 1e-3, 0.1, 1.0, 10.0, 1e2, 1e4, 1e6]
-    loc = _unit(m).expand(len(kappas), m)
+    loc = unit_vector(m).expand(len(kappas), m)
     for dtype, tol in ((torch.float64, 1e-9), (torch.float32, 1e-4)):
         q = VonMisesFisher(loc.to(dtype), torch.tensor(kappas, dtype=dtype))
         kl = kl_divergence(q, HypersphericalUniform(m, dtype=dtype))
@@ -90,7 +86,7 @@ def test_kl_gradient_matches_closed_form() -> None:
     for m in (2, 3, 5, 65, 4097):
         kappas = [1e-3, 0.7, 3.0, 40.0, 1e3, 1e5]
         kappa = torch.tensor(kappas, dtype=F64, requires_grad=True)
-        q = VonMisesFisher(_unit(m).expand(len(kappas), m), kappa)
+        q = VonMisesFisher(unit_vector(m).expand(len(kappas), m), kappa)
         (grad,) = torch.autograd.grad(kl_divergence(q, HypersphericalUniform(m, dtype=F64)).sum(), kappa)
         want = torch.tensor([k * _mp_vmf(m, k)[1] for k in kappas], dtype=F64)
         torch.testing.assert_close(grad, want, rtol=1e-8, atol=0)
@@ -98,7 +94,7 @@ def test_kl_gradient_matches_closed_form() -> None:
 
 def test_log_prob_against_the_density_formula() -> None:
     m, kappa = 7, 3.5
-    loc = _unit(m)
+    loc = unit_vector(m)
     q = VonMisesFisher(loc, torch.tensor(kappa, dtype=F64))
     x = torch.nn.functional.normalize(torch.randn(5, m, dtype=F64), dim=-1)
     with mp.workdps(30):
@@ -117,7 +113,7 @@ def test_log_prob_against_the_density_formula() -> None:
 def test_samples_unit_norm_and_mean(m: int) -> None:
     torch.manual_seed(m)
     n = 20000
-    loc = _unit(m, seed=m)
+    loc = unit_vector(m, seed=m)
     kappa = torch.tensor(STAT_KAPPAS, dtype=F64)
     q = VonMisesFisher(loc.expand(len(STAT_KAPPAS), m), kappa)
     z = q.sample((n,))
@@ -133,38 +129,10 @@ def test_samples_unit_norm_and_mean(m: int) -> None:
         assert bool((ortho.mean(0).abs() <= 5 * se + 1e-15).all()), f"m={m} kappa={k}"
 
 
-@pytest.mark.parametrize("m,kappa", [(2, 1.0), (3, 2.0), (5, 3.0), (10, 2.0), (65, 4.0)])
-def test_density_integrates_to_one(m: int, kappa: float) -> None:
-    """E_uniform[q(x) / u(x)] = 1 (importance sampling; finite variance at moderate kappa)."""
-    torch.manual_seed(1)
-    q = VonMisesFisher(_unit(m), torch.tensor(kappa, dtype=F64))
-    x = HypersphericalUniform(m, dtype=F64).sample((200000,))
-    ratio = torch.exp(q.log_prob(x) + log_sphere_surface(m))
-    ok, score = _within(ratio, 1.0)
-    assert ok, f"integral off by {score:.1f} standard errors"
-
-
-@pytest.mark.parametrize("m", [2, 3, 5, 10, 65, 257])
-def test_kl_and_entropy_match_monte_carlo(m: int) -> None:
-    torch.manual_seed(2)
-    kappas = [0.5, 5.0, 50.0, 1e3]
-    q = VonMisesFisher(_unit(m).expand(len(kappas), m), torch.tensor(kappas, dtype=F64))
-    p = HypersphericalUniform(m, dtype=F64)
-    z = q.sample((20000 if m < 65 else 8000,))
-    log_ratio = q.log_prob(z) - p.log_prob(z)
-    kl = kl_divergence(q, p)
-    entropy = q.entropy()
-    for j in range(len(kappas)):
-        ok, score = _within(log_ratio[:, j], float(kl[j]))
-        assert ok, f"m={m} kappa={kappas[j]}: KL off by {score:.1f} standard errors"
-        ok, score = _within(-q.log_prob(z)[:, j], float(entropy[j]))
-        assert ok, f"m={m} kappa={kappas[j]}: entropy off by {score:.1f} standard errors"
-
-
 @pytest.mark.parametrize("kappa", [0.3, 3.0, 30.0])
 def test_wood_agrees_with_the_exact_sampler_at_m3(kappa: float) -> None:
     torch.manual_seed(3)
-    loc = _unit(3)
+    loc = unit_vector(3)
     exact = VonMisesFisher(loc, torch.tensor(kappa, dtype=F64))
     wood = VonMisesFisher(loc, torch.tensor(kappa, dtype=F64))
     wood._exact_for_m3 = False
@@ -207,7 +175,7 @@ def test_acceptance_rate_bounds_hold(m: int, kappa: float) -> None:
 
 def _kappa_gradient(m: int, kappa: float, n: int, corrected: bool, force_wood: bool = False) -> torch.Tensor:
     """Per-sample gradient estimates of d E[loc.x] / d kappa."""
-    loc = _unit(m)
+    loc = unit_vector(m)
     k = torch.full((n,), kappa, dtype=F64, requires_grad=True)
     q = VonMisesFisher(loc.expand(n, m), k)
     if force_wood:
@@ -238,7 +206,7 @@ def test_corrected_gradient_of_the_tangent_spread(m: int, kappa: float, force_wo
     loc loc^T); its kappa-gradient exercises the radial part sqrt(1 - w^2) of the sample."""
     torch.manual_seed(14)
     n = 100000
-    loc = _unit(m)
+    loc = unit_vector(m)
     a = torch.randn(m, dtype=F64)
     a = a - (a @ loc) * loc
     k = torch.full((n,), kappa, dtype=F64, requires_grad=True)
@@ -289,36 +257,17 @@ def test_exact_m3_sampler_gradient_needs_no_correction() -> None:
     grad = _kappa_gradient(3, 2.0, 100000, corrected=False)
     ok, score = _within(grad, _mp_vmf(3, 2.0)[1])
     assert ok, f"off by {score:.1f} standard errors"
-    _, correction = VonMisesFisher(_unit(3), torch.tensor(2.0, dtype=F64)).rsample_with_correction((4,))
+    _, correction = VonMisesFisher(unit_vector(3), torch.tensor(2.0, dtype=F64)).rsample_with_correction((4,))
     assert correction.shape == (4,) and bool((correction == 0).all())
 
 
 def test_correction_is_zero_valued_with_the_right_shape() -> None:
     torch.manual_seed(9)
     kappa = torch.tensor([[1.0], [5.0]], dtype=F64, requires_grad=True)
-    q = VonMisesFisher(torch.stack([_unit(6, seed=1), _unit(6, seed=2)]), kappa)
+    q = VonMisesFisher(torch.stack([unit_vector(6, seed=1), unit_vector(6, seed=2)]), kappa)
     z, correction = q.rsample_with_correction((3,))
     assert z.shape == (3, 2, 6) and correction.shape == (3, 2)
     assert bool((correction == 0).all()) and correction.requires_grad
-
-
-@pytest.mark.parametrize("m,kappa", [(3, 3.0), (7, 10.0)])
-def test_loc_gradient_of_the_mean(m: int, kappa: float) -> None:
-    """E[a.z] = A a.loc, so its gradient along the sphere at loc is A (I - loc loc^T) a."""
-    torch.manual_seed(10)
-    n = 100000
-    a = torch.linspace(-1, 1, m, dtype=F64)
-    loc = _unit(m).clone().requires_grad_()
-    q = VonMisesFisher(loc, torch.tensor(kappa, dtype=F64))
-    (grad,) = torch.autograd.grad((q.rsample((n,)) @ a).mean(), loc)
-    tangent = grad - (grad @ loc.detach()) * loc.detach()
-    want = _mp_vmf(m, kappa)[0] * (a - (a @ loc.detach()) * loc.detach())
-    # standard error from per-sample gradients on a smaller batch
-    loc_b = _unit(m).expand(2000, m).clone().requires_grad_()
-    q_b = VonMisesFisher(loc_b, torch.tensor(kappa, dtype=F64))
-    (per_sample,) = torch.autograd.grad((q_b.rsample() @ a).sum(), loc_b)
-    se = per_sample.std(0) / math.sqrt(n)
-    assert bool(((tangent - want).abs() <= 5 * se + 1e-12).all())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -350,7 +299,7 @@ def test_finite_everything_over_the_parameter_grid(m: int, dtype: torch.dtype) -
 
 
 def test_validation_off_never_hangs_on_non_finite_kappa() -> None:
-    loc = _unit(5).expand(3, 5)
+    loc = unit_vector(5).expand(3, 5)
     q = VonMisesFisher(loc, torch.tensor([1.0, math.nan, math.inf], dtype=F64), validate_args=False)
     z = q.sample((10,))
     assert torch.isfinite(z[:, 0]).all() and torch.isnan(z[:, 1]).all()
@@ -361,64 +310,11 @@ def test_validation_off_never_hangs_on_non_finite_kappa() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_batch_shapes_scale_column_and_expand() -> None:
-    torch.manual_seed(12)
-    loc = torch.nn.functional.normalize(torch.randn(4, 6, dtype=F64), dim=-1)
-    q = VonMisesFisher(loc, torch.rand(4, 1, dtype=F64) + 0.5)  # the S-VAE authors' (B, 1) scale
-    assert q.batch_shape == (4,) and q.event_shape == (6,)
-    assert q.rsample().shape == (4, 6) and q.rsample((2, 3)).shape == (2, 3, 4, 6)
-    assert q.log_prob(q.sample((5,))).shape == (5, 4)
-    assert kl_divergence(q, HypersphericalUniform(6, dtype=F64)).shape == (4,)
-    assert kl_divergence(q, HypersphericalUniform(6, (3, 4), dtype=F64)).shape == (3, 4)
-    big = q.expand((3, 4))
-    assert big.batch_shape == (3, 4) and big.sample().shape == (3, 4, 6)
-    torch.testing.assert_close(big.entropy()[1], q.entropy())
-    # a python-number scale, and a loc broadcast against a batch of scales
-    assert VonMisesFisher(loc[0], 2.0).batch_shape == ()
-    assert VonMisesFisher(loc[0], torch.tensor([1.0, 2.0, 3.0], dtype=F64)).sample().shape == (3, 6)
-    # float32 parameters stay float32
-    q32 = VonMisesFisher(loc.float(), torch.ones(4))
-    assert q32.sample().dtype == torch.float32 and q32.entropy().dtype == torch.float32
-    # expand keeps the m = 3 sampler switch
-    q3 = VonMisesFisher(_unit(3), torch.tensor(2.0, dtype=F64))
-    q3._exact_for_m3 = False
-    assert q3.expand((2,))._exact_for_m3 is False
-
-
-def test_bad_input_raises_value_error_naming_the_parameter() -> None:
-    loc = _unit(5)
-    with pytest.raises(ValueError, match="scale"):
-        VonMisesFisher(loc, torch.tensor(0.0, dtype=F64), validate_args=True)
-    with pytest.raises(ValueError, match="scale"):
-        VonMisesFisher(loc, torch.tensor(-1.0, dtype=F64), validate_args=True)
-    with pytest.raises(ValueError, match="loc"):
-        VonMisesFisher(2 * loc, torch.tensor(1.0, dtype=F64), validate_args=True)
-    with pytest.raises(ValueError, match="loc"):
-        VonMisesFisher(torch.ones(3, 1, dtype=F64), torch.ones(3, dtype=F64), validate_args=True)  # m = 1
-    with pytest.raises(ValueError, match="loc"):
-        VonMisesFisher(torch.tensor(1.0), torch.tensor(1.0))  # no ambient axis
-    with pytest.raises(ValueError, match="scale"):
-        VonMisesFisher(loc.expand(3, 5), torch.ones(4, dtype=F64))  # shapes do not broadcast
-    q = VonMisesFisher(loc, torch.tensor(1.0, dtype=F64), validate_args=True)
-    with pytest.raises(ValueError, match="value"):
-        q.log_prob(torch.ones(5, dtype=F64))  # off the sphere
-    with pytest.raises(ValueError, match="ambient dimensions differ"):
-        kl_divergence(q, HypersphericalUniform(4, dtype=F64))
-
-
-def test_validate_args_false_skips_the_checks() -> None:
-    loc = _unit(5)
-    q = VonMisesFisher(2 * loc, torch.tensor(-1.0, dtype=F64), validate_args=False)
-    q.log_prob(torch.ones(5, dtype=F64))  # no error
-    unchecked = VonMisesFisher(loc, torch.tensor(2.0, dtype=F64), validate_args=False)
-    assert torch.isfinite(unchecked.log_prob(torch.ones(5, dtype=F64)))
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_sampling_and_kl() -> None:
     torch.manual_seed(13)
     for m in (3, 11, 65):
-        loc = _unit(m, torch.float32).cuda().expand(4096, m)
+        loc = unit_vector(m, dtype=torch.float32).cuda().expand(4096, m)
         kappa = torch.logspace(-3, 4, 4096, device="cuda")
         q = VonMisesFisher(loc, kappa)
         w = q.sample() @ loc[0]
@@ -443,3 +339,19 @@ def test_public_kl_to_uniform_is_the_registered_kl():
     torch.testing.assert_close(von_mises_fisher_kl_to_uniform(kappa, 6), kl)
     torch.testing.assert_close(q.kl_to_uniform(), kl)
     torch.testing.assert_close(q.entropy(), HypersphericalUniform(6, dtype=torch.float64).entropy() - kl)
+
+
+def test_expand_keeps_the_m3_sampler_switch() -> None:
+    """(Shapes, validation and the shared laws: test_spherical_families.py.)"""
+    q3 = VonMisesFisher(unit_vector(3), torch.tensor(2.0, dtype=F64))
+    q3._exact_for_m3 = False
+    assert q3.expand((2,))._exact_for_m3 is False
+
+
+def test_bad_concentration_or_loc_without_an_axis() -> None:
+    loc = unit_vector(5)
+    for kappa in (0.0, -1.0):  # kappa > 0: the uniform is not a vMF here
+        with pytest.raises(ValueError, match=r"scale \(kappa\) must be > 0"):
+            VonMisesFisher(loc, torch.tensor(kappa, dtype=F64), validate_args=True)
+    with pytest.raises(ValueError, match="loc"):
+        VonMisesFisher(torch.tensor(1.0), torch.tensor(1.0))  # no ambient axis
