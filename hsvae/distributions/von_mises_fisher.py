@@ -97,14 +97,14 @@ def _constants(m: int, dtype: torch.dtype, device: torch.device) -> _Constants:
     return _Constants(m, dtype, device)
 
 
-def _wood_root_and_b(kappa: torch.Tensor, k: _Constants) -> tuple[torch.Tensor, torch.Tensor]:
+def _wood_root_and_b(kappa: torch.Tensor, consts: _Constants) -> tuple[torch.Tensor, torch.Tensor]:
     """sqrt(4 kappa^2 + n^2) and b = n / (2 kappa + sqrt(4 kappa^2 + n^2)), n = m - 1.
 
     (This b has no cancellation; the textbook b = (-2 kappa + sqrt(4 kappa^2 + n^2)) / n loses
     every digit when kappa >> n, and a Taylor approximation of it biases the samples.)
     """
-    root = torch.sqrt(torch.addcmul(k.n_squared, kappa, kappa, value=4.0))
-    return root, k.n / torch.add(root, kappa, alpha=2.0)
+    root = torch.sqrt(torch.addcmul(consts.n_squared, kappa, kappa, value=4.0))
+    return root, consts.n / torch.add(root, kappa, alpha=2.0)
 
 
 def _wood_b(kappa: torch.Tensor, m: int) -> torch.Tensor:
@@ -123,27 +123,27 @@ def _propose(b: torch.Tensor, m: int, block: int) -> tuple[torch.Tensor, torch.T
     probabilities, exactly as two separate tests would. A Marsaglia-Tsang draw outside its
     domain gives NaN, and NaN compares false: rejected.
     """
-    k = _constants(m, b.dtype, b.device)
+    consts = _constants(m, b.dtype, b.device)
     normals = torch.randn(2, b.shape[0], block, dtype=b.dtype, device=b.device)
     gauss, z = normals[0], normals[1]
     g2 = gauss * gauss
     if m == 2:
         chi2, log_ratio = g2, None  # chi^2_1 is a squared normal: no rejection needed
     else:
-        y = gauss * k.gamma_c
-        one_plus_y = y + k.one
-        chi2 = one_plus_y * one_plus_y * (one_plus_y * k.gamma_two_d)  # 2 d (1 + y)^3
+        y = gauss * consts.gamma_c
+        one_plus_y = y + consts.one
+        chi2 = one_plus_y * one_plus_y * (one_plus_y * consts.gamma_two_d)  # 2 d (1 + y)^3
         # log of Marsaglia-Tsang's ratio, g^2/2 + d (1 - v + log v) with v = (1 + y)^3 = chi2/(2d):
         # (g^2 - chi2)/2 + d + 3 d log1p(y) (<= 0).
-        log_ratio = torch.add(torch.addcmul(k.gamma_d_t, g2 - chi2, k.half), torch.log1p(y), alpha=3.0 * k.gamma_d)
+        log_ratio = torch.add(torch.addcmul(consts.gamma_d_t, g2 - chi2, consts.half), torch.log1p(y), alpha=3.0 * consts.gamma_d)
     t = z * torch.rsqrt(torch.addcmul(chi2, z, z))  # 2e - 1
     # Wood's ratio: with D = 1 - (1-b) e = ((1+b) - (1-b) t)/2 and delta = (1-b) t / (2D), the log
     # of the acceptance ratio n (log t_w - t_w) + d_w (t_w = 2ab/D) equals n (log1p(delta) - delta).
-    half_one_minus_b = torch.addcmul(k.half, b, k.minus_half)
-    denom = torch.addcmul(k.one - half_one_minus_b, half_one_minus_b, t, value=-1.0)
+    half_one_minus_b = torch.addcmul(consts.half, b, consts.minus_half)
+    denom = torch.addcmul(consts.one - half_one_minus_b, half_one_minus_b, t, value=-1.0)
     delta = half_one_minus_b * t / denom
     wood = torch.log1p(delta) - delta
-    log_ratio = wood * k.n if log_ratio is None else torch.add(log_ratio, wood, alpha=float(m - 1))
+    log_ratio = wood * consts.n if log_ratio is None else torch.add(log_ratio, wood, alpha=float(m - 1))
     accepted = torch.rand_like(t).log_() < log_ratio
     return t, accepted
 
@@ -247,10 +247,10 @@ def _wood_radial(kappa: torch.Tensor, t: torch.Tensor, m: int, with_derivative: 
     cancellation near w = 1 (large kappa). Derivatives: db/dkappa = -2b / sqrt(4 kappa^2 + n^2),
     d(1-w)/db = 2 e (1-e) / D^2, d radial/db = radial (1/(2b) - e/D).
     """
-    k = _constants(m, t.dtype, t.device)
-    root, b = _wood_root_and_b(kappa, k) if root_and_b is None else root_and_b
-    e = torch.addcmul(k.half, t, k.half)
-    one_minus_e = torch.addcmul(k.half, t, k.minus_half)
+    consts = _constants(m, t.dtype, t.device)
+    root, b = _wood_root_and_b(kappa, consts) if root_and_b is None else root_and_b
+    e = torch.addcmul(consts.half, t, consts.half)
+    one_minus_e = torch.addcmul(consts.half, t, consts.minus_half)
     inv_denom = torch.addcmul(one_minus_e, b, e).reciprocal()
     e_one_minus_e = e * one_minus_e
     two_e_inv_denom = (e + e) * inv_denom
@@ -260,7 +260,7 @@ def _wood_radial(kappa: torch.Tensor, t: torch.Tensor, m: int, with_derivative: 
         return _Radial(one_minus_w, radial, None, None)
     db = -(b + b) / root
     d_one_minus_w = db * (e_one_minus_e + e_one_minus_e) * inv_denom * inv_denom
-    d_radial = db * radial * (k.half / b - e * inv_denom)
+    d_radial = db * radial * (consts.half / b - e * inv_denom)
     return _Radial(one_minus_w, radial, d_one_minus_w, d_radial)
 
 
@@ -271,20 +271,20 @@ def _exact_m3(kappa: torch.Tensor, with_derivative: bool) -> _Radial:
     f' = -2 V e^(-2 kappa) / (1 + V expm1(-2 kappa)).
     """
     # kappa = 0 (an underflowed softplus, say) is the uniform limit w = 1 - 2V, not 0/0.
-    k = _constants(3, kappa.dtype, kappa.device)
-    kappa = kappa.clamp_min(k.tiny)
+    consts = _constants(3, kappa.dtype, kappa.device)
+    kappa = kappa.clamp_min(consts.tiny)
     uniform = torch.rand_like(kappa)
-    expm1 = torch.expm1(kappa * k.minus_two)
+    expm1 = torch.expm1(kappa * consts.minus_two)
     inner = uniform * expm1
     one_minus_w = -torch.log1p(inner) / kappa
-    radial = torch.sqrt((one_minus_w * (k.two - one_minus_w)).clamp_min(k.tiny))
+    radial = torch.sqrt((one_minus_w * (consts.two - one_minus_w)).clamp_min(consts.tiny))
     if not with_derivative:
         return _Radial(one_minus_w, radial, None, None)
-    df = k.minus_two * uniform * (expm1 + k.one) / (inner + k.one)
+    df = consts.minus_two * uniform * (expm1 + consts.one) / (inner + consts.one)
     d_one_minus_w = -(one_minus_w + df) / kappa
     # d radial = (1 - s) / radial * ds with s = 1 - w (radial >= sqrt(tiny) keeps it finite; where
     # the clamp is active, ds = 0).
-    d_radial = (k.one - one_minus_w) / radial * d_one_minus_w
+    d_radial = (consts.one - one_minus_w) / radial * d_one_minus_w
     return _Radial(one_minus_w, radial, d_one_minus_w, d_radial)
 
 
@@ -292,12 +292,12 @@ def _householder_parts(one_minus_w, radial, d_one_minus_w, d_radial, tangent, ka
     """z = H(loc) x', x' = (w, radial v): the Householder reflection taking e1 to loc, applied to the sample
     drawn around e1. H = I - c u u^T, u = e1 - loc, c = 2 / u.u (c = 0 when loc = e1 to rounding, making H the
     identity); returns (u, c, c (x'.u), x', z) for the backward pass."""
-    k = _constants(loc.shape[-1], loc.dtype, loc.device)
-    x = torch.cat([(k.one - one_minus_w).unsqueeze(-1), radial.unsqueeze(-1) * tangent], dim=-1)
+    consts = _constants(loc.shape[-1], loc.dtype, loc.device)
+    x = torch.cat([(consts.one - one_minus_w).unsqueeze(-1), radial.unsqueeze(-1) * tangent], dim=-1)
     u = -loc
     u[..., 0] += 1.0
     uu = torch.linalg.vecdot(u, u).unsqueeze(-1)
-    coef = torch.where(uu > k.eps, k.two / uu, torch.zeros_like(uu))
+    coef = torch.where(uu > consts.eps, consts.two / uu, torch.zeros_like(uu))
     c_s = coef * torch.linalg.vecdot(x, u).unsqueeze(-1)
     return u, coef, c_s, x, torch.addcmul(x, c_s, u, value=-1.0)
 
