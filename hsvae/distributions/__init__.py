@@ -13,7 +13,8 @@ Usable on their own::
 
 The three spherical families subclass :class:`SphericalDistribution` (broadcasting, validation, ``expand``,
 ``entropy`` and the KL to the uniform from the family's ``kl_to_uniform``); each exposes its concentration
-parameter under its own name (``concentration`` for kappa, ``rho``) beside torch's ``scale``.
+parameter under its own name (``concentration`` for kappa, ``rho``) beside torch's ``scale``. The KLs between
+the families, where closed forms exist, are registered in :mod:`hsvae.distributions.kl`.
 """
 
 from ._spherical_utils import SphericalDistribution
@@ -22,13 +23,16 @@ from .power_spherical import PowerSpherical
 from .spherical_cauchy import SphericalCauchy
 from .uniform import HypersphericalUniform
 from .von_mises_fisher import VonMisesFisher
+from .kl import MonteCarloKL, monte_carlo_kl  # (registers the KLs between the families)
 
 __all__ = [
     "DiagonalNormal",
     "HypersphericalUniform",
+    "MonteCarloKL",
     "PowerSpherical",
     "SphericalCauchy",
     "SphericalDistribution",
     "StandardNormal",
     "VonMisesFisher",
+    "monte_carlo_kl",
 ]

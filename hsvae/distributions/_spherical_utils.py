@@ -171,9 +171,11 @@ class SphericalDistribution(Distribution):
 
     Here: broadcasting and validation (with ``validate_args``, a loc off the sphere or a scale outside
     ``arg_constraints["scale"]`` is a ValueError naming it; structural errors always raise), ``expand``,
-    ``sample`` (``rsample`` without autograd), ``mode`` (``loc``), ``entropy`` = log|S^(m-1)| - KL to the
-    uniform, and the KL to :class:`HypersphericalUniform` (registered once, for every subclass). A family
-    writes ``rsample``, ``log_prob``, ``mean`` and :meth:`kl_to_uniform`.
+    ``sample`` (``rsample`` without autograd), ``mode`` (``loc``), ``mean`` = A loc (A the
+    :attr:`mean_resultant_length`), ``entropy`` = log|S^(m-1)| - KL to the uniform, and the KL to
+    :class:`HypersphericalUniform` (registered once, for every subclass; the other pairs are in
+    :mod:`hsvae.distributions.kl`). A family writes ``rsample``, ``log_prob``, :attr:`mean_resultant_length`
+    and :meth:`kl_to_uniform`.
     """
 
     support = unit_vector
@@ -223,6 +225,19 @@ class SphericalDistribution(Distribution):
 
     def entropy(self) -> torch.Tensor:
         return log_sphere_surface(self.m) - self.kl_to_uniform()
+
+    @property
+    def mean_resultant_length(self) -> torch.Tensor:
+        """A = E[loc.x], shape ``batch_shape``."""
+        raise NotImplementedError
+
+    def mean_resultant_complement(self) -> torch.Tensor:
+        """1 - A (a family whose A approaches 1 computes it without the cancellation)."""
+        return 1.0 - self.mean_resultant_length
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.mean_resultant_length.unsqueeze(-1) * self.loc
 
     @property
     def mode(self) -> torch.Tensor:

@@ -304,7 +304,9 @@ class PowerSpherical(SphericalDistribution):
         return power_spherical_kl_to_uniform(self.scale, self.m)
 
     @property
-    def mean(self) -> torch.Tensor:
+    def mean_resultant_length(self) -> torch.Tensor:
         # E[t] = (alpha - beta) / (alpha + beta) = kappa / (m - 1 + kappa)
-        kappa = self.scale
-        return (kappa / (kappa + (self.m - 1))).unsqueeze(-1) * self.loc
+        return self.scale / (self.scale + (self.m - 1))
+
+    def mean_resultant_complement(self) -> torch.Tensor:
+        return (self.m - 1) / (self.scale + (self.m - 1))

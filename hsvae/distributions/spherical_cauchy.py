@@ -310,5 +310,5 @@ class SphericalCauchy(SphericalDistribution):
         return spherical_cauchy_kl_to_uniform(self.scale, self.m)
 
     @property
-    def mean(self) -> torch.Tensor:
-        return spherical_cauchy_mean_resultant(self.scale, self.m).unsqueeze(-1) * self.loc
+    def mean_resultant_length(self) -> torch.Tensor:
+        return spherical_cauchy_mean_resultant(self.scale, self.m)

@@ -443,9 +443,8 @@ class VonMisesFisher(SphericalDistribution):
         """A_m(kappa) = E[loc.x] = I_(m/2)(kappa) / I_(m/2-1)(kappa), shape ``batch_shape``."""
         return self._bessel().ratio
 
-    @property
-    def mean(self) -> torch.Tensor:
-        return self.mean_resultant_length.unsqueeze(-1) * self.loc
+    def mean_resultant_complement(self) -> torch.Tensor:
+        return self._bessel().ratio_complement
 
     def log_normalizer(self) -> torch.Tensor:
         """log C_m(kappa) = (m/2 - 1) log kappa - (m/2) log(2 pi) - log I_(m/2-1)(kappa)."""
