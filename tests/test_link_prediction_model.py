@@ -163,10 +163,11 @@ def test_every_latent_family_trains_through_the_interface(latent, reconstruction
     loss.backward()
     grads = {name: p.grad for name, p in net.named_parameters()}
     assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads.values()), grads.keys()
-    # spherical latents: unit-norm samples and a learnable decoder scale; Gaussian: no scale parameter
-    assert ("log_scale" in grads) == family.spherical
-    if family.spherical:
-        torch.testing.assert_close(terms.z.norm(dim=-1), torch.ones(40), rtol=0, atol=1e-5)
+    # latents on spheres: unit-norm samples (per factor on a product) and a learnable decoder scale; Gaussian:
+    # no scale parameter
+    assert ("log_scale" in grads) == bool(family.spheres)
+    for block in terms.z.split(family.spheres, dim=-1) if family.spheres else ():
+        torch.testing.assert_close(block.norm(dim=-1), torch.ones(40), rtol=0, atol=1e-5)
     z = net.embed(x, adjacency)
     logits = net.logits(z, graph.test_pos)
     torch.testing.assert_close(logits, net.scale * (z[graph.test_pos[0]] * z[graph.test_pos[1]]).sum(-1))
@@ -226,8 +227,9 @@ def test_featureless_isolated_node_gets_a_valid_posterior(latent):
     q = net.posterior(graph.x, adjacency)  # validates its arguments (tests turn validation on)
     loss = net(graph.x, adjacency, graph.train_pos).loss()
     assert torch.isfinite(loss)
-    if net.latent.spherical:
-        torch.testing.assert_close(q.mean.new_tensor(1.0), net.latent.point(q)[0].norm(), rtol=0, atol=1e-5)
+    if net.latent.spheres:
+        for block in net.latent.point(q)[0].split(net.latent.spheres):
+            torch.testing.assert_close(q.mean.new_tensor(1.0), block.norm(), rtol=0, atol=1e-5)
     else:
         assert net.encoder.conv2.bias is None  # Kipf's bias-free layers for the N-VGAE
 

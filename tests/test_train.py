@@ -226,16 +226,17 @@ def test_enable_progress_bar_false_turns_the_bar_callback_off(compose_train, tmp
 
 def test_every_latent_family_builds_from_its_config_file():
     """The registry the tests and scripts read: each option of conf/latent/ (the plain autoencoder's aside, which
-    has no prior) builds a family of the requested intrinsic dimension, d coordinates in R^d or d + 1 on S^d."""
+    has no prior) builds a family of the requested intrinsic dimension: d coordinates in R^d, d + 1 on S^d, d + K
+    on a product of K spheres, each of its unit blocks (``spheres``) of norm 1."""
     from hsvae.cli.registry import build_latent, group_options
 
     assert set(LATENTS) == set(group_options("latent")) - {"deterministic"} and len(LATENTS) >= 4
     for name in LATENTS:
         family = build_latent(name, 3)
         z = family.posterior(torch.randn(5, family.raw_size)).rsample()
-        assert z.shape[-1] in (3, 4), (name, z.shape)
-        if z.shape[-1] == 4:
-            torch.testing.assert_close(z.norm(dim=-1), torch.ones(5))
+        assert z.shape[-1] == family.event_size == 3 + len(family.spheres), (name, z.shape)
+        for block in z.split(family.spheres, dim=-1) if family.spheres else ():
+            torch.testing.assert_close(block.norm(dim=-1), torch.ones(5))
     with pytest.raises(ValueError, match="unknown latent family 'vfm'.*vmf"):
         build_latent("vfm", 3)
 

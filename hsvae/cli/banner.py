@@ -48,16 +48,15 @@ def describe_latent(latent: DictConfig | None) -> str:
     target = _get(latent, "_target_")
     family = _class_name(target).removesuffix("Latent")
     dim = _get(latent, "dim")
-    spherical = False
-    try:
-        import hydra
-
-        spherical = bool(getattr(hydra.utils.get_class(str(target)), "spherical", False))
-    except Exception:
-        pass
     if not isinstance(dim, int):
         return f"{family}, d={dim if dim is not None else _UNKNOWN}"
-    return f"{family}, d={dim}: {latent_space(spherical, dim)}"
+    try:  # (a small module: building it is the one way to know its spheres; a bad config fails later, by key)
+        import hydra
+
+        spheres = hydra.utils.instantiate(latent).spheres
+    except Exception:
+        spheres = ()
+    return f"{family}, d={dim}: {latent_space(spheres, dim)}"
 
 
 def _named(cfg: DictConfig, key: str, group: str, suffix: str = "") -> str:

@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     latent = model.net.latent
-    kind = "slerp" if latent.spherical else "straight line"
+    kind = "slerp" if latent.spheres else "straight line"
     title = f"{type(latent).__name__.replace('Latent', '')}, d={latent.dim}: {kind} between {args.split} images"
     fig = image_grid(images.flatten(0, 1), nrow=args.steps, title=title)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ the families, where closed forms exist, are registered in :mod:`hsvae.distributi
 from ._spherical_utils import SphericalDistribution
 from .gaussian import DiagonalNormal, StandardNormal
 from .power_spherical import PowerSpherical
+from .product import ProductOfSpheres
 from .spherical_cauchy import SphericalCauchy
 from .uniform import HypersphericalUniform
 from .von_mises_fisher import VonMisesFisher
@@ -30,6 +31,7 @@ __all__ = [
     "HypersphericalUniform",
     "MonteCarloKL",
     "PowerSpherical",
+    "ProductOfSpheres",
     "SphericalCauchy",
     "SphericalDistribution",
     "StandardNormal",

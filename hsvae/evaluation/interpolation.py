@@ -100,6 +100,11 @@ def decode_interpolations(net, x_start: torch.Tensor, x_end: torch.Tensor, steps
         raise ValueError(f"x_start and x_end must have the same shape, got {tuple(x_start.shape)} and {tuple(x_end.shape)}")
     with evaluating(net):
         a, b = net.embed(x_start), net.embed(x_end)
-        path = latent_path(a, b, steps, spherical=net.latent.spherical)  # (steps, P, event)
+        blocks = net.latent.spheres  # slerp on each sphere of the latent, straight lines in R^d
+        if blocks:
+            path = torch.cat([latent_path(ai, bi, steps, spherical=True)
+                              for ai, bi in zip(a.split(blocks, dim=-1), b.split(blocks, dim=-1))], dim=-1)
+        else:
+            path = latent_path(a, b, steps, spherical=False)  # (steps, P, event)
         images = net.likelihood.mean(net.decode(path))  # (steps, P, prod(image))
     return images.transpose(0, 1).reshape(x_start.shape[0], steps, *x_start.shape[1:])

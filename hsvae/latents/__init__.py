@@ -7,6 +7,7 @@ in R^(d+1).
 from .base import LatentFamily, PosteriorSample
 from .deterministic import DeterministicLatent, PointMass
 from .gaussian import GaussianLatent
+from .product import ProductSphereLatent
 from .spherical import (
     PowerSphericalLatent,
     SphericalCauchyLatent,
@@ -21,6 +22,7 @@ __all__ = [
     "GaussianLatent",
     "LatentFamily",
     "PowerSphericalLatent",
+    "ProductSphereLatent",
     "SphericalCauchyLatent",
     "SphericalLatent",
     "VonMisesFisherLatent",

@@ -53,9 +53,12 @@ class PosteriorSample:
         return value + (per_draw.detach() * self.score).sum_to_size(value.shape)
 
 
-def latent_space(spherical: bool, dim: int) -> str:
-    """The space of a d-dimensional latent in words: ``"S^d in R^(d+1)"`` on the sphere, else ``"R^d"``."""
-    return f"S^{dim} in R^{dim + 1}" if spherical else f"R^{dim}"
+def latent_space(spheres: tuple[int, ...], dim: int) -> str:
+    """The space of a d-dimensional latent in words, from its unit blocks (:attr:`LatentFamily.spheres`):
+    ``"S^d in R^(d+1)"`` on one sphere, ``"S^1 x S^3 in R^6"`` on a product of spheres, else ``"R^d"``."""
+    if not spheres:
+        return f"R^{dim}"
+    return " x ".join(f"S^{m - 1}" for m in spheres) + f" in R^{sum(spheres)}"
 
 
 class LatentFamily(nn.Module, abc.ABC):
@@ -83,6 +86,12 @@ class LatentFamily(nn.Module, abc.ABC):
     @abc.abstractmethod
     def event_size(self) -> int:
         """Length of a latent sample's last axis (d for R^d, d + 1 for S^d)."""
+
+    @property
+    def spheres(self) -> tuple[int, ...]:
+        """The sizes of the unit-norm blocks a sample is made of, in order: ``()`` in R^d, ``(d + 1,)`` on S^d,
+        one per factor on a product of spheres (cosine distances, slerp and the VGAE's scale follow them)."""
+        return ()
 
     @property
     @abc.abstractmethod

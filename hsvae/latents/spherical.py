@@ -29,6 +29,10 @@ class SphericalLatent(LatentFamily):
     def raw_size(self) -> int:
         return self.dim + 2
 
+    @property
+    def spheres(self) -> tuple[int, ...]:
+        return (self.event_size,)
+
     def split(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         direction, s = raw[..., : self.event_size], raw[..., self.event_size]
         # clamp_min: an all-zero direction output would otherwise give 0/0.

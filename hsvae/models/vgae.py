@@ -286,12 +286,13 @@ class VGAE(nn.Module):
             raise ValueError(f"init_scale must be > 0, got {init_scale}")
         self.in_features = in_features
         self.latent = latent
-        output_bias = latent.spherical if output_bias is None else output_bias
+        on_spheres = bool(latent.spheres)
+        output_bias = on_spheres if output_bias is None else output_bias
         self.encoder = GCNEncoder(in_features, hidden, latent.raw_size, output_bias)
         self.reconstruction = reconstruction
         self.negatives_per_positive = negatives_per_positive
         self.block_rows = block_rows
-        learn_scale = latent.spherical if learn_scale is None else learn_scale
+        learn_scale = on_spheres if learn_scale is None else learn_scale
         log_scale = torch.tensor(math.log(init_scale))
         if learn_scale:
             self.log_scale = nn.Parameter(log_scale)

@@ -92,7 +92,7 @@ class LatentPlotCallback(_FigureCallback):
                 points = net.embed(x)
         latent = net.latent
         family = type(latent).__name__.replace("Latent", "")
-        space = latent_space(latent.spherical, latent.dim)
+        space = latent_space(latent.spheres, latent.dim)
         fig = plot_latent(points, y, latent.spherical, title=f"latent means: {family}, {space}")
         log_figure(trainer, "latent", fig, trainer.global_step)
         self.output_dir.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,7 @@ class InterpolationCallback(_FigureCallback):
         pairs = x.shape[0] // 2
         images = decode_interpolations(pl_module.net, x[0 : 2 * pairs : 2], x[1 : 2 * pairs : 2], self.steps)
         latent = pl_module.net.latent
-        kind = "slerp" if latent.spherical else "straight line"
+        kind = "slerp" if latent.spheres else "straight line"
         name = f"{type(latent).__name__.replace('Latent', '')}, d={latent.dim}"
         fig = image_grid(images.flatten(0, 1), nrow=self.steps, title=f"interpolation ({kind}; {name})")
         log_figure(trainer, "interpolation", fig, trainer.global_step)

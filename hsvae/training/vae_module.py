@@ -176,7 +176,7 @@ class VAEModule(ELBOTask):
             with self.evaluating() as net:
                 return torch.cat([net.embed(b.to(self.device)) for b in x.split(1000)])
 
-        metric = "cosine" if self.net.latent.spherical else "euclidean"
+        metric = "cosine" if self.net.latent.spheres else "euclidean"
         test = (embed(splits["test"].x), splits["test"].y.to(self.device))
         if self.hparams.knn_k > 0:
             limit = self.hparams.knn_train_points
