@@ -52,7 +52,8 @@ def make_synthetic_sphere(
 class SyntheticSphereDataModule(InMemoryDataModule):
     """Train/val/test splits of :func:`make_synthetic_sphere` (independent draws, one transformation).
 
-    Batches are ``(x, label)``; the label is the generating mixture component.
+    Batches are ``(x, label)``; the label is the generating mixture component. After :meth:`setup`, ``angles``
+    holds each split's true angles on the circle (for the latent-geometry measures).
     """
 
     num_classes = 3
@@ -80,9 +81,11 @@ class SyntheticSphereDataModule(InMemoryDataModule):
 
     def load_splits(self) -> dict[str, Split]:
         total = sum(self.sizes.values())
-        x, y, _ = make_synthetic_sphere(total, **self.kwargs)
+        x, y, angles = make_synthetic_sphere(total, **self.kwargs)
         out, start = {}, 0
+        self.angles: dict[str, torch.Tensor] = {}
         for name, size in self.sizes.items():
             out[name] = Split(x[start : start + size], y[start : start + size])
+            self.angles[name] = angles[start : start + size]
             start += size
         return out

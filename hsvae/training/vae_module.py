@@ -85,6 +85,24 @@ class VAEModule(ELBOTask):
                 balanced_subset(splits["train"].y, n, seed=self._m1_seed(),
                                 num_classes=getattr(datamodule, "num_classes", None))
 
+    def _log_circle_geometry(self, datamodule) -> None:
+        """With data generated on a circle (the synthetic sphere, whose ``angles`` are known): how the test points'
+        latent means keep it: ``test/geodesic_spearman`` (rank correlation of pairwise distances) and
+        ``test/tear_ratio`` (the largest latent step between neighbours on the circle over the median step)."""
+        angles = getattr(datamodule, "angles", None)
+        if not angles or "test" not in angles or not getattr(datamodule, "splits", None):
+            return
+        from hsvae.evaluation.geometry import geodesic_rank_correlation, tear_ratio
+
+        with self.evaluating() as net:
+            x = datamodule.splits["test"].x
+            points = torch.cat([net.embed(b.to(self.device)) for b in x.split(1000)])
+        truth = angles["test"].to(points.device)
+        spherical = bool(self.net.latent.spheres) and len(self.net.latent.spheres) == 1
+        metrics = {"test/geodesic_spearman": geodesic_rank_correlation(points, truth, spherical),
+                   "test/tear_ratio": tear_ratio(points, truth, spherical)}
+        self.log_dict({k: v.float() for k, v in metrics.items()}, sync_dist=True)
+
     def _m1_seed(self) -> int:
         if self.hparams.get("m1_seed") is not None:
             return self.hparams.m1_seed
@@ -165,6 +183,7 @@ class VAEModule(ELBOTask):
     def on_test_epoch_end(self) -> None:
         self._close_ll_progress()
         datamodule = getattr(self.trainer, "datamodule", None)
+        self._log_circle_geometry(datamodule)
         splits = getattr(datamodule, "splits", None)
         m1_labels = self.hparams.get("m1_labels") or []
         if (self.hparams.knn_k <= 0 and not m1_labels) or not splits:
