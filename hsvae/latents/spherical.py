@@ -1,13 +1,15 @@
 """Spherical latent families on S^d in R^(d+1): vMF (the S-VAE), spherical Cauchy, Power Spherical.
 
 All three share the parameterisation of the direction (the first d + 1 raw outputs, normalised to a
-unit vector) and differ in the one concentration parameter and its constraint. All use the uniform
-prior on the sphere.
+unit vector) and differ in the one concentration parameter and its constraint. Their prior is the uniform
+on the sphere, or (``prior="vmf"``) a vMF whose direction and concentration are learnt with the model; the KL
+of every family to a vMF has a closed form (:mod:`hsvae.distributions.kl`).
 """
 
 from __future__ import annotations
 
 import torch
+from torch import nn
 from torch.distributions import Distribution
 from torch.nn import functional as F
 
@@ -16,10 +18,32 @@ from hsvae.distributions import HypersphericalUniform, PowerSpherical, Spherical
 from .base import LatentFamily, PosteriorSample
 
 
+#: the priors a spherical latent can have
+PRIORS = ("uniform", "vmf")
+#: the learnt vMF prior's concentration starts at softplus(this) ~ 0.018: nearly the uniform, so that training
+#: starts from the KL the uniform prior would give
+_INITIAL_PRIOR_CONCENTRATION_RAW = -4.0
+
+
 class SphericalLatent(LatentFamily):
-    """Common part: ``raw[..., :d+1]`` -> unit direction, ``raw[..., d+1]`` -> concentration."""
+    """Common part: ``raw[..., :d+1]`` -> unit direction, ``raw[..., d+1]`` -> concentration; the prior.
+
+    Args:
+        dim: intrinsic dimension d (samples live in R^(d+1)).
+        prior: ``"uniform"`` on S^d, or ``"vmf"``: a vMF prior whose direction and concentration are parameters
+            of this module (learnt with the model; initialised near the uniform).
+    """
 
     spherical = True
+
+    def __init__(self, dim: int, prior: str = "uniform"):
+        super().__init__(dim)
+        if prior not in PRIORS:
+            raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
+        self.prior_kind = prior
+        if prior == "vmf":
+            self.prior_direction = nn.Parameter(F.one_hot(torch.tensor(0), self.dim + 1).float())
+            self.prior_concentration_raw = nn.Parameter(torch.tensor(_INITIAL_PRIOR_CONCENTRATION_RAW))
 
     @property
     def event_size(self) -> int:
@@ -39,12 +63,19 @@ class SphericalLatent(LatentFamily):
         loc = direction / direction.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(raw.dtype).tiny)
         return loc, s
 
-    def make_prior(self, device: torch.device, dtype: torch.dtype) -> HypersphericalUniform:
-        return HypersphericalUniform(self.event_size, dtype=dtype, device=device)
+    def make_prior(self, device: torch.device, dtype: torch.dtype) -> HypersphericalUniform | VonMisesFisher:
+        if self.prior_kind == "uniform":
+            return HypersphericalUniform(self.event_size, dtype=dtype, device=device)
+        loc = F.normalize(self.prior_direction, dim=0).to(device=device, dtype=dtype)
+        kappa = (F.softplus(self.prior_concentration_raw) + 1e-6).to(device=device, dtype=dtype)
+        return VonMisesFisher(loc, kappa)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (f", prior={self.prior_kind}" if self.prior_kind != "uniform" else "")
 
 
 class VonMisesFisherLatent(SphericalLatent):
-    """q(z|x) = vMF(mu, kappa), p(z) = uniform on S^d (Davidson et al., 2018).
+    """q(z|x) = vMF(mu, kappa), p(z) = uniform on S^d (Davidson et al., 2018) or a learnt vMF (``prior``).
 
     kappa = softplus(s) + ``min_concentration``; the S-VAE authors' code uses 1, which keeps the
     posterior away from the uniform where the KL collapses.
@@ -54,10 +85,12 @@ class VonMisesFisherLatent(SphericalLatent):
         min_concentration: lower bound of kappa.
         grad_correction: add the rejection sampler's gradient-correction term to the surrogates of
             :meth:`rsample`'s draws (the unbiased gradient in kappa; Davidson et al.'s g_cor).
+        prior: see :class:`SphericalLatent`.
     """
 
-    def __init__(self, dim: int, min_concentration: float = 1.0, grad_correction: bool = False):
-        super().__init__(dim)
+    def __init__(self, dim: int, min_concentration: float = 1.0, grad_correction: bool = False,
+                 prior: str = "uniform"):
+        super().__init__(dim, prior)
         if min_concentration < 0:
             raise ValueError(f"min_concentration must be >= 0, got {min_concentration}")
         self.min_concentration = min_concentration
@@ -80,8 +113,8 @@ class SphericalCauchyLatent(SphericalLatent):
     float32 training never reaches rho = 1 exactly.
     """
 
-    def __init__(self, dim: int, max_rho: float = 1.0 - 1e-6):
-        super().__init__(dim)
+    def __init__(self, dim: int, max_rho: float = 1.0 - 1e-6, prior: str = "uniform"):
+        super().__init__(dim, prior)
         if not 0.0 < max_rho < 1.0:
             raise ValueError(f"max_rho must lie in (0, 1), got {max_rho}")
         self.max_rho = max_rho
@@ -97,8 +130,8 @@ class PowerSphericalLatent(SphericalLatent):
     kappa = softplus(s) + ``min_concentration`` (1 in the authors' example).
     """
 
-    def __init__(self, dim: int, min_concentration: float = 1.0):
-        super().__init__(dim)
+    def __init__(self, dim: int, min_concentration: float = 1.0, prior: str = "uniform"):
+        super().__init__(dim, prior)
         if min_concentration < 0:
             raise ValueError(f"min_concentration must be >= 0, got {min_concentration}")
         self.min_concentration = min_concentration
