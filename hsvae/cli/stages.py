@@ -38,19 +38,17 @@ def instantiate_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
     return datamodule
 
 
-def read_input_dim(cfg: DictConfig, datamodule: pl.LightningDataModule) -> bool:
+def read_input_dim(cfg: DictConfig, datamodule: pl.LightningDataModule) -> None:
     """Set ``data_spec.input_dim`` (what the model's input and output layers are built for) from the data module's
     ``input_dim`` (the size of a data point; a graph's node features) when the config leaves it unset; an explicit
-    value must agree. True when it was set here (the run's saved config then needs writing again)."""
+    value must agree."""
     size = getattr(datamodule, "input_dim", None)
     if OmegaConf.select(cfg, "data_spec") is None or size is None:
-        return False
+        return
     if OmegaConf.is_missing(cfg.data_spec, "input_dim"):
         with open_dict(cfg):
             cfg.data_spec.input_dim = int(size)
-        return True
-    if cfg.data_spec.input_dim != size:
+    elif cfg.data_spec.input_dim != size:
         raise ConfigError(
             f"data_spec.input_dim={cfg.data_spec.input_dim}, but {type(datamodule).__name__} gives points of size "
             f"{size}: drop the override (the size is read from the data)")
-    return False

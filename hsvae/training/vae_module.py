@@ -85,19 +85,18 @@ class VAEModule(ELBOTask):
                 balanced_subset(splits["train"].y, n, seed=self._m1_seed(),
                                 num_classes=getattr(datamodule, "num_classes", None))
 
-    def _log_circle_geometry(self, datamodule) -> None:
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Latent means of ``x`` (on the CPU or the device), in eval mode, 1000 points at a time."""
+        with self.evaluating() as net:
+            return torch.cat([net.embed(b.to(self.device)) for b in x.split(1000)])
+
+    def _log_circle_geometry(self, points: torch.Tensor, angles: torch.Tensor) -> None:
         """With data generated on a circle (the synthetic sphere, whose ``angles`` are known): how the test points'
         latent means keep it: ``test/geodesic_spearman`` (rank correlation of pairwise distances) and
         ``test/tear_ratio`` (the largest latent step between neighbours on the circle over the median step)."""
-        angles = getattr(datamodule, "angles", None)
-        if not angles or "test" not in angles or not getattr(datamodule, "splits", None):
-            return
         from hsvae.evaluation.geometry import geodesic_rank_correlation, tear_ratio
 
-        with self.evaluating() as net:
-            x = datamodule.splits["test"].x
-            points = torch.cat([net.embed(b.to(self.device)) for b in x.split(1000)])
-        truth = angles["test"].to(points.device)
+        truth = angles.to(points.device)
         spherical = bool(self.net.latent.spheres) and len(self.net.latent.spheres) == 1
         metrics = {"test/geodesic_spearman": geodesic_rank_correlation(points, truth, spherical),
                    "test/tear_ratio": tear_ratio(points, truth, spherical)}
@@ -183,23 +182,23 @@ class VAEModule(ELBOTask):
     def on_test_epoch_end(self) -> None:
         self._close_ll_progress()
         datamodule = getattr(self.trainer, "datamodule", None)
-        self._log_circle_geometry(datamodule)
         splits = getattr(datamodule, "splits", None)
+        angles = getattr(datamodule, "angles", None) or {}
         m1_labels = self.hparams.get("m1_labels") or []
-        if (self.hparams.knn_k <= 0 and not m1_labels) or not splits:
+        if not splits or (self.hparams.knn_k <= 0 and not m1_labels and "test" not in angles):
+            return
+        test = (self._embed(splits["test"].x), splits["test"].y.to(self.device))  # once, for every measure below
+        if "test" in angles:
+            self._log_circle_geometry(test[0], angles["test"])
+        if self.hparams.knn_k <= 0 and not m1_labels:
             return
         from hsvae.evaluation import knn_accuracy
         from hsvae.evaluation.semisupervised import m1_knn_accuracies
 
-        def embed(x: torch.Tensor) -> torch.Tensor:
-            with self.evaluating() as net:
-                return torch.cat([net.embed(b.to(self.device)) for b in x.split(1000)])
-
         metric = "cosine" if self.net.latent.spheres else "euclidean"
-        test = (embed(splits["test"].x), splits["test"].y.to(self.device))
         if self.hparams.knn_k > 0:
             limit = self.hparams.knn_train_points
-            train = (embed(splits["train"].x[:limit]), splits["train"].y[:limit].to(self.device))
+            train = (self._embed(splits["train"].x[:limit]), splits["train"].y[:limit].to(self.device))
             accuracy = knn_accuracy(*train, *test, k=self.hparams.knn_k, metric=metric)
             self.log("test/knn_accuracy", accuracy, sync_dist=True)
         if m1_labels:
@@ -212,7 +211,7 @@ class VAEModule(ELBOTask):
                     return torch.bernoulli(x.cpu(), generator=generator)
 
             accuracies = m1_knn_accuracies(
-                embed, splits["train"].x, splits["train"].y, *test, m1_labels, k=self.hparams.m1_k, metric=metric,
+                self._embed, splits["train"].x, splits["train"].y, *test, m1_labels, k=self.hparams.m1_k, metric=metric,
                 seed=self._m1_seed(), num_classes=getattr(datamodule, "num_classes", None), prepare=prepare,
             )
             self.log_dict({f"test/m1_knn_{n}": acc for n, acc in accuracies.items()}, sync_dist=True)
