@@ -15,12 +15,18 @@ Closed forms, registered with ``torch.distributions.kl.register_kl`` (so ``kl_di
   (1 + mu.x)/2 ~ Beta((m-1)/2, (m-1)/2) under the uniform).
 * **KL(U || spherical Cauchy)** = KL(spherical Cauchy || U): with F(rho) = E_U log|x - rho mu|^2, both are
   (m - 1) (F(rho) - log(1 - rho^2)) (the Moebius map sends |u + rho mu|^2 to (1 - rho^2)^2 / |x - rho mu|^2).
+* **KL(spherical Cauchy(mu_1, rho_1) || spherical Cauchy(mu_2, rho_2))** = KL(spherical Cauchy(., rho*) || U),
+  rho* = |w_1 - w_2| / sqrt(|w_1 - w_2|^2 + (1 - rho_1^2)(1 - rho_2^2)), w_i = rho_i mu_i: the family is the orbit of
+  the uniform under the Moebius maps of the unit ball, which carry the parameter w with them (Kato and McCullagh,
+  2020), and a KL is unchanged when both sides are mapped; the map sending w_1 to 0 sends w_2 to a point at the
+  pseudo-hyperbolic distance rho* = |w_1 - w_2| / [w_1, w_2] from 0 ([a, b]^2 = 1 - 2 a.b + |a|^2 |b|^2, written
+  as the sum above so that nothing cancels). The KL is symmetric in the two sides.
 * **KL(U || U)** = 0.
 
 Each closed form is clamped at 0: where the KL is 0 (q = p, a zero concentration) rounding may fall below it.
 
-Pairs whose cross term E_q[log p] has no closed form (a Power Spherical or spherical Cauchy p with a
-non-uniform q) are not registered: ``kl_divergence`` raises ``NotImplementedError`` for them rather than return
+Pairs whose cross term E_q[log p] has no closed form (a Power Spherical p with a non-uniform q, a spherical
+Cauchy p with a vMF or Power Spherical q) are not registered: ``kl_divergence`` raises ``NotImplementedError`` for them rather than return
 an estimate in its place; :func:`monte_carlo_kl` gives one explicitly, with its standard error.
 """
 
@@ -80,6 +86,19 @@ def _kl_uniform_to_spherical_cauchy(q: HypersphericalUniform, p: SphericalCauchy
     _same_sphere(q, p)
     kl = spherical_cauchy_kl_to_uniform(p.scale, p.m)
     return kl.expand(torch.broadcast_shapes(q.batch_shape, p.batch_shape))
+
+
+@register_kl(SphericalCauchy, SphericalCauchy)
+def _kl_spherical_cauchy_pair(q: SphericalCauchy, p: SphericalCauchy) -> torch.Tensor:
+    _same_sphere(q, p)
+    w_q, w_p = q.scale.unsqueeze(-1) * q.loc, p.scale.unsqueeze(-1) * p.loc
+    gap = rowdot(w_q - w_p, w_p - w_q).neg()  # |w_q - w_p|^2
+    one_minus = ((1.0 - q.scale) * (1.0 + q.scale)) * ((1.0 - p.scale) * (1.0 + p.scale))
+    # at w_q = w_p the KL is at its minimum, 0 with gradient 0, where sqrt's derivative would be infinite
+    apart = gap > 0
+    safe_gap = torch.where(apart, gap, torch.ones_like(gap))
+    rho = torch.where(apart, (safe_gap / (safe_gap + one_minus)).sqrt(), torch.zeros_like(gap))
+    return spherical_cauchy_kl_to_uniform(rho, q.m)
 
 
 @register_kl(HypersphericalUniform, HypersphericalUniform)

@@ -49,6 +49,8 @@ def _pairs():
         out.append((HypersphericalUniform, None, PowerSpherical, kappa_p))
     for rho in (0.1, 0.6, 0.95):
         out.append((HypersphericalUniform, None, SphericalCauchy, rho))
+    for rho_q, rho_p in ((0.1, 0.6), (0.6, 0.95), (0.95, 0.3)):
+        out.append((SphericalCauchy, rho_q, SphericalCauchy, rho_p))
     out.append((HypersphericalUniform, None, HypersphericalUniform, None))
     return out
 
@@ -121,6 +123,45 @@ def test_a_vmf_to_itself_and_the_uniform_to_itself_are_zero(m, kappa):
     assert kl_divergence(q, q).item() == pytest.approx(0.0, abs=1e-12 * max(1.0, kappa))
     uniform = HypersphericalUniform(m, dtype=F64)
     assert kl_divergence(uniform, uniform).item() == 0.0
+    rho = torch.tensor([0.0, 0.5, 0.999], dtype=F64, requires_grad=True)
+    cauchy = SphericalCauchy(unit_vector(m).expand(3, m), rho)
+    kl = kl_divergence(cauchy, cauchy)
+    assert torch.equal(kl.detach(), torch.zeros(3, dtype=F64))
+    (grad,) = torch.autograd.grad(kl.sum(), rho)
+    assert torch.equal(grad, torch.zeros(3, dtype=F64))  # the minimum
+
+
+def _wrapped_or_spherical_cauchy_density(m, w):
+    """mpmath density of the spherical Cauchy with parameter w = rho mu (a tuple), on S^(m-1), m = 2 or 3."""
+    area = 2 * mp.pi if m == 2 else 4 * mp.pi
+    r2 = sum(c * c for c in w)
+    return lambda x: ((1 - r2) / sum((a - b) ** 2 for a, b in zip(x, w))) ** (m - 1) / area
+
+
+@pytest.mark.parametrize("m", [2, 3])
+@pytest.mark.parametrize("rho_q, rho_p, cos", [(0.3, 0.7, 0.2), (0.9, 0.5, -0.6), (0.6, 0.6, 1.0)])
+def test_spherical_cauchy_pair_by_mpmath_quadrature(m, rho_q, rho_p, cos):
+    """KL(q || p) = integral of q log(q / p) over the circle (m = 2) or the sphere (m = 3, in polar angles about
+    mu_q), by mpmath quadrature of the two densities: independent of the Moebius-invariance argument."""
+    sin = math.sqrt(1 - cos * cos)
+    mu_q, mu_p = [1.0, 0.0, 0.0][:m], [cos, sin, 0.0][:m]
+    with mp.workdps(20):
+        fq = _wrapped_or_spherical_cauchy_density(m, [rho_q * c for c in mu_q])
+        fp = _wrapped_or_spherical_cauchy_density(m, [rho_p * c for c in mu_p])
+        if m == 2:
+            def integrand(t):
+                x = (mp.cos(t), mp.sin(t))
+                return fq(x) * mp.log(fq(x) / fp(x))
+            expected = mp.quad(integrand, mp.linspace(-mp.pi, mp.pi, 9))
+        else:
+            def integrand(theta, phi):
+                x = (mp.cos(theta), mp.sin(theta) * mp.cos(phi), mp.sin(theta) * mp.sin(phi))
+                return fq(x) * mp.log(fq(x) / fp(x)) * mp.sin(theta)
+            expected = mp.quad(integrand, mp.linspace(0, mp.pi, 5), mp.linspace(0, 2 * mp.pi, 5))
+    q = SphericalCauchy(torch.tensor(mu_q, dtype=F64), torch.tensor(rho_q, dtype=F64))
+    p = SphericalCauchy(torch.tensor(mu_p, dtype=F64), torch.tensor(rho_p, dtype=F64))
+    assert kl_divergence(q, p).item() == pytest.approx(float(expected), rel=1e-7, abs=1e-10)
+    assert kl_divergence(p, q).item() == pytest.approx(kl_divergence(q, p).item(), rel=1e-12, abs=1e-15)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -139,6 +180,13 @@ def test_finite_with_finite_gradients_over_the_robustness_grid(m, dtype):
         assert kl.dtype == dtype and torch.isfinite(kl).all() and (kl >= 0).all(), (family.__name__, kl)
         grads = torch.autograd.grad(kl.sum(), (scale, loc, kappa_p, loc_p))
         assert all(torch.isfinite(g).all() for g in grads), family.__name__
+    rho_p = torch.tensor([0.0, 1e-6, 0.5, 0.999], dtype=dtype, requires_grad=True)
+    q_rho = torch.tensor(grids[SphericalCauchy][::-1], dtype=dtype, requires_grad=True)
+    q_loc = torch.nn.functional.normalize(torch.randn(4, m, dtype=dtype), dim=-1).requires_grad_()
+    kl = kl_divergence(SphericalCauchy(q_loc, q_rho), SphericalCauchy(loc_p, rho_p))
+    assert kl.dtype == dtype and torch.isfinite(kl).all() and (kl >= 0).all(), kl
+    grads = torch.autograd.grad(kl.sum(), (q_rho, q_loc, rho_p, loc_p))
+    assert all(torch.isfinite(g).all() for g in grads)
     uniform = HypersphericalUniform(m, dtype=dtype)
     for p_family, values in grids.items():
         scale = torch.tensor(values, dtype=dtype, requires_grad=True)
@@ -149,8 +197,9 @@ def test_finite_with_finite_gradients_over_the_robustness_grid(m, dtype):
         assert torch.isfinite(grad).all(), p_family.__name__
 
 
-@pytest.mark.parametrize("q_family", [VonMisesFisher, PowerSpherical, SphericalCauchy])
-@pytest.mark.parametrize("p_family", [PowerSpherical, SphericalCauchy])
+@pytest.mark.parametrize("q_family, p_family", [(VonMisesFisher, PowerSpherical), (PowerSpherical, PowerSpherical),
+                                               (SphericalCauchy, PowerSpherical), (VonMisesFisher, SphericalCauchy),
+                                               (PowerSpherical, SphericalCauchy)])
 def test_pairs_without_a_closed_form_raise_and_monte_carlo_is_asked_for_by_name(q_family, p_family):
     q, p = _q(q_family, 5, Q_SCALES[q_family][1]), _q(p_family, 5, Q_SCALES[p_family][1], seed=2)
     with pytest.raises(NotImplementedError):
