@@ -20,6 +20,10 @@ from torch import nn
 from torch.distributions import Distribution, kl_divergence
 
 
+#: how a latent family computes its KL (see LatentFamily)
+KL_ESTIMATORS = ("auto", "closed_form", "monte_carlo")
+
+
 @dataclass(frozen=True)
 class PosteriorSample:
     """A draw ``z ~ q(z | x)`` and how to differentiate an expectation through it.
@@ -66,6 +70,11 @@ class LatentFamily(nn.Module, abc.ABC):
 
     Args:
         dim: intrinsic latent dimension d >= 1.
+        kl: how :meth:`kl` computes KL(q || p): ``"closed_form"`` (the form registered with ``register_kl``;
+            a posterior/prior pair without one is refused here, when the family is built), ``"monte_carlo"``
+            (log q(z) - log p(z) at the posterior sample the objective uses, through its gradient estimator),
+            or ``"auto"``: the closed form where one is registered, else Monte Carlo (what a learnt mixture or
+            Power Spherical prior needs).
     """
 
     #: True for the families on the sphere (their samples and means are unit vectors).
@@ -73,12 +82,15 @@ class LatentFamily(nn.Module, abc.ABC):
     #: False for a deterministic autoencoder: no prior to sample or to importance-weight against.
     has_prior: bool = True
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, kl: str = "auto"):
         super().__init__()
         if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
             raise ValueError(f"dim must be an integer >= 1 (the intrinsic latent dimension d), got {dim!r}")
+        if kl not in KL_ESTIMATORS:
+            raise ValueError(f"kl must be one of {KL_ESTIMATORS}, got {kl!r}")
         self.dim = dim
-        self._kl_is_closed_form: bool | None = None
+        self.kl_estimator = kl
+        self.closed_form_kl = False  # set by _choose_kl_estimator, which each family's constructor ends with
         # the prior's device and dtype: follows .to()/.double() of the model (not saved in checkpoints)
         self.register_buffer("_anchor", torch.empty(0), persistent=False)
 
@@ -92,6 +104,11 @@ class LatentFamily(nn.Module, abc.ABC):
         """The sizes of the unit-norm blocks a sample is made of, in order: ``()`` in R^d, ``(d + 1,)`` on S^d,
         one per factor on a product of spheres (cosine distances, slerp and the VGAE's scale follow them)."""
         return ()
+
+    @property
+    def prior_is_learnt(self) -> bool:
+        """Whether the prior has parameters trained with the model (latent plots then draw it)."""
+        return False
 
     @property
     @abc.abstractmethod
@@ -115,24 +132,35 @@ class LatentFamily(nn.Module, abc.ABC):
         """A reparameterised draw from the posterior ``q`` (see :class:`PosteriorSample`)."""
         return PosteriorSample(q.rsample(torch.Size(sample_shape)))
 
-    def kl(self, q: Distribution, z: torch.Tensor | None = None) -> torch.Tensor:
-        """KL(q || p) per data point (shape ``q.batch_shape``).
+    def _choose_kl_estimator(self) -> None:
+        """Decide once, when the family is built, whether :meth:`kl` uses a closed form: tries the registered KL
+        on a posterior and the prior (no pair is registered for some and not for others of the same types)."""
+        q = self.posterior(self._anchor.new_ones(self.raw_size))
+        p = self.prior()
+        try:
+            kl_divergence(q, p)
+            available = True
+        except NotImplementedError:
+            available = False
+        if self.kl_estimator == "closed_form" and not available:
+            raise ValueError(f"kl=closed_form, but KL({type(q).__name__} || {type(p).__name__}) has no closed form: "
+                             f"set kl=monte_carlo (or auto) for an estimate, or choose a prior with a closed-form KL")
+        self.closed_form_kl = available and self.kl_estimator != "monte_carlo"
 
-        Uses the closed form registered with ``torch.distributions.kl.register_kl`` when there is one,
-        otherwise the single-sample Monte-Carlo estimate log q(z) - log p(z) at the posterior sample ``z``
-        (which must then be given).
+    def kl(self, q: Distribution, sample: PosteriorSample | None = None) -> torch.Tensor:
+        """KL(q || p) per data point (shape ``q.batch_shape``, or the sample's leading shape for Monte Carlo).
+
+        The closed form registered with ``torch.distributions.kl.register_kl`` when the family uses one (see
+        ``kl`` in :class:`LatentFamily`), otherwise the Monte-Carlo estimate log q(z) - log p(z) at the posterior
+        sample (which must then be given), with the gradient of its expectation (:meth:`PosteriorSample.surrogate`).
         """
-        p = self.prior(q.mean if z is None else z)
-        if self._kl_is_closed_form is not False:
-            try:
-                out = kl_divergence(q, p)
-                self._kl_is_closed_form = True
-                return out
-            except NotImplementedError:
-                self._kl_is_closed_form = False
-        if z is None:
-            raise ValueError(f"{type(self).__name__}: no closed-form KL is registered; pass the posterior sample z")
-        return q.log_prob(z) - p.log_prob(z)
+        p = self.prior(q.mean if sample is None else sample.z)
+        if self.closed_form_kl:
+            return kl_divergence(q, p)
+        if sample is None:
+            raise ValueError(f"{type(self).__name__}: its KL is a Monte-Carlo estimate (kl={self.kl_estimator!r}); "
+                             f"pass the posterior sample")
+        return sample.surrogate(q.log_prob(sample.z) - p.log_prob(sample.z))
 
     def point(self, q: Distribution) -> torch.Tensor:
         """A point summary of the posterior for embeddings, k-NN and plots: its location parameter."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch.distributions import Distribution, constraints
 
-from .base import LatentFamily
+from .base import LatentFamily, PosteriorSample
 
 
 class PointMass(Distribution):
@@ -58,5 +58,5 @@ class DeterministicLatent(LatentFamily):
     def make_prior(self, device: torch.device, dtype: torch.dtype) -> Distribution:
         raise NotImplementedError("a deterministic autoencoder has no prior: it cannot be sampled from")
 
-    def kl(self, q: Distribution, z: torch.Tensor | None = None) -> torch.Tensor:
+    def kl(self, q: Distribution, sample: PosteriorSample | None = None) -> torch.Tensor:
         return torch.zeros(q.batch_shape, dtype=q.loc.dtype, device=q.loc.device)

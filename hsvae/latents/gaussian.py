@@ -1,25 +1,39 @@
-"""The Gaussian latent (the N-VAE): diagonal normal posterior, standard normal prior on R^d."""
+"""The Gaussian latent (the N-VAE): diagonal normal posterior; standard normal prior on R^d, or a learnt one."""
 
 from __future__ import annotations
 
 import torch
 from torch.nn import functional as F
 
-from hsvae.distributions import DiagonalNormal, StandardNormal
+from torch.distributions import Distribution
+
+from hsvae.distributions import DiagonalNormal
 
 from .base import LatentFamily
+from .priors import GaussianPrior
 
 
 class GaussianLatent(LatentFamily):
-    """q(z|x) = N(mu, diag(sigma^2)), p(z) = N(0, I), z in R^d.
+    """q(z|x) = N(mu, diag(sigma^2)), p(z) = N(0, I) or a learnt prior, z in R^d.
 
     The encoder produces (mu, s) with sigma = softplus(s) + min_scale; softplus rather than exp keeps
     the scale from exploding early in training, and ``min_scale`` keeps log q finite.
+
+    Args:
+        dim: the dimension d.
+        min_scale: lower bound of sigma.
+        prior: ``"standard"`` N(0, I), ``"learned_diagonal"`` or ``"mixture"`` (of ``prior_components`` diagonal
+            normals), learnt with the model (:mod:`.priors`).
+        prior_components: the mixture's number of components K.
+        kl: see :class:`~hsvae.latents.base.LatentFamily`.
     """
 
-    def __init__(self, dim: int, min_scale: float = 1e-4):
-        super().__init__(dim)
+    def __init__(self, dim: int, min_scale: float = 1e-4, prior: str = "standard", prior_components: int = 10,
+                 kl: str = "auto"):
+        super().__init__(dim, kl)
         self.min_scale = min_scale
+        self.prior_module = GaussianPrior(prior, dim, prior_components)
+        self._choose_kl_estimator()
 
     @property
     def event_size(self) -> int:
@@ -33,5 +47,9 @@ class GaussianLatent(LatentFamily):
         loc, s = raw.split(self.dim, dim=-1)
         return DiagonalNormal(loc, F.softplus(s) + self.min_scale)
 
-    def make_prior(self, device: torch.device, dtype: torch.dtype) -> StandardNormal:
-        return StandardNormal(self.dim, dtype=dtype, device=device)
+    @property
+    def prior_is_learnt(self) -> bool:
+        return self.prior_module.learnt
+
+    def make_prior(self, device: torch.device, dtype: torch.dtype) -> Distribution:
+        return self.prior_module.distribution(device, dtype)

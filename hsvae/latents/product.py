@@ -29,11 +29,12 @@ class ProductSphereLatent(LatentFamily):
         factors: the factors' intrinsic dimensions d_i (each >= 1); None: ``dim`` circles (``[1] * dim``).
         factor: builds one factor's latent family from its intrinsic dimension (``factor(dim=d_i)``; e.g. a
             partial of :class:`~hsvae.latents.VonMisesFisherLatent`, the default, or of the spherical Cauchy's).
+        kl: see :class:`~hsvae.latents.base.LatentFamily` (the closed form is the sum of the factors').
     """
 
     def __init__(self, dim: int, factors: Sequence[int] | None = None,
-                 factor: Callable[..., SphericalLatent] = VonMisesFisherLatent):
-        super().__init__(dim)
+                 factor: Callable[..., SphericalLatent] = VonMisesFisherLatent, kl: str = "auto"):
+        super().__init__(dim, kl)
         factors = [1] * dim if factors is None else list(factors)
         if not factors or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in factors):
             raise ValueError(f"factors must be intrinsic dimensions >= 1 (e.g. [1, 1, 1] or [4, 4]), got {factors!r}")
@@ -44,6 +45,7 @@ class ProductSphereLatent(LatentFamily):
         if not all(isinstance(f, SphericalLatent) for f in self.factors):
             raise ValueError(f"factor must build a spherical latent family, got {type(self.factors[0]).__name__}")
         self._raw_sizes = [f.raw_size for f in self.factors]
+        self._choose_kl_estimator()
 
     @property
     def event_size(self) -> int:
@@ -56,6 +58,10 @@ class ProductSphereLatent(LatentFamily):
     @property
     def spheres(self) -> tuple[int, ...]:
         return tuple(f.event_size for f in self.factors)
+
+    @property
+    def prior_is_learnt(self) -> bool:
+        return any(f.prior_is_learnt for f in self.factors)
 
     def posterior(self, raw: torch.Tensor) -> ProductOfSpheres:
         return ProductOfSpheres([f.posterior(r) for f, r in zip(self.factors, raw.split(self._raw_sizes, dim=-1))])

@@ -2,27 +2,19 @@
 
 All three share the parameterisation of the direction (the first d + 1 raw outputs, normalised to a
 unit vector) and differ in the one concentration parameter and its constraint. Their prior is the uniform
-on the sphere, or (``prior="vmf"``) a vMF whose direction and concentration are learnt with the model; the KL
-of every family to a vMF has a closed form (:mod:`hsvae.distributions.kl`).
+on the sphere, or one learnt with the model (``prior``: vmf, power_spherical, mixture; :mod:`.priors`).
 """
 
 from __future__ import annotations
 
 import torch
-from torch import nn
 from torch.distributions import Distribution
 from torch.nn import functional as F
 
-from hsvae.distributions import HypersphericalUniform, PowerSpherical, SphericalCauchy, VonMisesFisher
+from hsvae.distributions import PowerSpherical, SphericalCauchy, VonMisesFisher
 
 from .base import LatentFamily, PosteriorSample
-
-
-#: the priors a spherical latent can have
-PRIORS = ("uniform", "vmf")
-#: the learnt vMF prior's concentration starts at softplus(this) ~ 0.018: nearly the uniform, so that training
-#: starts from the KL the uniform prior would give
-_INITIAL_PRIOR_CONCENTRATION_RAW = -4.0
+from .priors import SphericalPrior
 
 
 class SphericalLatent(LatentFamily):
@@ -30,20 +22,18 @@ class SphericalLatent(LatentFamily):
 
     Args:
         dim: intrinsic dimension d (samples live in R^(d+1)).
-        prior: ``"uniform"`` on S^d, or ``"vmf"``: a vMF prior whose direction and concentration are parameters
-            of this module (learnt with the model; initialised near the uniform).
+        prior: ``"uniform"`` on S^d, or a prior learnt with the model: ``"vmf"``, ``"power_spherical"``
+            (a direction and a concentration, initialised near the uniform) or ``"mixture"`` (of
+            ``prior_components`` vMFs with learnt directions, concentrations and weights); see :mod:`.priors`.
+        prior_components: the mixture's number of components K.
+        kl: see :class:`~hsvae.latents.base.LatentFamily`.
     """
 
     spherical = True
 
-    def __init__(self, dim: int, prior: str = "uniform"):
-        super().__init__(dim)
-        if prior not in PRIORS:
-            raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
-        self.prior_kind = prior
-        if prior == "vmf":
-            self.prior_direction = nn.Parameter(F.one_hot(torch.tensor(0), self.dim + 1).float())
-            self.prior_concentration_raw = nn.Parameter(torch.tensor(_INITIAL_PRIOR_CONCENTRATION_RAW))
+    def __init__(self, dim: int, prior: str = "uniform", prior_components: int = 10, kl: str = "auto"):
+        super().__init__(dim, kl)
+        self.prior_module = SphericalPrior(prior, self.dim + 1, prior_components)
 
     @property
     def event_size(self) -> int:
@@ -63,15 +53,16 @@ class SphericalLatent(LatentFamily):
         loc = direction / direction.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(raw.dtype).tiny)
         return loc, s
 
-    def make_prior(self, device: torch.device, dtype: torch.dtype) -> HypersphericalUniform | VonMisesFisher:
-        if self.prior_kind == "uniform":
-            return HypersphericalUniform(self.event_size, dtype=dtype, device=device)
-        loc = F.normalize(self.prior_direction, dim=0).to(device=device, dtype=dtype)
-        kappa = (F.softplus(self.prior_concentration_raw) + 1e-6).to(device=device, dtype=dtype)
-        return VonMisesFisher(loc, kappa)
+    @property
+    def prior_is_learnt(self) -> bool:
+        return self.prior_module.learnt
+
+    def make_prior(self, device: torch.device, dtype: torch.dtype) -> Distribution:
+        return self.prior_module.distribution(device, dtype)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + (f", prior={self.prior_kind}" if self.prior_kind != "uniform" else "")
+        kl = f", kl={self.kl_estimator}" if self.kl_estimator != "auto" else ""
+        return super().extra_repr() + kl
 
 
 class VonMisesFisherLatent(SphericalLatent):
@@ -85,16 +76,17 @@ class VonMisesFisherLatent(SphericalLatent):
         min_concentration: lower bound of kappa.
         grad_correction: add the rejection sampler's gradient-correction term to the surrogates of
             :meth:`rsample`'s draws (the unbiased gradient in kappa; Davidson et al.'s g_cor).
-        prior: see :class:`SphericalLatent`.
+        prior, prior_components, kl: see :class:`SphericalLatent`.
     """
 
     def __init__(self, dim: int, min_concentration: float = 1.0, grad_correction: bool = False,
-                 prior: str = "uniform"):
-        super().__init__(dim, prior)
+                 prior: str = "uniform", prior_components: int = 10, kl: str = "auto"):
+        super().__init__(dim, prior, prior_components, kl)
         if min_concentration < 0:
             raise ValueError(f"min_concentration must be >= 0, got {min_concentration}")
         self.min_concentration = min_concentration
         self.grad_correction = grad_correction
+        self._choose_kl_estimator()
 
     def posterior(self, raw: torch.Tensor) -> VonMisesFisher:
         loc, s = self.split(raw)
@@ -107,17 +99,20 @@ class VonMisesFisherLatent(SphericalLatent):
 
 
 class SphericalCauchyLatent(SphericalLatent):
-    """q(z|x) = spCauchy(mu, rho), p(z) = uniform on S^d (Sablica and Hornik, 2025).
+    """q(z|x) = spCauchy(mu, rho), p(z) = uniform on S^d (Sablica and Hornik, 2025) or a learnt prior.
 
     rho = max_rho * sigmoid(s) keeps rho in [0, 1); ``max_rho`` bounds the concentration so that
-    float32 training never reaches rho = 1 exactly.
+    float32 training never reaches rho = 1 exactly. ``prior``, ``prior_components``, ``kl``: see
+    :class:`SphericalLatent`.
     """
 
-    def __init__(self, dim: int, max_rho: float = 1.0 - 1e-6, prior: str = "uniform"):
-        super().__init__(dim, prior)
+    def __init__(self, dim: int, max_rho: float = 1.0 - 1e-6, prior: str = "uniform", prior_components: int = 10,
+                 kl: str = "auto"):
+        super().__init__(dim, prior, prior_components, kl)
         if not 0.0 < max_rho < 1.0:
             raise ValueError(f"max_rho must lie in (0, 1), got {max_rho}")
         self.max_rho = max_rho
+        self._choose_kl_estimator()
 
     def posterior(self, raw: torch.Tensor) -> SphericalCauchy:
         loc, s = self.split(raw)
@@ -125,16 +120,19 @@ class SphericalCauchyLatent(SphericalLatent):
 
 
 class PowerSphericalLatent(SphericalLatent):
-    """q(z|x) = PowerSpherical(mu, kappa), p(z) = uniform on S^d (De Cao and Aziz, 2020).
+    """q(z|x) = PowerSpherical(mu, kappa), p(z) = uniform on S^d (De Cao and Aziz, 2020) or a learnt prior.
 
-    kappa = softplus(s) + ``min_concentration`` (1 in the authors' example).
+    kappa = softplus(s) + ``min_concentration`` (1 in the authors' example). ``prior``, ``prior_components``,
+    ``kl``: see :class:`SphericalLatent`.
     """
 
-    def __init__(self, dim: int, min_concentration: float = 1.0, prior: str = "uniform"):
-        super().__init__(dim, prior)
+    def __init__(self, dim: int, min_concentration: float = 1.0, prior: str = "uniform", prior_components: int = 10,
+                 kl: str = "auto"):
+        super().__init__(dim, prior, prior_components, kl)
         if min_concentration < 0:
             raise ValueError(f"min_concentration must be >= 0, got {min_concentration}")
         self.min_concentration = min_concentration
+        self._choose_kl_estimator()
 
     def posterior(self, raw: torch.Tensor) -> PowerSpherical:
         loc, s = self.split(raw)

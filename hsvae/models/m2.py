@@ -122,7 +122,7 @@ class M2(nn.Module):
         q = self.posterior(z1, y_onehot)
         sample = self.latent.rsample(q)
         reconstruction = self.likelihood(sample.z, y_onehot).log_prob(z1)
-        kl = self.latent.kl(q, sample.z)
+        kl = self.latent.kl(q, sample)
         value = reconstruction - kl - math.log(self.num_classes)
         return value, sample.surrogate(reconstruction) - kl_weight * kl - math.log(self.num_classes)
 

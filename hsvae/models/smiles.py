@@ -159,7 +159,7 @@ class SMILESVAE(nn.Module):
         q = self.posterior(tokens)
         sample = self.latent.rsample(q)
         reconstruction, logits = self.reconstruction_log_prob(sample.z, tokens)
-        return SequenceELBOTerms(reconstruction, self.latent.kl(q, sample.z), sample, q, logits, tokens[:, 1:])
+        return SequenceELBOTerms(reconstruction, self.latent.kl(q, sample), sample, q, logits, tokens[:, 1:])
 
     @torch.no_grad()
     def generate(

@@ -84,7 +84,7 @@ class VAE(nn.Module):
         q = self.posterior(x)
         sample = self.latent.rsample(q)
         reconstruction = self.likelihood.log_prob(x, self.decoder(sample.z))
-        return ELBOTerms(reconstruction, self.latent.kl(q, sample.z), sample, q)
+        return ELBOTerms(reconstruction, self.latent.kl(q, sample), sample, q)
 
     @torch.no_grad()
     def log_likelihood(

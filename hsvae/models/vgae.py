@@ -341,7 +341,7 @@ class VGAE(nn.Module):
         q = self.posterior(x, adjacency)
         sample = self.latent.rsample(q)
         reconstruction, per_node = self.reconstruction_loss(sample.z, train_pos, per_node=sample.needs_per_draw_terms)
-        return VGAETerms(reconstruction, self.latent.kl(q, sample.z), sample, q, per_node)
+        return VGAETerms(reconstruction, self.latent.kl(q, sample), sample, q, per_node)
 
 
 # -- ranking metrics ----------------------------------------------------------------------------------------

@@ -71,7 +71,8 @@ class _FigureCallback(pl.Callback):
 
 
 class LatentPlotCallback(_FigureCallback):
-    """Scatter of the validation points' latent means, coloured by class (on the sphere for spherical latents).
+    """Scatter of the validation points' latent means, coloured by class (on the sphere for spherical latents),
+    over samples of the prior when it is learnt (``latent.prior``).
 
     A LightningModule with a ``latent_points(datamodule, n_points) -> (points, labels)`` method chooses its own
     points (the link-prediction module: every node of the graph); otherwise the data module's validation split
@@ -93,7 +94,11 @@ class LatentPlotCallback(_FigureCallback):
         latent = net.latent
         family = type(latent).__name__.replace("Latent", "")
         space = latent_space(latent.spheres, latent.dim)
-        fig = plot_latent(points, y, latent.spherical, title=f"latent means: {family}, {space}")
+        prior_samples = None
+        if latent.prior_is_learnt:
+            prior_samples = latent.prior(points).sample((len(points),))
+        fig = plot_latent(points, y, latent.spherical, title=f"latent means: {family}, {space}",
+                          prior_samples=prior_samples)
         log_figure(trainer, "latent", fig, trainer.global_step)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         save_figure(fig, self.output_dir / f"latent_{tag}.png")

@@ -14,13 +14,13 @@ from matplotlib.figure import Figure  # noqa: E402
 from hsvae.latents.base import latent_space  # noqa: E402,F401  (re-exported for the figure titles)
 
 
-def _pca2(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The first two principal components of ``points`` and the fraction of the variance each explains."""
-    centred = points - points.mean(0, keepdims=True)
-    _, sv, vt = np.linalg.svd(centred, full_matrices=False)
+def _pca2(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The mean of ``points``, the first two principal axes (rows) and the fraction of the variance each explains."""
+    mean = points.mean(0, keepdims=True)
+    _, sv, vt = np.linalg.svd(points - mean, full_matrices=False)
     variance = sv**2
     explained = variance[:2] / max(float(variance.sum()), 1e-30)
-    return centred @ vt[:2].T, explained
+    return mean, vt[:2], explained
 
 
 def _scatter(ax, u: np.ndarray, v: np.ndarray, labels: np.ndarray | None, **kwargs) -> None:
@@ -35,7 +35,8 @@ def _scatter(ax, u: np.ndarray, v: np.ndarray, labels: np.ndarray | None, **kwar
     ax.legend(markerscale=3, fontsize="small", loc="upper right", framealpha=0.6, title="class")
 
 
-def plot_latent(points: torch.Tensor, labels: torch.Tensor | None, spherical: bool, title: str = "") -> Figure:
+def plot_latent(points: torch.Tensor, labels: torch.Tensor | None, spherical: bool, title: str = "",
+                prior_samples: torch.Tensor | None = None) -> Figure:
     """Scatter of latent means coloured by class, in a figure of its own (see :func:`draw_latent`).
 
     S^2 (3 coordinates, spherical) uses the Hammer equal-area projection of the sphere, as in the S-VAE
@@ -46,21 +47,30 @@ def plot_latent(points: torch.Tensor, labels: torch.Tensor | None, spherical: bo
         ax = fig.add_subplot(projection="hammer")
     else:
         fig, ax = plt.subplots(figsize=(5.2, 5.0), layout="constrained")
-    draw_latent(ax, points, labels, spherical, title)
+    draw_latent(ax, points, labels, spherical, title, prior_samples)
     return fig
 
 
-def draw_latent(ax, points: torch.Tensor, labels: torch.Tensor | None, spherical: bool, title: str = "") -> None:
+def draw_latent(ax, points: torch.Tensor, labels: torch.Tensor | None, spherical: bool, title: str = "",
+                prior_samples: torch.Tensor | None = None) -> None:
     """Draw latent means on ``ax``: S^1 (2 coordinates, spherical) on the unit circle; S^2 in longitude and
     latitude (``ax`` should have the "hammer" projection); R^1 on a line; R^2 as is; higher dimensions as
-    their first two principal components (the axis labels say so, with the variance each explains)."""
+    their first two principal components (the axis labels say so, with the variance each explains).
+    ``prior_samples`` (a learnt prior's draws) are drawn beneath in grey, in the same coordinates."""
     p = points.detach().float().cpu().numpy()
     c = None if labels is None else labels.detach().cpu().numpy()
+    prior = None if prior_samples is None else prior_samples.detach().float().cpu().numpy()
     k = p.shape[1]
     kwargs = dict(s=4, alpha=0.7, linewidths=0)
+    prior_kwargs = dict(s=3, alpha=0.25, linewidths=0, color="0.35", zorder=0)
+    if prior is not None:
+        title = f"{title}\n(grey: samples of the learnt prior)"
     if spherical and k == 3:
-        lon, lat = np.arctan2(p[:, 1], p[:, 0]), np.arcsin(np.clip(p[:, 2], -1, 1))
-        _scatter(ax, lon, lat, c, **kwargs)
+        def lon_lat(a):
+            return np.arctan2(a[:, 1], a[:, 0]), np.arcsin(np.clip(a[:, 2], -1, 1))
+        if prior is not None:
+            ax.scatter(*lon_lat(prior), **prior_kwargs)
+        _scatter(ax, *lon_lat(p), c, **kwargs)
         ax.grid(True, alpha=0.3)
         ax.set_xticklabels([])
         ax.set_xlabel("longitude atan2(z2, z1) (Hammer projection)", labelpad=16)
@@ -75,12 +85,17 @@ def draw_latent(ax, points: torch.Tensor, labels: torch.Tensor | None, spherical
         ax.set_ylim(-1.15, 1.15)
     elif k == 1:
         p = np.concatenate([p, np.zeros_like(p)], 1)
+        prior = None if prior is None else np.concatenate([prior, np.zeros_like(prior)], 1)
         ylabel = ""
         ax.set_yticks([])
     elif k > 2:
-        p, explained = _pca2(p)
+        mean, axes, explained = _pca2(p)
+        p = (p - mean) @ axes.T
+        prior = None if prior is None else (prior - mean) @ axes.T  # the means' principal plane
         xlabel = f"PC 1 of {k} coordinates ({explained[0]:.0%} of variance)"
         ylabel = f"PC 2 ({explained[1]:.0%} of variance)"
+    if prior is not None:
+        ax.scatter(prior[:, 0], prior[:, 1], **prior_kwargs)
     _scatter(ax, p[:, 0], p[:, 1], c, **kwargs)
     # the circle has fixed limits: keep them and size the box instead
     ax.set_aspect("equal", adjustable="box" if spherical and k == 2 else "datalim")
