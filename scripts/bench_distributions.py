@@ -13,12 +13,16 @@ with leaf parameters that require gradients (validation off, float32 by default)
 interleaved in rounds of ``--inner`` steps; times are medians over ``--rounds`` rounds and each
 ratio is the median of the per-round ratios (robust to a shared, noisy machine).
 Targets (CPU): spherical Cauchy and Power Spherical <= 1.5x the Gaussian, vMF <= 3x.
+The compiled column times the same step with the loss (rsample + KL) under
+``torch.compile(fullgraph=True)`` (inductor; the vMF's sampler then draws a fixed number of proposals per
+row, as on an accelerator), interleaved with the eager steps; "vs eager" is compiled time over eager time
+(below 1: the compiled step is faster). The compilation itself happens in the warm-up and is not timed.
 ``--device cuda`` also runs the vMF step (and the spherical Cauchy and Power Spherical steps)
 under ``torch.cuda.set_sync_debug_mode("error")`` (no host-device synchronisation allowed) and
 reports whether each passed. On a shared CPU machine, ``--clock cpu`` (process CPU time)
 ignores time spent preempted.
 
-    python scripts/bench_distributions.py [--threads 1] [--device cpu|cuda] [--clock wall|cpu]
+    python scripts/bench_distributions.py [--threads 1] [--device cpu|cuda] [--clock wall|cpu] [--no-compile]
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -77,21 +82,22 @@ def _unit_leaf(batch: int, m: int, dtype: torch.dtype, device: torch.device) -> 
     return (loc / loc.norm(dim=-1, keepdim=True)).requires_grad_()
 
 
-def gaussian_step(batch: int, m: int, dtype: torch.dtype, device: torch.device) -> Callable[[], None]:
+def gaussian_loss(batch: int, m: int, dtype: torch.dtype, device: torch.device):
+    """The Gaussian's step loss and its leaf parameters (d = m - 1)."""
     d = m - 1
     loc = torch.randn(batch, d, dtype=dtype, device=device, requires_grad=True)
     scale = torch.rand(batch, d, dtype=dtype, device=device).add_(0.1).requires_grad_()
 
-    def step() -> None:
+    def loss(loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         q = DiagonalNormal(loc, scale, validate_args=False)
         p = StandardNormal(d, dtype=dtype, device=device, validate_args=False)
-        z = q.rsample()
-        (z.sum() + kl_divergence(q, p).sum()).backward()
+        return q.rsample().sum() + kl_divergence(q, p).sum()
 
-    return step
+    return loss, (loc, scale)
 
 
-def spherical_step(family, batch: int, m: int, scale_value: float | None, dtype, device) -> Callable[[], None]:
+def spherical_loss(family, batch: int, m: int, scale_value: float | None, dtype, device):
+    """A spherical family's step loss and its leaf parameters."""
     loc = _unit_leaf(batch, m, dtype, device)
     if scale_value is None:  # spherical Cauchy: rho spread over (0, 0.99)
         scale = torch.rand(batch, 1, dtype=dtype, device=device).mul_(0.99)
@@ -99,13 +105,27 @@ def spherical_step(family, batch: int, m: int, scale_value: float | None, dtype,
         scale = torch.full((batch, 1), scale_value, dtype=dtype, device=device)
     scale.requires_grad_()
 
-    def step() -> None:
+    def loss(loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         q = family(loc, scale, validate_args=False)
         p = HypersphericalUniform(m, dtype=dtype, device=device, validate_args=False)
-        z = q.rsample()
-        (z.sum() + kl_divergence(q, p).sum()).backward()
+        return q.rsample().sum() + kl_divergence(q, p).sum()
+
+    return loss, (loc, scale)
+
+
+def timed_step(loss, params, compiled: bool) -> Callable[[], None]:
+    """One timed step: the loss and its backward, eager or with the loss under torch.compile(fullgraph=True)
+    (a graph break would raise)."""
+    fn = torch.compile(loss, fullgraph=True) if compiled else loss
+
+    def step() -> None:
+        fn(*params).backward()
 
     return step
+
+
+def spherical_step(family, batch: int, m: int, scale_value: float | None, dtype, device) -> Callable[[], None]:
+    return timed_step(*spherical_loss(family, batch, m, scale_value, dtype, device), compiled=False)
 
 
 def _load_vmf():
@@ -145,6 +165,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=40, help="interleaved rounds (median over rounds)")
     parser.add_argument("--inner", type=int, default=10, help="steps per family per round")
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--no-compile", dest="compile", action="store_false",
+                        help="skip the compiled column (each step also under torch.compile(fullgraph=True))")
     parser.add_argument(
         "--clock",
         choices=["wall", "cpu"],
@@ -153,6 +175,8 @@ def main() -> None:
         "which ignores time spent preempted on a busy shared machine",
     )
     args = parser.parse_args()
+    # dynamo notes once per function that it traces through the distributions' cached constant builders
+    warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`")
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -170,25 +194,33 @@ def main() -> None:
     )
     if vmf is None:
         print(f"vMF rows skipped: VonMisesFisher is not importable ({vmf_error})")
-    print(f"{'family':<28}{'m':>6}{'time/step':>14}{'ratio':>9}{'target':>9}")
+    compile_header = f"{'compiled':>14}{'vs eager':>10}" if args.compile else ""
+    print(f"{'family':<28}{'m':>6}{'time/step':>14}{'ratio':>9}{'target':>9}{compile_header}")
     for m in args.dims:
-        rows: list[tuple[str, Callable[[], None]]] = [
-            ("Gaussian (d = m - 1)", gaussian_step(args.batch, m, dtype, device)),
-            ("spherical Cauchy", spherical_step(SphericalCauchy, args.batch, m, None, dtype, device)),
-            ("Power Spherical", spherical_step(PowerSpherical, args.batch, m, 10.0, dtype, device)),
+        rows = [
+            ("Gaussian (d = m - 1)", gaussian_loss(args.batch, m, dtype, device)),
+            ("spherical Cauchy", spherical_loss(SphericalCauchy, args.batch, m, None, dtype, device)),
+            ("Power Spherical", spherical_loss(PowerSpherical, args.batch, m, 10.0, dtype, device)),
         ]
         if vmf is not None:
-            rows += [
-                (f"vMF kappa={k:g}", spherical_step(vmf, args.batch, m, k, dtype, device)) for k in (1.0, 1e2, 1e4)
-            ]
-        times = _time_rounds([step for _, step in rows], args.rounds, args.inner, args.warmup, device, clock)
-        for (name, _), family_times in zip(rows, times):
+            rows += [(f"vMF kappa={k:g}", spherical_loss(vmf, args.batch, m, k, dtype, device)) for k in (1.0, 1e2, 1e4)]
+        eager = [timed_step(loss, params, compiled=False) for _, (loss, params) in rows]
+        compiled = [timed_step(loss, params, compiled=True) for _, (loss, params) in rows] if args.compile else []
+        # eager and compiled steps interleaved in the same rounds (the compilation happens in the warm-up)
+        times = _time_rounds(eager + compiled, args.rounds, args.inner, args.warmup, device, clock)
+        for i, (name, _) in enumerate(rows):
+            family_times = times[i]
             seconds = statistics.median(family_times)
             ratio = statistics.median(t / g for t, g in zip(family_times, times[0]))
             target = TARGETS.get(name.split(" kappa")[0])
             verdict = "" if target is None else ("ok" if ratio <= target else "OVER")
             target_text = "-" if target is None else f"<= {target:g}"
-            print(f"{name:<28}{m:>6}{seconds * 1e6:>11.1f} us{ratio:>8.2f}x{target_text:>9}  {verdict}")
+            compiled_text = ""
+            if args.compile:
+                compiled_times = times[len(rows) + i]
+                speedup = statistics.median(c / e for c, e in zip(compiled_times, family_times))
+                compiled_text = f"{statistics.median(compiled_times) * 1e6:>11.1f} us{speedup:>9.2f}x"
+            print(f"{name:<28}{m:>6}{seconds * 1e6:>11.1f} us{ratio:>8.2f}x{target_text:>9}{compiled_text}  {verdict}")
         print()
     if device.type == "cuda":
         checks = [("spherical Cauchy", SphericalCauchy, (None,)), ("Power Spherical", PowerSpherical, (10.0,))]

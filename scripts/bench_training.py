@@ -3,9 +3,11 @@
 Both run the same VAE (the S-VAE paper's MLP), the same in-memory data, batch size, dynamic
 binarisation and Adam optimiser, in this one process; the framework's epoch is timed from a callback
 (epoch start to epoch end, no validation), the plain loop with ``time.perf_counter``. Printed: seconds
-per epoch for each, and their ratio (target: at most 1.2 on CPU).
+per epoch for each, and their ratio (target: at most 1.2 on CPU). With ``--compile``, also the framework
+with ``compile=true`` (the VAE's forward pass under ``torch.compile``, as train.py does it; the first epoch,
+which pays the compilation, is not timed) and its ratio to the eager framework.
 
-    python scripts/bench_training.py --data-dir ../shared/data [--latents gaussian vmf] [--batches 200]
+    python scripts/bench_training.py --data-dir ../shared/data [--latents gaussian vmf] [--batches 200] [--compile]
 """
 
 from __future__ import annotations
@@ -54,10 +56,13 @@ class EpochTimer(pl.Callback):
         self.times.append(CLOCK() - self._start)
 
 
-def framework_epoch(dm: MNISTDataModule, latent: str, dim: int, batches: int, epochs: int) -> float:
+def framework_epoch(dm: MNISTDataModule, latent: str, dim: int, batches: int, epochs: int,
+                    compile: bool = False) -> float:
     torch.manual_seed(0)
     module = VAEModule(build_net(latent, dim), optimizer=lambda params: torch.optim.Adam(params, lr=1e-3),
                        warmup_epochs=100, eval_samples=0)
+    if compile:
+        module.net.compile()
     timer = EpochTimer()
     trainer = pl.Trainer(
         accelerator="cpu", devices=1, max_epochs=epochs, limit_train_batches=batches, limit_val_batches=0,
@@ -101,6 +106,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="wall time, or process CPU time (ignores time preempted on a shared machine)")
+    parser.add_argument("--compile", action="store_true", help="also time the framework with compile=true")
     args = parser.parse_args()
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
@@ -116,14 +122,19 @@ def main() -> None:
     batches = args.batches or full
     print(f"MNIST, batch {args.batch_size}, {batches} of {full} batches per epoch, d={args.dim}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock")
-    print(f"{'latent':<16}{'framework s':>12}{'plain s':>10}{'ratio':>8}   target <= 1.2")
+    compiled_header = f"{'compiled s':>12}{'compiled/eager':>16}" if args.compile else ""
+    print(f"{'latent':<16}{'framework s':>12}{'plain s':>10}{'ratio':>8}{compiled_header}   target <= 1.2")
     for latent in args.latents:
-        # Alternate the two so that machine load drifts affect both alike; keep each one's fastest epoch.
-        plain, frame = float("inf"), float("inf")
+        # Alternate the runs so that machine load drifts affect them alike; keep each one's fastest epoch.
+        plain, frame, compiled = float("inf"), float("inf"), float("inf")
         for _ in range(args.repeats):
             plain = min(plain, plain_epoch(dm, latent, args.dim, batches, args.epochs))
             frame = min(frame, framework_epoch(dm, latent, args.dim, batches, args.epochs))
-        print(f"{latent:<16}{frame:>12.2f}{plain:>10.2f}{frame / plain:>8.2f}   {'ok' if frame / plain <= 1.2 else 'OVER'}")
+            if args.compile:
+                compiled = min(compiled, framework_epoch(dm, latent, args.dim, batches, max(2, args.epochs), True))
+        compiled_text = f"{compiled:>12.2f}{compiled / frame:>15.2f}x" if args.compile else ""
+        print(f"{latent:<16}{frame:>12.2f}{plain:>10.2f}{frame / plain:>8.2f}{compiled_text}   "
+              f"{'ok' if frame / plain <= 1.2 else 'OVER'}")
 
 
 if __name__ == "__main__":

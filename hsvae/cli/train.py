@@ -10,6 +10,7 @@ Examples::
 from __future__ import annotations
 
 import logging
+import warnings
 import sys
 import time
 from pathlib import Path
@@ -106,6 +107,10 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, in_p
     if rank_zero_only.rank == 0:
         save_run_config(cfg, output_dir)  # again, with what was read from the data (data_spec.input_dim)
     model = instantiate_model(cfg)
+    if cfg.get("compile", False):
+        # dynamo notes once per function that it traces through the distributions' cached constant builders
+        warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`")
+        model.net.compile()  # in place: the parameters' names, and so the checkpoints, stay those of eager runs
     checkpoint = None
     if ckpt_path is not None:
         checkpoint = load_checkpoint(ckpt_path)

@@ -13,6 +13,8 @@ import torch
 from torch.autograd.function import once_differentiable
 from torch.distributions import Distribution, register_kl
 
+from hsvae.special import at_least_float32, autocast_off
+
 from ._sphere import check_ambient_dim, log_sphere_surface, unit_vector
 from .uniform import HypersphericalUniform
 
@@ -25,12 +27,13 @@ def broadcast_loc_and_scale(
     ``loc`` has shape ``batch_shape + (m,)``; ``scale`` broadcasts against ``batch_shape``.
     A trailing singleton axis on ``scale`` (``scale.shape == loc.shape[:-1] + (1,)``, the
     convention of the S-VAE authors' code) is squeezed, so a (B, 1) scale with a (B, m) loc
-    gives ``batch_shape == (B,)``.
+    gives ``batch_shape == (B,)``. Float16 and bfloat16 parameters become float32.
     """
     if not isinstance(loc, torch.Tensor):
         loc = torch.as_tensor(loc, dtype=torch.get_default_dtype())
     if not loc.is_floating_point():
         raise ValueError(f"{family}: loc must be a floating-point tensor, got dtype {loc.dtype}")
+    loc = at_least_float32(loc)  # a half-precision network output (autocast): the normalisers need float32
     if loc.dim() < 1:
         raise ValueError(f"{family}: loc must have a last axis of size m (the ambient dimension), got a scalar")
     m = loc.shape[-1]
@@ -103,12 +106,13 @@ def rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     reductions dominate the samplers' cost at small m.
     """
     m = a.shape[-1]
-    if m <= 32 and a.is_cpu:  # (Tensor.is_cpu and a dict lookup: ~1 us less than .device and lru_cache)
-        ones = _CPU_ONES.get((m, a.dtype))
-        if ones is None:
-            ones = _CPU_ONES[(m, a.dtype)] = torch.ones(m, dtype=a.dtype)
-        return (a * b) @ ones
-    return torch.linalg.vecdot(a, b)
+    with autocast_off(a):
+        if m <= 32 and a.is_cpu:  # (Tensor.is_cpu and a dict lookup: ~1 us less than .device and lru_cache)
+            ones = _CPU_ONES.get((m, a.dtype))
+            if ones is None:
+                ones = _CPU_ONES[(m, a.dtype)] = torch.ones(m, dtype=a.dtype)
+            return (a * b) @ ones
+        return torch.linalg.vecdot(a, b)
 
 
 _CPU_ONES: dict[tuple[int, torch.dtype], torch.Tensor] = {}
@@ -134,6 +138,9 @@ def fused_sampler_node(
         intermediates = parts(*inputs)
         if any(ctx.needs_input_grad[n_noise:]):
             ctx.n_inputs = len(inputs)
+            if torch.compiler.is_compiling():
+                # a traced node may not save views of its own intermediates (the compiler fuses the copies away)
+                intermediates = (*(t.clone() for t in intermediates[:-1]), intermediates[-1])
             ctx.save_for_backward(*inputs, *intermediates)
         return intermediates[-1]
 

@@ -32,6 +32,8 @@ import math
 import torch
 from torch.distributions import constraints
 
+from hsvae.special import autocast_off
+
 from ._sphere import check_ambient_dim, log_sphere_surface, unit_vector
 from ._spherical_utils import SphericalDistribution, _ones, fused_sampler_node, in_float64, rowdot
 
@@ -76,7 +78,8 @@ def _kl_and_derivative(k: torch.Tensor, m: int, derivative: bool) -> tuple[torch
         u = k.unsqueeze(-1) * inv_c  # k / c_j
         one_p_u = 1.0 + u
         frac = u / one_p_u  # k / (k + c_j)
-        kl = (torch.log1p(u) - frac) @ _ones(c.shape[0], k.dtype, k.device)
+        with autocast_off(k):
+            kl = (torch.log1p(u) - frac) @ _ones(c.shape[0], k.dtype, k.device)
         return kl, (rowdot(frac / one_p_u, inv_c) if derivative else None)  # k / (k + c_j)^2
     beta = 0.5 * (m - 1)
     alpha, total = k + beta, k + (m - 1)

@@ -39,6 +39,8 @@ import functools
 
 import torch
 
+from hsvae.special import autocast_off
+
 from ._sphere import check_ambient_dim, log_sphere_surface, unit_vector
 from ._spherical_utils import SphericalDistribution, fused_sampler_node, in_float64, rowdot
 
@@ -142,14 +144,16 @@ def _kl_and_derivative(
     one_p_r2_sq = one_p_r2 * one_p_r2
     zq = (r2 / one_p_r2_sq).to(quad_dtype).unsqueeze(-1) * neg_4q
     # log((1 + rho^2) / (1 - rho^2)) = 2 atanh(rho^2), accurate at both ends in float64.
-    kl = (torch.log1p(zq) @ weights).to(r.dtype) + (2.0 * (m - 1)) * torch.atanh(r2)
+    with autocast_off(zq):
+        kl = (torch.log1p(zq) @ weights).to(r.dtype) + (2.0 * (m - 1)) * torch.atanh(r2)
     kl = kl.clamp_min(0.0)  # KL >= 0; the two terms can round to -1e-17 where the KL is ~0
     if not derivative:
         return kl, None
     # d/drho of 1/2 E log(1 - z q) is -dz/2 E[q / (1 - z q)], with dz/4 = 2 rho (1 - rho^2) / (1 + rho^2)^3
     one_m_r2 = 1.0 - r2
     dz_4 = (2.0 * r) * one_m_r2 / (one_p_r2_sq * one_p_r2)
-    expectation = ((neg_4q / (1.0 + zq)) @ weights).to(r.dtype)
+    with autocast_off(zq):
+        expectation = ((neg_4q / (1.0 + zq)) @ weights).to(r.dtype)
     return kl, torch.addcmul((4.0 * (m - 1)) * r / (one_m_r2 * one_p_r2), dz_4, expectation)
 
 

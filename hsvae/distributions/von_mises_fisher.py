@@ -26,7 +26,7 @@ import torch
 from torch.autograd.function import once_differentiable
 from torch.distributions import constraints
 
-from hsvae.special import bessel_iv_terms, evaluate_forms, prepare_argument, scalar
+from hsvae.special import autocast_off, bessel_iv_terms, evaluate_forms, prepare_argument, scalar
 
 from ._sphere import log_sphere_surface, sample_uniform_sphere, unit_vector
 from ._spherical_utils import SphericalDistribution, fused_sampler_node
@@ -186,7 +186,8 @@ def _accepted_beta(
     """
     rows = kappa.shape[0]
     if sync_free is None:
-        sync_free = kappa.device.type != "cpu"
+        # in a compiled graph a host read would break the graph: the fixed number of proposals, on every device
+        sync_free = kappa.device.type != "cpu" or torch.compiler.is_compiling()
     if rows == 0:
         return torch.empty_like(kappa)
     b = (_wood_b(kappa, m) if b is None else b).unsqueeze(-1)
@@ -201,7 +202,7 @@ def _accepted_beta(
             found = found.bool()
             t = torch.where(found & ~done, found_t, t)
             done = done | found
-        if kappa.device.type in _ASYNC_ASSERT_DEVICES:
+        if kappa.device.type in _ASYNC_ASSERT_DEVICES or torch.compiler.is_compiling():
             torch._assert_async(done.all(), "von Mises-Fisher sampler: a row was never accepted")
         elif not bool(done.all()):
             raise RuntimeError("von Mises-Fisher sampler: a row was never accepted")
@@ -296,9 +297,10 @@ def _householder_parts(one_minus_w, radial, d_one_minus_w, d_radial, tangent, ka
     x = torch.cat([(consts.one - one_minus_w).unsqueeze(-1), radial.unsqueeze(-1) * tangent], dim=-1)
     u = -loc
     u[..., 0] += 1.0
-    uu = torch.linalg.vecdot(u, u).unsqueeze(-1)
-    coef = torch.where(uu > consts.eps, consts.two / uu, torch.zeros_like(uu))
-    c_s = coef * torch.linalg.vecdot(x, u).unsqueeze(-1)
+    with autocast_off(u):
+        uu = torch.linalg.vecdot(u, u).unsqueeze(-1)
+        coef = torch.where(uu > consts.eps, consts.two / uu, torch.zeros_like(uu))
+        c_s = coef * torch.linalg.vecdot(x, u).unsqueeze(-1)
     return u, coef, c_s, x, torch.addcmul(x, c_s, u, value=-1.0)
 
 
@@ -306,9 +308,10 @@ def _householder_vjp(grad, one_minus_w, radial, d_one_minus_w, d_radial, tangent
     """Gradients of (kappa, loc), for the incoming gradient g: dL/dx' = H g (H is symmetric), so
     dL/dkappa = (Hg)_0 dw/dkappa + ((Hg)_(1:) . v) dradial/dkappa; with s = x'.u,
     dL/du = c^2 s (g.u) u - c (g.u) x' - c s g and dL/dloc = -dL/du."""
-    c_gu = coef * torch.linalg.vecdot(grad, u).unsqueeze(-1)
-    hg = torch.addcmul(grad, c_gu, u, value=-1.0)  # H g
-    per_sample = torch.linalg.vecdot(hg[..., 1:], tangent) * d_radial - hg[..., 0] * d_one_minus_w
+    with autocast_off(u):
+        c_gu = coef * torch.linalg.vecdot(grad, u).unsqueeze(-1)
+        hg = torch.addcmul(grad, c_gu, u, value=-1.0)  # H g
+        per_sample = torch.linalg.vecdot(hg[..., 1:], tangent) * d_radial - hg[..., 0] * d_one_minus_w
     # dL/dloc = -dL/du = c s g - c (g.u) (c s u - x)
     grad_loc = torch.addcmul(c_s * grad, c_gu, torch.addcmul(-x, c_s, u), value=-1.0)
     return per_sample.sum_to_size(kappa.shape), grad_loc.sum_to_size(loc.shape)

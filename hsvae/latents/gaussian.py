@@ -8,6 +8,7 @@ from torch.nn import functional as F
 from torch.distributions import Distribution
 
 from hsvae.distributions import DiagonalNormal
+from hsvae.special import at_least_float32
 
 from .base import LatentFamily
 from .priors import GaussianPrior
@@ -44,7 +45,7 @@ class GaussianLatent(LatentFamily):
         return 2 * self.dim
 
     def posterior(self, raw: torch.Tensor) -> DiagonalNormal:
-        loc, s = raw.split(self.dim, dim=-1)
+        loc, s = at_least_float32(raw).split(self.dim, dim=-1)  # (a half-precision head under autocast)
         return DiagonalNormal(loc, F.softplus(s) + self.min_scale)
 
     @property

@@ -12,6 +12,7 @@ from torch.distributions import Distribution
 from torch.nn import functional as F
 
 from hsvae.distributions import PowerSpherical, SphericalCauchy, VonMisesFisher
+from hsvae.special import at_least_float32
 
 from .base import LatentFamily, PosteriorSample
 from .priors import SphericalPrior
@@ -48,6 +49,7 @@ class SphericalLatent(LatentFamily):
         return (self.event_size,)
 
     def split(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raw = at_least_float32(raw)  # a half-precision head (autocast): normalise and constrain in float32
         direction, s = raw[..., : self.event_size], raw[..., self.event_size]
         # clamp_min: an all-zero direction output would otherwise give 0/0.
         loc = direction / direction.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(raw.dtype).tiny)

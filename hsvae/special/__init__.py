@@ -5,9 +5,11 @@
   space, for a python-scalar order v >= 0 (the von Mises-Fisher needs v = m/2 - 1);
   :func:`evaluate_forms` gives the forms behind them to a caller that combines its own (the vMF's KL),
   :func:`prepare_argument` and :func:`scalar` the dtype handling and cached constants they share.
+* :func:`autocast_off`, :func:`at_least_float32` -- full precision under ``torch.autocast`` (:mod:`.precision`).
 """
 
-from . import bessel
+from . import bessel, precision
 from .bessel import *  # noqa: F403  (the names of bessel.__all__, listed once there)
+from .precision import *  # noqa: F403
 
-__all__ = list(bessel.__all__)
+__all__ = list(bessel.__all__) + list(precision.__all__)

@@ -49,6 +49,8 @@ from typing import NamedTuple
 import torch
 from torch.autograd.function import once_differentiable
 
+from .precision import autocast_off
+
 __all__ = [
     "BesselIvTerms",
     "bessel_iv_ratio",
@@ -315,7 +317,8 @@ def _polynomials(t: torch.Tensor, coef: torch.Tensor) -> list[torch.Tensor]:
     if n == 1:
         return list(coef.expand(-1, t.shape[0]).unbind(0))
     powers = t.unsqueeze(-1).expand(t.shape[0], n - 1).cumprod(-1)
-    return list(torch.addmm(coef[:, :1], coef[:, 1:], powers.t()).unbind(0))
+    with autocast_off(t):
+        return list(torch.addmm(coef[:, :1], coef[:, 1:], powers.t()).unbind(0))
 
 
 # --------------------------------------------------------------------------------------------
@@ -400,8 +403,9 @@ def evaluate_forms(v: float, x: torch.Tensor, with_derivative: bool, reduce=None
     if ev.use_debye:
         return reduce(x, _debye(ev, x, with_derivative), "debye")
     below = x < ev.switch
-    if x.device.type == "cpu":
-        # On CPU a host sync is free: evaluate only the branches that some element needs.
+    if x.device.type == "cpu" and not torch.compiler.is_compiling():
+        # On CPU a host sync is free: evaluate only the branches that some element needs. (Not in a compiled
+        # graph, where reading a value would break it: there both branches run, as on an accelerator.)
         if x.numel() == 0 or bool(below.all()):
             return reduce(x, _series(ev, x, with_derivative), "series")
         if not bool(below.any()):
