@@ -133,8 +133,9 @@ class LatentFamily(nn.Module, abc.ABC):
         return PosteriorSample(q.rsample(torch.Size(sample_shape)))
 
     def _choose_kl_estimator(self) -> None:
-        """Decide once, when the family is built, whether :meth:`kl` uses a closed form: tries the registered KL
-        on a posterior and the prior (no pair is registered for some and not for others of the same types)."""
+        """Decide once, when the family is built, whether :meth:`kl` uses a closed form, by trying the registered
+        KL on a posterior and the prior (which also settles composite pairs: a product of spheres has a closed form
+        only where every factor's pair has one)."""
         q = self.posterior(self._anchor.new_ones(self.raw_size))
         p = self.prior()
         try:

@@ -19,7 +19,8 @@ def autocast_off(t: torch.Tensor) -> contextlib.AbstractContextManager:
     """A context in which autocast leaves the matrix products on ``t``'s device in their inputs' dtype
     (a no-op where autocast is off)."""
     device_type = t.device.type
-    if torch.is_autocast_enabled(device_type):
+    # (devices without autocast, such as meta, have nothing to turn off)
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
         return torch.autocast(device_type, enabled=False)
     return contextlib.nullcontext()
 

@@ -43,7 +43,8 @@ def plot_latent(points: torch.Tensor, labels: torch.Tensor | None, spherical: bo
     paper's figures.
     """
     if spherical and points.shape[1] == 3:
-        fig = plt.figure(figsize=(6.4, 3.8), layout="constrained")
+        # (taller with a learnt prior: its note takes a second title line above the projection's labels)
+        fig = plt.figure(figsize=(6.4, 3.8 if prior_samples is None else 4.3), layout="constrained")
         ax = fig.add_subplot(projection="hammer")
     else:
         fig, ax = plt.subplots(figsize=(5.2, 5.0), layout="constrained")
@@ -62,7 +63,7 @@ def draw_latent(ax, points: torch.Tensor, labels: torch.Tensor | None, spherical
     prior = None if prior_samples is None else prior_samples.detach().float().cpu().numpy()
     k = p.shape[1]
     kwargs = dict(s=4, alpha=0.7, linewidths=0)
-    prior_kwargs = dict(s=3, alpha=0.25, linewidths=0, color="0.35", zorder=0)
+    prior_kwargs = dict(s=3, alpha=0.35, linewidths=0, color="0.3", zorder=0)
     if prior is not None:
         title = f"{title}\n(grey: samples of the learnt prior)"
     if spherical and k == 3:
