@@ -42,15 +42,40 @@ _NEAR_UNIFORM_CONCENTRATION_RAW = -4.0
 _UNIT_SCALE_RAW = math.log(math.e - 1.0)
 
 
-def _check_choice(prior: str, choices: tuple[str, ...], components: int, space: str) -> None:
-    if prior not in choices:
-        raise ValueError(f"prior must be one of {choices} for a latent in {space}, got {prior!r}")
-    if prior == "mixture" and (isinstance(components, bool) or not isinstance(components, int) or components < 1):
-        raise ValueError(f"prior_components must be an integer >= 1 (the mixture's number of components), "
-                         f"got {components!r}")
+class _Prior(nn.Module):
+    """What both priors share: the choice (checked once), whether it is learnt, and the mixture's weights."""
+
+    #: the kinds this prior takes, the first of them the fixed one (no parameters)
+    kinds: tuple[str, ...] = ()
+
+    def __init__(self, kind: str, components: int, space: str):
+        super().__init__()
+        if kind not in self.kinds:
+            raise ValueError(f"prior must be one of {self.kinds} for a latent in {space}, got {kind!r}")
+        if kind == "mixture":
+            if isinstance(components, bool) or not isinstance(components, int) or components < 1:
+                raise ValueError(f"prior_components must be an integer >= 1 (the mixture's number of components), "
+                                 f"got {components!r}")
+            self.logits = nn.Parameter(torch.zeros(components))  # equal weights to start
+        self.kind = kind
+        self.components = components if kind == "mixture" else None
+
+    @property
+    def learnt(self) -> bool:
+        return self.kind != self.kinds[0]
+
+    def _mixed(self, component: Distribution, device: torch.device, dtype: torch.dtype) -> Distribution:
+        """The mixture of ``component``'s batch (one member per component) under the learnt weights; for the
+        other kinds, ``component`` itself."""
+        if self.kind != "mixture":
+            return component
+        return MixtureSameFamily(Categorical(logits=self.logits.to(device=device, dtype=dtype)), component)
+
+    def extra_repr(self) -> str:
+        return self.kind + (f", components={self.components}" if self.components else "")
 
 
-class SphericalPrior(nn.Module):
+class SphericalPrior(_Prior):
     """The prior of a spherical latent on S^(m-1), ``m`` ambient (see the module docstring for the kinds).
 
     Args:
@@ -59,41 +84,32 @@ class SphericalPrior(nn.Module):
         components: the mixture's K (used by ``kind="mixture"`` only).
     """
 
+    kinds = SPHERICAL_PRIORS
+
     def __init__(self, kind: str, m: int, components: int = 10):
-        super().__init__()
-        _check_choice(kind, SPHERICAL_PRIORS, components, f"S^{m - 1}")
-        self.kind, self.m = kind, m
+        super().__init__(kind, components, f"S^{m - 1}")
+        self.m = m
         if kind in ("vmf", "power_spherical"):
             self.direction = nn.Parameter(F.one_hot(torch.tensor(0), m).float())
             self.concentration_raw = nn.Parameter(torch.tensor(_NEAR_UNIFORM_CONCENTRATION_RAW))
         elif kind == "mixture":
-            # spread directions (drawn with the global seed), moderate concentrations, equal weights
+            # spread directions (drawn with the global seed), moderate concentrations
             self.direction = nn.Parameter(F.normalize(torch.randn(components, m), dim=-1))
             self.concentration_raw = nn.Parameter(torch.zeros(components))
-            self.logits = nn.Parameter(torch.zeros(components))
-
-    @property
-    def learnt(self) -> bool:
-        return self.kind != "uniform"
 
     def distribution(self, device: torch.device, dtype: torch.dtype) -> Distribution:
         if self.kind == "uniform":
             return HypersphericalUniform(self.m, dtype=dtype, device=device)
         loc = F.normalize(self.direction, dim=-1).to(device=device, dtype=dtype)
         concentration = (F.softplus(self.concentration_raw) + 1e-6).to(device=device, dtype=dtype)
-        if self.kind == "vmf":
-            return VonMisesFisher(loc, concentration)
-        if self.kind == "power_spherical":
-            return PowerSpherical(loc, concentration)
-        weights = Categorical(logits=self.logits.to(device=device, dtype=dtype))
-        return MixtureSameFamily(weights, VonMisesFisher(loc, concentration))
+        family = PowerSpherical if self.kind == "power_spherical" else VonMisesFisher
+        return self._mixed(family(loc, concentration), device, dtype)
 
     def extra_repr(self) -> str:
-        k = f", components={self.direction.shape[0]}" if self.kind == "mixture" else ""
-        return f"{self.kind}, m={self.m}{k}"
+        return f"{super().extra_repr()}, m={self.m}"
 
 
-class GaussianPrior(nn.Module):
+class GaussianPrior(_Prior):
     """The prior of a Gaussian latent in R^d (see the module docstring for the kinds).
 
     Args:
@@ -102,32 +118,23 @@ class GaussianPrior(nn.Module):
         components: the mixture's K (used by ``kind="mixture"`` only).
     """
 
-    def __init__(self, kind: str, d: int, components: int = 10):
-        super().__init__()
-        _check_choice(kind, GAUSSIAN_PRIORS, components, f"R^{d}")
-        self.kind, self.d = kind, d
-        if kind == "learned_diagonal":
-            self.loc = nn.Parameter(torch.zeros(d))
-            self.scale_raw = nn.Parameter(torch.full((d,), _UNIT_SCALE_RAW))
-        elif kind == "mixture":
-            self.loc = nn.Parameter(torch.randn(components, d))
-            self.scale_raw = nn.Parameter(torch.full((components, d), _UNIT_SCALE_RAW))
-            self.logits = nn.Parameter(torch.zeros(components))
+    kinds = GAUSSIAN_PRIORS
 
-    @property
-    def learnt(self) -> bool:
-        return self.kind != "standard"
+    def __init__(self, kind: str, d: int, components: int = 10):
+        super().__init__(kind, components, f"R^{d}")
+        self.d = d
+        if kind != "standard":
+            shape = (components, d) if kind == "mixture" else (d,)
+            # a mixture's means spread as N(0, I) draws (the global seed); a single learnt prior starts at N(0, I)
+            self.loc = nn.Parameter(torch.randn(shape) if kind == "mixture" else torch.zeros(shape))
+            self.scale_raw = nn.Parameter(torch.full(shape, _UNIT_SCALE_RAW))
 
     def distribution(self, device: torch.device, dtype: torch.dtype) -> Distribution:
         if self.kind == "standard":
             return StandardNormal(self.d, dtype=dtype, device=device)
         loc = self.loc.to(device=device, dtype=dtype)
         scale = (F.softplus(self.scale_raw) + 1e-4).to(device=device, dtype=dtype)
-        if self.kind == "learned_diagonal":
-            return DiagonalNormal(loc, scale)
-        weights = Categorical(logits=self.logits.to(device=device, dtype=dtype))
-        return MixtureSameFamily(weights, DiagonalNormal(loc, scale))
+        return self._mixed(DiagonalNormal(loc, scale), device, dtype)
 
     def extra_repr(self) -> str:
-        k = f", components={self.loc.shape[0]}" if self.kind == "mixture" else ""
-        return f"{self.kind}, d={self.d}{k}"
+        return f"{super().extra_repr()}, d={self.d}"
