@@ -1,0 +1,156 @@
+"""K independent VAEs trained as one computation: a table cell's seeds in one process.
+
+The members' networks are stacked on a leading axis (``torch.func.stack_module_state``) and evaluated with
+``torch.vmap``, so one step is a few batched matrix products instead of K small steps. Everything random is
+drawn per member from that member's own stream of the global generator (:class:`MemberStreams`): the data's
+binarisation and the latent's sampler draw, for member i, exactly what a separate run of member i draws, in the
+same order, so member i of a stack and a separate run with its seed give the same losses, gradients and
+parameters. The KL and the likelihood are batched over the members (a posterior with batch shape ``(K, B)``).
+
+Members are independent: the stacked loss is the sum of the members' losses, whose gradient in each member's
+parameters is that member's own gradient; an elementwise optimiser (Adam) over the stacked parameters is then K
+independent optimisers.
+
+Dimension convention: a stacked batch is ``(K, B, ...)``; member i's view is ``[i]``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state
+
+from hsvae.latents import PosteriorSample
+
+from .vae import VAE
+
+#: the networks a VAE member stacks (its latent family is shared: a parameterless one, the same for every member)
+_STACKED_PARTS = ("encoder", "head", "decoder")
+
+
+class MemberStreams:
+    """One state of the global random number generator per member (CPU, and the current CUDA device's when
+    CUDA is in use): ``with streams.member(i):`` draws from member i's stream, which then continues where a
+    separate run of member i would be.
+
+    Args:
+        states: each member's generator state, e.g. ``torch.get_rng_state()`` after seeding it and building its
+            model, as a separate run would have it at its first step.
+        cuda_states: the same for the CUDA generator (None: CPU only).
+    """
+
+    def __init__(self, states: Sequence[torch.Tensor], cuda_states: Sequence[torch.Tensor] | None = None):
+        self.states = [s.clone() for s in states]
+        self.cuda_states = None if cuda_states is None else [s.clone() for s in cuda_states]
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    @contextmanager
+    def member(self, i: int) -> Iterator[None]:
+        outer = torch.get_rng_state()
+        outer_cuda = torch.cuda.get_rng_state() if self.cuda_states is not None else None
+        torch.set_rng_state(self.states[i])
+        if self.cuda_states is not None:
+            torch.cuda.set_rng_state(self.cuda_states[i])
+        try:
+            yield
+        finally:
+            self.states[i] = torch.get_rng_state()
+            torch.set_rng_state(outer)
+            if self.cuda_states is not None:
+                self.cuda_states[i] = torch.cuda.get_rng_state()
+                torch.cuda.set_rng_state(outer_cuda)
+
+
+@dataclass
+class StackedELBOTerms:
+    """The members' ELBO terms, shapes ``(K, B)``, and each member's posterior draw."""
+
+    reconstruction: torch.Tensor
+    kl: torch.Tensor
+    samples: list[PosteriorSample]
+
+    def member_losses(self, beta: float = 1.0) -> torch.Tensor:
+        """Each member's mean negative (beta-weighted) ELBO, shape ``(K,)``, through its latent's estimator."""
+        reconstruction = torch.stack([s.surrogate(r) for s, r in zip(self.samples, self.reconstruction)])
+        return -(reconstruction - beta * self.kl).mean(-1)
+
+    def loss(self, beta: float = 1.0) -> torch.Tensor:
+        """The sum of the members' losses: its gradient in member i's parameters is member i's gradient."""
+        return self.member_losses(beta).sum()
+
+
+class StackedVAE(nn.Module):
+    """K VAEs of one architecture as one module (see the module docstring).
+
+    Args:
+        members: the K VAEs, each built (and initialised) as a separate run would build it.
+        streams: each member's random stream at the start (:class:`MemberStreams`).
+    """
+
+    def __init__(self, members: Sequence[VAE], streams: MemberStreams):
+        super().__init__()
+        if not members:
+            raise ValueError("members: a stack needs at least one VAE")
+        if len(streams) != len(members):
+            raise ValueError(f"streams: {len(streams)} random streams for {len(members)} members")
+        first = members[0]
+        for i, member in enumerate(members[1:], start=1):
+            if repr(member) != repr(first):
+                raise ValueError(f"members: member {i} is not built like member 0 (a stack needs one architecture)")
+        if any(True for _ in first.latent.parameters()):
+            raise ValueError("members: a latent with learnt parameters (a learnt prior) cannot be shared by a stack")
+        self.k = len(members)
+        self.latent = first.latent
+        self.likelihood = first.likelihood
+        self.streams = streams
+        # parameterless copies on the meta device: the structure that functional_call fills with a member's tensors
+        self._skeleton = {part: copy.deepcopy(getattr(first, part)).to("meta") for part in _STACKED_PARTS}
+        self._names: dict[str, list[str]] = {}
+        for part in _STACKED_PARTS:
+            params, buffers = stack_module_state([getattr(m, part) for m in members])
+            if buffers:
+                raise ValueError(f"members: the {part} has buffers, which a stack does not carry yet")
+            self._names[part] = list(params)
+            for name, value in params.items():
+                self.register_parameter(self._flat(part, name), nn.Parameter(value.detach().clone()))
+
+    @staticmethod
+    def _flat(part: str, name: str) -> str:
+        return f"{part}__{name.replace('.', '__')}"
+
+    def _stacked(self, part: str) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, self._flat(part, name)) for name in self._names[part]}
+
+    def _apply(self, part: str, x: torch.Tensor) -> torch.Tensor:
+        """``part`` of every member on its own slice of ``x`` (``(K, ...)``), as one vmapped computation."""
+        skeleton = self._skeleton[part]
+        return torch.vmap(lambda params, xi: functional_call(skeleton, params, (xi,)))(self._stacked(part), x)
+
+    def member(self, i: int) -> dict[str, torch.Tensor]:
+        """Member i's parameters under a separate VAE's names (``encoder.net.0.weight``, ...): the state dict
+        of the VAE a separate run would hold."""
+        return {f"{part}.{name}": value[i] for part in _STACKED_PARTS for name, value in self._stacked(part).items()}
+
+    def forward(self, x: torch.Tensor) -> StackedELBOTerms:
+        """ELBO terms of the stacked batch ``x`` (``(K, B, ...)``): member i's batch is ``x[i]``."""
+        if x.shape[0] != self.k:
+            raise ValueError(f"x: a stacked batch has the members on its first axis ({self.k}), got {tuple(x.shape)}")
+        raw = self._apply("head", self._apply("encoder", x))  # (K, B, raw_size)
+        q = self.latent.posterior(raw)  # batch shape (K, B)
+        samples = []
+        for i in range(self.k):  # each member's draw from its own stream, as its separate run draws it
+            with self.streams.member(i):
+                samples.append(self.latent.rsample(self.latent.posterior(raw[i])))
+        z = torch.stack([s.z for s in samples])
+        params = self._apply("decoder", z)
+        reconstruction = torch.stack([self.likelihood.log_prob(x[i], params[i]) for i in range(self.k)])
+        kl = self.latent.kl(q) if self.latent.closed_form_kl else torch.stack(
+            [self.latent.kl(self.latent.posterior(raw[i]), samples[i]) for i in range(self.k)])
+        return StackedELBOTerms(reconstruction, kl, samples)

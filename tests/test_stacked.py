@@ -1,0 +1,91 @@
+"""Stacked runs (hsvae.models.stacked, issue 16), first part: K VAEs as one computation.
+
+With the same seeds, member i of a stack and a separate run i draw the same binarisation and sampler noise and
+give the same losses, gradients and parameters after several Adam steps (float32 tolerance), for every latent
+family of the registry; a stack of one is the ordinary model; members must share one architecture.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+from hsvae.cli.registry import build_latent, latent_families
+from hsvae.models import VAE, BernoulliLikelihood, MLPDecoder, MLPEncoder
+from hsvae.models.stacked import MemberStreams, StackedVAE
+
+STEPS, BATCH, PIXELS = 3, 16, 64
+
+
+def _member(latent: str, seed: int, hidden: int = 32) -> tuple[VAE, torch.Tensor]:
+    """A VAE built as a separate run builds it after seeding, and the generator's state it starts training at."""
+    torch.manual_seed(seed)
+    net = VAE(MLPEncoder(PIXELS, [hidden]), functools.partial(MLPDecoder, out_features=PIXELS, hidden=[hidden]),
+              build_latent(latent, 3), BernoulliLikelihood())
+    return net, torch.get_rng_state()
+
+
+def _separate_run(net: VAE, state: torch.Tensor, images: torch.Tensor) -> list[float]:
+    torch.set_rng_state(state)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    losses = []
+    for step in range(STEPS):
+        loss = net(torch.bernoulli(images[step])).loss()  # dynamic binarisation, then the sampler: one stream
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def _stacked_run(stack: StackedVAE, images: torch.Tensor) -> list[list[float]]:
+    optimizer = torch.optim.Adam(stack.parameters(), lr=1e-2)
+    losses = []
+    for step in range(STEPS):
+        batches = []
+        for i in range(stack.k):
+            with stack.streams.member(i):
+                batches.append(torch.bernoulli(images[i, step]))
+        terms = stack(torch.stack(batches))
+        member_losses = terms.member_losses()
+        optimizer.zero_grad()
+        member_losses.sum().backward()
+        optimizer.step()
+        losses.append(member_losses.tolist())
+    return losses
+
+
+@pytest.mark.parametrize("latent", latent_families())
+def test_member_i_of_a_stack_is_the_separate_run_i(latent):
+    seeds = [0, 1, 2]
+    images = torch.rand(len(seeds), STEPS, BATCH, PIXELS, generator=torch.Generator().manual_seed(9))
+    separate = []
+    for i, seed in enumerate(seeds):
+        net, state = _member(latent, seed)
+        separate.append((_separate_run(net, state, images[i]), net.state_dict()))
+    members, states = zip(*(_member(latent, seed) for seed in seeds))
+    stack = StackedVAE(list(members), MemberStreams(states))
+    stacked_losses = _stacked_run(stack, images)
+    for i, (losses, state_dict) in enumerate(separate):
+        torch.testing.assert_close(torch.tensor([step[i] for step in stacked_losses]), torch.tensor(losses),
+                                   rtol=1e-5, atol=1e-5, msg=f"member {i} losses")
+        for name, value in stack.member(i).items():
+            torch.testing.assert_close(value, state_dict[name], rtol=1e-4, atol=1e-5, msg=f"member {i} {name}")
+    # the members differ from each other (own initialisation and noise): not one model copied K times
+    assert not torch.allclose(stack.member(0)["encoder.net.0.weight"], stack.member(1)["encoder.net.0.weight"])
+
+
+def test_a_stack_of_one_is_the_model_and_members_must_match():
+    net, state = _member("vmf", 5)
+    images = torch.rand(1, STEPS, BATCH, PIXELS, generator=torch.Generator().manual_seed(1))
+    twin, twin_state = _member("vmf", 5)
+    expected = _separate_run(twin, twin_state, images[0])
+    got = _stacked_run(StackedVAE([net], MemberStreams([state])), images)
+    torch.testing.assert_close(torch.tensor([s[0] for s in got]), torch.tensor(expected), rtol=1e-5, atol=1e-5)
+    other, other_state = _member("vmf", 6, hidden=16)
+    with pytest.raises(ValueError, match="member 1 is not built like member 0"):
+        StackedVAE([net, other], MemberStreams([state, other_state]))
+    with pytest.raises(ValueError, match="2 random streams for 1 members"):
+        StackedVAE([net], MemberStreams([state, state]))
