@@ -143,14 +143,17 @@ class StackedVAE(nn.Module):
         if x.shape[0] != self.k:
             raise ValueError(f"x: a stacked batch has the members on its first axis ({self.k}), got {tuple(x.shape)}")
         raw = self._apply("head", self._apply("encoder", x))  # (K, B, raw_size)
-        q = self.latent.posterior(raw)  # batch shape (K, B)
+        posteriors = [self.latent.posterior(r) for r in raw.unbind(0)]
         samples = []
-        for i in range(self.k):  # each member's draw from its own stream, as its separate run draws it
+        for i, q in enumerate(posteriors):  # each member's draw from its own stream, as its separate run draws it
             with self.streams.member(i):
-                samples.append(self.latent.rsample(self.latent.posterior(raw[i])))
+                samples.append(self.latent.rsample(q))
         z = torch.stack([s.z for s in samples])
         params = self._apply("decoder", z)
-        reconstruction = torch.stack([self.likelihood.log_prob(x[i], params[i]) for i in range(self.k)])
-        kl = self.latent.kl(q) if self.latent.closed_form_kl else torch.stack(
-            [self.latent.kl(self.latent.posterior(raw[i]), samples[i]) for i in range(self.k)])
+        # the likelihood is per data point: the members' rows as one batch
+        reconstruction = self.likelihood.log_prob(x.flatten(0, 1), params.flatten(0, 1)).view(self.k, -1)
+        if self.latent.closed_form_kl:  # one evaluation for every member: the posterior of batch shape (K, B)
+            kl = self.latent.kl(self.latent.posterior(raw))
+        else:
+            kl = torch.stack([self.latent.kl(q, sample) for q, sample in zip(posteriors, samples)])
         return StackedELBOTerms(reconstruction, kl, samples)
