@@ -52,6 +52,16 @@ class MemberStreams:
         return len(self.states)
 
     @contextmanager
+    def isolated(self) -> Iterator[None]:
+        """Draws inside leave every member's stream where it was (as Lightning's sanity check leaves a run's)."""
+        states = [s.clone() for s in self.states]
+        cuda_states = None if self.cuda_states is None else [s.clone() for s in self.cuda_states]
+        try:
+            yield
+        finally:
+            self.states, self.cuda_states = states, cuda_states
+
+    @contextmanager
     def member(self, i: int) -> Iterator[None]:
         outer = torch.get_rng_state()
         outer_cuda = torch.cuda.get_rng_state() if self.cuda_states is not None else None
@@ -128,7 +138,7 @@ class StackedVAE(nn.Module):
     def _stacked(self, part: str) -> dict[str, torch.Tensor]:
         return {name: getattr(self, self._flat(part, name)) for name in self._names[part]}
 
-    def _apply(self, part: str, x: torch.Tensor) -> torch.Tensor:
+    def _run_part(self, part: str, x: torch.Tensor) -> torch.Tensor:
         """``part`` of every member on its own slice of ``x`` (``(K, ...)``), as one vmapped computation."""
         skeleton = self._skeleton[part]
         return torch.vmap(lambda params, xi: functional_call(skeleton, params, (xi,)))(self._stacked(part), x)
@@ -142,14 +152,14 @@ class StackedVAE(nn.Module):
         """ELBO terms of the stacked batch ``x`` (``(K, B, ...)``): member i's batch is ``x[i]``."""
         if x.shape[0] != self.k:
             raise ValueError(f"x: a stacked batch has the members on its first axis ({self.k}), got {tuple(x.shape)}")
-        raw = self._apply("head", self._apply("encoder", x))  # (K, B, raw_size)
+        raw = self._run_part("head", self._run_part("encoder", x))  # (K, B, raw_size)
         posteriors = [self.latent.posterior(r) for r in raw.unbind(0)]
         samples = []
         for i, q in enumerate(posteriors):  # each member's draw from its own stream, as its separate run draws it
             with self.streams.member(i):
                 samples.append(self.latent.rsample(q))
         z = torch.stack([s.z for s in samples])
-        params = self._apply("decoder", z)
+        params = self._run_part("decoder", z)
         # the likelihood is per data point: the members' rows as one batch
         reconstruction = self.likelihood.log_prob(x.flatten(0, 1), params.flatten(0, 1)).view(self.k, -1)
         if self.latent.closed_form_kl:  # one evaluation for every member: the posterior of batch shape (K, B)

@@ -1,0 +1,170 @@
+"""Training a stack of runs (hsvae.models.stacked): K VAEs, one per seed, as one Lightning fit.
+
+* The data: each member keeps its own data module, as its separate run builds it (its split, drawn with its
+  seed, its shuffling), and its per-batch transforms (MNIST's dynamic binarisation) run under member i's random
+  stream; the loaders' batches are stacked (:class:`StackedDataModule`).
+* The module (:class:`StackedVAEModule`): the members' summed loss, with each member's KL warm-up as a separate
+  run has it; the validation ELBO per member.
+* The selection (:class:`MemberSelection`): early stopping and the best epoch per member, on its own validation
+  ELBO; a member that stops keeps training with the others but is no longer selected; the fit ends when every
+  member has stopped (or at ``max_epochs``).
+
+Dimension convention: a stacked batch is ``(x, y)`` with ``x`` of shape ``(K, B, ...)`` and ``y`` ``(K, B)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+import pytorch_lightning as pl
+import torch
+
+from hsvae.models.stacked import MemberStreams, StackedVAE
+
+from .task import ELBOTask
+
+
+class StackedLoader:
+    """Iterate over K loaders of equally many, equally sized batches, stacking each step's batches."""
+
+    def __init__(self, loaders: Sequence):
+        lengths = {len(loader) for loader in loaders}
+        if len(lengths) != 1:
+            raise ValueError(f"the members' loaders differ in length ({sorted(lengths)} batches): a stack needs "
+                             f"members whose splits have the same sizes")
+        self.loaders = list(loaders)
+
+    def __len__(self) -> int:
+        return len(self.loaders[0])
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        for batches in zip(*self.loaders):
+            yield tuple(torch.stack(parts) for parts in zip(*batches))
+
+
+class StackedDataModule(pl.LightningDataModule):
+    """K data modules as one: their loaders stacked, their batch transforms applied per member under its stream.
+
+    Args:
+        members: the members' data modules, each built as its separate run builds it (its own seed).
+        streams: the members' random streams (shared with the stacked model).
+    """
+
+    def __init__(self, members: Sequence[pl.LightningDataModule], streams: MemberStreams):
+        super().__init__()
+        if len(members) != len(streams):
+            raise ValueError(f"members: {len(members)} data modules for {len(streams)} random streams")
+        self.members = list(members)
+        self.streams = streams
+
+    def setup(self, stage: str | None = None) -> None:
+        for member in self.members:
+            member.trainer = self.trainer  # (the device, the rank, whether it is training)
+            member.setup(stage)
+
+    def train_dataloader(self) -> StackedLoader:
+        return StackedLoader([m.train_dataloader() for m in self.members])
+
+    def val_dataloader(self) -> StackedLoader:
+        return StackedLoader([m.val_dataloader() for m in self.members])
+
+    def test_dataloader(self) -> StackedLoader:
+        return StackedLoader([m.test_dataloader() for m in self.members])
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        parts = []
+        for i, member in enumerate(self.members):
+            with self.streams.member(i):
+                parts.append(member.on_after_batch_transfer(tuple(t[i] for t in batch), dataloader_idx))
+        return tuple(torch.stack(column) for column in zip(*parts))
+
+
+class StackedVAEModule(ELBOTask):
+    """Trains a :class:`~hsvae.models.stacked.StackedVAE` on stacked ``(x, y)`` batches (labels ignored).
+
+    ``member_val_elbo`` holds, after each validation epoch, every member's mean validation ELBO (shape ``(K,)``,
+    on the device), which :class:`MemberSelection` reads once per epoch.
+    """
+
+    def __init__(
+        self,
+        net: StackedVAE,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        warmup_epochs: float = 0.0,
+        final_beta: float = 1.0,
+    ):
+        super().__init__(net, optimizer, None, warmup_epochs, final_beta)
+        self.member_val_elbo: torch.Tensor | None = None
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, _ = batch
+        terms = self.net(x)
+        beta = self.beta(batch_idx)
+        losses = terms.member_losses(beta)
+        loss = losses.sum()
+        self.observe({"loss": loss, "reconstruction": terms.reconstruction.mean(), "kl": terms.kl.mean()},
+                     batch_idx, weight=x.shape[1], beta=beta)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sum, self._val_count = None, 0
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, _ = batch
+        if self.trainer.sanity_checking:  # Lightning isolates a run's random state during its sanity check
+            with self.net.streams.isolated():
+                terms = self.net(x)
+        else:
+            terms = self.net(x)
+        elbo = (terms.reconstruction - terms.kl).sum(-1)  # (K,)
+        self._val_sum = elbo if self._val_sum is None else self._val_sum + elbo
+        self._val_count += x.shape[1]
+
+    def on_validation_epoch_end(self) -> None:
+        if self._val_sum is None:
+            return
+        self.member_val_elbo = (self._val_sum / self._val_count).detach()
+        self.log("val/elbo", self.member_val_elbo.mean(), prog_bar=True)  # (the members' mean, for the progress bar)
+
+
+class MemberSelection(pl.Callback):
+    """Early stopping and best-epoch selection per member of a stack, on its own validation ELBO (higher is
+    better), as ``EarlyStopping(patience)`` and ``ModelCheckpoint`` select a separate run's.
+
+    After the fit, ``best_states[i]`` is member i's parameters at its best epoch (under a separate VAE's names, on
+    the CPU), ``best_epochs[i]`` that epoch and ``best_scores[i]`` its validation ELBO.
+
+    Args:
+        patience: validation epochs without improvement after which a member stops.
+    """
+
+    def __init__(self, patience: int):
+        if not isinstance(patience, int) or patience < 1:
+            raise ValueError(f"patience must be an integer >= 1, got {patience!r}")
+        self.patience = patience
+        self.best_states: list[dict[str, torch.Tensor] | None] = []
+        self.best_scores: list[float] = []
+        self.best_epochs: list[int] = []
+        self.stopped: list[bool] = []
+        self._waits: list[int] = []
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: StackedVAEModule) -> None:
+        k = pl_module.net.k
+        self.best_states, self.best_scores, self.best_epochs = [None] * k, [float("-inf")] * k, [-1] * k
+        self.stopped, self._waits = [False] * k, [0] * k
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: StackedVAEModule) -> None:
+        if trainer.sanity_checking or pl_module.member_val_elbo is None:
+            return
+        scores = pl_module.member_val_elbo.tolist()  # one host read per validation epoch
+        for i, score in enumerate(scores):
+            if self.stopped[i]:
+                continue
+            if score > self.best_scores[i]:
+                self.best_scores[i], self.best_epochs[i], self._waits[i] = score, trainer.current_epoch, 0
+                self.best_states[i] = {k: v.detach().cpu().clone() for k, v in pl_module.net.member(i).items()}
+            else:
+                self._waits[i] += 1
+                self.stopped[i] = self._waits[i] >= self.patience
+        if all(self.stopped):
+            trainer.should_stop = True
