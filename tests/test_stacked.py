@@ -148,4 +148,47 @@ def test_a_stacked_fit_gives_each_member_its_separate_fit(compose_train, request
             # into a visible difference where a gradient is near 0: allow a fifth of one step at lr 1e-3)
             torch.testing.assert_close(value, state_dict[name], rtol=1e-4, atol=2e-4)
         assert module.member_val_elbo[i].item() == pytest.approx(val_elbo, rel=1e-5)
-        assert selection.best_epochs[i] in (0, 1) and selection.best_states[i] is not None
+        # the best epoch's state is what the member held then (here the last epoch, whose ELBO is the best)
+        best = selection.best_epochs[i]
+        assert selection.best_scores[i] == max(selection.history[i]) and best == selection.history[i].index(
+            selection.best_scores[i])
+
+
+def test_seeds_trains_a_stack_written_as_the_separate_runs(compose_train, tmp_path):
+    """``seeds=[0,1]``: one folder per member with the separate run's files; each member's test numbers are those
+    of the separate run ``seed=<s>`` (the same fit, the same checkpoint, the test's draws from the seed);
+    make_tables counts the members as runs; the member checkpoints load in eval."""
+    import json
+
+    from hsvae.analysis.tables import find_jobs
+    from hsvae.cli.train import train
+
+    common = ["dataset.n_train=400", "trainer.max_epochs=3", "model.eval_samples=20", "callbacks.progress_bar=null",
+              "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false", "~logger"]
+    mean = train(compose_train([*common, "seeds=[0,1]"], "stack"))
+    members = {s: json.loads((tmp_path / "stack" / f"seed_{s}" / "results.json").read_text()) for s in (0, 1)}
+    for seed, results in members.items():
+        separate = train(compose_train([*common, f"seed={seed}"], f"seed{seed}"))
+        assert results["seed"] == seed and results["config"]["seed"] == seed
+        for key in ("test/elbo", "test/log_likelihood", "best/val_elbo"):
+            assert results["metrics"][key] == pytest.approx(separate[key], rel=1e-4, abs=1e-3), (seed, key)
+        assert (tmp_path / "stack" / f"seed_{seed}" / "checkpoints" / "best.ckpt").exists()
+    assert mean["test/elbo"] == pytest.approx((members[0]["metrics"]["test/elbo"] + members[1]["metrics"]["test/elbo"]) / 2)
+    jobs = find_jobs([tmp_path / "stack"])
+    assert sorted(j.results["seed"] for j in jobs) == [0, 1] and all(j.problem is None for j in jobs)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["seeds=[0,0]"], r"^seeds must be a list of distinct integers"),
+    (["seeds=[0,1]", "dataset=cora"], r"seeds=\[\.\.\.\] stacks the VAE models"),
+    (["seeds=[0,1]", "latent.prior=vmf"], r"^latent\.prior=vmf: the members of a stack share one latent family"),
+    (["seeds=[0,1]", "compile=true"], r"^compile: compile=true is not supported with seeds"),
+])
+def test_what_a_stack_does_not_support_is_refused_by_key(compose_train, overrides, message):
+    from hsvae.cli.builders import ConfigError
+    from hsvae.cli.stacked_runs import check_stackable, stack_seeds
+
+    cfg = compose_train(overrides)
+    with pytest.raises(ConfigError, match=message):
+        stack_seeds(cfg)
+        check_stackable(cfg)

@@ -62,6 +62,8 @@ def find_jobs(roots: list[Path]) -> list[Job]:
                 job_dir / ".hydra" / "overrides.yaml"
             ).exists():
                 continue  # the sweep's own folder
+            if (job_dir / "stack.json").exists() and not (job_dir / "results.json").exists():
+                continue  # a stack's own folder (seeds=[...]): its members' folders below are the runs
             dirs.add(job_dir)
     jobs = []
     for job_dir in track(sorted(dirs), "reading runs"):

@@ -41,6 +41,7 @@ from hsvae.cli.builders import (
 from hsvae.cli.checkpoints import check_fits, load_checkpoint, run_dir_of
 from hsvae.cli.failures import recording_failures, run_entry_point, single_run_errors
 from hsvae.cli.plugins import exit_if_plugin_missing
+from hsvae.cli.stacked_runs import run_stacked, stack_seeds
 from hsvae.analysis.results import read_status
 from hsvae.cli.report import collect_metrics, print_metrics, write_results
 from hsvae.cli.resume import resume_arguments
@@ -92,6 +93,11 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     # from here on the directory is this run's: its config, its log, and a record if it fails
     save_run_config(cfg, output_dir)
     with recording_failures(output_dir, f"{cfg.task_name}.log", cfg):
+        seeds = stack_seeds(cfg)
+        if seeds is not None:  # the seeds as one stacked fit, written as one run per seed
+            validate(cfg)
+            log.info("a stack of %d runs (seeds %s), each written to %s/seed_<seed>/", len(seeds), seeds, output_dir)
+            return run_stacked(cfg, output_dir, seeds, started, commit)
         return _fit_and_test(cfg, output_dir, ckpt_path, in_place, started, commit)
 
 

@@ -82,8 +82,8 @@ class StackedDataModule(pl.LightningDataModule):
 class StackedVAEModule(ELBOTask):
     """Trains a :class:`~hsvae.models.stacked.StackedVAE` on stacked ``(x, y)`` batches (labels ignored).
 
-    ``member_val_elbo`` holds, after each validation epoch, every member's mean validation ELBO (shape ``(K,)``,
-    on the device), which :class:`MemberSelection` reads once per epoch.
+    ``member_val_elbo`` is every member's mean validation ELBO (shape ``(K,)``, on the device), which
+    :class:`MemberSelection` reads once per validation epoch.
     """
 
     def __init__(
@@ -94,7 +94,15 @@ class StackedVAEModule(ELBOTask):
         final_beta: float = 1.0,
     ):
         super().__init__(net, optimizer, None, warmup_epochs, final_beta)
-        self.member_val_elbo: torch.Tensor | None = None
+        self._val_sum: torch.Tensor | None = None
+        self._val_count = 0
+
+    @property
+    def member_val_elbo(self) -> torch.Tensor | None:
+        """Every member's mean ELBO over the validation batches seen this validation epoch, ``(K,)`` (None before
+        any): complete at the epoch's end, where callbacks (whose hooks Lightning calls before the module's) read
+        it."""
+        return None if self._val_sum is None else (self._val_sum / self._val_count).detach()
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, _ = batch
@@ -121,10 +129,8 @@ class StackedVAEModule(ELBOTask):
         self._val_count += x.shape[1]
 
     def on_validation_epoch_end(self) -> None:
-        if self._val_sum is None:
-            return
-        self.member_val_elbo = (self._val_sum / self._val_count).detach()
-        self.log("val/elbo", self.member_val_elbo.mean(), prog_bar=True)  # (the members' mean, for the progress bar)
+        if self._val_sum is not None:
+            self.log("val/elbo", self.member_val_elbo.mean(), prog_bar=True)  # (the members' mean, for the bar)
 
 
 class MemberSelection(pl.Callback):
@@ -146,18 +152,20 @@ class MemberSelection(pl.Callback):
         self.best_scores: list[float] = []
         self.best_epochs: list[int] = []
         self.stopped: list[bool] = []
+        self.history: list[list[float]] = []  #: every member's validation ELBO per epoch
         self._waits: list[int] = []
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: StackedVAEModule) -> None:
         k = pl_module.net.k
         self.best_states, self.best_scores, self.best_epochs = [None] * k, [float("-inf")] * k, [-1] * k
-        self.stopped, self._waits = [False] * k, [0] * k
+        self.stopped, self._waits, self.history = [False] * k, [0] * k, [[] for _ in range(k)]
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: StackedVAEModule) -> None:
         if trainer.sanity_checking or pl_module.member_val_elbo is None:
             return
         scores = pl_module.member_val_elbo.tolist()  # one host read per validation epoch
         for i, score in enumerate(scores):
+            self.history[i].append(score)
             if self.stopped[i]:
                 continue
             if score > self.best_scores[i]:

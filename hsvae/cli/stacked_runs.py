@@ -1,0 +1,165 @@
+"""``python train.py ... seeds=[s_1,...,s_K]``: a run's seeds as one stacked fit, written as K runs.
+
+The members are built exactly as K separate runs with ``seed=s_i`` build theirs (seeded, data module, model), fit
+together as one computation (:mod:`hsvae.training.stacked`: each member's data, noise, KL warm-up, early stopping
+and best epoch its own), and then each member is written as its separate run would be, into
+``<output_dir>/seed_<s_i>/``: ``.hydra/config.yaml`` (``seed: s_i``), ``.hydra/overrides.yaml`` (the job's
+overrides with ``seeds=[...]`` replaced by ``seed=s_i``), ``checkpoints/best.ckpt`` (its best epoch on its own
+validation ELBO) and ``results.json`` (the test of that checkpoint, its draws started from the seed as in
+eval.py). ``make_tables`` and ``eval.py`` read them as K runs; the job's own folder holds ``stack.json`` (the
+members and their folders) and is not a run.
+
+What a stack supports (checked before anything is built): the VAE models (``model=mlp_vae`` / ``conv_vae``), a
+protocol that selects and stops on ``val/elbo``, no LR scheduler, a latent without learnt parameters, one device,
+eager execution, a fresh run (no ``ckpt_path``).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from hsvae.cli.builders import ConfigError, instantiate_model, save_run_config, targets
+from hsvae.cli.report import collect_metrics, write_results
+from hsvae.cli.stages import instantiate_datamodule
+from hsvae.models.stacked import MemberStreams, StackedVAE
+from hsvae.training import VAEModule
+from hsvae.training.stacked import MemberSelection, StackedDataModule, StackedVAEModule
+from hsvae.utils.io import write_json_atomic, write_text_atomic
+
+
+def stack_seeds(cfg: DictConfig) -> list[int] | None:
+    """The stack's seeds (``seeds``), checked, or None for an ordinary run."""
+    seeds = cfg.get("seeds")
+    if seeds is None:
+        return None
+    seeds = list(seeds) if not isinstance(seeds, (int, str)) else None
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds) \
+            or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds must be a list of distinct integers >= 0 (e.g. seeds=[0,1,2]), got "
+                          f"{cfg.get('seeds')!r}")
+    return seeds
+
+
+def check_stackable(cfg: DictConfig) -> None:
+    """ConfigError, naming the key, for what a stack does not support (see the module docstring)."""
+    if not targets(cfg.get("model"), VAEModule):
+        raise ConfigError(f"seeds=[...] stacks the VAE models (model=mlp_vae or conv_vae); model is "
+                          f"{OmegaConf.select(cfg, 'model._target_')}: run its seeds separately (seed=0,1,2 with -m)")
+    monitors = {OmegaConf.select(cfg, f"callbacks.{name}.monitor", default=None)
+                for name in ("model_checkpoint", "early_stopping")} - {None}
+    if monitors - {"val/elbo"}:
+        raise ConfigError(f"seeds=[...] selects each member on its validation ELBO; this protocol selects on "
+                          f"{sorted(monitors)} (callbacks.*.monitor): run its seeds separately")
+    for key, fine, why in (("model.scheduler", None, "a learning-rate scheduler"), ("compile", False, "compile=true"),
+                           ("ckpt_path", None, "resuming from a checkpoint")):
+        if OmegaConf.select(cfg, key, default=fine) not in (fine,):
+            raise ConfigError(f"{key}: {why} is not supported with seeds=[...] yet; drop it or run the seeds "
+                              f"separately")
+    prior = OmegaConf.select(cfg, "latent.prior", default="uniform")
+    if prior not in ("uniform", "standard"):
+        raise ConfigError(f"latent.prior={prior}: the members of a stack share one latent family, which a learnt "
+                          f"prior would make one model; run its seeds separately")
+    devices = OmegaConf.select(cfg, "trainer.devices", default=1)
+    if devices not in (1, "1", [0]):
+        raise ConfigError(f"trainer.devices={devices}: a stack runs on one device (its members share it)")
+
+
+def _member_overrides(seed: int) -> list[str] | None:
+    """The job's command-line overrides with ``seeds=...`` (and any ``seed=``) replaced by ``seed=<seed>``."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    kept = [o for o in HydraConfig.get().overrides.task if o.split("=", 1)[0].lstrip("+~") not in ("seeds", "seed")]
+    return [*kept, f"seed={seed}"]
+
+
+def _member_config(cfg: DictConfig, seed: int, member_dir: Path) -> DictConfig:
+    member = copy.deepcopy(cfg)
+    with open_dict(member):
+        member.seed = seed
+        member.seeds = None
+        member.paths.output_dir = str(member_dir)
+    return member
+
+
+def _save_member_run_config(member_cfg: DictConfig, member_dir: Path, seed: int) -> None:
+    save_run_config(member_cfg, member_dir)
+    overrides = _member_overrides(seed)
+    if overrides is not None:
+        write_text_atomic(member_dir / ".hydra" / "overrides.yaml", OmegaConf.to_yaml(overrides))
+
+
+def _save_member_checkpoint(model: VAEModule, path: Path, epoch: int, global_step: int) -> None:
+    """The member's best state as the checkpoint a separate run's ModelCheckpoint writes (what eval.py and
+    ``ckpt_path`` read: the module's state dict and hyperparameters)."""
+    from hsvae.training.checkpoint_io import AtomicCheckpointIO
+
+    checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams), "epoch": epoch,
+                  "global_step": global_step, "pytorch-lightning_version": pl.__version__}
+    AtomicCheckpointIO().save_checkpoint(checkpoint, path)
+
+
+def run_stacked(cfg: DictConfig, output_dir: Path, seeds: list[int], started: float,
+                commit: str | None) -> dict[str, Any]:
+    """Fit the members together, then test and write each as its run; return the members' mean metrics."""
+    check_stackable(cfg)
+    members = []
+    for seed in seeds:
+        member_dir = output_dir / f"seed_{seed}"
+        member_cfg = _member_config(cfg, seed, member_dir)
+        pl.seed_everything(seed, workers=True, verbose=False)
+        datamodule = instantiate_datamodule(member_cfg)
+        model = instantiate_model(member_cfg)
+        members.append((seed, member_dir, member_cfg, datamodule, model, torch.get_rng_state()))
+    write_json_atomic(output_dir / "stack.json", {"seeds": seeds, "members": [f"seed_{s}" for s in seeds]})
+
+    streams = MemberStreams([state for *_, state in members])
+    first = members[0][4]
+    module = StackedVAEModule(StackedVAE([m[4].net for m in members], streams), optimizer=first.optimizer_factory,
+                              warmup_epochs=first.warmup_epochs, final_beta=first.final_beta)
+    patience = OmegaConf.select(cfg, "callbacks.early_stopping.patience", default=None)
+    selection = MemberSelection(patience if patience is not None else 10**9)
+    progress = cfg.trainer.get("enable_progress_bar", True) is not False
+    trainer = pl.Trainer(**_trainer_arguments(cfg), callbacks=[selection], logger=False, enable_checkpointing=False,
+                         enable_progress_bar=progress)
+    trainer.fit(module, datamodule=StackedDataModule([m[3] for m in members], streams))
+
+    all_metrics = []
+    for i, (seed, member_dir, member_cfg, datamodule, model, _) in enumerate(members):
+        state = selection.best_states[i] or module.net.member(i)
+        model.net.load_state_dict(state)
+        _save_member_run_config(member_cfg, member_dir, seed)
+        _save_member_checkpoint(model, member_dir / "checkpoints" / "best.ckpt", selection.best_epochs[i],
+                                trainer.global_step)
+        metrics = {"best/val_elbo": selection.best_scores[i], "val/elbo": float(module.member_val_elbo[i])}
+        if cfg.get("test", True):
+            pl.seed_everything(seed, workers=True, verbose=False)  # as eval.py: the test's draws from the seed
+            tester = pl.Trainer(**_trainer_arguments(member_cfg), logger=False, enable_checkpointing=False,
+                                enable_progress_bar=progress)
+            tester.test(model, datamodule=datamodule)
+            metrics = collect_metrics(tester, metrics)
+        write_results(member_dir, member_cfg, metrics, wall_time_s=time.time() - started, commit=commit,
+                      extra={"test_checkpoint": str(member_dir / "checkpoints" / "best.ckpt"),
+                             "epochs": trainer.current_epoch, "global_step": trainer.global_step,
+                             "stack": {"seeds": seeds, "member": i, "best_epoch": selection.best_epochs[i]}})
+        all_metrics.append(metrics)
+    keys = set.intersection(*(set(m) for m in all_metrics))
+    return {k: sum(m[k] for m in all_metrics) / len(all_metrics) for k in sorted(keys)}
+
+
+def _trainer_arguments(cfg: DictConfig) -> dict[str, Any]:
+    """The run's ``trainer`` settings a stack's Lightning trainer takes as they are (its callbacks, logger and
+    checkpointing are the stack's own)."""
+    arguments = OmegaConf.to_container(cfg.trainer, resolve=True)
+    arguments.pop("_target_", None)
+    for key in ("callbacks", "logger", "enable_checkpointing", "enable_progress_bar", "plugins"):
+        arguments.pop(key, None)
+    return arguments
