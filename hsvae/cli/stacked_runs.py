@@ -17,6 +17,7 @@ eager execution, a fresh run (no ``ckpt_path``).
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ from hsvae.models.stacked import MemberStreams, StackedVAE
 from hsvae.training import VAEModule
 from hsvae.training.stacked import MemberSelection, StackedDataModule, StackedVAEModule
 from hsvae.utils.io import write_json_atomic, write_text_atomic
+
+log = logging.getLogger(__name__)
 
 
 def stack_seeds(cfg: DictConfig) -> list[int] | None:
@@ -111,6 +114,7 @@ def run_stacked(cfg: DictConfig, output_dir: Path, seeds: list[int], started: fl
                 commit: str | None) -> dict[str, Any]:
     """Fit the members together, then test and write each as its run; return the members' mean metrics."""
     check_stackable(cfg)
+    log.info("a stack of %d runs (seeds %s), each written to %s/seed_<seed>/", len(seeds), seeds, output_dir)
     members = []
     for seed in seeds:
         member_dir = output_dir / f"seed_{seed}"
@@ -152,7 +156,27 @@ def run_stacked(cfg: DictConfig, output_dir: Path, seeds: list[int], started: fl
                              "stack": {"seeds": seeds, "member": i, "best_epoch": selection.best_epochs[i]}})
         all_metrics.append(metrics)
     keys = set.intersection(*(set(m) for m in all_metrics))
-    return {k: sum(m[k] for m in all_metrics) / len(all_metrics) for k in sorted(keys)}
+    mean = {k: sum(m[k] for m in all_metrics) / len(all_metrics) for k in sorted(keys)}
+    _print_members(seeds, all_metrics, output_dir)
+    return mean
+
+
+def _print_members(seeds: list[int], all_metrics: list[dict[str, float]], output_dir: Path) -> None:
+    """One row per member (its test metrics, the best validation ELBO) and where the members' runs are."""
+    from rich.console import Console
+    from rich.table import Table
+
+    keys = sorted(k for k in all_metrics[0] if k.startswith("test/") or k.startswith("best/"))
+    table = Table(title=f"hsvae stack of {len(seeds)} runs", show_lines=False)
+    table.add_column("metric")
+    for seed in seeds:
+        table.add_column(f"seed {seed}", justify="right")
+    for key in keys:
+        table.add_row(key, *(f"{metrics.get(key, float('nan')):.4f}" for metrics in all_metrics))
+    console = Console()
+    console.print(table)
+    console.print(f"outputs: {output_dir}/seed_<seed>/ (results.json, checkpoints/best.ckpt), one folder per seed",
+                  highlight=False, markup=False)
 
 
 def _trainer_arguments(cfg: DictConfig) -> dict[str, Any]:

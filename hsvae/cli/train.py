@@ -96,7 +96,6 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         seeds = stack_seeds(cfg)
         if seeds is not None:  # the seeds as one stacked fit, written as one run per seed
             validate(cfg)
-            log.info("a stack of %d runs (seeds %s), each written to %s/seed_<seed>/", len(seeds), seeds, output_dir)
             return run_stacked(cfg, output_dir, seeds, started, commit)
         return _fit_and_test(cfg, output_dir, ckpt_path, in_place, started, commit)
 
