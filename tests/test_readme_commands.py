@@ -23,7 +23,8 @@ How a command runs (``test_readme_command``, marked ``slow`` and ``data``):
   a sweep narrowed to the first value of every swept key), never ``hydra.run.dir`` / ``hydra.sweep.dir``;
 * then the exit status must be 0, a training command must have written ``results.json`` in its output
   directory (``hydra.run.dir``, else the newest ``logs/<task>/runs/*``; for ``-m`` in every job directory
-  ``<sweep dir>/<n>/``), and a script's ``--out`` file must exist.
+  ``<sweep dir>/<n>/``; for a stack, ``seeds=[...]``, in every ``seed_<s>/`` of it), and a script's ``--out``
+  file must exist.
 
 ``compose`` commands (SLURM, GPUs) are composed instead, with the command line as written (``-m`` dropped and
 sweeps narrowed, since Hydra's ``--cfg`` does not combine with ``-m``) plus ``--cfg all --resolve``; where later
@@ -722,6 +723,13 @@ class Sandbox:
         def fresh(path: Path) -> bool:
             return path.is_file() and path.stat().st_mtime >= started
 
+        # a stack (seeds=[...]) writes one run per seed, into <output dir>/seed_<s>/
+        seeds = overrides.get("seeds")
+        members = [f"seed_{s.strip()}/" for s in seeds.strip("[]").split(",")] if seeds else [""]
+
+        def written(run_dir: Path) -> bool:
+            return all(fresh(run_dir / member / "results.json") for member in members)
+
         if planned.multirun:
             sweep = overrides.get("hydra.sweep.dir")
             if sweep is None:
@@ -730,14 +738,15 @@ class Sandbox:
                 if not dirs:
                     return [f"no new sweep directory under logs/{planned.task_name}/multiruns/"]
                 sweep = str(max(dirs).relative_to(workdir))
-            missing = [n for n in range(planned.jobs) if not fresh(workdir / sweep / str(n) / "results.json")]
-            return [f"{sweep}/{n}/results.json was not written (expected {planned.jobs} jobs)" for n in missing]
+            missing = [n for n in range(planned.jobs) if not written(workdir / sweep / str(n))]
+            return [f"{sweep}/{n}/{members[0]}results.json was not written (expected {planned.jobs} jobs)"
+                    for n in missing]
         run_dir = overrides.get("hydra.run.dir")
         if run_dir is not None:
-            return [] if fresh(workdir / run_dir / "results.json") else [f"{run_dir}/results.json was not written"]
+            return [] if written(workdir / run_dir) else [f"{run_dir}/{members[0]}results.json was not written"]
         # a new run directory, or (resuming) the one the checkpoint came from
-        if not any(fresh(p) for p in (workdir / "logs" / planned.task_name / "runs").glob("*/results.json")):
-            return [f"no results.json written under logs/{planned.task_name}/runs/"]
+        if not any(written(p) for p in (workdir / "logs" / planned.task_name / "runs").glob("*")):
+            return [f"no {members[0]}results.json written under logs/{planned.task_name}/runs/"]
         return []
 
 
