@@ -192,3 +192,27 @@ def test_what_a_stack_does_not_support_is_refused_by_key(compose_train, override
     with pytest.raises(ConfigError, match=message):
         stack_seeds(cfg)
         check_stackable(cfg)
+
+
+@pytest.mark.parametrize("latent", ["gaussian", "vmf", "spcauchy", "product_sphere"])
+def test_the_stacked_step_reads_nothing_back_to_the_host(latent, monkeypatch):
+    """The stacked training step (binarisation under the streams, forward, loss, backward, Adam) on the meta
+    device, where any host read raises (see tests/distributions/test_no_host_sync.py): it runs on an accelerator
+    without synchronising. (The Power Spherical's Gamma sampler has no meta kernel.)"""
+    # as in training (validate_distributions=false): argument checks read values
+    monkeypatch.setattr(torch.distributions.Distribution, "_validate_args", False)
+    members = []
+    for seed in range(3):
+        net, state = _member(latent, seed)
+        members.append((net.to("meta"), state))
+    stack = StackedVAE([m for m, _ in members], MemberStreams([s for _, s in members]))
+    optimizer = torch.optim.Adam(stack.parameters(), lr=1e-3, foreach=False)
+    images = torch.rand(3, BATCH, PIXELS, device="meta")
+    batches = []
+    for i in range(3):
+        with stack.streams.member(i):
+            batches.append(torch.bernoulli(images[i]))
+    loss = stack(torch.stack(batches)).loss()
+    loss.backward()
+    optimizer.step()
+    assert all(p.grad is not None and p.grad.device.type == "meta" for p in stack.parameters())

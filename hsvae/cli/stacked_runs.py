@@ -122,10 +122,12 @@ def run_stacked(cfg: DictConfig, output_dir: Path, seeds: list[int], started: fl
         pl.seed_everything(seed, workers=True, verbose=False)
         datamodule = instantiate_datamodule(member_cfg)
         model = instantiate_model(member_cfg)
-        members.append((seed, member_dir, member_cfg, datamodule, model, torch.get_rng_state()))
+        cuda_state = torch.cuda.get_rng_state() if torch.cuda.is_available() else None  # (a GPU's draws)
+        members.append((seed, member_dir, member_cfg, datamodule, model, (torch.get_rng_state(), cuda_state)))
     write_json_atomic(output_dir / "stack.json", {"seeds": seeds, "members": [f"seed_{s}" for s in seeds]})
 
-    streams = MemberStreams([state for *_, state in members])
+    cuda_states = [cuda for *_, (_, cuda) in members]
+    streams = MemberStreams([cpu for *_, (cpu, _) in members], None if None in cuda_states else cuda_states)
     first = members[0][4]
     module = StackedVAEModule(StackedVAE([m[4].net for m in members], streams), optimizer=first.optimizer_factory,
                               warmup_epochs=first.warmup_epochs, final_beta=first.final_beta)
