@@ -216,3 +216,17 @@ def test_the_stacked_step_reads_nothing_back_to_the_host(latent, monkeypatch):
     loss.backward()
     optimizer.step()
     assert all(p.grad is not None and p.grad.device.type == "meta" for p in stack.parameters())
+
+
+def test_a_finished_stack_run_again_is_left_as_it_is(compose_train, tmp_path):
+    """A sweep run again (a second GPU lease) skips the stacks whose members all finished: nothing is rewritten."""
+    from hsvae.cli.train import train
+
+    overrides = ["dataset.n_train=200", "trainer.max_epochs=1", "model.eval_samples=2", "callbacks.progress_bar=null",
+                 "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false", "~logger",
+                 "seeds=[4,5]", "allow_overwrite=true"]
+    first = train(compose_train(overrides, "stack"))
+    results = tmp_path / "stack" / "seed_5" / "results.json"
+    written = results.stat().st_mtime_ns
+    again = train(compose_train(overrides, "stack"))
+    assert again == pytest.approx(first) and results.stat().st_mtime_ns == written

@@ -50,6 +50,21 @@ def stack_seeds(cfg: DictConfig) -> list[int] | None:
     return seeds
 
 
+def finished_stack_metrics(output_dir: Path, seeds: list[int]) -> dict[str, float] | None:
+    """The members' mean metrics when every member of the stack in ``output_dir`` finished (a sweep run again,
+    e.g. in a second GPU lease, skips the cells it already has), else None."""
+    from hsvae.analysis.results import read_status
+
+    finished = []
+    for seed in seeds:
+        results = read_status(output_dir / f"seed_{seed}")
+        if not results or results.get("status", "finished") != "finished" or not results.get("metrics"):
+            return None
+        finished.append({k: float(v) for k, v in results["metrics"].items() if isinstance(v, (int, float))})
+    keys = set.intersection(*(set(m) for m in finished))
+    return {k: sum(m[k] for m in finished) / len(finished) for k in sorted(keys)}
+
+
 def check_stackable(cfg: DictConfig) -> None:
     """ConfigError, naming the key, for what a stack does not support (see the module docstring)."""
     if not targets(cfg.get("model"), VAEModule):

@@ -27,6 +27,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from hsvae.cli import CONFIG_DIR
 from hsvae.cli.banner import start_banner
 from hsvae.cli.builders import (
+    ConfigError,
     assign_job_gpu,
     check_output_dir,
     continue_history,
@@ -41,7 +42,7 @@ from hsvae.cli.builders import (
 from hsvae.cli.checkpoints import check_fits, load_checkpoint, run_dir_of
 from hsvae.cli.failures import recording_failures, run_entry_point, single_run_errors
 from hsvae.cli.plugins import exit_if_plugin_missing
-from hsvae.cli.stacked_runs import run_stacked, stack_seeds
+from hsvae.cli.stacked_runs import finished_stack_metrics, run_stacked, stack_seeds
 from hsvae.analysis.results import read_status
 from hsvae.cli.report import collect_metrics, print_metrics, write_results
 from hsvae.cli.resume import resume_arguments
@@ -73,6 +74,16 @@ def _finished_metrics(output_dir: Path) -> dict[str, float] | None:
     return {k: float(v) for k, v in previous["metrics"].items()}
 
 
+def _finished_stack(cfg: DictConfig, output_dir: Path) -> dict[str, float] | None:
+    """The mean metrics of a stack (``seeds=[...]``) whose members all finished in ``output_dir``, else None (an
+    invalid ``seeds`` is reported later, with the run's record)."""
+    try:
+        seeds = stack_seeds(cfg)
+    except ConfigError:
+        return None
+    return finished_stack_metrics(output_dir, seeds) if seeds is not None else None
+
+
 def _train(cfg: DictConfig) -> dict[str, Any]:
     started, commit = time.time(), git_commit()
     output_dir = Path(cfg.paths.output_dir)
@@ -82,6 +93,12 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         # a DDP worker that Lightning started by re-running this command into rank zero's directory: rank zero
         # checked and claimed it, and records the run's outcome
         return _fit_and_test(cfg, output_dir, ckpt_path, in_place, started, commit)
+    stack_done = _finished_stack(cfg, output_dir)
+    if stack_done is not None:
+        # every member of this stack finished here: nothing is written (a sweep run again continues the rest)
+        print(f"{output_dir}: every member of the stack (seeds {list(cfg.seeds)}) already finished; nothing to do.",
+              file=sys.stderr)
+        return stack_done
     if in_place:
         finished = _finished_metrics(output_dir)
         if finished is not None:
