@@ -230,3 +230,29 @@ def test_a_finished_stack_run_again_is_left_as_it_is(compose_train, tmp_path):
     written = results.stat().st_mtime_ns
     again = train(compose_train(overrides, "stack"))
     assert again == pytest.approx(first) and results.stat().st_mtime_ns == written
+
+
+def test_the_conv_vae_stacks_too():
+    """The spherical Cauchy comparison's convolutional VAE: member i of a stack is the separate model i."""
+    from hsvae.models import ConvDecoder, ConvEncoder
+
+    def member(seed):
+        torch.manual_seed(seed)
+        net = VAE(ConvEncoder((1, 28, 28), (8, 16), 32),
+                  functools.partial(ConvDecoder, image_shape=(1, 28, 28), channels=(16, 8), hidden=32),
+                  build_latent("spcauchy", 3), BernoulliLikelihood())
+        return net, torch.get_rng_state()
+
+    images = torch.rand(2, STEPS, 8, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    separate = []
+    for i in range(2):
+        net, state = member(i)
+        separate.append((_separate_run(net, state, images[i]), net.state_dict()))
+    members, states = zip(*(member(i) for i in range(2)))
+    stack = StackedVAE(list(members), MemberStreams(states))
+    losses = _stacked_run(stack, images)
+    for i, (expected, state_dict) in enumerate(separate):
+        torch.testing.assert_close(torch.tensor([step[i] for step in losses]), torch.tensor(expected), rtol=1e-5,
+                                   atol=1e-4)
+        for name, value in stack.member(i).items():
+            torch.testing.assert_close(value, state_dict[name], rtol=1e-4, atol=1e-5)
