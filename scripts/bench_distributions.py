@@ -14,8 +14,8 @@ interleaved in rounds of ``--inner`` steps; times are medians over ``--rounds`` 
 ratio is the median of the per-round ratios (robust to a shared, noisy machine).
 Targets (CPU): spherical Cauchy and Power Spherical <= 1.5x the Gaussian, vMF <= 3x.
 The compiled column times the same step with the loss (rsample + KL) under
-``torch.compile(fullgraph=True)`` (inductor; the vMF's sampler then draws a fixed number of proposals per
-row, as on an accelerator), interleaved with the eager steps; "vs eager" is compiled time over eager time
+``torch.compile(fullgraph=True)`` (inductor, drawing with torch's generator as ``compile=true`` does; the vMF's
+sampler then draws a fixed number of proposals per row, as on an accelerator), interleaved with the eager steps; "vs eager" is compiled time over eager time
 (below 1: the compiled step is faster). The compilation itself happens in the warm-up and is not timed.
 ``--device cuda`` also runs the vMF step (and the spherical Cauchy and Power Spherical steps)
 under ``torch.cuda.set_sync_debug_mode("error")`` (no host-device synchronisation allowed) and
@@ -115,7 +115,8 @@ def spherical_loss(family, batch: int, m: int, scale_value: float | None, dtype,
 
 def timed_step(loss, params, compiled: bool) -> Callable[[], None]:
     """One timed step: the loss and its backward, eager or with the loss under torch.compile(fullgraph=True)
-    (a graph break would raise)."""
+    (a graph break would raise). Compiled code draws its noise with torch's own generator, as train.py's
+    compile=true does (inductor's generated random numbers cost about 3x the whole step on the CPU)."""
     fn = torch.compile(loss, fullgraph=True) if compiled else loss
 
     def step() -> None:
@@ -177,6 +178,7 @@ def main() -> None:
     args = parser.parse_args()
     # dynamo notes once per function that it traces through the distributions' cached constant builders
     warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`")
+    torch._inductor.config.fallback_random = True  # (see timed_step)
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -204,6 +206,9 @@ def main() -> None:
         ]
         if vmf is not None:
             rows += [(f"vMF kappa={k:g}", spherical_loss(vmf, args.batch, m, k, dtype, device)) for k in (1.0, 1e2, 1e4)]
+        # (the spherical steps share one loss function's code: dynamo keeps a compiled version per family and
+        # dimension, and would stop recompiling at its limit; those of the previous dimension are done with)
+        torch._dynamo.reset()
         eager = [timed_step(loss, params, compiled=False) for _, (loss, params) in rows]
         compiled = [timed_step(loss, params, compiled=True) for _, (loss, params) in rows] if args.compile else []
         # eager and compiled steps interleaved in the same rounds (the compilation happens in the warm-up)
