@@ -298,7 +298,8 @@ def _bash_commands(file: str, block: int, lines: list[tuple[int, str]]) -> list[
                 loops.pop()
             continue
         words = shlex.split(text)
-        if words[0] == "export" or all(re.fullmatch(r"\w+=\S*", w) for w in words):
+        # (an assignment's value is one shell word, which may hold spaces in quotes: B="a=1 b=2")
+        if words[0] == "export" or all(re.fullmatch(r"\w+=.*", w, re.S) for w in words):
             for word in words[1:] if words[0] == "export" else words:
                 name, _, value = word.partition("=")
                 if not re.fullmatch(r"\w+", name):
