@@ -10,9 +10,9 @@ Examples::
 from __future__ import annotations
 
 import logging
-import warnings
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
