@@ -178,7 +178,9 @@ def main() -> None:
     args = parser.parse_args()
     # dynamo notes once per function that it traces through the distributions' cached constant builders
     warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`")
-    torch._inductor.config.fallback_random = True  # (see timed_step)
+    import torch._inductor.config as inductor_config
+
+    inductor_config.fallback_random = True  # (see timed_step)
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)

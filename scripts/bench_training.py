@@ -62,7 +62,9 @@ def framework_epoch(dm: MNISTDataModule, latent: str, dim: int, batches: int, ep
     module = VAEModule(build_net(latent, dim), optimizer=lambda params: torch.optim.Adam(params, lr=1e-3),
                        warmup_epochs=100, eval_samples=0)
     if compile:  # as train.py's compile=true
-        torch._inductor.config.fallback_random = True
+        import torch._inductor.config as inductor_config
+
+        inductor_config.fallback_random = True
         module.net.compile()
     timer = EpochTimer()
     trainer = pl.Trainer(

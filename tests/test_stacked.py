@@ -114,8 +114,9 @@ def _trainer(callbacks=()):
                       callbacks=list(callbacks))
 
 
-@pytest.mark.parametrize("dataset, latent", [("synthetic", "vmf"), ("synthetic", "spcauchy"),
-                                             pytest.param("mnist", "vmf", marks=pytest.mark.data)])
+@pytest.mark.parametrize("dataset, latent", [("synthetic", "vmf"),
+                                             pytest.param("synthetic", "spcauchy", marks=pytest.mark.slow),
+                                             pytest.param("mnist", "vmf", marks=[pytest.mark.data, pytest.mark.slow])])
 def test_a_stacked_fit_gives_each_member_its_separate_fit(compose_train, request, dataset, latent):
     """Through Lightning, with the real config's data modules and models: the sanity check, the KL warm-up, the
     dynamic binarisation (MNIST) and the sampler draw per member as in its separate fit; after two epochs every

@@ -134,7 +134,9 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, in_p
         warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`")
         # compiled code draws its noise with torch's generator, as eager code does: a compiled run repeats an eager
         # run's numbers from the same seed, and on the CPU inductor's own random numbers cost more than the step
-        torch._inductor.config.fallback_random = True
+        import torch._inductor.config as inductor_config
+
+        inductor_config.fallback_random = True
         model.net.compile()  # in place: the parameters' names, and so the checkpoints, stay those of eager runs
     checkpoint = None
     if ckpt_path is not None:

@@ -5,8 +5,9 @@ Compile: every family's ``rsample``, ``log_prob``, ``entropy`` and KLs trace as 
 exactly the same computations for the deterministic ones; for the samplers without rejection (spherical Cauchy,
 Power Spherical) the same samples from the same seed; for the vMF, whose rejection sampler draws a fixed number
 of proposals per row inside a graph, samples on the sphere with E[mu.x] = A_m(kappa) (5 standard errors).
-The default tier traces with the ``aot_eager`` backend (the graph capture and the autograd graph, without code
-generation); the ``slow`` tier compiles with inductor.
+The default tier traces the vMF (the rejection sampler and the Bessel functions) with the ``aot_eager`` backend
+(the graph capture and the autograd graph, without code generation); the ``slow`` tier traces every family and
+compiles them with inductor.
 
 Autocast: under ``torch.autocast`` to bfloat16 and float16, with half-precision parameters as a network head
 gives them, every quantity is float32, finite over the robustness grid, and equal to the float32 evaluation of
@@ -106,8 +107,10 @@ def _check_samplers(family, m, backend):
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("m", [pytest.param(3, marks=pytest.mark.slow), 11])
-@pytest.mark.parametrize("family", list(FAMILIES), ids=lambda f: f.__name__)
+@pytest.mark.parametrize("family, m", [(VonMisesFisher, 11), pytest.param(VonMisesFisher, 3, marks=pytest.mark.slow),
+                                       *(pytest.param(f, m, marks=pytest.mark.slow)
+                                         for f in (PowerSpherical, SphericalCauchy) for m in (3, 11))],
+                         ids=lambda v: v.__name__ if isinstance(v, type) else str(v))
 def test_every_operation_traces_as_one_graph_with_eager_values(family, m):
     _check_deterministic_ops(family, m, "aot_eager")
     _check_samplers(family, m, "aot_eager")
@@ -115,11 +118,13 @@ def test_every_operation_traces_as_one_graph_with_eager_values(family, m):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family", list(FAMILIES), ids=lambda f: f.__name__)
-def test_inductor_compiles_every_operation_with_eager_values(family, monkeypatch):
+def test_inductor_compiles_every_operation_with_eager_values(family):
+    import torch._inductor.config as inductor_config
+
     # inductor's own random number generator would draw other noise than eager: use torch's for the comparison
-    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
-    _check_deterministic_ops(family, 11, "inductor")
-    _check_samplers(family, 11, "inductor")
+    with inductor_config.patch(fallback_random=True):
+        _check_deterministic_ops(family, 11, "inductor")
+        _check_samplers(family, 11, "inductor")
 
 
 def _evaluate(family, m, scale_values, half, autocast):

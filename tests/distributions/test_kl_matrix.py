@@ -138,7 +138,7 @@ def _wrapped_or_spherical_cauchy_density(m, w):
     return lambda x: ((1 - r2) / sum((a - b) ** 2 for a, b in zip(x, w))) ** (m - 1) / area
 
 
-@pytest.mark.parametrize("m", [2, 3])
+@pytest.mark.parametrize("m", [2, pytest.param(3, marks=pytest.mark.slow)])  # (S^2: a 2-d quadrature, ~10 s each)
 @pytest.mark.parametrize("rho_q, rho_p, cos", [(0.3, 0.7, 0.2), (0.9, 0.5, -0.6), (0.6, 0.6, 1.0)])
 def test_spherical_cauchy_pair_by_mpmath_quadrature(m, rho_q, rho_p, cos):
     """KL(q || p) = integral of q log(q / p) over the circle (m = 2) or the sphere (m = 3, in polar angles about
