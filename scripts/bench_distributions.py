@@ -30,13 +30,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-import warnings
 from collections.abc import Callable
 
 import torch
 from torch.distributions import kl_divergence
 
 import _checkout  # noqa: F401,I001  (this checkout's hsvae, not an installed one)
+from hsvae.utils.modules import configure_compile
 from hsvae.distributions import (
     DiagonalNormal,
     HypersphericalUniform,
@@ -176,11 +176,7 @@ def main() -> None:
         "which ignores time spent preempted on a busy shared machine",
     )
     args = parser.parse_args()
-    # dynamo notes once per function that it traces through the distributions' cached constant builders
-    warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`")
-    import torch._inductor.config as inductor_config
-
-    inductor_config.fallback_random = True  # (see timed_step)
+    configure_compile()  # as train.py's compile=true (see timed_step)
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)

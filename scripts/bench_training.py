@@ -26,6 +26,7 @@ from hsvae.cli.registry import build_latent, latent_families
 from hsvae.data import MNISTDataModule
 from hsvae.models import VAE, BernoulliLikelihood, MLPDecoder, MLPEncoder
 from hsvae.training import VAEModule
+from hsvae.utils.modules import configure_compile
 
 LATENTS = latent_families()
 
@@ -62,9 +63,7 @@ def framework_epoch(dm: MNISTDataModule, latent: str, dim: int, batches: int, ep
     module = VAEModule(build_net(latent, dim), optimizer=lambda params: torch.optim.Adam(params, lr=1e-3),
                        warmup_epochs=100, eval_samples=0)
     if compile:  # as train.py's compile=true
-        import torch._inductor.config as inductor_config
-
-        inductor_config.fallback_random = True
+        configure_compile()
         module.net.compile()
     timer = EpochTimer()
     trainer = pl.Trainer(

@@ -61,8 +61,13 @@ def finished_stack_metrics(output_dir: Path, seeds: list[int]) -> dict[str, floa
         if not results or results.get("status", "finished") != "finished" or not results.get("metrics"):
             return None
         finished.append({k: float(v) for k, v in results["metrics"].items() if isinstance(v, (int, float))})
-    keys = set.intersection(*(set(m) for m in finished))
-    return {k: sum(m[k] for m in finished) / len(finished) for k in sorted(keys)}
+    return _mean_metrics(finished)
+
+
+def _mean_metrics(members: list[dict[str, float]]) -> dict[str, float]:
+    """The members' mean of every metric they all have (what train.py returns for a stack)."""
+    keys = set.intersection(*(set(m) for m in members))
+    return {k: sum(m[k] for m in members) / len(members) for k in sorted(keys)}
 
 
 def check_stackable(cfg: DictConfig) -> None:
@@ -147,7 +152,7 @@ def run_stacked(cfg: DictConfig, output_dir: Path, seeds: list[int], started: fl
     module = StackedVAEModule(StackedVAE([m[4].net for m in members], streams), optimizer=first.optimizer_factory,
                               warmup_epochs=first.warmup_epochs, final_beta=first.final_beta)
     patience = OmegaConf.select(cfg, "callbacks.early_stopping.patience", default=None)
-    selection = MemberSelection(patience if patience is not None else 10**9)
+    selection = MemberSelection(patience)
     progress = cfg.trainer.get("enable_progress_bar", True) is not False
     trainer = pl.Trainer(**_trainer_arguments(cfg), callbacks=[selection], logger=False, enable_checkpointing=False,
                          enable_progress_bar=progress)
@@ -172,10 +177,8 @@ def run_stacked(cfg: DictConfig, output_dir: Path, seeds: list[int], started: fl
                              "epochs": trainer.current_epoch, "global_step": trainer.global_step,
                              "stack": {"seeds": seeds, "member": i, "best_epoch": selection.best_epochs[i]}})
         all_metrics.append(metrics)
-    keys = set.intersection(*(set(m) for m in all_metrics))
-    mean = {k: sum(m[k] for m in all_metrics) / len(all_metrics) for k in sorted(keys)}
     _print_members(seeds, all_metrics, output_dir)
-    return mean
+    return _mean_metrics(all_metrics)
 
 
 def _print_members(seeds: list[int], all_metrics: list[dict[str, float]], output_dir: Path) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,7 @@ from hsvae.cli.stacked_runs import finished_stack_metrics, run_stacked, stack_se
 from hsvae.analysis.results import read_status
 from hsvae.cli.report import collect_metrics, print_metrics, write_results
 from hsvae.cli.resume import resume_arguments
+from hsvae.utils.modules import configure_compile
 from hsvae.sweeps.optuna_search import MissingMetricError
 from hsvae.cli.stages import instantiate_datamodule
 from hsvae.training.checkpoint_io import AtomicCheckpointIO
@@ -130,13 +130,7 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, in_p
         save_run_config(cfg, output_dir)  # again, with what was read from the data (data_spec.input_dim)
     model = instantiate_model(cfg)
     if cfg.get("compile", False):
-        # dynamo notes once per function that it traces through the distributions' cached constant builders
-        warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`")
-        # compiled code draws its noise with torch's generator, as eager code does: a compiled run repeats an eager
-        # run's numbers from the same seed, and on the CPU inductor's own random numbers cost more than the step
-        import torch._inductor.config as inductor_config
-
-        inductor_config.fallback_random = True
+        configure_compile()
         model.net.compile()  # in place: the parameters' names, and so the checkpoints, stay those of eager runs
     checkpoint = None
     if ckpt_path is not None:

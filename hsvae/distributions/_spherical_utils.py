@@ -71,11 +71,11 @@ def check_unit_loc(loc: torch.Tensor, family: str) -> None:
         )
 
 
-def check_same_sphere(p_m: int, q: HypersphericalUniform, family: str) -> None:
-    """ValueError unless the prior ``q`` lives on the same sphere S^(m-1) as the posterior."""
-    if p_m != q.m:
+def check_same_sphere(q: Distribution, p: Distribution) -> None:
+    """ValueError unless the two sides of KL(q || p) live on the same sphere S^(m-1)."""
+    if q.m != p.m:
         raise ValueError(
-            f"KL({family} || HypersphericalUniform): ambient dimensions differ (m={p_m} vs m={q.m}); "
+            f"KL({type(q).__name__} || {type(p).__name__}): ambient dimensions differ (m={q.m} vs m={p.m}); "
             "both must live on the same sphere S^(m-1)"
         )
 
@@ -256,7 +256,7 @@ class SphericalDistribution(Distribution):
 
 @register_kl(SphericalDistribution, HypersphericalUniform)
 def _kl_spherical_uniform(p: SphericalDistribution, q: HypersphericalUniform) -> torch.Tensor:
-    check_same_sphere(p.m, q, type(p).__name__)
+    check_same_sphere(p, q)
     kl = p.kl_to_uniform()
     if q.batch_shape in (p.batch_shape, torch.Size()):
         return kl

@@ -48,16 +48,10 @@ from .von_mises_fisher import VonMisesFisher
 __all__ = ["MonteCarloKL", "monte_carlo_kl"]
 
 
-def _same_sphere(q: Distribution, p: Distribution) -> None:
-    if q.m != p.m:
-        raise ValueError(f"KL({type(q).__name__} || {type(p).__name__}): ambient dimensions differ (m={q.m} vs "
-                         f"m={p.m}); both must live on the same sphere S^(m-1)")
-
-
 @register_kl(SphericalDistribution, VonMisesFisher)
 @register_kl(HypersphericalUniform, VonMisesFisher)
 def _kl_to_von_mises_fisher(q: SphericalDistribution | HypersphericalUniform, p: VonMisesFisher) -> torch.Tensor:
-    _same_sphere(q, p)
+    check_same_sphere(q, p)
     kappa_p = p.scale
     scaled_log_normaliser = bessel_iv_terms(0.5 * p.m - 1.0, kappa_p).log_hyp0f1_scaled  # L_p - kappa_p
     if isinstance(q, HypersphericalUniform):
@@ -73,7 +67,7 @@ def _kl_to_von_mises_fisher(q: SphericalDistribution | HypersphericalUniform, p:
 
 @register_kl(HypersphericalUniform, PowerSpherical)
 def _kl_uniform_to_power_spherical(q: HypersphericalUniform, p: PowerSpherical) -> torch.Tensor:
-    _same_sphere(q, p)
+    check_same_sphere(q, p)
     kappa, beta = p.scale, 0.5 * (p.m - 1)
     k = in_float64(kappa)
     digamma_gap = (torch.digamma(k.new_tensor(beta)) - torch.digamma(k.new_tensor(2.0 * beta)))  # < 0
@@ -83,16 +77,16 @@ def _kl_uniform_to_power_spherical(q: HypersphericalUniform, p: PowerSpherical) 
 
 @register_kl(HypersphericalUniform, SphericalCauchy)
 def _kl_uniform_to_spherical_cauchy(q: HypersphericalUniform, p: SphericalCauchy) -> torch.Tensor:
-    _same_sphere(q, p)
+    check_same_sphere(q, p)
     kl = spherical_cauchy_kl_to_uniform(p.scale, p.m)
     return kl.expand(torch.broadcast_shapes(q.batch_shape, p.batch_shape))
 
 
 @register_kl(SphericalCauchy, SphericalCauchy)
 def _kl_spherical_cauchy_pair(q: SphericalCauchy, p: SphericalCauchy) -> torch.Tensor:
-    _same_sphere(q, p)
-    w_q, w_p = q.scale.unsqueeze(-1) * q.loc, p.scale.unsqueeze(-1) * p.loc
-    gap = rowdot(w_q - w_p, w_p - w_q).neg()  # |w_q - w_p|^2
+    check_same_sphere(q, p)
+    diff = q.scale.unsqueeze(-1) * q.loc - p.scale.unsqueeze(-1) * p.loc  # w_q - w_p
+    gap = rowdot(diff, diff)  # |w_q - w_p|^2
     one_minus = ((1.0 - q.scale) * (1.0 + q.scale)) * ((1.0 - p.scale) * (1.0 + p.scale))
     # at w_q = w_p the KL is at its minimum, 0 with gradient 0, where sqrt's derivative would be infinite
     apart = gap > 0
@@ -103,7 +97,7 @@ def _kl_spherical_cauchy_pair(q: SphericalCauchy, p: SphericalCauchy) -> torch.T
 
 @register_kl(HypersphericalUniform, HypersphericalUniform)
 def _kl_uniform_to_uniform(q: HypersphericalUniform, p: HypersphericalUniform) -> torch.Tensor:
-    check_same_sphere(q.m, p, "HypersphericalUniform")
+    check_same_sphere(q, p)
     return torch.zeros(torch.broadcast_shapes(q.batch_shape, p.batch_shape), dtype=q.dtype, device=q.device)
 
 

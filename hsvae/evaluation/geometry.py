@@ -32,6 +32,13 @@ def spearman(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (rx * ry).sum() / (rx.norm() * ry.norm())
 
 
+def _latent_distance(a: torch.Tensor, b: torch.Tensor, spherical: bool) -> torch.Tensor:
+    """Row-wise distance: the angle between unit vectors when ``spherical``, else Euclidean."""
+    if spherical:
+        return torch.acos((a * b).sum(-1).clamp(-1.0, 1.0))
+    return (a - b).norm(dim=-1)
+
+
 def geodesic_rank_correlation(points: torch.Tensor, angles: torch.Tensor, spherical: bool, pairs: int = 20000,
                               seed: int = 0) -> torch.Tensor:
     """Spearman's correlation between the true geodesic distances of ``pairs`` random pairs of points on the
@@ -42,11 +49,7 @@ def geodesic_rank_correlation(points: torch.Tensor, angles: torch.Tensor, spheri
     i, j = torch.randint(n, (pairs,), generator=g), torch.randint(n, (pairs,), generator=g)
     keep = i != j
     i, j = i[keep].to(points.device), j[keep].to(points.device)
-    if spherical:
-        cos = (points[i] * points[j]).sum(-1).clamp(-1.0, 1.0)
-        latent = torch.acos(cos)
-    else:
-        latent = (points[i] - points[j]).norm(dim=-1)
+    latent = _latent_distance(points[i], points[j], spherical)
     return spearman(circle_distance(angles[i], angles[j]).to(latent), latent)
 
 
@@ -57,9 +60,5 @@ def tear_ratio(points: torch.Tensor, angles: torch.Tensor, spherical: bool) -> t
     at the ends of an open curve and the ratio far above."""
     order = angles.argsort()
     ordered = points[order.to(points.device)]
-    following = ordered.roll(-1, dims=0)
-    if spherical:
-        step = torch.acos((ordered * following).sum(-1).clamp(-1.0, 1.0))
-    else:
-        step = (ordered - following).norm(dim=-1)
+    step = _latent_distance(ordered, ordered.roll(-1, dims=0), spherical)
     return step.max() / step.median().clamp_min(torch.finfo(step.dtype).tiny)

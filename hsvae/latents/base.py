@@ -107,8 +107,9 @@ class LatentFamily(nn.Module, abc.ABC):
 
     @property
     def prior_is_learnt(self) -> bool:
-        """Whether the prior has parameters trained with the model (latent plots then draw it)."""
-        return False
+        """Whether the prior has parameters trained with the model (latent plots then draw it): a family's only
+        parameters are its prior's (the networks that produce the raw outputs belong to the model)."""
+        return any(True for _ in self.parameters())
 
     @property
     @abc.abstractmethod

@@ -48,9 +48,5 @@ class GaussianLatent(LatentFamily):
         loc, s = at_least_float32(raw).split(self.dim, dim=-1)  # (a half-precision head under autocast)
         return DiagonalNormal(loc, F.softplus(s) + self.min_scale)
 
-    @property
-    def prior_is_learnt(self) -> bool:
-        return self.prior_module.learnt
-
     def make_prior(self, device: torch.device, dtype: torch.dtype) -> Distribution:
         return self.prior_module.distribution(device, dtype)

@@ -43,9 +43,9 @@ _UNIT_SCALE_RAW = math.log(math.e - 1.0)
 
 
 class _Prior(nn.Module):
-    """What both priors share: the choice (checked once), whether it is learnt, and the mixture's weights."""
+    """What both priors share: the choice (checked once) and the mixture's weights."""
 
-    #: the kinds this prior takes, the first of them the fixed one (no parameters)
+    #: the kinds this prior takes
     kinds: tuple[str, ...] = ()
 
     def __init__(self, kind: str, components: int, space: str):
@@ -59,10 +59,6 @@ class _Prior(nn.Module):
             self.logits = nn.Parameter(torch.zeros(components))  # equal weights to start
         self.kind = kind
         self.components = components if kind == "mixture" else None
-
-    @property
-    def learnt(self) -> bool:
-        return self.kind != self.kinds[0]
 
     def _mixed(self, component: Distribution, device: torch.device, dtype: torch.dtype) -> Distribution:
         """The mixture of ``component``'s batch (one member per component) under the learnt weights; for the

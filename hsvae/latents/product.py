@@ -59,10 +59,6 @@ class ProductSphereLatent(LatentFamily):
     def spheres(self) -> tuple[int, ...]:
         return tuple(f.event_size for f in self.factors)
 
-    @property
-    def prior_is_learnt(self) -> bool:
-        return any(f.prior_is_learnt for f in self.factors)
-
     def posterior(self, raw: torch.Tensor) -> ProductOfSpheres:
         return ProductOfSpheres([f.posterior(r) for f, r in zip(self.factors, raw.split(self._raw_sizes, dim=-1))])
 

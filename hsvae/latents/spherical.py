@@ -55,10 +55,6 @@ class SphericalLatent(LatentFamily):
         loc = direction / direction.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(raw.dtype).tiny)
         return loc, s
 
-    @property
-    def prior_is_learnt(self) -> bool:
-        return self.prior_module.learnt
-
     def make_prior(self, device: torch.device, dtype: torch.dtype) -> Distribution:
         return self.prior_module.distribution(device, dtype)
 

@@ -114,7 +114,7 @@ class StackedVAE(nn.Module):
         for i, member in enumerate(members[1:], start=1):
             if repr(member) != repr(first):
                 raise ValueError(f"members: member {i} is not built like member 0 (a stack needs one architecture)")
-        if any(True for _ in first.latent.parameters()):
+        if first.latent.prior_is_learnt:
             raise ValueError("members: a latent with learnt parameters (a learnt prior) cannot be shared by a stack")
         self.k = len(members)
         self.latent = first.latent

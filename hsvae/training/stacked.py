@@ -141,12 +141,12 @@ class MemberSelection(pl.Callback):
     the CPU), ``best_epochs[i]`` that epoch and ``best_scores[i]`` its validation ELBO.
 
     Args:
-        patience: validation epochs without improvement after which a member stops.
+        patience: validation epochs without improvement after which a member stops (None: members never stop).
     """
 
-    def __init__(self, patience: int):
-        if not isinstance(patience, int) or patience < 1:
-            raise ValueError(f"patience must be an integer >= 1, got {patience!r}")
+    def __init__(self, patience: int | None):
+        if patience is not None and (not isinstance(patience, int) or patience < 1):
+            raise ValueError(f"patience must be an integer >= 1 (or None), got {patience!r}")
         self.patience = patience
         self.best_states: list[dict[str, torch.Tensor] | None] = []
         self.best_scores: list[float] = []
@@ -173,6 +173,6 @@ class MemberSelection(pl.Callback):
                 self.best_states[i] = {k: v.detach().cpu().clone() for k, v in pl_module.net.member(i).items()}
             else:
                 self._waits[i] += 1
-                self.stopped[i] = self._waits[i] >= self.patience
+                self.stopped[i] = self.patience is not None and self._waits[i] >= self.patience
         if all(self.stopped):
             trainer.should_stop = True

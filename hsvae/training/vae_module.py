@@ -97,7 +97,7 @@ class VAEModule(ELBOTask):
         from hsvae.evaluation.geometry import geodesic_rank_correlation, tear_ratio
 
         truth = angles.to(points.device)
-        spherical = bool(self.net.latent.spheres) and len(self.net.latent.spheres) == 1
+        spherical = len(self.net.latent.spheres) == 1
         metrics = {"test/geodesic_spearman": geodesic_rank_correlation(points, truth, spherical),
                    "test/tear_ratio": tear_ratio(points, truth, spherical)}
         self.log_dict({k: v.float() for k, v in metrics.items()}, sync_dist=True)

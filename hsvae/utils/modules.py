@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -20,3 +22,14 @@ def evaluating(module: nn.Module) -> Iterator[nn.Module]:
             yield module
     finally:
         module.train(was_training)
+
+
+def configure_compile() -> None:
+    """What ``compile=true`` sets before ``torch.compile``: inductor draws its random numbers with torch's generator,
+    as eager code does (a compiled run repeats an eager run's numbers from the same seed; on the CPU inductor's own
+    random numbers cost about 3x a distribution's whole step), and dynamo's note that it traces through the
+    distributions' cached constant builders (pure functions) is silenced."""
+    import torch._inductor.config as inductor_config
+
+    inductor_config.fallback_random = True
+    warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`")
