@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.func import functional_call, stack_module_state
+from torch.func import functional_call
 
 from hsvae.latents import PosteriorSample
 
@@ -96,18 +96,21 @@ class StackedELBOTerms:
         return self.member_losses(beta).sum()
 
 
-class StackedVAE(nn.Module):
-    """K VAEs of one architecture as one module (see the module docstring).
+class MemberStack(nn.Module):
+    """What every stack of K models of one architecture shares: the checks, the members' tensors stacked on a
+    leading axis (parameters stay parameters, buffers buffers), member i's tensors under a separate model's names,
+    and the latent family (one, parameterless, shared by the members) and random streams.
 
     Args:
-        members: the K VAEs, each built (and initialised) as a separate run would build it.
+        members: the K models, each built (and initialised) as a separate run would build it.
         streams: each member's random stream at the start (:class:`MemberStreams`).
+        names: the entries of a member's state dict to stack (``encoder.net.0.weight``, ...).
     """
 
-    def __init__(self, members: Sequence[VAE], streams: MemberStreams):
+    def __init__(self, members: Sequence[nn.Module], streams: MemberStreams, names: Sequence[str]):
         super().__init__()
         if not members:
-            raise ValueError("members: a stack needs at least one VAE")
+            raise ValueError("members: a stack needs at least one model")
         if len(streams) != len(members):
             raise ValueError(f"streams: {len(streams)} random streams for {len(members)} members")
         first = members[0]
@@ -118,35 +121,56 @@ class StackedVAE(nn.Module):
             raise ValueError("members: a latent with learnt parameters (a learnt prior) cannot be shared by a stack")
         self.k = len(members)
         self.latent = first.latent
-        self.likelihood = first.likelihood
         self.streams = streams
-        # parameterless copies on the meta device: the structure that functional_call fills with a member's tensors
-        self._skeleton = {part: copy.deepcopy(getattr(first, part)).to("meta") for part in _STACKED_PARTS}
-        self._names: dict[str, list[str]] = {}
-        for part in _STACKED_PARTS:
-            params, buffers = stack_module_state([getattr(m, part) for m in members])
-            if buffers:
-                raise ValueError(f"members: the {part} has buffers, which a stack does not carry yet")
-            self._names[part] = list(params)
-            for name, value in params.items():
-                self.register_parameter(self._flat(part, name), nn.Parameter(value.detach().clone()))
+        self._names = list(names)
+        parameters = dict(first.named_parameters())
+        states = [m.state_dict() for m in members]
+        for name in self._names:
+            value = torch.stack([state[name] for state in states]).detach().clone()
+            if name in parameters:
+                self.register_parameter(self._flat(name), nn.Parameter(value))
+            else:
+                self.register_buffer(self._flat(name), value)
 
     @staticmethod
-    def _flat(part: str, name: str) -> str:
-        return f"{part}__{name.replace('.', '__')}"
+    def _flat(name: str) -> str:
+        return name.replace(".", "__")
 
-    def _stacked(self, part: str) -> dict[str, torch.Tensor]:
-        return {name: getattr(self, self._flat(part, name)) for name in self._names[part]}
+    def stacked(self, name: str) -> torch.Tensor:
+        """The members' ``name`` (a separate model's name) stacked, ``(K, ...)``."""
+        return getattr(self, self._flat(name))
+
+    def member(self, i: int) -> dict[str, torch.Tensor]:
+        """Member i's tensors under a separate model's names: the state dict of the model its separate run would
+        hold."""
+        return {name: self.stacked(name)[i] for name in self._names}
+
+
+class StackedVAE(MemberStack):
+    """K VAEs of one architecture as one module (see the module docstring).
+
+    Args:
+        members: the K VAEs, each built (and initialised) as a separate run would build it.
+        streams: each member's random stream at the start (:class:`MemberStreams`).
+    """
+
+    def __init__(self, members: Sequence[VAE], streams: MemberStreams):
+        first = members[0] if members else None
+        names = []
+        for part in _STACKED_PARTS if first is not None else ():
+            if any(True for _ in getattr(first, part).buffers()):
+                raise ValueError(f"members: the {part} has buffers, which a stack does not carry yet")
+            names += [f"{part}.{name}" for name, _ in getattr(first, part).named_parameters()]
+        super().__init__(members, streams, names)
+        self.likelihood = first.likelihood
+        # parameterless copies on the meta device: the structure that functional_call fills with a member's tensors
+        self._skeleton = {part: copy.deepcopy(getattr(first, part)).to("meta") for part in _STACKED_PARTS}
 
     def _run_part(self, part: str, x: torch.Tensor) -> torch.Tensor:
         """``part`` of every member on its own slice of ``x`` (``(K, ...)``), as one vmapped computation."""
         skeleton = self._skeleton[part]
-        return torch.vmap(lambda params, xi: functional_call(skeleton, params, (xi,)))(self._stacked(part), x)
-
-    def member(self, i: int) -> dict[str, torch.Tensor]:
-        """Member i's parameters under a separate VAE's names (``encoder.net.0.weight``, ...): the state dict
-        of the VAE a separate run would hold."""
-        return {f"{part}.{name}": value[i] for part in _STACKED_PARTS for name, value in self._stacked(part).items()}
+        params = {name.split(".", 1)[1]: self.stacked(name) for name in self._names if name.startswith(part + ".")}
+        return torch.vmap(lambda p, xi: functional_call(skeleton, p, (xi,)))(params, x)
 
     def forward(self, x: torch.Tensor) -> StackedELBOTerms:
         """ELBO terms of the stacked batch ``x`` (``(K, B, ...)``): member i's batch is ``x[i]``."""

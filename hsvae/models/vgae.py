@@ -210,6 +210,37 @@ def sample_pairs(num_nodes: int, count: int, exclude: torch.Tensor | None = None
     return torch.stack([lo, hi])
 
 
+def pair_logits(z: torch.Tensor, pairs: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``scale * <z_i, z_j>`` for each pair of ``pairs`` ``(2, k)``; shape ``(k,)``."""
+    return scale * (z[pairs[0]] * z[pairs[1]]).sum(-1)
+
+
+def pair_reconstruction_loss(
+    z: torch.Tensor,
+    scale: torch.Tensor,
+    train_pos: torch.Tensor,
+    reconstruction: str = "all_pairs",
+    negatives_per_positive: int = 1,
+    block_rows: int = 256,
+    per_node: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The inner-product decoder's loss of ``z`` ``(N, k)`` with logit scale ``scale`` (see :class:`VGAE` for the
+    arguments): ``(loss, per-node loss terms or None)``; ``"sampled"`` draws its non-edges from the global RNG."""
+    if reconstruction == "all_pairs":
+        out = all_pairs_reconstruction_loss(z * scale.sqrt(), train_pos, block_rows, per_node)
+        return out if per_node else (out, None)
+    negatives = sample_pairs(z.shape[0], negatives_per_positive * train_pos.shape[1], train_pos, z.device)
+    pos_terms = F.softplus(-pair_logits(z, train_pos, scale)) / train_pos.shape[1]
+    neg_terms = F.softplus(pair_logits(z, negatives, scale)) / max(negatives.shape[1], 1)
+    loss = pos_terms.sum() + neg_terms.sum()
+    if not per_node:
+        return loss, None
+    node = torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
+    for pairs, terms in ((train_pos, pos_terms.detach()), (negatives, neg_terms.detach())):
+        node.index_add_(0, pairs[0], terms).index_add_(0, pairs[1], terms)
+    return loss, node
+
+
 # -- the model ----------------------------------------------------------------------------------------------
 
 
@@ -316,25 +347,14 @@ class VGAE(nn.Module):
 
     def logits(self, z: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
         """``scale * <z_i, z_j>`` for each pair of ``pairs`` ``(2, k)``; shape ``(k,)``."""
-        return self.scale * (z[pairs[0]] * z[pairs[1]]).sum(-1)
+        return pair_logits(z, pairs, self.scale)
 
     def reconstruction_loss(
         self, z: torch.Tensor, train_pos: torch.Tensor, per_node: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(loss, per-node loss terms or None)``; see :func:`all_pairs_reconstruction_loss` for ``per_node``."""
-        if self.reconstruction == "all_pairs":
-            out = all_pairs_reconstruction_loss(z * self.scale.sqrt(), train_pos, self.block_rows, per_node)
-            return out if per_node else (out, None)
-        negatives = sample_pairs(z.shape[0], self.negatives_per_positive * train_pos.shape[1], train_pos, z.device)
-        pos_terms = F.softplus(-self.logits(z, train_pos)) / train_pos.shape[1]
-        neg_terms = F.softplus(self.logits(z, negatives)) / max(negatives.shape[1], 1)
-        loss = pos_terms.sum() + neg_terms.sum()
-        if not per_node:
-            return loss, None
-        node = torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
-        for pairs, terms in ((train_pos, pos_terms.detach()), (negatives, neg_terms.detach())):
-            node.index_add_(0, pairs[0], terms).index_add_(0, pairs[1], terms)
-        return loss, node
+        return pair_reconstruction_loss(z, self.scale, train_pos, self.reconstruction, self.negatives_per_positive,
+                                        self.block_rows, per_node)
 
     def forward(self, x: torch.Tensor, adjacency: torch.Tensor, train_pos: torch.Tensor) -> VGAETerms:
         """Loss terms of one full-batch step; ``train_pos`` ``(2, E_train)``: the training edges, i < j."""
