@@ -148,7 +148,7 @@ def test_a_stacked_fit_gives_each_member_its_separate_fit(compose_train, request
             # (batched and separate matrix products round differently; Adam's step normalisation can turn that
             # into a visible difference where a gradient is near 0: allow a fifth of one step at lr 1e-3)
             torch.testing.assert_close(value, state_dict[name], rtol=1e-4, atol=2e-4)
-        assert module.member_val_elbo[i].item() == pytest.approx(val_elbo, rel=1e-5)
+        assert module.member_metrics["val/elbo"][i].item() == pytest.approx(val_elbo, rel=1e-5)
         # the best epoch's state is what the member held then (here the last epoch, whose ELBO is the best)
         best = selection.best_epochs[i]
         assert selection.best_scores[i] == max(selection.history[i]) and best == selection.history[i].index(
@@ -181,7 +181,9 @@ def test_seeds_trains_a_stack_written_as_the_separate_runs(compose_train, tmp_pa
 
 @pytest.mark.parametrize("overrides, message", [
     (["seeds=[0,0]"], r"^seeds must be a list of distinct integers"),
-    (["seeds=[0,1]", "dataset=cora"], r"seeds=\[\.\.\.\] stacks the VAE models"),
+    (["seeds=[0,1]", "experiment=smiles"], r"seeds=\[\.\.\.\] stacks the VAE models .* and the VGAE"),
+    (["seeds=[0,1]", "experiment=link_prediction", "model.selection_metric=val/ap"],
+     r"selects and stops each member on val/ap; this protocol monitors \['val/auc_ap'\]"),
     (["seeds=[0,1]", "latent.prior=vmf"], r"^latent\.prior=vmf: the members of a stack share one latent family"),
     (["seeds=[0,1]", "compile=true"], r"^compile: compile=true is not supported with seeds"),
 ])

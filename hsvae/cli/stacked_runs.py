@@ -9,9 +9,9 @@ validation ELBO) and ``results.json`` (the test of that checkpoint, its draws st
 eval.py). ``make_tables`` and ``eval.py`` read them as K runs; the job's own folder holds ``stack.json`` (the
 members and their folders) and is not a run.
 
-What a stack supports (checked before anything is built): the VAE models (``model=mlp_vae`` / ``conv_vae``), a
-protocol that selects and stops on ``val/elbo``, no LR scheduler, a latent without learnt parameters, one device,
-eager execution, a fresh run (no ``ckpt_path``).
+What a stack supports (checked before anything is built): the VAE models (``model=mlp_vae`` / ``conv_vae``,
+selected and stopped on ``val/elbo``) and the VGAE (``model=vgae``, selected on its ``selection_metric``), no LR
+scheduler, a latent without learnt parameters, one device, eager execution, a fresh run (no ``ckpt_path``).
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ from hsvae.cli.builders import ConfigError, instantiate_model, save_run_config, 
 from hsvae.cli.report import collect_metrics, write_results
 from hsvae.cli.stages import instantiate_datamodule
 from hsvae.models.stacked import MemberStreams, StackedVAE
-from hsvae.training import VAEModule
+from hsvae.models.stacked_vgae import StackedVGAE
+from hsvae.training import LinkPredictionModule, VAEModule
 from hsvae.training.stacked import MemberSelection, StackedDataModule, StackedVAEModule
+from hsvae.training.stacked_links import StackedLinkPredictionModule
 from hsvae.utils.io import write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -72,14 +74,18 @@ def _mean_metrics(members: list[dict[str, float]]) -> dict[str, float]:
 
 def check_stackable(cfg: DictConfig) -> None:
     """ConfigError, naming the key, for what a stack does not support (see the module docstring)."""
-    if not targets(cfg.get("model"), VAEModule):
-        raise ConfigError(f"seeds=[...] stacks the VAE models (model=mlp_vae or conv_vae); model is "
-                          f"{OmegaConf.select(cfg, 'model._target_')}: run its seeds separately (seed=0,1,2 with -m)")
+    links = targets(cfg.get("model"), LinkPredictionModule)
+    if not (links or targets(cfg.get("model"), VAEModule)):
+        raise ConfigError(f"seeds=[...] stacks the VAE models (model=mlp_vae or conv_vae) and the VGAE (model=vgae); "
+                          f"model is {OmegaConf.select(cfg, 'model._target_')}: run its seeds separately (seed=0,1,2 "
+                          f"with -m)")
+    selection = OmegaConf.select(cfg, "model.selection_metric") if links else "val/elbo"
     monitors = {OmegaConf.select(cfg, f"callbacks.{name}.monitor", default=None)
                 for name in ("model_checkpoint", "early_stopping")} - {None}
-    if monitors - {"val/elbo"}:
-        raise ConfigError(f"seeds=[...] selects each member on its validation ELBO; this protocol selects on "
-                          f"{sorted(monitors)} (callbacks.*.monitor): run its seeds separately")
+    if monitors - {selection}:
+        raise ConfigError(f"seeds=[...] selects and stops each member on {selection}; this protocol monitors "
+                          f"{sorted(monitors)} (callbacks.*.monitor): set them to {selection} or run the seeds "
+                          f"separately")
     for key, fine, why in (("model.scheduler", None, "a learning-rate scheduler"), ("compile", False, "compile=true"),
                            ("ckpt_path", None, "resuming from a checkpoint")):
         if OmegaConf.select(cfg, key, default=fine) not in (fine,):
@@ -148,9 +154,7 @@ def run_stacked(cfg: DictConfig, output_dir: Path, seeds: list[int], started: fl
 
     cuda_states = [cuda for *_, (_, cuda) in members]
     streams = MemberStreams([cpu for *_, (cpu, _) in members], None if None in cuda_states else cuda_states)
-    first = members[0][4]
-    module = StackedVAEModule(StackedVAE([m[4].net for m in members], streams), optimizer=first.optimizer_factory,
-                              warmup_epochs=first.warmup_epochs, final_beta=first.final_beta)
+    module = _stacked_module([m[4] for m in members], streams)
     patience = OmegaConf.select(cfg, "callbacks.early_stopping.patience", default=None)
     selection = MemberSelection(patience)
     progress = cfg.trainer.get("enable_progress_bar", True) is not False
@@ -165,7 +169,7 @@ def run_stacked(cfg: DictConfig, output_dir: Path, seeds: list[int], started: fl
         _save_member_run_config(member_cfg, member_dir, seed)
         _save_member_checkpoint(model, member_dir / "checkpoints" / "best.ckpt", selection.best_epochs[i],
                                 trainer.global_step)
-        metrics = {"best/val_elbo": selection.best_scores[i], "val/elbo": float(module.member_val_elbo[i])}
+        metrics = module.member_results(i, selection)
         if cfg.get("test", True):
             pl.seed_everything(seed, workers=True, verbose=False)  # as eval.py: the test's draws from the seed
             tester = pl.Trainer(**_trainer_arguments(member_cfg), logger=False, enable_checkpointing=False,
@@ -179,6 +183,18 @@ def run_stacked(cfg: DictConfig, output_dir: Path, seeds: list[int], started: fl
         all_metrics.append(metrics)
     _print_members(seeds, all_metrics, output_dir)
     return _mean_metrics(all_metrics)
+
+
+def _stacked_module(models: list[VAEModule | LinkPredictionModule],
+                    streams: MemberStreams) -> StackedVAEModule | StackedLinkPredictionModule:
+    """The members' Lightning modules as one stacked module, with the first member's training settings (the same
+    config for every member)."""
+    first = models[0]
+    if isinstance(first, LinkPredictionModule):
+        return StackedLinkPredictionModule(StackedVGAE([m.net for m in models], streams),
+                                           optimizer=first.optimizer_factory, selection_metric=first.monitor)
+    return StackedVAEModule(StackedVAE([m.net for m in models], streams), optimizer=first.optimizer_factory,
+                            warmup_epochs=first.warmup_epochs, final_beta=first.final_beta)
 
 
 def _print_members(seeds: list[int], all_metrics: list[dict[str, float]], output_dir: Path) -> None:

@@ -25,7 +25,8 @@ from .task import ELBOTask
 
 
 class StackedLoader:
-    """Iterate over K loaders of equally many, equally sized batches, stacking each step's batches."""
+    """Iterate over K loaders of equally many batches: a step's batches of tensors stacked (``(K, B, ...)`` per
+    part), any other batches (a graph) as the list of the members' batches."""
 
     def __init__(self, loaders: Sequence):
         lengths = {len(loader) for loader in loaders}
@@ -39,7 +40,11 @@ class StackedLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         for batches in zip(*self.loaders):
-            yield tuple(torch.stack(parts) for parts in zip(*batches))
+            first = batches[0]
+            if isinstance(first, (tuple, list)) and all(isinstance(part, torch.Tensor) for part in first):
+                yield tuple(torch.stack(parts) for parts in zip(*batches))
+            else:
+                yield list(batches)
 
 
 class StackedDataModule(pl.LightningDataModule):
@@ -71,18 +76,25 @@ class StackedDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> StackedLoader:
         return StackedLoader([m.test_dataloader() for m in self.members])
 
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        if isinstance(batch, list):  # the members' own batches (graphs): each moved as its data module moves it
+            return [m.transfer_batch_to_device(b, device, dataloader_idx) for m, b in zip(self.members, batch)]
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        stacked = not isinstance(batch, list)
         parts = []
         for i, member in enumerate(self.members):
             with self.streams.member(i):
-                parts.append(member.on_after_batch_transfer(tuple(t[i] for t in batch), dataloader_idx))
-        return tuple(torch.stack(column) for column in zip(*parts))
+                part = tuple(t[i] for t in batch) if stacked else batch[i]
+                parts.append(member.on_after_batch_transfer(part, dataloader_idx))
+        return tuple(torch.stack(column) for column in zip(*parts)) if stacked else parts
 
 
 class StackedVAEModule(ELBOTask):
     """Trains a :class:`~hsvae.models.stacked.StackedVAE` on stacked ``(x, y)`` batches (labels ignored).
 
-    ``member_val_elbo`` is every member's mean validation ELBO (shape ``(K,)``, on the device), which
+    ``member_metrics["val/elbo"]`` is every member's mean validation ELBO (shape ``(K,)``, on the device), which
     :class:`MemberSelection` reads once per validation epoch.
     """
 
@@ -98,11 +110,16 @@ class StackedVAEModule(ELBOTask):
         self._val_count = 0
 
     @property
-    def member_val_elbo(self) -> torch.Tensor | None:
-        """Every member's mean ELBO over the validation batches seen this validation epoch, ``(K,)`` (None before
-        any): complete at the epoch's end, where callbacks (whose hooks Lightning calls before the module's) read
-        it."""
-        return None if self._val_sum is None else (self._val_sum / self._val_count).detach()
+    def member_metrics(self) -> dict[str, torch.Tensor] | None:
+        """``{"val/elbo": every member's mean ELBO over the validation batches seen this validation epoch, (K,)}``
+        (None before any): complete at the epoch's end, where callbacks (whose hooks Lightning calls before the
+        module's) read it."""
+        return None if self._val_sum is None else {"val/elbo": (self._val_sum / self._val_count).detach()}
+
+    def member_results(self, i: int, selection: MemberSelection) -> dict[str, float]:
+        """Member i's fit metrics as its separate run reports them: the last validation ELBO and, from the
+        checkpoint callback, the best."""
+        return {"val/elbo": float(self.member_metrics["val/elbo"][i]), "best/val_elbo": selection.best_scores[i]}
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, _ = batch
@@ -130,15 +147,18 @@ class StackedVAEModule(ELBOTask):
 
     def on_validation_epoch_end(self) -> None:
         if self._val_sum is not None:
-            self.log("val/elbo", self.member_val_elbo.mean(), prog_bar=True)  # (the members' mean, for the bar)
+            self.log("val/elbo", self.member_metrics["val/elbo"].mean(), prog_bar=True)  # (the members' mean)
 
 
 class MemberSelection(pl.Callback):
-    """Early stopping and best-epoch selection per member of a stack, on its own validation ELBO (higher is
-    better), as ``EarlyStopping(patience)`` and ``ModelCheckpoint`` select a separate run's.
+    """Early stopping and best-epoch selection per member of a stack, on its own value of the module's ``monitor``
+    (higher is better: the validation ELBO, a link AUC), as ``EarlyStopping(patience)`` and ``ModelCheckpoint``
+    (mode max, strict improvement) select a separate run's. The module exposes ``member_metrics`` (each metric's
+    members' values this validation epoch, ``(K,)``) and ``monitor``.
 
-    After the fit, ``best_states[i]`` is member i's parameters at its best epoch (under a separate VAE's names, on
-    the CPU), ``best_epochs[i]`` that epoch and ``best_scores[i]`` its validation ELBO.
+    After the fit, ``best_states[i]`` is member i's parameters at its best epoch (under a separate model's names,
+    on the CPU), ``best_epochs[i]`` that epoch, ``best_scores[i]`` its monitored value and ``best_metrics[i]``
+    all its validation metrics there.
 
     Args:
         patience: validation epochs without improvement after which a member stops (None: members never stop).
@@ -151,6 +171,7 @@ class MemberSelection(pl.Callback):
         self.best_states: list[dict[str, torch.Tensor] | None] = []
         self.best_scores: list[float] = []
         self.best_epochs: list[int] = []
+        self.best_metrics: list[dict[str, float]] = []
         self.stopped: list[bool] = []
         self.history: list[list[float]] = []  #: every member's validation ELBO per epoch
         self._waits: list[int] = []
@@ -158,18 +179,21 @@ class MemberSelection(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: StackedVAEModule) -> None:
         k = pl_module.net.k
         self.best_states, self.best_scores, self.best_epochs = [None] * k, [float("-inf")] * k, [-1] * k
+        self.best_metrics = [{} for _ in range(k)]
         self.stopped, self._waits, self.history = [False] * k, [0] * k, [[] for _ in range(k)]
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: StackedVAEModule) -> None:
-        if trainer.sanity_checking or pl_module.member_val_elbo is None:
+        if trainer.sanity_checking or pl_module.member_metrics is None:
             return
-        scores = pl_module.member_val_elbo.tolist()  # one host read per validation epoch
+        metrics = {name: values.tolist() for name, values in pl_module.member_metrics.items()}  # one host read
+        scores = metrics[pl_module.monitor]
         for i, score in enumerate(scores):
             self.history[i].append(score)
             if self.stopped[i]:
                 continue
             if score > self.best_scores[i]:
                 self.best_scores[i], self.best_epochs[i], self._waits[i] = score, trainer.current_epoch, 0
+                self.best_metrics[i] = {name: values[i] for name, values in metrics.items()}
                 self.best_states[i] = {k: v.detach().cpu().clone() for k, v in pl_module.net.member(i).items()}
             else:
                 self._waits[i] += 1
