@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException, MissingConfigException
-from omegaconf import open_dict
 
 from hsvae.cli.builders import ConfigError
 from hsvae.cli.registry import latent_families
