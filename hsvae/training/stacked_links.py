@@ -17,7 +17,7 @@ from hsvae.models.stacked_vgae import StackedVGAE, block_diagonal_adjacency
 from hsvae.models.vgae import encoder_features, link_metrics
 
 from .link_module import SELECTION_CHOICES
-from .stacked import MemberSelection
+from .stacked import MemberSelection, single_pass_adam
 from .task import ELBOTask
 
 
@@ -37,7 +37,7 @@ class StackedLinkPredictionModule(ELBOTask):
                  selection_metric: str = "val/auc_ap"):
         if selection_metric not in SELECTION_CHOICES:
             raise ValueError(f"selection_metric must be one of {SELECTION_CHOICES}, got {selection_metric!r}")
-        super().__init__(net, optimizer)
+        super().__init__(net, single_pass_adam(optimizer))
         self.monitor = selection_metric
         self.member_metrics: dict[str, torch.Tensor] | None = None
         self._inputs: tuple[list[LinkSplit], torch.Tensor, torch.Tensor] | None = None
