@@ -185,7 +185,9 @@ def test_seeds_trains_a_stack_written_as_the_separate_runs(compose_train, tmp_pa
     (["seeds=[0,1]", "experiment=link_prediction", "model.selection_metric=val/ap"],
      r"selects and stops each member on val/ap; this protocol monitors \['val/auc_ap'\]"),
     (["seeds=[0,1]", "latent.prior=vmf"], r"^latent\.prior=vmf: the members of a stack share one latent family"),
-    (["seeds=[0,1]", "compile=true"], r"^compile: compile=true is not supported with seeds"),
+    (["seeds=[0,1]", "experiment=link_prediction", "compile=true"], r"^compile: the stacked VGAE runs eager"),
+    (["seeds=[0,1]", "+model.scheduler._target_=torch.optim.lr_scheduler.StepLR", "+model.scheduler.step_size=1",
+      "+model.scheduler._partial_=true"], r"^model\.scheduler: a learning-rate scheduler is not supported"),
 ])
 def test_what_a_stack_does_not_support_is_refused_by_key(compose_train, overrides, message):
     from hsvae.cli.builders import ConfigError
@@ -269,3 +271,48 @@ def test_the_conv_vae_stacks_too(float64):
                                    atol=1e-10)
         for name, value in stack.member(i).items():
             torch.testing.assert_close(value, state_dict[name], rtol=1e-10, atol=1e-12)
+
+
+def _train_twice(stack, images, compiled: bool):
+    if compiled:
+        stack.compile_networks(backend="aot_eager")  # (inductor: the slow tier's CLI run)
+    return _stacked_run(stack, images)
+
+
+@pytest.mark.parametrize("latent", ["vmf", pytest.param("gaussian", marks=pytest.mark.slow)])
+def test_a_compiled_stack_trains_as_the_eager_stack(latent):
+    """compile_networks: the stacked encoder and decoder compiled (the members' draws eager, from their streams):
+    the same losses and parameters as the eager stack, and the networks did run as compiled graphs."""
+    import torch._dynamo
+
+    images = torch.rand(2, STEPS, BATCH, PIXELS, generator=torch.Generator().manual_seed(1))
+    runs = {}
+    torch._dynamo.reset()
+    for compiled in (False, True):
+        members, states = zip(*(_member(latent, seed) for seed in (0, 1)))
+        stack = StackedVAE(list(members), MemberStreams(states))
+        runs[compiled] = (_train_twice(stack, images, compiled), stack)
+    (eager, eager_stack), (compiled, compiled_stack) = runs[False], runs[True]
+    torch.testing.assert_close(torch.tensor(compiled), torch.tensor(eager), rtol=1e-6, atol=1e-6)
+    for name, value in compiled_stack.named_parameters():
+        torch.testing.assert_close(value, dict(eager_stack.named_parameters())[name], rtol=1e-6, atol=1e-7)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 2  # the encoder's and the decoder's
+
+
+@pytest.mark.slow
+def test_seeds_with_compile_gives_the_eager_stacks_numbers(compose_train, tmp_path):
+    """``seeds=[0,1] compile=true`` (inductor on the CPU, its random numbers from torch's generator): each member's
+    test ELBO is the eager stack's."""
+    import json
+
+    from hsvae.cli.train import train
+
+    common = ["dataset.n_train=400", "trainer.max_epochs=2", "model.eval_samples=10", "callbacks.progress_bar=null",
+              "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false", "~logger", "seeds=[0,1]"]
+    train(compose_train(common, "eager"))
+    train(compose_train([*common, "compile=true"], "compiled"))
+    for seed in (0, 1):
+        eager, compiled = (json.loads((tmp_path / run / f"seed_{seed}" / "results.json").read_text())["metrics"]
+                           for run in ("eager", "compiled"))
+        for key in ("test/elbo", "best/val_elbo"):
+            assert compiled[key] == pytest.approx(eager[key], rel=1e-4), (seed, key)

@@ -158,3 +158,4 @@ def test_the_stacked_vgae_step_reads_nothing_back_to_the_host(tmp_path, latent):
         optimizer.step()
         optimizer.zero_grad()
     assert loss.device.type == "meta" and loss.shape == ()
+

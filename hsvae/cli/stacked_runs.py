@@ -11,7 +11,9 @@ members and their folders) and is not a run.
 
 What a stack supports (checked before anything is built): the VAE models (``model=mlp_vae`` / ``conv_vae``,
 selected and stopped on ``val/elbo``) and the VGAE (``model=vgae``, selected on its ``selection_metric``), no LR
-scheduler, a latent without learnt parameters, one device, eager execution, a fresh run (no ``ckpt_path``).
+scheduler, a latent without learnt parameters, one device, a fresh run (no ``ckpt_path``). ``compile=true``
+compiles the stacked VAE's networks (``compile_networks``; CUDA graphs on a GPU; the members' draws stay eager),
+not the VGAE's.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from hsvae.training import LinkPredictionModule, VAEModule
 from hsvae.training.stacked import MemberSelection, StackedDataModule, StackedVAEModule
 from hsvae.training.stacked_links import StackedLinkPredictionModule
 from hsvae.utils.io import write_json_atomic, write_text_atomic
+from hsvae.utils.modules import configure_compile
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +89,10 @@ def check_stackable(cfg: DictConfig) -> None:
         raise ConfigError(f"seeds=[...] selects and stops each member on {selection}; this protocol monitors "
                           f"{sorted(monitors)} (callbacks.*.monitor): set them to {selection} or run the seeds "
                           f"separately")
-    for key, fine, why in (("model.scheduler", None, "a learning-rate scheduler"), ("compile", False, "compile=true"),
+    if links and cfg.get("compile", False):
+        raise ConfigError("compile: the stacked VGAE runs eager (torch.compile does not trace its sparse adjacency, "
+                          "and its step is the all-pairs loss); drop compile=true")
+    for key, fine, why in (("model.scheduler", None, "a learning-rate scheduler"),
                            ("ckpt_path", None, "resuming from a checkpoint")):
         if OmegaConf.select(cfg, key, default=fine) not in (fine,):
             raise ConfigError(f"{key}: {why} is not supported with seeds=[...] yet; drop it or run the seeds "
@@ -155,6 +161,12 @@ def run_stacked(cfg: DictConfig, output_dir: Path, seeds: list[int], started: fl
     cuda_states = [cuda for *_, (_, cuda) in members]
     streams = MemberStreams([cpu for *_, (cpu, _) in members], None if None in cuda_states else cuda_states)
     module = _stacked_module([m[4] for m in members], streams)
+    if cfg.get("compile", False):
+        configure_compile()
+        accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="auto"))
+        on_gpu = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
+        # on a GPU the stacked step is launch-bound: CUDA graphs replay each network's kernels in one launch
+        module.net.compile_networks(mode="reduce-overhead" if on_gpu else "default")
     patience = OmegaConf.select(cfg, "callbacks.early_stopping.patience", default=None)
     selection = MemberSelection(patience)
     progress = cfg.trainer.get("enable_progress_bar", True) is not False

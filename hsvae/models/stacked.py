@@ -195,6 +195,24 @@ class StackedVAE(MemberStack):
         # parameterless copies on the meta device: the structure that functional_call fills with a member's tensors
         self._skeleton = {part: copy.deepcopy(getattr(first, part)).to("meta") for part in _STACKED_PARTS
                           if part not in self._chains}
+        self._encode_fn, self._reconstruct_fn = self._encode, self._reconstruct
+
+    def compile_networks(self, **options) -> None:
+        """Run the stacked networks compiled, ``torch.compile(**options)`` (``mode="reduce-overhead"``: CUDA graphs
+        on a GPU): the encoder with the head, and the decoder with the likelihood. The members' draws stay eager:
+        each comes from its member's stream, and switching streams is a host-side step, which a graph does not
+        hold. The parameters and the state dict are unchanged."""
+        self._encode_fn = torch.compile(self._encode, **options)
+        self._reconstruct_fn = torch.compile(self._reconstruct, **options)
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run_part("head", self._run_part("encoder", x))  # (K, B, raw_size)
+
+    def _reconstruct(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log p(x | z) of every member's rows, ``(K, B)``: the likelihood is per data point, so the members' rows
+        are scored as one batch."""
+        params = self._run_part("decoder", z)
+        return self.likelihood.log_prob(x.flatten(0, 1), params.flatten(0, 1)).view(self.k, -1)
 
     def _run_part(self, part: str, x: torch.Tensor) -> torch.Tensor:
         """``part`` of every member on its own slice of ``x`` (``(K, ...)``): a chain of linear layers as batched
@@ -223,16 +241,13 @@ class StackedVAE(MemberStack):
         """ELBO terms of the stacked batch ``x`` (``(K, B, ...)``): member i's batch is ``x[i]``."""
         if x.shape[0] != self.k:
             raise ValueError(f"x: a stacked batch has the members on its first axis ({self.k}), got {tuple(x.shape)}")
-        raw = self._run_part("head", self._run_part("encoder", x))  # (K, B, raw_size)
+        raw = self._encode_fn(x)
         posteriors = [self.latent.posterior(r) for r in raw.unbind(0)]
         samples = []
         for i, q in enumerate(posteriors):  # each member's draw from its own stream, as its separate run draws it
             with self.streams.member(i):
                 samples.append(self.latent.rsample(q))
-        z = torch.stack([s.z for s in samples])
-        params = self._run_part("decoder", z)
-        # the likelihood is per data point: the members' rows as one batch
-        reconstruction = self.likelihood.log_prob(x.flatten(0, 1), params.flatten(0, 1)).view(self.k, -1)
+        reconstruction = self._reconstruct_fn(x, torch.stack([s.z for s in samples]))
         if self.latent.closed_form_kl:  # one evaluation for every member: the posterior of batch shape (K, B)
             kl = self.latent.kl(self.latent.posterior(raw))
         else:
