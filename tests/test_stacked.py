@@ -8,6 +8,7 @@ family of the registry; a stack of one is the ordinary model; members must share
 from __future__ import annotations
 
 import functools
+import json
 
 import pytest
 import torch
@@ -158,22 +159,32 @@ def test_a_stacked_fit_gives_each_member_its_separate_fit(compose_train, request
 def test_seeds_trains_a_stack_written_as_the_separate_runs(compose_train, tmp_path):
     """``seeds=[0,1]``: one folder per member with the separate run's files; each member's test numbers are those
     of the separate run ``seed=<s>`` (the same fit, the same checkpoint, the test's draws from the seed);
-    make_tables counts the members as runs; the member checkpoints load in eval."""
+    make_tables counts the members as runs; each member's CSV log has its separate run's rows (every epoch's
+    validation and train metrics, then the test's)."""
+    import csv
     import json
 
     from hsvae.analysis.tables import find_jobs
     from hsvae.cli.train import train
 
     common = ["dataset.n_train=400", "trainer.max_epochs=3", "model.eval_samples=20", "callbacks.progress_bar=null",
-              "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false", "~logger"]
+              "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false", "logger=csv"]
     mean = train(compose_train([*common, "seeds=[0,1]"], "stack"))
     members = {s: json.loads((tmp_path / "stack" / f"seed_{s}" / "results.json").read_text()) for s in (0, 1)}
     for seed, results in members.items():
         separate = train(compose_train([*common, f"seed={seed}"], f"seed{seed}"))
         assert results["seed"] == seed and results["config"]["seed"] == seed
-        for key in ("test/elbo", "test/log_likelihood", "best/val_elbo"):
-            assert results["metrics"][key] == pytest.approx(separate[key], rel=1e-4, abs=1e-3), (seed, key)
+        assert set(results["metrics"]) == set(separate)
+        for key, value in separate.items():
+            assert results["metrics"][key] == pytest.approx(value, rel=1e-4, abs=1e-3), (seed, key)
         assert (tmp_path / "stack" / f"seed_{seed}" / "checkpoints" / "best.ckpt").exists()
+        logs = [list(csv.DictReader((folder / "csv" / "metrics.csv").open()))
+                for folder in (tmp_path / "stack" / f"seed_{seed}", tmp_path / f"seed{seed}")]
+        assert logs[0][0].keys() == logs[1][0].keys() and len(logs[0]) == len(logs[1]) == 7
+        for member_row, separate_row in zip(*logs):
+            for key, value in separate_row.items():
+                if value:
+                    assert float(member_row[key]) == pytest.approx(float(value), rel=1e-4, abs=1e-3), (seed, key)
     assert mean["test/elbo"] == pytest.approx((members[0]["metrics"]["test/elbo"] + members[1]["metrics"]["test/elbo"]) / 2)
     jobs = find_jobs([tmp_path / "stack"])
     assert sorted(j.results["seed"] for j in jobs) == [0, 1] and all(j.problem is None for j in jobs)
@@ -316,3 +327,29 @@ def test_seeds_with_compile_gives_the_eager_stacks_numbers(compose_train, tmp_pa
                            for run in ("eager", "compiled"))
         for key in ("test/elbo", "best/val_elbo"):
             assert compiled[key] == pytest.approx(eager[key], rel=1e-4), (seed, key)
+
+
+@pytest.mark.slow
+def test_a_stacked_multirun_gives_each_member_its_own_wandb_run(tmp_path):
+    """W&B in a multirun of stacks: each member is one offline run, in the sweep's group as separate jobs are,
+    named and tagged with its own ``seed=<s>`` (not the stack's ``seeds=[...]``), with its epochs and its test."""
+    from tests.support.wandb_offline import read_offline_run
+    from tests.test_sweeps import run_train
+
+    sweep_dir = tmp_path / "sweep"
+    proc = run_train(["-m", "dataset=synthetic", "dataset.n_train=200", "trainer.max_epochs=2", "model.eval_samples=2",
+                      "latent=vmf,gaussian", "seeds=[0,1]", "logger=wandb", "callbacks.progress_bar=null",
+                      "+trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep_dir}"])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    runs = {}
+    for path in sorted(sweep_dir.glob("*/seed_*/wandb/offline-run-*")):
+        runs[(path.parents[2].name, path.parents[1].name)] = read_offline_run(path)
+    assert sorted(runs) == [("0", "seed_0"), ("0", "seed_1"), ("1", "seed_0"), ("1", "seed_1")]
+    for (job, member), run in runs.items():
+        seed = member.removeprefix("seed_")
+        assert run["run"]["group"] == f"train-{sweep_dir.name}"
+        assert f"seed={seed}" in run["run"]["tags"] and not any(t.startswith("seeds=") for t in run["run"]["tags"])
+        assert f"seed={seed}" in run["run"]["name"] and "seeds" not in run["run"]["name"]
+        assert json.loads(run["config"]["seed"]) == int(seed)
+        assert {"train/elbo", "val/elbo", "test/elbo"} <= run["history_keys"]
+        assert len([h for h in run["history"] if "val/elbo" in h]) == 2  # one per epoch

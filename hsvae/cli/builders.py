@@ -206,6 +206,27 @@ def sweep_job() -> dict | None:
     return job
 
 
+def member_overrides(overrides: list[str], seed: int) -> list[str]:
+    """A job's overrides as a stack's member's separate job has them: ``seeds=...`` (and any ``seed=``) replaced
+    by ``seed=<seed>``."""
+    return [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in ("seeds", "seed")] + [f"seed={seed}"]
+
+
+def member_job(seed: int) -> dict | None:
+    """:func:`sweep_job` as the separate job of a stack's member would see it: its ``seeds=[...]`` override
+    replaced by ``seed=<seed>`` (in the overrides and the job's name)."""
+    job = sweep_job()
+    if job is None:
+        return None
+    stacked = [o for o in job["overrides"] if o not in member_overrides(job["overrides"], seed)]
+    job["overrides"] = member_overrides(job["overrides"], seed)
+    name = job["name"] or ""
+    for override in stacked:
+        name = name.replace(override, f"seed={seed}" if override.lstrip("+~").startswith("seeds") else "")
+    job["name"] = ",".join(part for part in name.split(",") if part) or f"seed={seed}"
+    return job
+
+
 def _searched_on_command_line(sweep_dir: str) -> set[str]:
     """The searched parameters listed in the sweep's search.yaml (hsvae.sweeps.optuna_search writes it before the first
     trial), which include sweeps given on the command line rather than in hydra.sweeper.params."""
@@ -234,13 +255,14 @@ def wandb_run_id(output_dir: Path) -> str | None:
     return runs[-1].name.rsplit("-", 1)[-1] if runs else None
 
 
-def instantiate_loggers(cfg: DictConfig | None, resume_dir: Path | None = None) -> list:
+def instantiate_loggers(cfg: DictConfig | None, resume_dir: Path | None = None, seed: int | None = None) -> list:
     """Instantiate the ``logger`` group. W&B: offline without a key; in a multirun, every job of the sweep
     goes into one group named after the task (a search: its study) and the sweep directory, tagged with its
     swept values (a search: its trial's parameters, and the rest of its overrides). ``resume_dir``: the run
-    being resumed in place, whose W&B run is continued (same id)."""
+    being resumed in place, whose W&B run is continued (same id). ``seed``: the loggers of a stack's member
+    (``seeds=[...]``), named and tagged as the separate job with ``seed=<seed>`` would be."""
     loggers = []
-    job = sweep_job()
+    job = sweep_job() if seed is None else member_job(seed)
     for name, node in (cfg or {}).items():
         if not (isinstance(node, DictConfig) and "_target_" in node):
             continue

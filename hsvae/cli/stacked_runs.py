@@ -28,13 +28,14 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hsvae.cli.builders import ConfigError, instantiate_model, save_run_config, targets
+from hsvae.cli.builders import (ConfigError, instantiate_loggers, instantiate_model, log_hyperparameters,
+                                 member_overrides, save_run_config, targets)
 from hsvae.cli.report import collect_metrics, write_results
 from hsvae.cli.stages import instantiate_datamodule
 from hsvae.models.stacked import MemberStreams, StackedVAE
 from hsvae.models.stacked_vgae import StackedVGAE
 from hsvae.training import LinkPredictionModule, VAEModule
-from hsvae.training.stacked import MemberSelection, StackedDataModule, StackedVAEModule
+from hsvae.training.stacked import MemberHistory, MemberSelection, StackedDataModule, StackedVAEModule
 from hsvae.training.stacked_links import StackedLinkPredictionModule
 from hsvae.utils.io import write_json_atomic, write_text_atomic
 from hsvae.utils.modules import configure_compile
@@ -112,8 +113,7 @@ def _member_overrides(seed: int) -> list[str] | None:
 
     if not HydraConfig.initialized():
         return None
-    kept = [o for o in HydraConfig.get().overrides.task if o.split("=", 1)[0].lstrip("+~") not in ("seeds", "seed")]
-    return [*kept, f"seed={seed}"]
+    return member_overrides(list(HydraConfig.get().overrides.task), seed)
 
 
 def _member_config(cfg: DictConfig, seed: int, member_dir: Path) -> DictConfig:
@@ -168,10 +168,10 @@ def run_stacked(cfg: DictConfig, output_dir: Path, seeds: list[int], started: fl
         # on a GPU the stacked step is launch-bound: CUDA graphs replay each network's kernels in one launch
         module.net.compile_networks(mode="reduce-overhead" if on_gpu else "default")
     patience = OmegaConf.select(cfg, "callbacks.early_stopping.patience", default=None)
-    selection = MemberSelection(patience)
+    selection, history = MemberSelection(patience), MemberHistory()
     progress = cfg.trainer.get("enable_progress_bar", True) is not False
-    trainer = pl.Trainer(**_trainer_arguments(cfg), callbacks=[selection], logger=False, enable_checkpointing=False,
-                         enable_progress_bar=progress)
+    trainer = pl.Trainer(**_trainer_arguments(cfg), callbacks=[selection, history], logger=False,
+                         enable_checkpointing=False, enable_progress_bar=progress)
     trainer.fit(module, datamodule=StackedDataModule([m[3] for m in members], streams))
 
     all_metrics = []
@@ -181,13 +181,14 @@ def run_stacked(cfg: DictConfig, output_dir: Path, seeds: list[int], started: fl
         _save_member_run_config(member_cfg, member_dir, seed)
         _save_member_checkpoint(model, member_dir / "checkpoints" / "best.ckpt", selection.best_epochs[i],
                                 trainer.global_step)
-        metrics = module.member_results(i, selection)
+        metrics = {**_last_train_metrics(history.rows[i]), **module.member_results(i, selection)}
         if cfg.get("test", True):
             pl.seed_everything(seed, workers=True, verbose=False)  # as eval.py: the test's draws from the seed
             tester = pl.Trainer(**_trainer_arguments(member_cfg), logger=False, enable_checkpointing=False,
                                 enable_progress_bar=progress)
             tester.test(model, datamodule=datamodule)
             metrics = collect_metrics(tester, metrics)
+        _log_member(member_cfg, seed, history.rows[i], metrics, trainer.global_step, trainer.current_epoch)
         write_results(member_dir, member_cfg, metrics, wall_time_s=time.time() - started, commit=commit,
                       extra={"test_checkpoint": str(member_dir / "checkpoints" / "best.ckpt"),
                              "epochs": trainer.current_epoch, "global_step": trainer.global_step,
@@ -195,6 +196,36 @@ def run_stacked(cfg: DictConfig, output_dir: Path, seeds: list[int], started: fl
         all_metrics.append(metrics)
     _print_members(seeds, all_metrics, output_dir)
     return _mean_metrics(all_metrics)
+
+
+def _last_train_metrics(rows: list[tuple[int, dict[str, float]]]) -> dict[str, float]:
+    """The ``train/`` metrics of a member's last epoch (what a separate run's results.json reports)."""
+    for _, row in reversed(rows):
+        train = {k: v for k, v in row.items() if k.startswith("train/")}
+        if train:
+            return train
+    return {}
+
+
+def _log_member(member_cfg: DictConfig, seed: int, rows: list[tuple[int, dict[str, float]]],
+                metrics: dict[str, float], step: int, epoch: int) -> None:
+    """Member i's own loggers (its separate run's: CSV in its folder, W&B named and grouped as its job), given its
+    config, its per-epoch history and its test metrics, then closed: one member's W&B run at a time."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    loggers = instantiate_loggers(member_cfg.get("logger"), seed=seed)
+    log_hyperparameters(member_cfg, loggers)
+    test = {k: v for k, v in metrics.items() if k.startswith("test/")} | {"epoch": epoch}
+    for logger in loggers:
+        for row_step, row in rows:
+            logger.log_metrics(row, row_step)
+        if len(test) > 1:
+            logger.log_metrics(test, step)
+        logger.finalize("success")
+    if any(isinstance(logger, WandbLogger) for logger in loggers):
+        import wandb
+
+        wandb.finish()
 
 
 def _stacked_module(models: list[VAEModule | LinkPredictionModule],

@@ -106,11 +106,41 @@ class StackedDataModule(pl.LightningDataModule):
         return tuple(torch.stack(column) for column in zip(*parts)) if stacked else parts
 
 
-class StackedVAEModule(ELBOTask):
+class StackedTask(ELBOTask):
+    """What the stacked modules share: each member's metrics as its separate run logs them.
+
+    - ``member_metrics``: every member's validation metrics of this validation epoch (``(K,)`` each; None before
+      the first), read at the epoch's end by :class:`MemberSelection` and :class:`MemberHistory` (callbacks'
+      hooks run before the module's);
+    - :attr:`member_train_metrics`: every member's ``train/`` metrics of this epoch, from the ``member/<name>``
+      statistics a training step passes to :meth:`observe` (``(K,)`` each); only the members' sums and means are
+      logged under the stack's own names;
+    - :meth:`member_results`: member i's fit metrics for its results.json.
+    """
+
+    member_metrics: dict[str, torch.Tensor] | None = None
+
+    def epoch_metrics(self, means: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | float]:
+        return {k: v for k, v in means.items() if not k.startswith("member/")}
+
+    @property
+    def member_train_metrics(self) -> dict[str, torch.Tensor]:
+        means = {k.removeprefix("member/"): v for k, v in self._train_stats.means().items() if k.startswith("member/")}
+        return {f"train/{k}": v for k, v in self.member_epoch_metrics(means).items()}
+
+    def member_epoch_metrics(self, means: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The members' ``train/`` metrics from the epoch means of their statistics (by default the means)."""
+        return means
+
+    def member_results(self, i: int, selection: MemberSelection) -> dict[str, float]:
+        raise NotImplementedError
+
+
+class StackedVAEModule(StackedTask):
     """Trains a :class:`~hsvae.models.stacked.StackedVAE` on stacked ``(x, y)`` batches (labels ignored).
 
-    ``member_metrics["val/elbo"]`` is every member's mean validation ELBO (shape ``(K,)``, on the device), which
-    :class:`MemberSelection` reads once per validation epoch.
+    ``member_metrics`` holds every member's ``val/elbo``, ``val/reconstruction`` and ``val/kl`` (means over the
+    validation set, as a separate run's), of which :class:`MemberSelection` selects on ``val/elbo``.
     """
 
     def __init__(
@@ -121,20 +151,17 @@ class StackedVAEModule(ELBOTask):
         final_beta: float = 1.0,
     ):
         super().__init__(net, single_pass_adam(optimizer), None, warmup_epochs, final_beta)
-        self._val_sum: torch.Tensor | None = None
+        self._val_sums: torch.Tensor | None = None  # (2, K): the members' summed reconstruction and KL
         self._val_count = 0
 
-    @property
-    def member_metrics(self) -> dict[str, torch.Tensor] | None:
-        """``{"val/elbo": every member's mean ELBO over the validation batches seen this validation epoch, (K,)}``
-        (None before any): complete at the epoch's end, where callbacks (whose hooks Lightning calls before the
-        module's) read it."""
-        return None if self._val_sum is None else {"val/elbo": (self._val_sum / self._val_count).detach()}
-
     def member_results(self, i: int, selection: MemberSelection) -> dict[str, float]:
-        """Member i's fit metrics as its separate run reports them: the last validation ELBO and, from the
-        checkpoint callback, the best."""
-        return {"val/elbo": float(self.member_metrics["val/elbo"][i]), "best/val_elbo": selection.best_scores[i]}
+        """Member i's fit metrics as its separate run reports them: the last validation metrics and, from the
+        checkpoint callback, the best validation ELBO."""
+        return {**{k: float(v[i]) for k, v in self.member_metrics.items()}, "best/val_elbo": selection.best_scores[i]}
+
+    def member_epoch_metrics(self, means: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        beta = self.beta(int(self.trainer.num_training_batches))
+        return {**means, "elbo": means["reconstruction"] - means["kl"], "beta": torch.full_like(means["kl"], beta)}
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, _ = batch
@@ -142,12 +169,14 @@ class StackedVAEModule(ELBOTask):
         beta = self.beta(batch_idx)
         losses = terms.member_losses(beta)
         loss = losses.sum()
-        self.observe({"loss": loss, "reconstruction": terms.reconstruction.mean(), "kl": terms.kl.mean()},
-                     batch_idx, weight=x.shape[1], beta=beta)
+        reconstruction, kl = terms.reconstruction.mean(-1), terms.kl.mean(-1)  # (K,)
+        self.observe({"loss": loss, "reconstruction": reconstruction.mean(), "kl": kl.mean()}, batch_idx,
+                     weight=x.shape[1], beta=beta,
+                     extra={"member/loss": losses, "member/reconstruction": reconstruction, "member/kl": kl})
         return loss
 
     def on_validation_epoch_start(self) -> None:
-        self._val_sum, self._val_count = None, 0
+        self._val_sums, self._val_count = None, 0
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, _ = batch
@@ -156,12 +185,20 @@ class StackedVAEModule(ELBOTask):
                 terms = self.net(x)
         else:
             terms = self.net(x)
-        elbo = (terms.reconstruction - terms.kl).sum(-1)  # (K,)
-        self._val_sum = elbo if self._val_sum is None else self._val_sum + elbo
+        sums = torch.stack([terms.reconstruction.sum(-1), terms.kl.sum(-1)]).detach()  # (2, K)
+        self._val_sums = sums if self._val_sums is None else self._val_sums + sums
         self._val_count += x.shape[1]
 
+    @property
+    def member_metrics(self) -> dict[str, torch.Tensor] | None:
+        """The members' validation metrics over the batches seen this validation epoch (complete at its end)."""
+        if self._val_sums is None:
+            return None
+        reconstruction, kl = self._val_sums / self._val_count
+        return {"val/elbo": reconstruction - kl, "val/reconstruction": reconstruction, "val/kl": kl}
+
     def on_validation_epoch_end(self) -> None:
-        if self._val_sum is not None:
+        if self._val_sums is not None:
             self.log("val/elbo", self.member_metrics["val/elbo"].mean(), prog_bar=True)  # (the members' mean)
 
 
@@ -215,3 +252,29 @@ class MemberSelection(pl.Callback):
                 self.stopped[i] = self.patience is not None and self._waits[i] >= self.patience
         if all(self.stopped):
             trainer.should_stop = True
+
+
+class MemberHistory(pl.Callback):
+    """Each member's per-epoch metrics as its separate run's loggers receive them: ``rows[i]`` is member i's list
+    of ``(step, metrics)`` (the validation metrics, then the ``train/`` means, of every epoch, with ``epoch``),
+    at the step Lightning logs an epoch's metrics at (the epoch's last optimiser step). The CLI replays them into
+    each member's own loggers after the fit (one W&B run at a time)."""
+
+    def __init__(self) -> None:
+        self.rows: list[list[tuple[int, dict[str, float]]]] = []
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: StackedTask) -> None:
+        self.rows = [[] for _ in range(pl_module.net.k)]
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: StackedTask) -> None:
+        if not trainer.sanity_checking and pl_module.member_metrics is not None:
+            self._add(trainer, pl_module.member_metrics)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: StackedTask) -> None:
+        self._add(trainer, pl_module.member_train_metrics)
+
+    def _add(self, trainer: pl.Trainer, metrics: dict[str, torch.Tensor]) -> None:
+        values = {name: v.tolist() for name, v in metrics.items()}  # one host read per epoch
+        step = max(trainer.global_step - 1, 0)
+        for i, rows in enumerate(self.rows):
+            rows.append((step, {**{name: v[i] for name, v in values.items()}, "epoch": trainer.current_epoch}))

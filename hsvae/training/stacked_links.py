@@ -17,11 +17,10 @@ from hsvae.models.stacked_vgae import StackedVGAE, block_diagonal_adjacency
 from hsvae.models.vgae import encoder_features, link_metrics
 
 from .link_module import SELECTION_CHOICES
-from .stacked import MemberSelection, single_pass_adam
-from .task import ELBOTask
+from .stacked import MemberSelection, StackedTask, single_pass_adam
 
 
-class StackedLinkPredictionModule(ELBOTask):
+class StackedLinkPredictionModule(StackedTask):
     """Trains a :class:`~hsvae.models.stacked_vgae.StackedVGAE` on the list of its members' graphs.
 
     ``member_metrics`` holds every member's ``val/auc``, ``val/ap`` and ``val/auc_ap`` of this validation epoch
@@ -39,7 +38,6 @@ class StackedLinkPredictionModule(ELBOTask):
             raise ValueError(f"selection_metric must be one of {SELECTION_CHOICES}, got {selection_metric!r}")
         super().__init__(net, single_pass_adam(optimizer))
         self.monitor = selection_metric
-        self.member_metrics: dict[str, torch.Tensor] | None = None
         self._inputs: tuple[list[LinkSplit], torch.Tensor, torch.Tensor] | None = None
 
     def inputs(self, graphs: Sequence[LinkSplit]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,11 +57,14 @@ class StackedLinkPredictionModule(ELBOTask):
 
     def training_step(self, graphs: list[LinkSplit], batch_idx: int) -> torch.Tensor:
         terms = self.net(*self.inputs(graphs), [g.train_pos for g in graphs])
-        loss = torch.stack([t.loss() for t in terms]).sum()
-        reconstruction = torch.stack([t.reconstruction for t in terms]).mean()
-        kl = torch.stack([t.kl.mean() for t in terms]).mean()
-        self.observe({"loss": loss, "reconstruction": reconstruction, "kl": kl}, batch_idx,
-                     extra={"scale": self.net.scale.mean()})
+        losses = torch.stack([t.loss() for t in terms])
+        reconstruction = torch.stack([t.reconstruction for t in terms])
+        kl = torch.stack([t.kl.mean() for t in terms])
+        scale = self.net.scale.detach()
+        loss = losses.sum()
+        self.observe({"loss": loss, "reconstruction": reconstruction.mean(), "kl": kl.mean()}, batch_idx,
+                     extra={"scale": scale.mean(), "member/loss": losses, "member/reconstruction": reconstruction,
+                            "member/kl": kl, "member/scale": scale})
         return loss
 
     def validation_step(self, graphs: list[LinkSplit], batch_idx: int) -> None:
