@@ -118,3 +118,19 @@ def test_synthetic_data_is_deterministic_and_split_disjoint():
     c = SyntheticSphereDataModule(n_train=100, n_val=20, n_test=20, data_seed=1)
     c.setup()
     assert not torch.equal(a.splits["train"].x, c.splits["train"].x)
+
+
+def test_a_loader_draws_the_permutation_of_the_trainers_epoch():
+    """With ``epoch_of`` (the data modules pass the trainer's epoch) an iteration draws that epoch's permutation:
+    a fit resumed at epoch 2 sees epoch 2's order, where a counter would start again at epoch 0's."""
+    from hsvae.data.loaders import TensorLoader
+
+    data = torch.arange(20)
+    counted = TensorLoader(data, batch_size=20, shuffle=True, seed=3)
+    orders = [next(iter(counted))[0] for _ in range(3)]
+    assert not torch.equal(orders[0], orders[2])
+    epoch = {"now": 2}
+    resumed = TensorLoader(data, batch_size=20, shuffle=True, seed=3, epoch_of=lambda: epoch["now"])
+    assert torch.equal(next(iter(resumed))[0], orders[2])
+    epoch["now"] = 0
+    assert torch.equal(next(iter(resumed))[0], orders[0])

@@ -353,3 +353,38 @@ def test_a_stacked_multirun_gives_each_member_its_own_wandb_run(tmp_path):
         assert json.loads(run["config"]["seed"]) == int(seed)
         assert {"train/elbo", "val/elbo", "test/elbo"} <= run["history_keys"]
         assert len([h for h in run["history"] if "val/elbo" in h]) == 2  # one per epoch
+
+
+def test_an_interrupted_stack_continues_where_it_stopped(compose_train, tmp_path, monkeypatch):
+    """Ctrl-C in epoch 2 of a 4-epoch stack, then the same command again: it continues from the stack's last
+    epoch (parameters, Adam, each member's stream, data order, selection and history) and ends with the numbers
+    of the uninterrupted stack; each epoch is logged once; the interruption's record is gone."""
+    import csv
+
+    from hsvae.cli.train import train
+    from hsvae.training.stacked import MemberHistory
+
+    common = ["dataset.n_train=300", "trainer.max_epochs=4", "model.eval_samples=5", "callbacks.progress_bar=null",
+              "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false", "logger=csv",
+              "seeds=[0,2]"]
+    expected = train(compose_train(common, "whole"))
+
+    def interrupt(self, trainer, pl_module, batch, batch_idx):
+        if trainer.current_epoch == 2 and batch_idx == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(MemberHistory, "on_train_batch_start", interrupt, raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(compose_train(common, "stack"))
+    record = json.loads((tmp_path / "stack" / "results.json").read_text())
+    assert record["status"] == "interrupted" and not (tmp_path / "stack" / "seed_0" / "results.json").exists()
+    monkeypatch.undo()
+    resumed = train(compose_train(common, "stack"))
+    assert resumed == pytest.approx(expected, rel=1e-6, abs=1e-6)
+    assert not (tmp_path / "stack" / "results.json").exists()
+    for seed in (0, 2):
+        whole, stack = (json.loads((tmp_path / run / f"seed_{seed}" / "results.json").read_text())["metrics"]
+                        for run in ("whole", "stack"))
+        assert stack == pytest.approx(whole, rel=1e-6, abs=1e-6)
+        rows = list(csv.DictReader((tmp_path / "stack" / f"seed_{seed}" / "csv" / "metrics.csv").open()))
+        assert [r["epoch"] for r in rows] == ["0", "0", "1", "1", "2", "2", "3", "3", "4"]

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hsvae.cli.builders import (ConfigError, instantiate_loggers, instantiate_model, log_hyperparameters,
@@ -35,6 +36,7 @@ from hsvae.cli.stages import instantiate_datamodule
 from hsvae.models.stacked import MemberStreams, StackedVAE
 from hsvae.models.stacked_vgae import StackedVGAE
 from hsvae.training import LinkPredictionModule, VAEModule
+from hsvae.training.checkpoint_io import AtomicCheckpointIO
 from hsvae.training.stacked import MemberHistory, MemberSelection, StackedDataModule, StackedVAEModule
 from hsvae.training.stacked_links import StackedLinkPredictionModule
 from hsvae.utils.io import write_json_atomic, write_text_atomic
@@ -54,6 +56,32 @@ def stack_seeds(cfg: DictConfig) -> list[int] | None:
         raise ConfigError(f"seeds must be a list of distinct integers >= 0 (e.g. seeds=[0,1,2]), got "
                           f"{cfg.get('seeds')!r}")
     return seeds
+
+
+#: a stack's last epoch (parameters, optimiser, each member's stream, selection and history), rewritten every epoch
+STACK_CHECKPOINT = Path("checkpoints") / "stack_last.ckpt"
+#: the config sections that make a stack's checkpoint its own (a second lease may change e.g. max_epochs)
+_STACK_IDENTITY = ("model", "latent", "dataset", "data_spec")
+
+
+def _identity(cfg: DictConfig) -> dict[str, Any]:
+    return {key: OmegaConf.to_container(cfg[key], resolve=False) for key in _STACK_IDENTITY if key in cfg}
+
+
+def stack_checkpoint(cfg: DictConfig, output_dir: Path, seeds: list[int]) -> Path | None:
+    """The last checkpoint of this stack (the same seeds, model, latent and data) interrupted in ``output_dir``,
+    which a run of it continues (a sweep run again in a second GPU lease continues its unfinished cells); else
+    None."""
+    import json
+
+    path = output_dir / STACK_CHECKPOINT
+    try:
+        saved = json.loads((output_dir / "stack.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not path.is_file() or saved.get("seeds") != seeds or saved.get("identity") != _identity(cfg):
+        return None
+    return path
 
 
 def finished_stack_metrics(output_dir: Path, seeds: list[int]) -> dict[str, float] | None:
@@ -135,18 +163,19 @@ def _save_member_run_config(member_cfg: DictConfig, member_dir: Path, seed: int)
 def _save_member_checkpoint(model: VAEModule, path: Path, epoch: int, global_step: int) -> None:
     """The member's best state as the checkpoint a separate run's ModelCheckpoint writes (what eval.py and
     ``ckpt_path`` read: the module's state dict and hyperparameters)."""
-    from hsvae.training.checkpoint_io import AtomicCheckpointIO
-
     checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams), "epoch": epoch,
                   "global_step": global_step, "pytorch-lightning_version": pl.__version__}
     AtomicCheckpointIO().save_checkpoint(checkpoint, path)
 
 
 def run_stacked(cfg: DictConfig, output_dir: Path, seeds: list[int], started: float,
-                commit: str | None) -> dict[str, Any]:
-    """Fit the members together, then test and write each as its run; return the members' mean metrics."""
+                commit: str | None, resume: Path | None = None) -> dict[str, Any]:
+    """Fit the members together (from ``resume``, the stack's last checkpoint, when given), then test and write
+    each as its run; return the members' mean metrics."""
     check_stackable(cfg)
     log.info("a stack of %d runs (seeds %s), each written to %s/seed_<seed>/", len(seeds), seeds, output_dir)
+    if resume is not None:
+        log.info("continuing the interrupted stack from %s", resume)
     members = []
     for seed in seeds:
         member_dir = output_dir / f"seed_{seed}"
@@ -156,7 +185,8 @@ def run_stacked(cfg: DictConfig, output_dir: Path, seeds: list[int], started: fl
         model = instantiate_model(member_cfg)
         cuda_state = torch.cuda.get_rng_state() if torch.cuda.is_available() else None  # (a GPU's draws)
         members.append((seed, member_dir, member_cfg, datamodule, model, (torch.get_rng_state(), cuda_state)))
-    write_json_atomic(output_dir / "stack.json", {"seeds": seeds, "members": [f"seed_{s}" for s in seeds]})
+    write_json_atomic(output_dir / "stack.json", {"seeds": seeds, "members": [f"seed_{s}" for s in seeds],
+                                                   "identity": _identity(cfg)})
 
     cuda_states = [cuda for *_, (_, cuda) in members]
     streams = MemberStreams([cpu for *_, (cpu, _) in members], None if None in cuda_states else cuda_states)
@@ -170,9 +200,17 @@ def run_stacked(cfg: DictConfig, output_dir: Path, seeds: list[int], started: fl
     patience = OmegaConf.select(cfg, "callbacks.early_stopping.patience", default=None)
     selection, history = MemberSelection(patience), MemberHistory()
     progress = cfg.trainer.get("enable_progress_bar", True) is not False
-    trainer = pl.Trainer(**_trainer_arguments(cfg), callbacks=[selection, history], logger=False,
-                         enable_checkpointing=False, enable_progress_bar=progress)
-    trainer.fit(module, datamodule=StackedDataModule([m[3] for m in members], streams))
+    last = ModelCheckpoint(dirpath=output_dir / STACK_CHECKPOINT.parent, filename=STACK_CHECKPOINT.stem, monitor=None,
+                           save_top_k=1, every_n_epochs=1, enable_version_counter=False)
+    trainer = pl.Trainer(**_trainer_arguments(cfg), callbacks=[selection, history, last], logger=False,
+                         enable_progress_bar=progress, plugins=[AtomicCheckpointIO()])
+    try:
+        trainer.fit(module, datamodule=StackedDataModule([m[3] for m in members], streams),
+                    ckpt_path=None if resume is None else str(resume))
+    except SystemExit:
+        if trainer.interrupted:  # Lightning turns Ctrl-C into a graceful stop and sys.exit(1)
+            raise KeyboardInterrupt from None
+        raise
 
     all_metrics = []
     for i, (seed, member_dir, member_cfg, datamodule, model, _) in enumerate(members):
@@ -195,6 +233,9 @@ def run_stacked(cfg: DictConfig, output_dir: Path, seeds: list[int], started: fl
                              "stack": {"seeds": seeds, "member": i, "best_epoch": selection.best_epochs[i]}})
         all_metrics.append(metrics)
     _print_members(seeds, all_metrics, output_dir)
+    stale = output_dir / "results.json"  # the record of an interruption this run continued: the stack is done
+    if resume is not None and stale.is_file():
+        stale.unlink()
     return _mean_metrics(all_metrics)
 
 

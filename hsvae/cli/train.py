@@ -41,7 +41,7 @@ from hsvae.cli.builders import (
 from hsvae.cli.checkpoints import check_fits, load_checkpoint, run_dir_of
 from hsvae.cli.failures import recording_failures, run_entry_point, single_run_errors
 from hsvae.cli.plugins import exit_if_plugin_missing
-from hsvae.cli.stacked_runs import finished_stack_metrics, run_stacked, stack_seeds
+from hsvae.cli.stacked_runs import finished_stack_metrics, run_stacked, stack_checkpoint, stack_seeds
 from hsvae.analysis.results import read_status
 from hsvae.cli.report import collect_metrics, print_metrics, write_results
 from hsvae.cli.resume import resume_arguments
@@ -74,14 +74,13 @@ def _finished_metrics(output_dir: Path) -> dict[str, float] | None:
     return {k: float(v) for k, v in previous["metrics"].items()}
 
 
-def _finished_stack(cfg: DictConfig, output_dir: Path) -> dict[str, float] | None:
-    """The mean metrics of a stack (``seeds=[...]``) whose members all finished in ``output_dir``, else None (an
-    invalid ``seeds`` is reported later, with the run's record)."""
+def _stack_seeds(cfg: DictConfig) -> list[int] | None:
+    """The stack's seeds (``seeds=[...]``), or None for an ordinary run or an invalid list (reported later, with
+    the run's record)."""
     try:
-        seeds = stack_seeds(cfg)
+        return stack_seeds(cfg)
     except ConfigError:
         return None
-    return finished_stack_metrics(output_dir, seeds) if seeds is not None else None
 
 
 def _train(cfg: DictConfig) -> dict[str, Any]:
@@ -93,7 +92,10 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         # a DDP worker that Lightning started by re-running this command into rank zero's directory: rank zero
         # checked and claimed it, and records the run's outcome
         return _fit_and_test(cfg, output_dir, ckpt_path, in_place, started, commit)
-    stack_done = _finished_stack(cfg, output_dir)
+    seeds = _stack_seeds(cfg)
+    stack_done = finished_stack_metrics(output_dir, seeds) if seeds is not None else None
+    # an interrupted stack of this config continues in its own folder from its last epoch
+    stack_resume = stack_checkpoint(cfg, output_dir, seeds) if seeds is not None else None
     if stack_done is not None:
         # every member of this stack finished here: nothing is written (a sweep run again continues the rest)
         print(f"{output_dir}: every member of the stack (seeds {list(cfg.seeds)}) already finished; nothing to do.",
@@ -105,7 +107,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
             # nothing is written: the run's files stay as they are
             print(f"{output_dir} already finished (its results.json): nothing to resume.", file=sys.stderr)
             return finished
-    else:
+    elif stack_resume is None:
         check_output_dir(output_dir, cfg.get("allow_overwrite", False))
     # from here on the directory is this run's: its config, its log, and a record if it fails
     save_run_config(cfg, output_dir)
@@ -113,7 +115,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         seeds = stack_seeds(cfg)
         if seeds is not None:  # the seeds as one stacked fit, written as one run per seed
             validate(cfg)
-            return run_stacked(cfg, output_dir, seeds, started, commit)
+            return run_stacked(cfg, output_dir, seeds, started, commit, resume=stack_resume)
         return _fit_and_test(cfg, output_dir, ckpt_path, in_place, started, commit)
 
 

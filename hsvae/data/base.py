@@ -102,6 +102,8 @@ class InMemoryDataModule(pl.LightningDataModule, abc.ABC):
             rank=rank,
             world_size=world,
             widths=self._host_widths.get(split),
+            # the trainer's epoch: a resumed fit continues with the order of the epoch it resumes at
+            epoch_of=(lambda: trainer.current_epoch) if train and trainer is not None else None,
         )
 
     def train_dataloader(self) -> TensorLoader:

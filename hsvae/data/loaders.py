@@ -7,7 +7,7 @@ with per-item ``__getitem__`` and collation costs far more than a small MLP's st
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -27,6 +27,8 @@ class TensorLoader:
         widths: optional, on the CPU: per row of the first tensor, how many of its leading columns are used (the
             tokens of a padded sequence). Each batch of the first tensor is then cut to its rows' widest, computed
             on the host from this copy: the data may live on a GPU without a device read per batch.
+        epoch_of: when given, the epoch whose permutation an iteration draws (e.g. the trainer's current epoch:
+            a resumed fit continues with the order of the epoch it resumes at); else the iterations are counted.
     """
 
     def __init__(
@@ -39,6 +41,7 @@ class TensorLoader:
         rank: int = 0,
         world_size: int = 1,
         widths: torch.Tensor | None = None,
+        epoch_of: Callable[[], int] | None = None,
     ):
         if not tensors:
             raise ValueError("TensorLoader needs at least one tensor")
@@ -60,6 +63,7 @@ class TensorLoader:
                              f"on {widths.device}")
         self.widths = widths
         self.epoch = 0
+        self.epoch_of = epoch_of
         self.per_rank = n // world_size if world_size > 1 else n
 
     def __len__(self) -> int:
@@ -80,6 +84,8 @@ class TensorLoader:
         return order[: self.per_rank * self.world_size][self.rank :: self.world_size]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        if self.epoch_of is not None:
+            self.epoch = self.epoch_of()
         host_order = self._indices()  # on the CPU
         order = None if host_order is None else host_order.to(self.tensors[0].device)
         self.epoch += 1

@@ -135,6 +135,17 @@ class StackedTask(ELBOTask):
     def member_results(self, i: int, selection: MemberSelection) -> dict[str, float]:
         raise NotImplementedError
 
+    # A stack checkpoint continues every member where it was: its random stream with the rest of the fit's state.
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        streams = self.net.streams
+        checkpoint["member_streams"] = {"states": streams.states, "cuda_states": streams.cuda_states}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint["member_streams"]
+        self.net.streams.states = [s.clone() for s in saved["states"]]
+        if self.net.streams.cuda_states is not None and saved["cuda_states"] is not None:
+            self.net.streams.cuda_states = [s.clone() for s in saved["cuda_states"]]
+
 
 class StackedVAEModule(StackedTask):
     """Trains a :class:`~hsvae.models.stacked.StackedVAE` on stacked ``(x, y)`` batches (labels ignored).
@@ -228,12 +239,6 @@ class MemberSelection(pl.Callback):
         self.history: list[list[float]] = []  #: every member's validation ELBO per epoch
         self._waits: list[int] = []
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: StackedVAEModule) -> None:
-        k = pl_module.net.k
-        self.best_states, self.best_scores, self.best_epochs = [None] * k, [float("-inf")] * k, [-1] * k
-        self.best_metrics = [{} for _ in range(k)]
-        self.stopped, self._waits, self.history = [False] * k, [0] * k, [[] for _ in range(k)]
-
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: StackedVAEModule) -> None:
         if trainer.sanity_checking or pl_module.member_metrics is None:
             return
@@ -253,6 +258,25 @@ class MemberSelection(pl.Callback):
         if all(self.stopped):
             trainer.should_stop = True
 
+    def state_dict(self) -> dict:
+        return {"best_states": self.best_states, "best_scores": self.best_scores, "best_epochs": self.best_epochs,
+                "best_metrics": self.best_metrics, "stopped": self.stopped, "history": self.history,
+                "waits": self._waits}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._restored = state_dict
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: StackedTask) -> None:
+        k = pl_module.net.k
+        self.best_states, self.best_scores, self.best_epochs = [None] * k, [float("-inf")] * k, [-1] * k
+        self.best_metrics = [{} for _ in range(k)]
+        self.stopped, self._waits, self.history = [False] * k, [0] * k, [[] for _ in range(k)]
+        restored, self._restored = getattr(self, "_restored", None), None
+        if restored is not None:  # a resumed stack (Lightning loads a callback's state before fit starts)
+            self.best_states, self.best_scores = restored["best_states"], restored["best_scores"]
+            self.best_epochs, self.best_metrics = restored["best_epochs"], restored["best_metrics"]
+            self.stopped, self.history, self._waits = restored["stopped"], restored["history"], restored["waits"]
+
 
 class MemberHistory(pl.Callback):
     """Each member's per-epoch metrics as its separate run's loggers receive them: ``rows[i]`` is member i's list
@@ -264,7 +288,14 @@ class MemberHistory(pl.Callback):
         self.rows: list[list[tuple[int, dict[str, float]]]] = []
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: StackedTask) -> None:
-        self.rows = [[] for _ in range(pl_module.net.k)]
+        restored, self._restored = getattr(self, "_restored", None), None
+        self.rows = restored if restored is not None else [[] for _ in range(pl_module.net.k)]
+
+    def state_dict(self) -> dict:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._restored = state_dict["rows"]
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: StackedTask) -> None:
         if not trainer.sanity_checking and pl_module.member_metrics is not None:
