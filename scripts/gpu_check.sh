@@ -9,11 +9,13 @@
 #   1. environment: nvidia-smi, torch and CUDA versions;
 #   2. the CUDA tests (samplers and Bessel functions on the GPU, steps under set_sync_debug_mode("error"));
 #   3. scripts/bench_distributions.py --device cuda (each family vs the Gaussian, the sync-free check);
-#   4. scripts/bench_stacked.py --device cuda (K = 1, 4, 10 stacked VAEs vs K separate ones);
+#   4. scripts/bench_stacked.py --device cuda (K = 1, 4, 10 stacked runs vs K separate ones: the MLP VAE and the
+#      VGAE);
 #   5. S-VAE Table 1 at the paper's protocol (experiment=mnist_table: early stopping after the 100-epoch warm-up),
 #      every cell's 10 seeds as one stack (seeds=[0..9]), the 10 cells side by side on the device (joblib), into
 #      OUT_DIR/mnist_table, until the time left runs out. Run again into the same OUT_DIR (a second lease): the
-#      cells already finished are skipped, the others start again. Then make_tables writes OUT_DIR/table.md.
+#      cells already finished are skipped, the others continue from their last epoch (each stack's
+#      checkpoints/stack_last.ckpt). Then make_tables writes OUT_DIR/table.md.
 set -uo pipefail
 smoke=0
 if [ "${1:-}" = "--smoke" ]; then smoke=1; shift; fi
@@ -58,7 +60,7 @@ else
     step environment 60 bash -c "nvidia-smi; python3 -c 'import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())'"
     step cuda_tests 120 python3 -m pytest -q -p no:cacheprovider -n 0 -m "" tests/distributions/test_von_mises_fisher.py tests/special/test_bessel.py -k cuda
     step bench_distributions 120 python3 scripts/bench_distributions.py --device cuda --rounds 10 --inner 5 --no-compile
-    step bench_stacked 90 python3 scripts/bench_stacked.py --device cuda --threads 0
+    step bench_stacked 120 python3 scripts/bench_stacked.py --device cuda --threads 0
     table=('seeds=[0,1,2,3,4,5,6,7,8,9]' trainer=gpu hydra.launcher.n_jobs=10)
 fi
 # the table: whatever time is left, less a minute for make_tables
