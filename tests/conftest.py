@@ -43,6 +43,16 @@ def compose_config(
 
 
 @pytest.fixture
+def no_argument_validation():
+    """As train.py runs (validate_distributions=false): torch.distributions' argument checks read values (a host
+    read, and slow)."""
+    previous = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(False)
+    yield
+    torch.distributions.Distribution.set_default_validate_args(previous)
+
+
+@pytest.fixture
 def compose_train(tmp_path):
     """``compose_train(overrides, name="run")`` -> a train config writing into ``tmp_path/name``."""
 

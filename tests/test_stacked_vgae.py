@@ -25,13 +25,7 @@ from tests.test_link_prediction_data import write_planetoid_fixture
 NODES, FEATURES, STEPS = 80, 20, 3
 
 
-@pytest.fixture(autouse=True)
-def no_argument_validation():
-    """As train.py runs (validate_distributions=false)."""
-    previous = torch.distributions.Distribution._validate_args
-    torch.distributions.Distribution.set_default_validate_args(False)
-    yield
-    torch.distributions.Distribution.set_default_validate_args(previous)
+pytestmark = pytest.mark.usefixtures("no_argument_validation")
 
 
 def _graph() -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,13 +27,7 @@ from tests.conftest import compose_config
 META = torch.device("meta")
 
 
-@pytest.fixture(autouse=True)
-def no_argument_validation():
-    """As train.py runs (validate_distributions=false): torch.distributions' argument checks read values."""
-    previous = torch.distributions.Distribution._validate_args
-    torch.distributions.Distribution.set_default_validate_args(False)
-    yield
-    torch.distributions.Distribution.set_default_validate_args(previous)
+pytestmark = pytest.mark.usefixtures("no_argument_validation")
 
 
 def _optimizer(module) -> torch.optim.Optimizer:
