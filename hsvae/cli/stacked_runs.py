@@ -19,6 +19,7 @@ not the VGAE's.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import time
 from pathlib import Path
@@ -26,8 +27,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from hsvae.cli.builders import (ConfigError, instantiate_loggers, instantiate_model, log_hyperparameters,
                                  member_overrides, save_run_config, targets)
@@ -72,8 +73,6 @@ def stack_checkpoint(cfg: DictConfig, output_dir: Path, seeds: list[int]) -> Pat
     """The last checkpoint of this stack (the same seeds, model, latent and data) interrupted in ``output_dir``,
     which a run of it continues (a sweep run again in a second GPU lease continues its unfinished cells); else
     None."""
-    import json
-
     path = output_dir / STACK_CHECKPOINT
     try:
         saved = json.loads((output_dir / "stack.json").read_text())
@@ -233,8 +232,8 @@ def run_stacked(cfg: DictConfig, output_dir: Path, seeds: list[int], started: fl
                              "stack": {"seeds": seeds, "member": i, "best_epoch": selection.best_epochs[i]}})
         all_metrics.append(metrics)
     _print_members(seeds, all_metrics, output_dir)
-    stale = output_dir / "results.json"  # the record of an interruption this run continued: the stack is done
-    if resume is not None and stale.is_file():
+    stale = output_dir / "results.json"  # an earlier attempt's record (interrupted, failed): this stack is done
+    if stale.is_file():
         stale.unlink()
     return _mean_metrics(all_metrics)
 
@@ -256,12 +255,12 @@ def _log_member(member_cfg: DictConfig, seed: int, rows: list[tuple[int, dict[st
 
     loggers = instantiate_loggers(member_cfg.get("logger"), seed=seed)
     log_hyperparameters(member_cfg, loggers)
-    test = {k: v for k, v in metrics.items() if k.startswith("test/")} | {"epoch": epoch}
+    test = {k: v for k, v in metrics.items() if k.startswith("test/")}
     for logger in loggers:
         for row_step, row in rows:
             logger.log_metrics(row, row_step)
-        if len(test) > 1:
-            logger.log_metrics(test, step)
+        if test:
+            logger.log_metrics({**test, "epoch": epoch}, step)
         logger.finalize("success")
     if any(isinstance(logger, WandbLogger) for logger in loggers):
         import wandb

@@ -181,16 +181,17 @@ class StackedVAE(MemberStack):
     def __init__(self, members: Sequence[VAE], streams: MemberStreams):
         first = members[0] if members else None
         names, transposed = [], []
-        self._chains: dict[str, tuple[list[tuple[str, nn.Module]], bool]] = {}
+        chains: dict[str, tuple[list[tuple[str, nn.Module]], bool]] = {}
         for part in _STACKED_PARTS if first is not None else ():
             if any(True for _ in getattr(first, part).buffers()):
                 raise ValueError(f"members: the {part} has buffers, which a stack does not carry yet")
             names += [f"{part}.{name}" for name, _ in getattr(first, part).named_parameters()]
             chain = _layer_chain(getattr(first, part))
             if chain is not None:
-                self._chains[part] = chain
+                chains[part] = chain
                 transposed += [f"{part}.{prefix}weight" for prefix, layer in chain[0] if isinstance(layer, nn.Linear)]
         super().__init__(members, streams, names, transposed)
+        self._chains = chains
         self.likelihood = first.likelihood
         # parameterless copies on the meta device: the structure that functional_call fills with a member's tensors
         self._skeleton = {part: copy.deepcopy(getattr(first, part)).to("meta") for part in _STACKED_PARTS

@@ -1,15 +1,19 @@
-"""Training a stack of runs (hsvae.models.stacked): K VAEs, one per seed, as one Lightning fit.
+"""Training a stack of runs (hsvae.models.stacked): K models, one per seed, as one Lightning fit.
 
 * The data: each member keeps its own data module, as its separate run builds it (its split, drawn with its
   seed, its shuffling), and its per-batch transforms (MNIST's dynamic binarisation) run under member i's random
-  stream; the loaders' batches are stacked (:class:`StackedDataModule`).
-* The module (:class:`StackedVAEModule`): the members' summed loss, with each member's KL warm-up as a separate
-  run has it; the validation ELBO per member.
-* The selection (:class:`MemberSelection`): early stopping and the best epoch per member, on its own validation
-  ELBO; a member that stops keeps training with the others but is no longer selected; the fit ends when every
-  member has stopped (or at ``max_epochs``).
+  stream; the loaders' batches are stacked, or listed for graphs (:class:`StackedDataModule`).
+* The module (:class:`StackedTask`; :class:`StackedVAEModule` here, the VGAE's in
+  :mod:`hsvae.training.stacked_links`): the members' summed loss, with each member's KL warm-up as a separate run
+  has it; every member's training statistics and validation metrics; each member's random stream saved in the
+  stack's checkpoint.
+* The selection (:class:`MemberSelection`): early stopping and the best epoch per member, on its own value of the
+  selection metric; a member that stops keeps training with the others but is no longer selected; the fit ends
+  when every member has stopped (or at ``max_epochs``).
+* The history (:class:`MemberHistory`): every member's per-epoch metrics, for its own loggers after the fit.
 
-Dimension convention: a stacked batch is ``(x, y)`` with ``x`` of shape ``(K, B, ...)`` and ``y`` ``(K, B)``.
+Dimension convention: a stacked batch is ``(x, y)`` with ``x`` of shape ``(K, B, ...)`` and ``y`` ``(K, B)``; a
+stacked graph batch is the list of the members' graphs.
 """
 
 from __future__ import annotations
