@@ -10,10 +10,10 @@ eval.py). ``make_tables`` and ``eval.py`` read them as K runs; the job's own fol
 members and their folders) and is not a run.
 
 What a stack supports (checked before anything is built): the VAE models (``model=mlp_vae`` / ``conv_vae``,
-selected and stopped on ``val/elbo``) and the VGAE (``model=vgae``, selected on its ``selection_metric``), no LR
-scheduler, a latent without learnt parameters, one device, a fresh run (no ``ckpt_path``). ``compile=true``
-compiles the stacked VAE's networks (``compile_networks``; CUDA graphs on a GPU; the members' draws stay eager),
-not the VGAE's.
+selected and stopped on ``val/elbo``) and the VGAE (``model=vgae``, selected on its ``selection_metric``), an LR
+scheduler (one per member), a latent without learnt parameters, one device. ``compile=true`` compiles the stacked
+VAE's networks (``compile_networks``; CUDA graphs on a GPU; the members' draws stay eager), not the VGAE's. An
+interrupted stack continues when run again into its folder (:func:`stack_checkpoint`), not through ``ckpt_path``.
 """
 
 from __future__ import annotations
@@ -120,11 +120,9 @@ def check_stackable(cfg: DictConfig) -> None:
     if links and cfg.get("compile", False):
         raise ConfigError("compile: the stacked VGAE runs eager (torch.compile does not trace its sparse adjacency, "
                           "and its step is the all-pairs loss); drop compile=true")
-    for key, fine, why in (("model.scheduler", None, "a learning-rate scheduler"),
-                           ("ckpt_path", None, "resuming from a checkpoint")):
-        if OmegaConf.select(cfg, key, default=fine) not in (fine,):
-            raise ConfigError(f"{key}: {why} is not supported with seeds=[...] yet; drop it or run the seeds "
-                              f"separately")
+    if OmegaConf.select(cfg, "ckpt_path", default=None) is not None:
+        raise ConfigError("ckpt_path: resuming a stack from a checkpoint is not supported; run the same command into "
+                          "the stack's folder again (it continues from its checkpoints/stack_last.ckpt)")
     prior = OmegaConf.select(cfg, "latent.prior", default="uniform")
     if prior not in ("uniform", "standard"):
         raise ConfigError(f"latent.prior={prior}: the members of a stack share one latent family, which a learnt "
@@ -275,9 +273,11 @@ def _stacked_module(models: list[VAEModule | LinkPredictionModule],
     first = models[0]
     if isinstance(first, LinkPredictionModule):
         return StackedLinkPredictionModule(StackedVGAE([m.net for m in models], streams),
-                                           optimizer=first.optimizer_factory, selection_metric=first.monitor)
+                                           optimizer=first.optimizer_factory, scheduler=first.scheduler_factory,
+                                           selection_metric=first.monitor)
     return StackedVAEModule(StackedVAE([m.net for m in models], streams), optimizer=first.optimizer_factory,
-                            warmup_epochs=first.warmup_epochs, final_beta=first.final_beta)
+                            scheduler=first.scheduler_factory, warmup_epochs=first.warmup_epochs,
+                            final_beta=first.final_beta)
 
 
 def _print_members(seeds: list[int], all_metrics: list[dict[str, float]], output_dir: Path) -> None:

@@ -119,10 +119,69 @@ class StackedTask(ELBOTask):
     - :attr:`member_train_metrics`: every member's ``train/`` metrics of this epoch, from the ``member/<name>``
       statistics a training step passes to :meth:`observe` (``(K,)`` each); only the members' sums and means are
       logged under the stack's own names;
-    - :meth:`member_results`: member i's fit metrics for its results.json.
+    - :meth:`member_results`: member i's fit metrics for its results.json;
+    - each member's learning-rate schedule (:class:`MemberSchedules`, from the run's ``scheduler``): Adam steps
+      with the members' largest rate, and a member with a smaller one has its update scaled down to its rate
+      (Adam's update, weight decay included, is proportional to the rate).
+
+    Args:
+        net: the stacked model (:class:`~hsvae.models.stacked.MemberStack`).
+        optimizer: the run's partial optimiser constructor (Adam fused, see :func:`single_pass_adam`).
+        scheduler: the run's partial LR scheduler constructor, one per member (None: a constant rate).
+        warmup_epochs, final_beta: the KL warm-up, as :class:`~hsvae.training.task.ELBOTask`'s.
     """
 
     member_metrics: dict[str, torch.Tensor] | None = None
+
+    def __init__(self, net, optimizer: Callable[..., torch.optim.Optimizer], scheduler: Callable | None = None,
+                 warmup_epochs: float = 0.0, final_beta: float = 1.0):
+        super().__init__(net, single_pass_adam(optimizer), None, warmup_epochs, final_beta)
+        self.member_scheduler = scheduler
+        self.schedules: MemberSchedules | None = None
+        self._rates: tuple[list[float], torch.Tensor | None] | None = None  # (rates, each one / the largest)
+        self._restored_schedules: dict | None = None
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.member_scheduler is not None:
+            self.schedules = MemberSchedules(self.member_scheduler, optimizer.param_groups[0]["lr"], self.net.k)
+            if self._restored_schedules is not None:
+                self.schedules.load_state_dict(self._restored_schedules)
+            self._set_rates()
+        return optimizer
+
+    def _set_rates(self) -> None:
+        rates = self.schedules.rates()
+        top = max(rates)
+        ratios = None if all(r == top for r in rates) else torch.tensor([r / top for r in rates], device=self.device)
+        self._rates = (rates, ratios)
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
+        if self._rates is None:
+            return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        rates, ratios = self._rates
+        for group in optimizer.param_groups:
+            group["lr"] = max(rates)
+        if ratios is None:  # every member at the same rate: Adam's own step
+            optimizer.step(closure=optimizer_closure)
+            return
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        before = [p.detach().clone() for p in params]
+        optimizer.step(closure=optimizer_closure)
+        with torch.no_grad():
+            for p, old in zip(params, before):  # member i's update at its own rate: (p - old) * rate_i / top
+                p.sub_(old).mul_(ratios.view(-1, *[1] * (p.dim() - 1))).add_(old)
+
+    def step_schedules(self, metrics: list[float] | None) -> None:
+        """One epoch's step of every member's schedule (``metrics``: the members' monitored values)."""
+        self.schedules.step(metrics)
+        self._set_rates()
+
+    def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
+        if self.schedules is not None:  # where Lightning steps a separate run's scheduler: after the epoch
+            metrics = self.member_metrics
+            self.step_schedules(None if metrics is None else metrics[self.monitor].tolist())
 
     def epoch_metrics(self, means: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | float]:
         return {k: v for k, v in means.items() if not k.startswith("member/")}
@@ -143,12 +202,55 @@ class StackedTask(ELBOTask):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         streams = self.net.streams
         checkpoint["member_streams"] = {"states": streams.states, "cuda_states": streams.cuda_states}
+        if self.schedules is not None:
+            checkpoint["member_schedules"] = self.schedules.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._restored_schedules = checkpoint.get("member_schedules")  # (loaded once configure_optimizers built them)
         saved = checkpoint["member_streams"]
         self.net.streams.states = [s.clone() for s in saved["states"]]
         if self.net.streams.cuda_states is not None and saved["cuda_states"] is not None:
             self.net.streams.cuda_states = [s.clone() for s in saved["cuda_states"]]
+
+
+class MemberSchedules:
+    """Each member's learning rate as its separate run's scheduler sets it: the run's scheduler, one per member,
+    each on a one-parameter stand-in optimiser at the run's rate, stepped once per epoch (a
+    ``ReduceLROnPlateau`` on the member's own value of the monitored metric, as Lightning steps a separate run's).
+    Only the learning rate is followed (not a scheduler's momentum).
+
+    Args:
+        factory: the run's partial scheduler constructor (``factory(optimizer=...)``).
+        lr: the optimiser's learning rate.
+        k: the number of members.
+    """
+
+    def __init__(self, factory: Callable, lr: float, k: int):
+        self._optimizers = [torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr) for _ in range(k)]
+        self.schedulers = [factory(optimizer=optimizer) for optimizer in self._optimizers]
+
+    def rates(self) -> list[float]:
+        """Every member's current learning rate."""
+        return [optimizer.param_groups[0]["lr"] for optimizer in self._optimizers]
+
+    def step(self, metrics: list[float] | None) -> None:
+        """One epoch's step; ``metrics``: the members' monitored values (a plateau scheduler's; None when this
+        epoch had no validation, which leaves a plateau scheduler where it is)."""
+        for i, scheduler in enumerate(self.schedulers):
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                if metrics is not None:
+                    scheduler.step(metrics[i])
+            else:
+                scheduler.step()
+
+    def state_dict(self) -> dict:
+        return {"schedulers": [s.state_dict() for s in self.schedulers], "rates": self.rates()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for scheduler, saved, rate, optimizer in zip(self.schedulers, state["schedulers"], state["rates"],
+                                                     self._optimizers):
+            scheduler.load_state_dict(saved)
+            optimizer.param_groups[0]["lr"] = rate
 
 
 class StackedVAEModule(StackedTask):
@@ -162,10 +264,11 @@ class StackedVAEModule(StackedTask):
         self,
         net: StackedVAE,
         optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable | None = None,
         warmup_epochs: float = 0.0,
         final_beta: float = 1.0,
     ):
-        super().__init__(net, single_pass_adam(optimizer), None, warmup_epochs, final_beta)
+        super().__init__(net, optimizer, scheduler, warmup_epochs, final_beta)
         self._val_sums: torch.Tensor | None = None  # (2, K): the members' summed reconstruction and KL
         self._val_count = 0
 

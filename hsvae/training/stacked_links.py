@@ -17,7 +17,7 @@ from hsvae.models.stacked_vgae import StackedVGAE, block_diagonal_adjacency
 from hsvae.models.vgae import encoder_features, link_metrics
 
 from .link_module import SELECTION_CHOICES
-from .stacked import MemberSelection, StackedTask, single_pass_adam
+from .stacked import MemberSelection, StackedTask
 
 
 class StackedLinkPredictionModule(StackedTask):
@@ -29,14 +29,15 @@ class StackedLinkPredictionModule(StackedTask):
     Args:
         net: the stacked VGAE.
         optimizer: a partial ``torch.optim`` constructor (``optimizer(params=...)``).
+        scheduler: the run's partial LR scheduler constructor, one per member (see StackedTask).
         selection_metric: one of ``val/auc_ap``, ``val/auc``, ``val/ap`` (each member's best epoch by it).
     """
 
     def __init__(self, net: StackedVGAE, optimizer: Callable[..., torch.optim.Optimizer],
-                 selection_metric: str = "val/auc_ap"):
+                 scheduler: Callable | None = None, selection_metric: str = "val/auc_ap"):
         if selection_metric not in SELECTION_CHOICES:
             raise ValueError(f"selection_metric must be one of {SELECTION_CHOICES}, got {selection_metric!r}")
-        super().__init__(net, single_pass_adam(optimizer))
+        super().__init__(net, optimizer, scheduler)
         self.monitor = selection_metric
         self._inputs: tuple[list[LinkSplit], torch.Tensor, torch.Tensor] | None = None
 
