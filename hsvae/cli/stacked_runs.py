@@ -280,18 +280,30 @@ def _stacked_module(models: list[VAEModule | LinkPredictionModule],
                             final_beta=first.final_beta)
 
 
+#: up to this many members, the summary has a column per member (more do not fit a terminal's width)
+_MEMBER_COLUMNS = 4
+
+
 def _print_members(seeds: list[int], all_metrics: list[dict[str, float]], output_dir: Path) -> None:
-    """One row per member (its test metrics, the best validation ELBO) and where the members' runs are."""
+    """The members' test metrics and best validation scores, a column per member (a few members) or their
+    mean, standard deviation, minimum and maximum (more), and where the members' runs are."""
+    import statistics
+
     from rich.console import Console
     from rich.table import Table
 
     keys = sorted(k for k in all_metrics[0] if k.startswith("test/") or k.startswith("best/"))
-    table = Table(title=f"hsvae stack of {len(seeds)} runs", show_lines=False)
+    table = Table(title=f"hsvae stack of {len(seeds)} runs (seeds {seeds})", show_lines=False)
     table.add_column("metric")
-    for seed in seeds:
-        table.add_column(f"seed {seed}", justify="right")
+    per_member = len(seeds) <= _MEMBER_COLUMNS
+    columns = [f"seed {seed}" for seed in seeds] if per_member else ["mean", "std", "min", "max"]
+    for column in columns:
+        table.add_column(column, justify="right")
     for key in keys:
-        table.add_row(key, *(f"{metrics.get(key, float('nan')):.4f}" for metrics in all_metrics))
+        values = [metrics.get(key, float("nan")) for metrics in all_metrics]
+        if not per_member:
+            values = [statistics.fmean(values), statistics.stdev(values), min(values), max(values)]
+        table.add_row(key, *(f"{v:.4f}" for v in values))
     console = Console()
     console.print(table)
     console.print(f"outputs: {output_dir}/seed_<seed>/ (results.json, checkpoints/best.ckpt), one folder per seed",
