@@ -96,6 +96,7 @@ def test_multirun_from_the_defaults(tmp_path):
         assert f"latent={latent}" in (sweep / job / ".hydra" / "overrides.yaml").read_text()
 
 
+@pytest.mark.slow  # (a multirun in subprocesses, ~7 s: the default tier stays under 3 minutes)
 def test_multirun_with_a_failing_job_runs_the_rest_and_says_so(tmp_path):
     proc = run("train.py", ["-m", "latent.dim=0,2", *SMALL], tmp_path)
     assert_one_line_error(proc, 2, "latent.dim", multirun=True)

@@ -117,6 +117,7 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, capsys):
     assert "| 0 | failed | — |" in out and "failed: dataset.batch_size must be a positive integer, got 0" in out
 
 
+@pytest.mark.slow  # (a multirun in subprocesses, ~7 s: the default tier stays under 3 minutes)
 def test_a_missing_metric_stops_the_search_after_the_first_batch(tmp_path):
     """Even with every failure tolerated: a metric no run produces is a mistake, not a failed trial."""
     sweep_dir = tmp_path / "search"
@@ -130,6 +131,7 @@ def test_a_missing_metric_stops_the_search_after_the_first_batch(tmp_path):
     assert all(t.state.name == "FAIL" for t in _study(sweep_dir).trials)
 
 
+@pytest.mark.slow  # (a multirun in subprocesses, ~7 s: the default tier stays under 3 minutes)
 def test_unknown_parameter_is_refused_before_the_first_trial(tmp_path):
     sweep_dir = tmp_path / "search"
     proc = run_train(["-m", *SMALL, "model.optimizer.lrr=tag(log, interval(1e-4, 1e-2))",

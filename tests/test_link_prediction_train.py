@@ -166,6 +166,7 @@ def test_experiment_sweep_covers_datasets_latents_and_seeds(tmp_path):
             assert cell.callbacks.early_stopping is None
 
 
+@pytest.mark.slow  # (a multirun in subprocesses, ~7 s: the default tier stays under 3 minutes)
 def test_narrowed_multirun_runs_only_the_chosen_cells(tmp_path, data_dir):
     """The README's command form: command-line choices replace the experiment's sweep for those keys."""
     sweep = tmp_path / "sweep"
