@@ -160,7 +160,7 @@ def test_seeds_trains_a_stack_written_as_the_separate_runs(compose_train, tmp_pa
     """``seeds=[0,1]``: one folder per member with the separate run's files; each member's test numbers are those
     of the separate run ``seed=<s>`` (the same fit, the same checkpoint, the test's draws from the seed);
     make_tables counts the members as runs; each member's CSV log has its separate run's rows (every epoch's
-    validation and train metrics, then the test's)."""
+    validation and train metrics, then the test's) and its latent plot is the separate run's."""
     import csv
     import json
 
@@ -178,6 +178,14 @@ def test_seeds_trains_a_stack_written_as_the_separate_runs(compose_train, tmp_pa
         for key, value in separate.items():
             assert results["metrics"][key] == pytest.approx(value, rel=1e-4, abs=1e-3), (seed, key)
         assert (tmp_path / "stack" / f"seed_{seed}" / "checkpoints" / "best.ckpt").exists()
+        # the final epoch's figures, drawn from the member's final state and stream: the separate run's picture
+        # (up to a few pixels: the points differ by float rounding)
+        from matplotlib.image import imread
+
+        member_plot, separate_plot = (imread(folder / "plots" / "latent_final.png") for folder in
+                                      (tmp_path / "stack" / f"seed_{seed}", tmp_path / f"seed{seed}"))
+        assert member_plot.shape == separate_plot.shape
+        assert (abs(member_plot - separate_plot) > 0.1).any(-1).mean() < 0.005
         logs = [list(csv.DictReader((folder / "csv" / "metrics.csv").open()))
                 for folder in (tmp_path / "stack" / f"seed_{seed}", tmp_path / f"seed{seed}")]
         assert logs[0][0].keys() == logs[1][0].keys() and len(logs[0]) == len(logs[1]) == 7

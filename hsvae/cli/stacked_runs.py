@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import hydra
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -37,6 +38,7 @@ from hsvae.cli.stages import instantiate_datamodule
 from hsvae.models.stacked import MemberStreams, StackedVAE
 from hsvae.models.stacked_vgae import StackedVGAE
 from hsvae.training import LinkPredictionModule, VAEModule
+from hsvae.training.callbacks import FigureCallback, FigureContext
 from hsvae.training.checkpoint_io import AtomicCheckpointIO
 from hsvae.training.stacked import MemberHistory, MemberSelection, StackedDataModule, StackedVAEModule
 from hsvae.training.stacked_links import StackedLinkPredictionModule
@@ -211,9 +213,15 @@ def run_stacked(cfg: DictConfig, output_dir: Path, seeds: list[int], started: fl
 
     all_metrics = []
     for i, (seed, member_dir, member_cfg, datamodule, model, _) in enumerate(members):
-        state = selection.best_states[i] or module.net.member(i)
-        model.net.load_state_dict(state)
         _save_member_run_config(member_cfg, member_dir, seed)
+        loggers = _member_loggers(member_cfg, seed, history.rows[i])
+        if not trainer.fast_dev_run:  # the final epoch's figures, drawn as its separate run's are, from its stream
+            model.net.load_state_dict(module.net.member(i))
+            context = FigureContext(datamodule, loggers, trainer.global_step)
+            with streams.member(i):
+                for callback in _figure_callbacks(member_cfg):
+                    callback.draw(context, model, "final")
+        model.net.load_state_dict(selection.best_states[i] or module.net.member(i))
         _save_member_checkpoint(model, member_dir / "checkpoints" / "best.ckpt", selection.best_epochs[i],
                                 trainer.global_step)
         metrics = {**_last_train_metrics(history.rows[i]), **module.member_results(i, selection)}
@@ -223,7 +231,7 @@ def run_stacked(cfg: DictConfig, output_dir: Path, seeds: list[int], started: fl
                                 enable_progress_bar=progress)
             tester.test(model, datamodule=datamodule)
             metrics = collect_metrics(tester, metrics)
-        _log_member(member_cfg, seed, history.rows[i], metrics, trainer.global_step, trainer.current_epoch)
+        _close_member_loggers(loggers, metrics, trainer.global_step, trainer.current_epoch)
         write_results(member_dir, member_cfg, metrics, wall_time_s=time.time() - started, commit=commit,
                       extra={"test_checkpoint": str(member_dir / "checkpoints" / "best.ckpt"),
                              "epochs": trainer.current_epoch, "global_step": trainer.global_step,
@@ -245,18 +253,24 @@ def _last_train_metrics(rows: list[tuple[int, dict[str, float]]]) -> dict[str, f
     return {}
 
 
-def _log_member(member_cfg: DictConfig, seed: int, rows: list[tuple[int, dict[str, float]]],
-                metrics: dict[str, float], step: int, epoch: int) -> None:
+def _member_loggers(member_cfg: DictConfig, seed: int, rows: list[tuple[int, dict[str, float]]]) -> list:
     """Member i's own loggers (its separate run's: CSV in its folder, W&B named and grouped as its job), given its
-    config, its per-epoch history and its test metrics, then closed: one member's W&B run at a time."""
-    from pytorch_lightning.loggers import WandbLogger
-
+    config and its per-epoch history."""
     loggers = instantiate_loggers(member_cfg.get("logger"), seed=seed)
     log_hyperparameters(member_cfg, loggers)
-    test = {k: v for k, v in metrics.items() if k.startswith("test/")}
     for logger in loggers:
         for row_step, row in rows:
             logger.log_metrics(row, row_step)
+    return loggers
+
+
+def _close_member_loggers(loggers: list, metrics: dict[str, float], step: int, epoch: int) -> None:
+    """The member's test metrics, as its separate run logs them after its fit; then its loggers are closed (one
+    member's W&B run at a time)."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    test = {k: v for k, v in metrics.items() if k.startswith("test/")}
+    for logger in loggers:
         if test:
             logger.log_metrics({**test, "epoch": epoch}, step)
         logger.finalize("success")
@@ -264,6 +278,12 @@ def _log_member(member_cfg: DictConfig, seed: int, rows: list[tuple[int, dict[st
         import wandb
 
         wandb.finish()
+
+
+def _figure_callbacks(member_cfg: DictConfig) -> list[FigureCallback]:
+    """The member's figure callbacks (latent plot, image samples, interpolations), as its config builds them."""
+    return [hydra.utils.instantiate(node) for node in (member_cfg.get("callbacks") or {}).values()
+            if targets(node, FigureCallback)]
 
 
 def _stacked_module(models: list[VAEModule | LinkPredictionModule],

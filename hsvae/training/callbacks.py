@@ -6,6 +6,7 @@ logger too. Everything runs on global rank zero only, so DDP runs write each pic
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -29,6 +30,15 @@ def log_figure(trainer: pl.Trainer, key: str, fig, step: int) -> None:
             logger.experiment.add_figure(key, fig, global_step=step, close=False)
 
 
+@dataclass
+class FigureContext:
+    """What a :class:`FigureCallback` reads of its trainer, for drawing outside a fit."""
+
+    datamodule: pl.LightningDataModule
+    loggers: list
+    global_step: int
+
+
 @runtime_checkable
 class ChoosesLatentPoints(Protocol):
     """A LightningModule that picks the points of its latent plot itself (the link-prediction module: every node
@@ -38,7 +48,11 @@ class ChoosesLatentPoints(Protocol):
         """``(points (N, event_size), labels (N,))``."""
 
 
-class _FigureCallback(pl.Callback):
+class FigureCallback(pl.Callback):
+    """A callback that draws figures of the model at the end of the fit (``final``) and every ``every_n_epochs``
+    validation epochs, with :meth:`draw`; the trainer it reads (``datamodule``, ``loggers``, ``global_step``) may
+    be a :class:`FigureContext` outside a fit (a stack's members, drawn after theirs)."""
+
     def __init__(self, output_dir: str, every_n_epochs: int = 0, n_points: int = 2000):
         self.output_dir = Path(output_dir) / "plots"
         self.every_n_epochs = every_n_epochs
@@ -53,7 +67,8 @@ class _FigureCallback(pl.Callback):
         x, y = split.x[: self.n_points], split.y[: self.n_points]
         return x.to(pl_module.device), y
 
-    def _emit(self, trainer: pl.Trainer, pl_module: pl.LightningModule, tag: str) -> None:
+    def draw(self, trainer: pl.Trainer | FigureContext, pl_module: pl.LightningModule, tag: str) -> None:
+        """Draw this callback's figures into ``<output_dir>/plots/<name>_<tag>.png`` and the image loggers."""
         raise NotImplementedError
 
     @rank_zero_only
@@ -61,16 +76,16 @@ class _FigureCallback(pl.Callback):
         if trainer.sanity_checking or self.every_n_epochs <= 0:
             return
         if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
-            self._emit(trainer, pl_module, f"epoch{trainer.current_epoch + 1:04d}")
+            self.draw(trainer, pl_module, f"epoch{trainer.current_epoch + 1:04d}")
 
     @rank_zero_only
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.fast_dev_run:
             return
-        self._emit(trainer, pl_module, "final")
+        self.draw(trainer, pl_module, "final")
 
 
-class LatentPlotCallback(_FigureCallback):
+class LatentPlotCallback(FigureCallback):
     """Scatter of the validation points' latent means, coloured by class (on the sphere for spherical latents),
     over samples of the prior when it is learnt (``latent.prior``).
 
@@ -80,7 +95,7 @@ class LatentPlotCallback(_FigureCallback):
     """
 
     @torch.no_grad()
-    def _emit(self, trainer, pl_module, tag):
+    def draw(self, trainer, pl_module, tag):
         net = pl_module.net
         if isinstance(pl_module, ChoosesLatentPoints):
             points, y = pl_module.latent_points(trainer.datamodule, self.n_points)
@@ -104,7 +119,7 @@ class LatentPlotCallback(_FigureCallback):
         save_figure(fig, self.output_dir / f"latent_{tag}.png")
 
 
-class ImageSamplesCallback(_FigureCallback):
+class ImageSamplesCallback(FigureCallback):
     """Reconstructions of validation images (originals above, reconstructions below, each row group labelled)
     and prior samples."""
 
@@ -112,7 +127,7 @@ class ImageSamplesCallback(_FigureCallback):
         super().__init__(output_dir, every_n_epochs, n_images)
 
     @torch.no_grad()
-    def _emit(self, trainer, pl_module, tag):
+    def draw(self, trainer, pl_module, tag):
         net = pl_module.net
         batch = self._batch(trainer, pl_module)
         if batch is None or batch[0].dim() != 4:  # not an image dataset

@@ -12,10 +12,10 @@ import torch
 from hsvae.evaluation.interpolation import decode_interpolations
 from hsvae.utils.plotting import image_grid, save_figure
 
-from .callbacks import _FigureCallback, log_figure
+from .callbacks import FigureCallback, log_figure
 
 
-class InterpolationCallback(_FigureCallback):
+class InterpolationCallback(FigureCallback):
     """Rows: pairs of validation images (images 2i and 2i + 1 of the validation split); columns: ``steps``
     evenly spaced points on the path between their latent means, decoded to the likelihood's mean."""
 
@@ -28,7 +28,7 @@ class InterpolationCallback(_FigureCallback):
         self.steps = steps
 
     @torch.no_grad()
-    def _emit(self, trainer, pl_module, tag):
+    def draw(self, trainer, pl_module, tag):
         batch = self._batch(trainer, pl_module)
         if batch is None or batch[0].dim() != 4 or batch[0].shape[0] < 2:  # not an image dataset
             return
