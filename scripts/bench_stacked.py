@@ -13,7 +13,12 @@ build it), and their ratio (target on CPU: the stack no slower, ratio >= 1; on a
 separate models with the fused Adam are shown too (``separate/fused``): the share of the gain that is the
 optimiser's. The variants are interleaved in ``--rounds`` rounds; medians over rounds.
 
+With ``--compile`` the MLP VAE stack runs its networks compiled, as ``compile=true`` does (``StackedVAE.
+compile_networks``: CUDA graphs, ``mode="reduce-overhead"``, on a GPU; inductor on the CPU); the VGAE stack has no
+compiled form.
+
     python scripts/bench_stacked.py [--models mlp_vae vgae] [--latent vmf] [--stacks 1 4 10] [--device cpu|cuda]
+                                    [--compile]
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from hsvae.models.stacked import MemberStreams, StackedVAE
 from hsvae.models.stacked_vgae import StackedVGAE, block_diagonal_adjacency
 from hsvae.models.vgae import encoder_features, gcn_normalized_adjacency
 from hsvae.training.stacked import single_pass_adam
+from hsvae.utils.modules import configure_compile
 
 Step = Callable[[], None]
 CORA_NODES, CORA_FEATURES, CORA_EDGES, CORA_DENSITY = 2708, 1433, 5278, 0.0127
@@ -77,6 +83,9 @@ def mlp_vae_steps(args, k: int, device: torch.device) -> dict[str, Step]:
         return step
 
     stack = StackedVAE([_vae(args, seed, device) for seed in range(k)], _streams(k, device))
+    if args.compile:
+        configure_compile()
+        stack.compile_networks(mode="reduce-overhead" if device.type == "cuda" else "default")
     optimizer = _adam(True)(params=stack.parameters())
 
     def stacked() -> None:
@@ -155,6 +164,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads on the CPU (0: torch's default)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10, help="steps per round (the VGAE: a fifth, at least 1)")
+    parser.add_argument("--compile", action="store_true", help="the MLP VAE stack's networks compiled")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -162,7 +172,7 @@ def main() -> None:
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     print(f"latent={args.latent}, device={device}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-          f"medians over {args.rounds} rounds")
+          f"medians over {args.rounds} rounds" + ("; the MLP VAE stack compiled" if args.compile else ""))
     for model in args.models:
         steps = args.steps if model == "mlp_vae" else max(1, args.steps // 5)
         what = f"MNIST MLP VAE d={args.dim}, batch {args.batch}" if model == "mlp_vae" else \

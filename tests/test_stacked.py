@@ -456,3 +456,50 @@ def test_a_stack_with_a_plateau_scheduler_gives_the_separate_runs_numbers(compos
         separate = train(compose_train([*common, f"seed={seed}"], f"seed{seed}"))
         for key in ("test/elbo", "best/val_elbo", "val/elbo"):
             assert member[key] == pytest.approx(separate[key], rel=1e-4, abs=1e-3), (seed, key)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))])
+@pytest.mark.parametrize("latent", ["vmf", "spcauchy"])
+def test_the_stacked_step_on_a_device_is_each_members_and_never_waits(latent, device, no_argument_validation):
+    """On the device (the GPU runbook runs the cuda case): member 0 of a stack of three is the separate model 0,
+    and on CUDA the stacked step (draws from the members' CUDA streams, forward, backward, fused Adam) runs under
+    ``torch.cuda.set_sync_debug_mode("error")``: nothing in it waits for the device."""
+    images = torch.rand(3, STEPS, BATCH, PIXELS, generator=torch.Generator().manual_seed(2)).to(device)
+    built = [_member(latent, seed) for seed in range(3)]
+    cuda = device == "cuda"
+    if cuda:
+        torch.cuda.manual_seed_all(0)
+    streams = MemberStreams([s for _, s in built], [torch.cuda.get_rng_state()] * 3 if cuda else None)
+    stack = StackedVAE([net.to(device) for net, _ in built], streams)
+    optimizer = torch.optim.Adam(stack.parameters(), lr=1e-2, fused=True)
+    previous = torch.cuda.get_sync_debug_mode() if cuda else None
+    if cuda:
+        torch.cuda.set_sync_debug_mode("error")
+    try:
+        losses = []
+        for step in range(STEPS):
+            batches = []
+            for i in range(3):
+                with stack.streams.member(i):
+                    batches.append(torch.bernoulli(images[i, step]))
+            member_losses = stack(torch.stack(batches)).member_losses()
+            optimizer.zero_grad()
+            member_losses.sum().backward()
+            optimizer.step()
+            losses.append(member_losses.detach())
+    finally:
+        if cuda:
+            torch.cuda.set_sync_debug_mode(previous)
+    net, state = _member(latent, 0)
+    net = net.to(device)
+    torch.set_rng_state(state)
+    if cuda:  # member 0's CUDA stream started here
+        torch.cuda.manual_seed_all(0)
+    separate = torch.optim.Adam(net.parameters(), lr=1e-2, fused=True)
+    for step in range(STEPS):
+        loss = net(torch.bernoulli(images[0, step])).loss()
+        separate.zero_grad()
+        loss.backward()
+        separate.step()
+        assert loss.item() == pytest.approx(losses[step][0].item(), rel=1e-5, abs=1e-5)

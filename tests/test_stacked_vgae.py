@@ -154,3 +154,40 @@ def test_the_stacked_vgae_step_reads_nothing_back_to_the_host(tmp_path, latent):
         optimizer.zero_grad()
     assert loss.device.type == "meta" and loss.shape == ()
 
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))])
+def test_the_stacked_vgae_step_on_a_device_never_waits(device):
+    """On the device (the GPU runbook runs the cuda case), the stacked VGAE's training step (sparse messages,
+    draws, all-pairs losses, backward, fused Adam) runs under ``torch.cuda.set_sync_debug_mode("error")`` on CUDA,
+    and member 1's loss is the separate VGAE 1's."""
+    x, edges = _graph()
+    splits = [split_edges(x, torch.zeros(NODES, dtype=torch.long), edges, seed=s).to(device) for s in (0, 1)]
+    cuda = device == "cuda"
+    members = [_member("vmf", "all_pairs", s) for s in (0, 1)]
+    if cuda:
+        torch.cuda.manual_seed_all(0)
+    stack = StackedVGAE([m.to(device) for m, _ in members],
+                        MemberStreams([s for _, s in members], [torch.cuda.get_rng_state()] * 2 if cuda else None))
+    features = encoder_features(x.to(device))
+    adjacency = block_diagonal_adjacency([s.message_passing_edges() for s in splits], NODES)
+    optimizer = torch.optim.Adam(stack.parameters(), lr=1e-2, fused=True)
+    previous = torch.cuda.get_sync_debug_mode() if cuda else None
+    if cuda:
+        torch.cuda.set_sync_debug_mode("error")
+    try:
+        losses = torch.stack([t.loss() for t in stack(features, adjacency, [s.train_pos for s in splits])])
+        optimizer.zero_grad()
+        losses.sum().backward()
+        optimizer.step()
+    finally:
+        if cuda:
+            torch.cuda.set_sync_debug_mode(previous)
+    net, state = _member("vmf", "all_pairs", 1)
+    net = net.to(device)
+    torch.set_rng_state(state)
+    if cuda:  # member 1's CUDA stream started here
+        torch.cuda.manual_seed_all(0)
+    separate = net(features, gcn_normalized_adjacency(splits[1].message_passing_edges(), NODES), splits[1].train_pos)
+    assert separate.loss().item() == pytest.approx(losses[1].item(), rel=1e-5)
