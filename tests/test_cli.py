@@ -85,6 +85,7 @@ def finished_run(tmp_path_factory) -> Path:
 # -- multirun ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # (a CLI subprocess, ~7 s: the default tier stays under 3 minutes)
 def test_multirun_from_the_defaults(tmp_path):
     """No hydra.sweep.dir: the sweep goes to ./logs/<task>/multiruns/<date>/<job> of the working directory."""
     proc = run("train.py", ["-m", "latent=gaussian,vmf", *SMALL], tmp_path)
@@ -179,6 +180,7 @@ def test_resume_keeps_every_loggers_history(tmp_path):
     assert len({e.name.split(".")[-2] for e in events}) == 2, events  # written by both processes
 
 
+@pytest.mark.slow  # (a CLI subprocess, ~7 s: the default tier stays under 3 minutes)
 def test_resuming_a_finished_run_exits_0_and_writes_nothing(finished_run, tmp_path):
     before = tree_hashes(finished_run)
     proc = run("train.py", [f"ckpt_path={finished_run / 'checkpoints' / 'last.ckpt'}"], tmp_path)
@@ -188,6 +190,7 @@ def test_resuming_a_finished_run_exits_0_and_writes_nothing(finished_run, tmp_pa
     assert not (tmp_path / "logs").exists()
 
 
+@pytest.mark.slow  # (a CLI subprocess, ~7 s: the default tier stays under 3 minutes)
 def test_a_refused_run_leaves_the_finished_run_byte_identical(finished_run, tmp_path):
     before = tree_hashes(finished_run)
     proc = run("train.py", [f"hydra.run.dir={finished_run}", "latent=gaussian", "latent.dim=7"], tmp_path)
@@ -272,6 +275,7 @@ def test_bad_train_input_is_one_line(case, tmp_path):
         assert not runs.exists() or not any(runs.iterdir())
 
 
+@pytest.mark.slow  # (a CLI subprocess, ~7 s: the default tier stays under 3 minutes)
 def test_missing_mnist_is_one_line_naming_the_folder(tmp_path):
     proc = run("train.py", ["dataset=mnist", f"paths.data_dir={tmp_path / 'nowhere'}", "dataset.download=false",
                             *MNIST_SMALL], tmp_path)

@@ -169,6 +169,7 @@ def test_missing_plugin_names_the_package(monkeypatch, module, args, package, hi
     assert missing_plugin(unaffected) is None
 
 
+@pytest.mark.slow  # (a CLI subprocess, ~7 s: the default tier stays under 3 minutes)
 def test_sweep_with_unknown_key_is_refused(tmp_path):
     proc = run_train(["-m", "latent.dimension=2,5", f"hydra.sweep.dir={tmp_path / 's'}", *TINY])
     assert proc.returncode != 0
@@ -176,6 +177,7 @@ def test_sweep_with_unknown_key_is_refused(tmp_path):
     assert not list((tmp_path / "s").glob("*/results.json"))
 
 
+@pytest.mark.slow  # (a CLI subprocess, ~7 s: the default tier stays under 3 minutes)
 def test_empty_sweep_is_an_error(tmp_path):
     proc = run_train(["-m", "seed=range(0)", f"hydra.sweep.dir={tmp_path / 's'}", *TINY])
     assert proc.returncode == 2
