@@ -44,7 +44,8 @@ def graph_run(tmp_path: Path, data_dir: Path, overrides: list[str], name: str = 
     return cfg, train(cfg)
 
 
-@pytest.mark.parametrize("dataset, latent, epochs", [("cora", "gaussian", 40), ("citeseer", "vmf", 60)])
+@pytest.mark.parametrize("dataset, latent, epochs", [("cora", "gaussian", 40),
+                                                     pytest.param("citeseer", "vmf", 60, marks=pytest.mark.slow)])
 def test_short_training_is_far_above_chance(tmp_path, data_dir, dataset, latent, epochs):
     """A short training on the real graph: test AUC and AP far above chance (0.5) and above the untrained
     encoder's (a GCN's smoothing alone scores above chance), reported at the best validation epoch."""

@@ -51,7 +51,7 @@ def test_wandb_offline_run_holds_metrics_config_and_images(compose_train, tmp_pa
     assert len(images) == 3  # epochs 1, 2 and the final figure
 
 
-@pytest.mark.parametrize("latent", ["gaussian", "vmf"])
+@pytest.mark.parametrize("latent", [pytest.param("gaussian", marks=pytest.mark.slow), "vmf"])
 def test_mnist_short_training_beats_untrained_and_ll_bounds_elbo(compose_train, data_dir, latent):
     """One epoch on a 10k-image subset: the validation ELBO is far above an untrained model's (about -543
     nats = -784 log 2), and the importance-sampled log-likelihood is at least the ELBO."""

@@ -33,8 +33,9 @@ is checked against its ``--help`` (every option it uses exists). ``skip`` comman
 are reported as skipped with their reason. Known bugs being fixed elsewhere are in :data:`KNOWN_ISSUES` (xfail).
 tests/conftest.py sends the tests of one block to one pytest-xdist worker (see :func:`xdist_scope`).
 
-The fast tests (default tier) check the extraction, that every command has a treatment, that every exemption
-still matches a command, and that every Hydra command composes with its overrides.
+The fast tests (default tier) check the extraction, that every command has a treatment and that every exemption
+still matches a command; that every Hydra command composes with its overrides is checked in the slow tier
+(~11 s), beside the commands' runs.
 """
 
 from __future__ import annotations
@@ -840,6 +841,7 @@ def test_manifest_matches_commands():
             assert treatment(command).reason, f"{command.id}: an exemption needs its reason"
 
 
+@pytest.mark.slow  # (~11 s; the slow tier runs every command too, which composes them)
 def test_every_hydra_command_composes_with_its_overrides():
     """Planning every train/eval command composes it (so a wrong override in the docs fails here, fast), narrows
     its sweeps, and adds only the size-reducing overrides of REDUCE / TREATMENTS."""

@@ -120,6 +120,7 @@ def _m1m2(data_dir: Path, run_dir: Path, *overrides: str):
         *SMALL, *overrides], run_dir)
 
 
+@pytest.mark.slow  # (~7 s: the default tier stays under 3 minutes; CI runs the slow tier)
 def test_m1_m2_trains_on_real_mnist(data_dir, tmp_path):
     """S+N: a vMF M1 (trained first, in the job) and a Gaussian M2 with the vMF likelihood of z1."""
     run_dir = tmp_path / "m1m2"

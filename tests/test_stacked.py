@@ -41,15 +41,20 @@ def _separate_run(net: VAE, state: torch.Tensor, images: torch.Tensor) -> list[f
     return losses
 
 
+def _binarised(stack: StackedVAE, images: torch.Tensor) -> torch.Tensor:
+    """Member i's dynamic binarisation of ``images[i]``, drawn from its own stream; the members' batches stacked."""
+    batches = []
+    for i in range(stack.k):
+        with stack.streams.member(i):
+            batches.append(torch.bernoulli(images[i]))
+    return torch.stack(batches)
+
+
 def _stacked_run(stack: StackedVAE, images: torch.Tensor) -> list[list[float]]:
     optimizer = torch.optim.Adam(stack.parameters(), lr=1e-2)
     losses = []
     for step in range(STEPS):
-        batches = []
-        for i in range(stack.k):
-            with stack.streams.member(i):
-                batches.append(torch.bernoulli(images[i, step]))
-        terms = stack(torch.stack(batches))
+        terms = stack(_binarised(stack, images[:, step]))
         member_losses = terms.member_losses()
         optimizer.zero_grad()
         member_losses.sum().backward()
@@ -230,17 +235,13 @@ def test_the_stacked_step_reads_nothing_back_to_the_host(latent, monkeypatch):
         members.append((net.to("meta"), state))
     stack = StackedVAE([m for m, _ in members], MemberStreams([s for _, s in members]))
     optimizer = torch.optim.Adam(stack.parameters(), lr=1e-3, foreach=False)
-    images = torch.rand(3, BATCH, PIXELS, device="meta")
-    batches = []
-    for i in range(3):
-        with stack.streams.member(i):
-            batches.append(torch.bernoulli(images[i]))
-    loss = stack(torch.stack(batches)).loss()
+    loss = stack(_binarised(stack, torch.rand(3, BATCH, PIXELS, device="meta"))).loss()
     loss.backward()
     optimizer.step()
     assert all(p.grad is not None and p.grad.device.type == "meta" for p in stack.parameters())
 
 
+@pytest.mark.slow  # (~3 s: the default tier stays under 3 minutes; CI runs the slow tier)
 def test_a_finished_stack_run_again_is_left_as_it_is(compose_train, tmp_path):
     """A sweep run again (a second GPU lease) skips the stacks whose members all finished: nothing is rewritten."""
     from hsvae.cli.train import train
@@ -297,7 +298,8 @@ def _train_twice(stack, images, compiled: bool):
     return _stacked_run(stack, images)
 
 
-@pytest.mark.parametrize("latent", ["vmf", pytest.param("gaussian", marks=pytest.mark.slow)])
+@pytest.mark.slow  # (~4 s of tracing each: the default tier stays under 3 minutes)
+@pytest.mark.parametrize("latent", ["vmf", "gaussian"])
 def test_a_compiled_stack_trains_as_the_eager_stack(latent):
     """compile_networks: the stacked encoder and decoder compiled (the members' draws eager, from their streams):
     the same losses and parameters as the eager stack, and the networks did run as compiled graphs."""
@@ -415,11 +417,7 @@ def test_members_follow_their_own_learning_rates():
     assert module.schedules.rates() == pytest.approx([1e-2, 2.5e-3])
     for step in range(STEPS):
         def closure():
-            batches = []
-            for i in range(2):
-                with stack.streams.member(i):
-                    batches.append(torch.bernoulli(images[i, step]))
-            loss = stack(torch.stack(batches)).loss()
+            loss = stack(_binarised(stack, images[:, step])).loss()
             optimizer.zero_grad()
             loss.backward()
             return loss
@@ -479,11 +477,7 @@ def test_the_stacked_step_on_a_device_is_each_members_and_never_waits(latent, de
     try:
         losses = []
         for step in range(STEPS):
-            batches = []
-            for i in range(3):
-                with stack.streams.member(i):
-                    batches.append(torch.bernoulli(images[i, step]))
-            member_losses = stack(torch.stack(batches)).member_losses()
+            member_losses = stack(_binarised(stack, images[:, step])).member_losses()
             optimizer.zero_grad()
             member_losses.sum().backward()
             optimizer.step()
