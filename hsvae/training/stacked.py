@@ -138,7 +138,7 @@ class StackedTask(ELBOTask):
         super().__init__(net, single_pass_adam(optimizer), None, warmup_epochs, final_beta)
         self.member_scheduler = scheduler
         self.schedules: MemberSchedules | None = None
-        self._rates: tuple[list[float], torch.Tensor | None] | None = None  # (rates, each one / the largest)
+        self._rates: tuple[float, torch.Tensor | None] | None = None  # (the largest rate, each one / the largest)
         self._restored_schedules: dict | None = None
 
     def configure_optimizers(self):
@@ -154,14 +154,14 @@ class StackedTask(ELBOTask):
         rates = self.schedules.rates()
         top = max(rates)
         ratios = None if all(r == top for r in rates) else torch.tensor([r / top for r in rates], device=self.device)
-        self._rates = (rates, ratios)
+        self._rates = (top, ratios)
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
         if self._rates is None:
             return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
-        rates, ratios = self._rates
+        top, ratios = self._rates
         for group in optimizer.param_groups:
-            group["lr"] = max(rates)
+            group["lr"] = top
         if ratios is None:  # every member at the same rate: Adam's own step
             optimizer.step(closure=optimizer_closure)
             return
@@ -345,6 +345,7 @@ class MemberSelection(pl.Callback):
         self.stopped: list[bool] = []
         self.history: list[list[float]] = []  #: every member's validation ELBO per epoch
         self._waits: list[int] = []
+        self._restored: dict | None = None  # a resumed stack's state (Lightning loads it before fit starts)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: StackedVAEModule) -> None:
         if trainer.sanity_checking or pl_module.member_metrics is None:
@@ -378,8 +379,8 @@ class MemberSelection(pl.Callback):
         self.best_states, self.best_scores, self.best_epochs = [None] * k, [float("-inf")] * k, [-1] * k
         self.best_metrics = [{} for _ in range(k)]
         self.stopped, self._waits, self.history = [False] * k, [0] * k, [[] for _ in range(k)]
-        restored, self._restored = getattr(self, "_restored", None), None
-        if restored is not None:  # a resumed stack (Lightning loads a callback's state before fit starts)
+        restored, self._restored = self._restored, None
+        if restored is not None:
             self.best_states, self.best_scores = restored["best_states"], restored["best_scores"]
             self.best_epochs, self.best_metrics = restored["best_epochs"], restored["best_metrics"]
             self.stopped, self.history, self._waits = restored["stopped"], restored["history"], restored["waits"]
@@ -393,9 +394,10 @@ class MemberHistory(pl.Callback):
 
     def __init__(self) -> None:
         self.rows: list[list[tuple[int, dict[str, float]]]] = []
+        self._restored: list | None = None  # a resumed stack's rows (Lightning loads them before fit starts)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: StackedTask) -> None:
-        restored, self._restored = getattr(self, "_restored", None), None
+        restored, self._restored = self._restored, None
         self.rows = restored if restored is not None else [[] for _ in range(pl_module.net.k)]
 
     def state_dict(self) -> dict:
