@@ -21,7 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "training": {"models", "latents", "distributions", "special", "data", "evaluation", "utils", "pytorch_lightning",
                  "lightning_fabric", "wandb"},
     "analysis": {"utils"},
-    "sweeps": {"analysis", "hydra", "omegaconf"},
+    "sweeps": {"analysis", "utils", "hydra", "omegaconf"},
 }
 #: frameworks a layer must name in ALLOWED to import
 FRAMEWORKS = {"pytorch_lightning", "lightning_fabric", "lightning", "hydra", "omegaconf", "wandb"}

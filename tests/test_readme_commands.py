@@ -734,6 +734,12 @@ class Sandbox:
 
         if planned.multirun:
             sweep = overrides.get("hydra.sweep.dir")
+            if sweep is None and overrides.get("sweep") == "campaign":
+                # a table's campaign: into experiments/<task>/runs/, one folder per job named by its overrides
+                sweep = f"experiments/{planned.task_name}/runs"
+                done = [p for p in (workdir / sweep).glob("*") if p.is_dir() and written(p)]
+                return [] if len(done) >= planned.jobs else [
+                    f"{sweep}: {len(done)} jobs wrote {members[0]}results.json (expected {planned.jobs})"]
             if sweep is None:
                 dirs = [p for p in (workdir / "logs" / planned.task_name / "multiruns").glob("*")
                         if p.is_dir() and p.stat().st_mtime >= started]

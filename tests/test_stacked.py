@@ -161,6 +161,22 @@ def test_a_stacked_fit_gives_each_member_its_separate_fit(compose_train, request
             selection.best_scores[i])
 
 
+#: A stack's batched products round differently from a separate run's, and how differently depends on the CPU's
+#: kernels (AVX2 or AVX-512): after a few epochs the members' parameters differ from their separate runs' in the last
+#: digits. A well-conditioned metric (an ELBO, a KL, a log-likelihood, a mean distance) moves as little, and is
+#: compared at 1e-4. ``tear_ratio`` divides the largest step between neighbouring latent points by the median step,
+#: a small distance whose relative error is the points' error magnified about 60 times here: measured 66.48 in a
+#: stack and 66.60 in its separate run on an AVX-512 Xeon (0.2%), equal on an AMD EPYC. It is compared at 2%, which
+#: still fails for any real difference (seeds 1 and 2 of the same run: 41.6 and 89.5, against seed 0's 66.6).
+ILL_CONDITIONED = {"tear_ratio": 2e-2}
+
+
+def member_tolerance(key: str) -> dict[str, float]:
+    """pytest.approx's tolerance for a member's metric against its separate run's."""
+    name = key.rpartition("/")[2]
+    return {"rel": ILL_CONDITIONED[name], "abs": 0.0} if name in ILL_CONDITIONED else {"rel": 1e-4, "abs": 1e-3}
+
+
 def test_seeds_trains_a_stack_written_as_the_separate_runs(compose_train, tmp_path):
     """``seeds=[0,1]``: one folder per member with the separate run's files; each member's test numbers are those
     of the separate run ``seed=<s>`` (the same fit, the same checkpoint, the test's draws from the seed);
@@ -181,7 +197,7 @@ def test_seeds_trains_a_stack_written_as_the_separate_runs(compose_train, tmp_pa
         assert results["seed"] == seed and results["config"]["seed"] == seed
         assert set(results["metrics"]) == set(separate)
         for key, value in separate.items():
-            assert results["metrics"][key] == pytest.approx(value, rel=1e-4, abs=1e-3), (seed, key)
+            assert results["metrics"][key] == pytest.approx(value, **member_tolerance(key)), (seed, key)
         assert (tmp_path / "stack" / f"seed_{seed}" / "checkpoints" / "best.ckpt").exists()
         # the final epoch's figures, drawn from the member's final state and stream: the separate run's picture
         # (up to a few pixels: the points differ by float rounding)
@@ -197,7 +213,7 @@ def test_seeds_trains_a_stack_written_as_the_separate_runs(compose_train, tmp_pa
         for member_row, separate_row in zip(*logs):
             for key, value in separate_row.items():
                 if value:
-                    assert float(member_row[key]) == pytest.approx(float(value), rel=1e-4, abs=1e-3), (seed, key)
+                    assert float(member_row[key]) == pytest.approx(float(value), **member_tolerance(key)), (seed, key)
     assert mean["test/elbo"] == pytest.approx((members[0]["metrics"]["test/elbo"] + members[1]["metrics"]["test/elbo"]) / 2)
     jobs = find_jobs([tmp_path / "stack"])
     assert sorted(j.results["seed"] for j in jobs) == [0, 1] and all(j.problem is None for j in jobs)

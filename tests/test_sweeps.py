@@ -139,8 +139,8 @@ def test_make_tables_medians_and_wall_time(tmp_path):
     assert make_tables([str(tmp_path / "sweep"), "--metrics", "test/auc", "--scale", "100", "--digits", "1",
                         "--medians", "best/epoch", "--wall-time", "--by", "latent", "--out", str(out)]) == 0
     header, _, row = out.read_text().splitlines()[:3]
-    assert header == "| latent | runs | test/auc | median best/epoch | s/run | missing |"
-    assert row == "| vmf | 3 | 91.0 ± 1.0 | 100 | 9.2 |  |"
+    assert header == "| latent | runs | test/auc | median best/epoch | time/run | time | missing |"
+    assert row == "| vmf | 3 | 91.0 ± 1.0 | 100 | 9.2 s | 27.5 s |  |"
 
 
 def test_make_tables_without_results_fails(tmp_path, capsys):
@@ -194,26 +194,34 @@ def test_ddp_two_cpu_processes_one_set_of_outputs(tmp_path):
     # 320 training points, 2 ranks x 160, batch 64 -> 3 steps per epoch on each rank
     assert res["global_step"] == 6
     assert sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(".")) == [
-        "checkpoints", "csv", "plots", "results.json", "train.log"]
+        "checkpoints", "csv", "plots", "progress.json", "results.json", "train.log"]
     assert len(list(run_dir.rglob("metrics.csv"))) == 1
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
 
 
-def test_auto_resume_picks_the_runs_own_last_checkpoint(tmp_path):
-    """A requeued SLURM job (launcher=slurm sets auto_resume) continues from its own last.ckpt."""
+def test_a_continued_run_picks_its_own_last_checkpoint(tmp_path):
+    """A sweep run again, or a requeued SLURM job, continues from its own last.ckpt; an explicit ckpt_path wins."""
     from omegaconf import OmegaConf
 
     from hsvae.cli.builders import resume_checkpoint
 
     last = tmp_path / "checkpoints" / "last.ckpt"
-    cfg = OmegaConf.create({"ckpt_path": None, "auto_resume": True})
-    assert resume_checkpoint(cfg, tmp_path) is None  # first start: nothing to resume
+    cfg = OmegaConf.create({"ckpt_path": None})
+    assert resume_checkpoint(cfg, tmp_path, continuing=True) is None  # first start: nothing to resume
     last.parent.mkdir()
     last.write_bytes(b"")
-    assert resume_checkpoint(cfg, tmp_path) == str(last)
-    assert resume_checkpoint(OmegaConf.create({"ckpt_path": None, "auto_resume": False}), tmp_path) is None
-    explicit = OmegaConf.create({"ckpt_path": "/elsewhere/x.ckpt", "auto_resume": True})
-    assert resume_checkpoint(explicit, tmp_path) == "/elsewhere/x.ckpt"
+    assert resume_checkpoint(cfg, tmp_path, continuing=True) == str(last)
+    assert resume_checkpoint(cfg, tmp_path, continuing=False) is None
+    explicit = OmegaConf.create({"ckpt_path": "/elsewhere/x.ckpt"})
+    assert resume_checkpoint(explicit, tmp_path, continuing=True) == "/elsewhere/x.ckpt"
+
+
+def test_auto_resume_is_on_in_a_multirun_and_off_in_a_single_run_by_default(compose_train):
+    from hsvae.cli.continuation import continues_in_place
+
+    cfg = compose_train([])
+    assert cfg.auto_resume is None and not continues_in_place(cfg)  # no Hydra run here: a single run
+    assert continues_in_place(OmegaConf.merge(cfg, {"auto_resume": True}))
 
 
 def test_slurm_launcher_config_requeues_and_resumes(compose_train):

@@ -12,6 +12,10 @@ import yaml
 RESULTS_FORMAT = 1
 #: written into a search's sweep directory before the first trial (hsvae/sweeps/optuna_search.py)
 DESCRIPTION_FILE = "search.yaml"
+#: written into a run directory after every epoch: epochs done, seconds spent, the epoch limit
+PROGRESS_FILE = "progress.json"
+#: in a sweep folder with a time budget: when the sweep command started, and its deadline
+BUDGET_FILE = "budget.json"
 
 
 def unfinished_reason(results: dict) -> str | None:
@@ -30,13 +34,22 @@ def read_status(output_dir: Path) -> dict | None:
         return None
 
 
+#: Overrides that say how a run was run, not which run it is (the launcher, the time budget, the device, the
+#: loggers, the progress bar; ``experiment`` and ``sweep`` choose the folder of a table's runs): not a table's cell.
+#: conf/hydra/default.yaml leaves the same keys out of a job's folder name (a test keeps the two lists equal).
+OPERATIONAL_KEYS = ("experiment", "sweep", "launcher", "budget_minutes", "auto_resume", "allow_overwrite", "trainer",
+                    "logger", "callbacks.progress_bar", "gpu_per_job")
+
+
 def read_overrides(job_dir: Path) -> dict[str, str]:
-    """A job's command-line overrides (``.hydra/overrides.yaml``) as ``{key: value}``, without ``+``/``~``."""
+    """A job's command-line overrides (``.hydra/overrides.yaml``) as ``{key: value}``, without ``+``/``~`` and
+    without the :data:`OPERATIONAL_KEYS`."""
     path = job_dir / ".hydra" / "overrides.yaml"
     if not path.is_file():
         return {}
     out = {}
     for item in yaml.safe_load(path.read_text()) or []:
         key, _, value = str(item).partition("=")
-        out[key.lstrip("+~")] = value
+        if key.lstrip("+~") not in OPERATIONAL_KEYS:
+            out[key.lstrip("+~")] = value
     return out

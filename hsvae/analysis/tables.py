@@ -29,7 +29,8 @@ from hsvae.utils.progress import track
 
 #: Config keys that legitimately differ between runs of one table.
 IGNORED_PREFIXES = ("paths.", "hydra.", "dataset.m1.", "seed", "dataset.seed", "dataset.split_seed", "logger.", "callbacks.", "trainer.devices",
-                    "trainer.default_root_dir", "tags", "task_name", "ckpt_path", "allow_overwrite")
+                    "trainer.accelerator", "trainer.default_root_dir", "tags", "task_name", "ckpt_path", "allow_overwrite",
+                    "auto_resume", "budget_minutes", "gpu_per_job")
 
 
 @dataclass
@@ -178,23 +179,48 @@ def _median(values: list[float]) -> str:
     return f"{statistics.median(values):g}" if values else "—"
 
 
+def gap_columns(paper: dict | None, metrics: list[str]) -> dict[str, str]:
+    """``{paper column: our metric}`` for the paper's columns that name one of ``metrics`` (the paper file's
+    ``metrics:`` map, e.g. ``{LL: test/log_likelihood}``): the table shows our mean minus the paper's number."""
+    named = (paper or {}).get("metrics") or {}
+    return {column: metric for column, metric in named.items() if metric in metrics}
+
+
+def _gap(values: list[float], reference: object, scale: float, digits: int) -> str:
+    if not values or not _is_number(reference):
+        return "—"
+    return f"{statistics.fmean(values) * scale - float(reference):+.{digits}f}"
+
+
+def _duration(seconds: float) -> str:
+    """``9.2 s``, ``14 min``, ``2.3 h``."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
 def markdown_table(
     by: list[str], cells: dict[tuple, Cell], metrics: list[str], paper: dict | None, scale: float, digits: int = 2,
     medians: list[str] = (), wall_time: bool = False,
 ) -> str:
-    """One row per cell: the runs, each metric's mean ± standard deviation (times ``scale``), the paper's values,
-    the median of each of ``medians`` (unscaled, e.g. ``best/epoch``), the mean wall time per run
-    (``wall_time``) and the count of missing runs."""
+    """One row per cell: the runs, each metric's mean ± standard deviation (times ``scale``), the paper's values and
+    our mean's gap to each paper value that names its metric (:func:`gap_columns`), the median of each of
+    ``medians`` (unscaled, e.g. ``best/epoch``), the mean wall time per run and the cell's total (``wall_time``),
+    and the count of missing runs."""
     paper_cols = list(paper.get("columns", [])) if paper else []
-    header = [*by, "runs", *metrics, *(f"paper: {c}" for c in paper_cols), *(f"median {m}" for m in medians),
-              *(["s/run"] if wall_time else []), "missing"]
+    gaps = gap_columns(paper, metrics)
+    header = [*by, "runs", *metrics, *(f"paper: {c}" for c in paper_cols), *(f"gap: {c}" for c in gaps),
+              *(f"median {m}" for m in medians), *(["time/run", "time"] if wall_time else []), "missing"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key in sorted(cells, key=_sort_key):
         cell = cells[key]
         ref = paper_lookup(paper, by, key)
-        wall = [f"{statistics.fmean(cell.wall_times):.1f}" if cell.wall_times else "—"] if wall_time else []
+        wall = ([_duration(statistics.fmean(cell.wall_times)), _duration(sum(cell.wall_times))] if cell.wall_times
+                else ["—", "—"]) if wall_time else []
         row = [*key, str(cell.runs), *(_fmt(cell.values.get(m, []), scale, digits) for m in metrics),
-               *(str(ref.get(c, "—")) for c in paper_cols), *(_median(cell.values.get(m, [])) for m in medians),
+               *(str(ref.get(c, "—")) for c in paper_cols),
+               *(_gap(cell.values.get(m, []), ref.get(c), scale, digits) for c, m in gaps.items()),
+               *(_median(cell.values.get(m, [])) for m in medians),
                *wall, str(len(cell.missing)) if cell.missing else ""]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
@@ -245,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-mixed", action="store_true", help="group runs whose configs differ elsewhere")
     parser.add_argument("--medians", nargs="+", default=[], metavar="METRIC",
                         help="also the median of these metrics per cell, unscaled (e.g. best/epoch)")
-    parser.add_argument("--wall-time", action="store_true", help="also the mean wall time per run (s/run)")
+    parser.add_argument("--wall-time", action="store_true",
+                        help="also the mean wall time per run and each cell's total")
     args = parser.parse_args(argv)
 
     jobs = find_jobs(args.roots)

@@ -35,11 +35,12 @@ def _usage_types() -> tuple[type[BaseException], ...]:
     from omegaconf.errors import OmegaConfBaseException
 
     from hsvae.cli.builders import ConfigError
+    from hsvae.sweeps.budget import BudgetError
     from hsvae.sweeps.callbacks import EmptySweepError
     from hsvae.sweeps.optuna_search import MissingMetricError, SearchSpaceError
 
     # MisconfigurationException: Lightning's refusal of trainer settings (trainer=gpu without a GPU, ...)
-    return (ConfigError, HydraException, OmegaConfBaseException, FileExistsError, EmptySweepError,
+    return (ConfigError, BudgetError, HydraException, OmegaConfBaseException, FileExistsError, EmptySweepError,
             SearchSpaceError, MissingMetricError, MisconfigurationException)
 
 

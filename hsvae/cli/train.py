@@ -42,20 +42,24 @@ from hsvae.cli.checkpoints import check_fits, load_checkpoint, run_dir_of
 from hsvae.cli.failures import recording_failures, run_entry_point, single_run_errors
 from hsvae.cli.plugins import exit_if_plugin_missing
 from hsvae.cli.stacked_runs import finished_stack_metrics, run_stacked, stack_checkpoint, stack_seeds
-from hsvae.analysis.results import read_status
-from hsvae.cli.report import collect_metrics, print_metrics, write_results
+from hsvae.analysis.results import PROGRESS_FILE
+from hsvae.cli.continuation import check_same_run, continues_in_place, finished_metrics, holds_unfinished_record
+from hsvae.cli.report import collect_metrics, print_metrics, write_failure, write_results
 from hsvae.cli.resume import resume_arguments
 from hsvae.utils.modules import configure_compile
+from hsvae.sweeps.budget import budget_refusal
 from hsvae.sweeps.optuna_search import MissingMetricError
 from hsvae.cli.stages import instantiate_datamodule
 from hsvae.training.checkpoint_io import AtomicCheckpointIO
+from hsvae.training.run_state import RunState
 from hsvae.utils.run_info import git_commit
 
 log = logging.getLogger(__name__)
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train and test as the config says; return the metrics written to results.json."""
+def train(cfg: DictConfig) -> dict[str, Any] | None:
+    """Train and test as the config says; return the metrics written to results.json (None: the run was not
+    started, its time budget being too short)."""
     # Argument checks of torch.distributions cost more than a small model's step; they are for tests
     # and debugging (validate_distributions=true), and are restored afterwards.
     previous = torch.distributions.Distribution._validate_args
@@ -64,14 +68,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return _train(cfg)
     finally:
         torch.distributions.Distribution.set_default_validate_args(previous)
-
-
-def _finished_metrics(output_dir: Path) -> dict[str, float] | None:
-    """The metrics of a run that already finished in ``output_dir``, or None if it did not finish there."""
-    previous = read_status(output_dir)
-    if not previous or previous.get("status", "finished") != "finished" or not previous.get("metrics"):
-        return None
-    return {k: float(v) for k, v in previous["metrics"].items()}
 
 
 def _stack_seeds(cfg: DictConfig) -> list[int] | None:
@@ -83,15 +79,18 @@ def _stack_seeds(cfg: DictConfig) -> list[int] | None:
         return None
 
 
-def _train(cfg: DictConfig) -> dict[str, Any]:
+def _train(cfg: DictConfig) -> dict[str, Any] | None:
     started, commit = time.time(), git_commit()
     output_dir = Path(cfg.paths.output_dir)
-    ckpt_path = resume_checkpoint(cfg, output_dir)
+    continuing = continues_in_place(cfg)
+    ckpt_path = resume_checkpoint(cfg, output_dir, continuing)
     in_place = ckpt_path is not None and run_dir_of(ckpt_path) == output_dir.resolve()
     if rank_zero_only.rank != 0:
         # a DDP worker that Lightning started by re-running this command into rank zero's directory: rank zero
         # checked and claimed it, and records the run's outcome
         return _fit_and_test(cfg, output_dir, ckpt_path, in_place, started, commit)
+    if continuing:
+        check_same_run(output_dir)
     seeds = _stack_seeds(cfg)
     stack_done = finished_stack_metrics(output_dir, seeds) if seeds is not None else None
     # an interrupted stack of this config continues in its own folder from its last epoch
@@ -101,14 +100,22 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         print(f"{output_dir}: every member of the stack (seeds {list(cfg.seeds)}) already finished; nothing to do.",
               file=sys.stderr)
         return stack_done
-    if in_place:
-        finished = _finished_metrics(output_dir)
+    if in_place or continuing:
+        finished = finished_metrics(output_dir)
         if finished is not None:
             # nothing is written: the run's files stay as they are
-            print(f"{output_dir} already finished (its results.json): nothing to resume.", file=sys.stderr)
+            print(f"{output_dir} already finished (its results.json): nothing to do.", file=sys.stderr)
             return finished
-    elif stack_resume is None:
-        check_output_dir(output_dir, cfg.get("allow_overwrite", False))
+    if not in_place and stack_resume is None:
+        # a continued sweep starts again a run that failed or was skipped before its first checkpoint
+        check_output_dir(output_dir, cfg.get("allow_overwrite", False) or (
+            continuing and holds_unfinished_record(output_dir)))
+    refusal = budget_refusal(cfg, output_dir, started)
+    if refusal is not None:
+        # not started: a record says why, and the same command run again (with time left) replaces it by the run
+        print(f"{output_dir}: skipped by the time budget: {refusal}.", file=sys.stderr)
+        write_failure(output_dir, cfg, status="skipped", reason=f"time budget: {refusal}", exit_code=0)
+        return None
     # from here on the directory is this run's: its config, its log, and a record if it fails
     save_run_config(cfg, output_dir)
     with recording_failures(output_dir, f"{cfg.task_name}.log", cfg):
@@ -140,6 +147,9 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, in_p
         hint = "Resume with the run's own config (drop the overrides that change the model)."
         check_fits(model, checkpoint, ckpt_path, hint)
     callbacks = instantiate_callbacks(cfg.get("callbacks"), cfg.trainer.get("enable_progress_bar", True) is not False)
+    # every random state and the time spent go into each checkpoint: a resumed run is the uninterrupted one
+    run_state = RunState(output_dir / PROGRESS_FILE if rank_zero_only.rank == 0 else None, started)
+    callbacks.append(run_state)
     loggers = instantiate_loggers(cfg.get("logger"), resume_dir=output_dir if in_place else None)
     if in_place:
         continue_history(loggers, checkpoint.get("epoch", -1))
@@ -172,9 +182,10 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, in_p
             output_dir,
             cfg,
             metrics,
-            wall_time_s=time.time() - started,
+            wall_time_s=run_state.elapsed_s,
             commit=commit,
-            extra={"test_checkpoint": test_ckpt, "epochs": trainer.current_epoch, "global_step": trainer.global_step},
+            extra={"test_checkpoint": test_ckpt, "epochs": trainer.current_epoch, "global_step": trainer.global_step,
+                   "attempts": run_state.attempts},
         )
         print_metrics(metrics, output_dir)
     for logger in loggers:
@@ -190,7 +201,7 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, in_p
 def _hydra_main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
     name = cfg.get("optimized_metric")
-    if not name:
+    if not name or metrics is None:
         return None
     if name not in metrics:
         if cfg.trainer.get("fast_dev_run"):  # no checkpoints, so no best/* metrics: nothing to optimise
