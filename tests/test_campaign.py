@@ -233,3 +233,12 @@ def test_the_keys_left_out_of_a_runs_identity_are_one_list():
 
     hydra_defaults = yaml.safe_load((ROOT / "conf" / "hydra" / "default.yaml").read_text())
     assert tuple(hydra_defaults["job"]["config"]["override_dirname"]["exclude_keys"]) == OPERATIONAL_KEYS
+
+
+def test_a_campaign_sweeps_into_the_tables_runs_folder_one_folder_per_run(compose_train):
+    from omegaconf import OmegaConf
+
+    cfg = compose_train(["experiment=mnist_table", "sweep=campaign"])
+    assert OmegaConf.select(cfg, "hydra.sweep.dir").endswith("/experiments/mnist_table/runs")
+    assert OmegaConf.to_container(cfg.hydra.sweep)["subdir"] == "${hydra.job.override_dirname}"
+    assert cfg.callbacks.get("progress_bar") is None and cfg.auto_resume is None
