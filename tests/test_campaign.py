@@ -132,7 +132,7 @@ def test_a_sweep_continued_with_other_parameters_is_refused(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     other = run(sweep(folder, "trainer.max_epochs=2", seeds="0"))
     assert other.returncode != 0
-    assert "holds another run than this job's (trainer.max_epochs: trainer.max_epochs=1 there, " \
+    assert "already holds a run of other overrides (trainer.max_epochs: trainer.max_epochs=1 there, " \
            "trainer.max_epochs=2 here)" in " ".join(other.stderr.split())
     # a different launcher or budget is the same run: continued (here: already finished)
     same = run(sweep(folder, "trainer.max_epochs=1", "budget_minutes=60", seeds="0"))
@@ -241,4 +241,31 @@ def test_a_campaign_sweeps_into_the_tables_runs_folder_one_folder_per_run(compos
     cfg = compose_train(["experiment=mnist_table", "sweep=campaign"])
     assert OmegaConf.select(cfg, "hydra.sweep.dir").endswith("/experiments/mnist_table/runs")
     assert OmegaConf.to_container(cfg.hydra.sweep)["subdir"] == "${hydra.job.override_dirname}"
-    assert cfg.callbacks.get("progress_bar") is None and cfg.auto_resume is None
+    assert cfg.callbacks.get("progress_bar") is None and cfg.auto_resume is True
+
+
+def test_the_folder_plan_continues_the_same_run_and_refuses_another(tmp_path):
+    """plan_folder, the rule every run applies to its folder before writing anything."""
+    from hsvae.cli.continuation import plan_folder
+
+    run_dir = tmp_path / "run"
+    cfg = compose_config("train", ["latent=vmf", "seed=3"], run_dir)
+    assert plan_folder(cfg, run_dir).checkpoint is None  # an empty folder: a new run
+    (run_dir / ".hydra").mkdir()
+    (run_dir / ".hydra" / "overrides.yaml").write_text("- latent=vmf\n- seed=3\n- launcher=joblib\n")
+    write_json(run_dir / "results.json", {"status": "interrupted", "metrics": {}})
+    plan = plan_folder(cfg, run_dir)
+    assert plan.checkpoint is None and plan.finished is None  # interrupted before a checkpoint: starts again
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert plan_folder(cfg, run_dir).checkpoint == str(run_dir / "checkpoints" / "last.ckpt")
+    write_json(run_dir / "results.json", {"status": "finished", "metrics": {"test/elbo": -3.5}})
+    assert plan_folder(cfg, run_dir).finished == {"test/elbo": -3.5}
+    other = compose_config("train", ["latent=vmf", "seed=4"], run_dir)
+    with pytest.raises(FileExistsError, match=r"already holds a run of other overrides \(seed: seed=3 there, "
+                                              r"seed=4 here\).*allow_overwrite=true"):
+        plan_folder(other, run_dir)
+    assert plan_folder(compose_config("train", ["latent=vmf", "seed=4", "allow_overwrite=true"], run_dir),
+                       run_dir).finished is None  # replaced
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        plan_folder(compose_config("train", ["latent=vmf", "seed=3", "auto_resume=false"], run_dir), run_dir)

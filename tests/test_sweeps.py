@@ -199,34 +199,9 @@ def test_ddp_two_cpu_processes_one_set_of_outputs(tmp_path):
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
 
 
-def test_a_continued_run_picks_its_own_last_checkpoint(tmp_path):
-    """A sweep run again, or a requeued SLURM job, continues from its own last.ckpt; an explicit ckpt_path wins."""
-    from omegaconf import OmegaConf
-
-    from hsvae.cli.builders import resume_checkpoint
-
-    last = tmp_path / "checkpoints" / "last.ckpt"
-    cfg = OmegaConf.create({"ckpt_path": None})
-    assert resume_checkpoint(cfg, tmp_path, continuing=True) is None  # first start: nothing to resume
-    last.parent.mkdir()
-    last.write_bytes(b"")
-    assert resume_checkpoint(cfg, tmp_path, continuing=True) == str(last)
-    assert resume_checkpoint(cfg, tmp_path, continuing=False) is None
-    explicit = OmegaConf.create({"ckpt_path": "/elsewhere/x.ckpt"})
-    assert resume_checkpoint(explicit, tmp_path, continuing=True) == "/elsewhere/x.ckpt"
-
-
-def test_auto_resume_is_on_in_a_multirun_and_off_in_a_single_run_by_default(compose_train):
-    from hsvae.cli.continuation import continues_in_place
-
-    cfg = compose_train([])
-    assert cfg.auto_resume is None and not continues_in_place(cfg)  # no Hydra run here: a single run
-    assert continues_in_place(OmegaConf.merge(cfg, {"auto_resume": True}))
-
-
 def test_slurm_launcher_config_requeues_and_resumes(compose_train):
     cfg = compose_train(["launcher=slurm", "+trainer.fast_dev_run=true"])
-    assert cfg.auto_resume is True
+    assert cfg.auto_resume is True  # the default: a requeued job continues its folder
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
     assert cfg.hydra.launcher.max_num_timeout > 0
 

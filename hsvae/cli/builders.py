@@ -316,18 +316,6 @@ def assign_job_gpu(cfg: DictConfig) -> None:
         trainer.devices = [job["num"] % torch.cuda.device_count()]
 
 
-def resume_checkpoint(cfg: DictConfig, output_dir: Path, continuing: bool) -> str | None:
-    """The checkpoint to resume from: ``ckpt_path``, or when the run continues in its folder (``auto_resume``: a
-    sweep run again, a requeued SLURM job) this run's own last.ckpt when it exists."""
-    if cfg.get("ckpt_path"):
-        return cfg.ckpt_path
-    last = output_dir / "checkpoints" / "last.ckpt"
-    if continuing and last.is_file():
-        log.info("auto_resume: resuming from %s", last)
-        return str(last)
-    return None
-
-
 def log_hyperparameters(cfg: DictConfig, loggers: list) -> None:
     """Send the resolved config to every logger (W&B shows it as the run config)."""
     if not loggers:

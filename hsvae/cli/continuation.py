@@ -1,34 +1,32 @@
-"""A run that continues in its own folder: a sweep run again into its sweep folder, a requeued SLURM job.
+"""What a run does with the folder it is given: start, continue, resume, or refuse.
 
-With ``auto_resume`` (on by default in a multirun's jobs, and under ``launcher=slurm``) a job whose folder
-already holds its run does what finishes the sweep: a finished run is kept as it is (nothing is written), an
-interrupted one resumes from its ``checkpoints/last.ckpt``, and one that failed or was skipped before it wrote a
-checkpoint starts again. The folder must hold *this* run: the job's overrides are compared with the ones the
-folder's run was started with (``.hydra/overrides.yaml``), leaving out the keys that say how a sweep runs, not
-which run it is (``hydra.job.config.override_dirname.exclude_keys``: the launcher, the budget, the trainer's
-device...). A sweep continued with other parameters is refused instead of mixing two runs in one folder.
+With ``auto_resume`` (the default) a run whose folder already holds *the same run* continues it: a finished run
+is kept as it is (nothing is written), an interrupted one resumes from its ``checkpoints/last.ckpt``, and one that
+failed, was interrupted or was skipped before it wrote a checkpoint starts again. So the same command, run again
+(a sweep into its sweep folder, a requeued SLURM job, ``python train.py hydra.run.dir=X`` after a Ctrl-C),
+finishes what it started. "The same run" is decided on the overrides: the folder's ``.hydra/overrides.yaml``
+against this command's, leaving out the keys that say how a run is run, not which run it is
+(``hydra.job.config.override_dirname.exclude_keys``: the launcher, the budget, the trainer's device...). A folder
+that holds another run is refused (``allow_overwrite=true`` replaces it), never mixed.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from hsvae.analysis.results import read_status
-from hsvae.cli.builders import ConfigError
+from hsvae.analysis.results import RESULTS_FORMAT, read_status
+from hsvae.cli.builders import RUN_MARKERS, check_output_dir
+from hsvae.cli.checkpoints import run_dir_of
 
 
 def continues_in_place(cfg: DictConfig) -> bool:
-    """Whether this run continues what its folder holds: ``auto_resume``, whose default (null) is on in a
-    multirun's jobs and off in a single run (which refuses another run's folder)."""
-    value = cfg.get("auto_resume")
-    if value is None:
-        return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    return bool(value)
+    """Whether this run continues what its folder holds when that is the same run (``auto_resume``)."""
+    return bool(cfg.get("auto_resume", True))
 
 
 def _key(override: str) -> str:
@@ -41,25 +39,63 @@ def run_identity(overrides: list[str], exclude: list[str]) -> dict[str, str]:
     return {_key(o): o for o in overrides if _key(o) not in left_out and not _key(o).startswith("hydra.")}
 
 
-def check_same_run(output_dir: Path) -> None:
-    """Refuse to continue a folder whose run was started with other overrides than this job's."""
+def identity_difference(output_dir: Path) -> str | None:
+    """How the run in ``output_dir`` differs from this command's (None: the same run, or nothing to compare)."""
     saved = output_dir / ".hydra" / "overrides.yaml"
     if not HydraConfig.initialized() or not saved.is_file():
-        return
+        # no overrides to compare (a run that ended before writing its config, an M1 inside its M1+M2 job): ours
+        # if its results.json is a record of this project's, or if it has none
+        record = output_dir / "results.json"
+        if record.exists() and (read_status(output_dir) or {}).get("format") != RESULTS_FORMAT:
+            return f"{record} is not a record of this project's"
+        return None
     hc = HydraConfig.get()
     exclude = list(hc.job.config.override_dirname.exclude_keys or [])
     try:
         before = run_identity([str(o) for o in (yaml.safe_load(saved.read_text()) or [])], exclude)
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"{saved} cannot be read ({err}): this folder's run is unknown; remove the folder or "
-                          "choose another hydra.sweep.dir") from None
+    except (OSError, yaml.YAMLError, AttributeError, TypeError):
+        return f"its {saved} cannot be read"
     now = run_identity(list(hc.overrides.task), exclude)
-    if before != now:
-        differ = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
-        shown = "; ".join(f"{k}: {before.get(k, '(unset)')} there, {now.get(k, '(unset)')} here" for k in differ)
-        raise ConfigError(
-            f"{output_dir} holds another run than this job's ({shown}): a sweep continues into its folder with the "
-            "same parameters; choose another hydra.sweep.dir (or hydra.run.dir) for a different sweep")
+    if before == now:
+        return None
+    differ = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    return "; ".join(f"{k}: {before.get(k, '(unset)')} there, {now.get(k, '(unset)')} here" for k in differ)
+
+
+@dataclass
+class FolderPlan:
+    """What this run does in its folder: resume from ``checkpoint``, or nothing (``finished``: its metrics)."""
+
+    checkpoint: str | None = None
+    finished: dict[str, float] | None = None
+
+
+def plan_folder(cfg: DictConfig, output_dir: Path) -> FolderPlan:
+    """Decide before anything is written; raise ``FileExistsError`` (a usage error) for a folder that holds
+    another run."""
+    explicit = cfg.get("ckpt_path")
+    allow_overwrite = bool(cfg.get("allow_overwrite", False))
+    if explicit:
+        if run_dir_of(explicit) == output_dir.resolve():  # resumed in place (train.py ckpt_path=<run>/...)
+            return FolderPlan(finished=finished_metrics(output_dir)) if finished_metrics(output_dir) else \
+                FolderPlan(checkpoint=str(explicit))
+        check_output_dir(output_dir, allow_overwrite)
+        return FolderPlan(checkpoint=str(explicit))
+    found = [name for name in RUN_MARKERS if (output_dir / name).exists()]
+    if not found or allow_overwrite:
+        return FolderPlan()
+    if not continues_in_place(cfg):
+        check_output_dir(output_dir, allow_overwrite=False)
+    difference = identity_difference(output_dir)
+    if difference is not None:
+        raise FileExistsError(
+            f"{output_dir} already holds a run of other overrides ({difference}): choose another directory "
+            "(hydra.run.dir=..., or hydra.sweep.dir=... for a sweep), or pass allow_overwrite=true to replace it.")
+    finished = finished_metrics(output_dir)
+    if finished is not None:
+        return FolderPlan(finished=finished)
+    last = output_dir / "checkpoints" / "last.ckpt"
+    return FolderPlan(checkpoint=str(last)) if last.is_file() else FolderPlan()
 
 
 def finished_metrics(output_dir: Path) -> dict[str, float] | None:
@@ -68,9 +104,3 @@ def finished_metrics(output_dir: Path) -> dict[str, float] | None:
     if not previous or previous.get("status", "finished") != "finished" or not previous.get("metrics"):
         return None
     return {k: float(v) for k, v in previous["metrics"].items()}
-
-
-def holds_unfinished_record(output_dir: Path) -> bool:
-    """Whether ``output_dir``'s run ended without finishing (failed, interrupted, skipped) or without a record:
-    a continued sweep may start it again."""
-    return finished_metrics(output_dir) is None

@@ -127,7 +127,6 @@ def m1_train_config(
         cfg.task_name = "m1"
         # a rerun of this job continues an M1 that stopped part-way (its last.ckpt), or starts it again
         cfg.auto_resume = True
-        cfg.allow_overwrite = True
         cfg.paths = OmegaConf.merge(paths, {"output_dir": str(output_dir)})
         for key, value in (trainer or {}).items():
             if key not in M2_ONLY_TRAINER_KEYS and f"trainer.{key}" not in keys:

@@ -28,13 +28,11 @@ from hsvae.cli.banner import start_banner
 from hsvae.cli.builders import (
     ConfigError,
     assign_job_gpu,
-    check_output_dir,
     continue_history,
     instantiate_callbacks,
     instantiate_loggers,
     instantiate_model,
     log_hyperparameters,
-    resume_checkpoint,
     save_run_config,
     validate,
 )
@@ -43,7 +41,7 @@ from hsvae.cli.failures import recording_failures, run_entry_point, single_run_e
 from hsvae.cli.plugins import exit_if_plugin_missing
 from hsvae.cli.stacked_runs import finished_stack_metrics, run_stacked, stack_checkpoint, stack_seeds
 from hsvae.analysis.results import PROGRESS_FILE
-from hsvae.cli.continuation import check_same_run, continues_in_place, finished_metrics, holds_unfinished_record
+from hsvae.cli.continuation import FolderPlan, plan_folder
 from hsvae.cli.report import collect_metrics, print_metrics, write_failure, write_results
 from hsvae.cli.resume import resume_arguments
 from hsvae.utils.modules import configure_compile
@@ -82,15 +80,12 @@ def _stack_seeds(cfg: DictConfig) -> list[int] | None:
 def _train(cfg: DictConfig) -> dict[str, Any] | None:
     started, commit = time.time(), git_commit()
     output_dir = Path(cfg.paths.output_dir)
-    continuing = continues_in_place(cfg)
-    ckpt_path = resume_checkpoint(cfg, output_dir, continuing)
-    in_place = ckpt_path is not None and run_dir_of(ckpt_path) == output_dir.resolve()
     if rank_zero_only.rank != 0:
         # a DDP worker that Lightning started by re-running this command into rank zero's directory: rank zero
         # checked and claimed it, and records the run's outcome
+        ckpt_path = cfg.get("ckpt_path") or None
+        in_place = ckpt_path is not None and run_dir_of(ckpt_path) == output_dir.resolve()
         return _fit_and_test(cfg, output_dir, ckpt_path, in_place, started, commit)
-    if continuing:
-        check_same_run(output_dir)
     seeds = _stack_seeds(cfg)
     stack_done = finished_stack_metrics(output_dir, seeds) if seeds is not None else None
     # an interrupted stack of this config continues in its own folder from its last epoch
@@ -100,16 +95,15 @@ def _train(cfg: DictConfig) -> dict[str, Any] | None:
         print(f"{output_dir}: every member of the stack (seeds {list(cfg.seeds)}) already finished; nothing to do.",
               file=sys.stderr)
         return stack_done
-    if in_place or continuing:
-        finished = finished_metrics(output_dir)
-        if finished is not None:
-            # nothing is written: the run's files stay as they are
-            print(f"{output_dir} already finished (its results.json): nothing to do.", file=sys.stderr)
-            return finished
-    if not in_place and stack_resume is None:
-        # a continued sweep starts again a run that failed or was skipped before its first checkpoint
-        check_output_dir(output_dir, cfg.get("allow_overwrite", False) or (
-            continuing and holds_unfinished_record(output_dir)))
+    plan = FolderPlan() if stack_resume is not None else plan_folder(cfg, output_dir)
+    if plan.finished is not None:
+        # nothing is written: the run's files stay as they are
+        print(f"{output_dir} already finished (its results.json): nothing to do.", file=sys.stderr)
+        return plan.finished
+    ckpt_path = plan.checkpoint
+    in_place = ckpt_path is not None and run_dir_of(ckpt_path) == output_dir.resolve()
+    if in_place and not cfg.get("ckpt_path"):
+        log.info("continuing the interrupted run in %s from %s", output_dir, ckpt_path)
     refusal = budget_refusal(cfg, output_dir, started)
     if refusal is not None:
         # not started: a record says why, and the same command run again (with time left) replaces it by the run
