@@ -17,6 +17,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.loggers import WandbLogger
 
+from hsvae.training.loggers import CSVLogger
+
 log = logging.getLogger(__name__)
 
 
@@ -288,13 +290,19 @@ def instantiate_loggers(cfg: DictConfig | None, resume_dir: Path | None = None, 
 def continue_history(loggers: list, until_epoch: int) -> None:
     """A run resumed in place keeps its metric history: the CSV rows of the epochs its checkpoint covers.
     (TensorBoard appends a new event file to the same folder; W&B continues the same run id.)"""
-    from hsvae.training.loggers import CSVLogger
-
     for logger in loggers:
         if isinstance(logger, CSVLogger):
             kept = logger.continue_history(until_epoch)
             log.info("resume: kept %d rows of %s (epochs <= %d)", kept, Path(logger.log_dir) / "metrics.csv",
                      until_epoch)
+
+
+def logged_final_metrics(loggers: list) -> dict[str, float]:
+    """The final epoch's metrics as a resumed run's CSV history kept them (empty without a CSV logger)."""
+    for logger in loggers:
+        if isinstance(logger, CSVLogger):
+            return logger.final_epoch_metrics()
+    return {}
 
 
 def assign_job_gpu(cfg: DictConfig) -> None:

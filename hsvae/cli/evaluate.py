@@ -23,6 +23,8 @@ from hsvae.cli.builders import (ConfigError, check_output_dir, instantiate_logge
 from hsvae.cli.checkpoints import find_run_config, load_checkpoint
 from hsvae.cli.failures import recording_failures, run_entry_point, single_run_errors
 from hsvae.cli.report import collect_metrics, print_metrics, write_results
+from hsvae.cli.signals import install as install_signal_handlers
+from hsvae.cli.signals import lightning_interruptions, set_phase
 from hsvae.cli.stages import instantiate_datamodule
 from hsvae.training import VAEModule
 from hsvae.utils.run_info import git_commit
@@ -79,7 +81,8 @@ def _evaluate(cfg: DictConfig, output_dir: Path, started: float, commit: str | N
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False)
     # as train.py does before its test stage: the same seed gives the same Monte-Carlo draws, so the same numbers
     pl.seed_everything(train_cfg.seed, workers=True, verbose=False)
-    trainer.test(model, datamodule=datamodule, ckpt_path=str(cfg.ckpt_path))
+    with lightning_interruptions(trainer):
+        trainer.test(model, datamodule=datamodule, ckpt_path=str(cfg.ckpt_path))
     metrics = collect_metrics(trainer, {})
     if trainer.is_global_zero:
         write_results(
@@ -93,6 +96,8 @@ def _evaluate(cfg: DictConfig, output_dir: Path, started: float, commit: str | N
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 @single_run_errors
 def _hydra_main(cfg: DictConfig) -> None:
+    install_signal_handlers()
+    set_phase("setting up the evaluation")
     evaluate(cfg)
 
 

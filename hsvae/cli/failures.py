@@ -19,10 +19,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from hsvae.cli.signals import as_interruption
+from hsvae.cli.signals import install as install_signal_handlers
+
 #: exit codes
 USAGE_ERROR = 2
 RUNTIME_ERROR = 1
-INTERRUPTED = 130
 
 
 class CheckpointError(RuntimeError):
@@ -68,7 +70,9 @@ def classify(err: BaseException) -> tuple[int, str]:
 
     inner = _unwrap(err)
     if isinstance(inner, KeyboardInterrupt):
-        return INTERRUPTED, "error: interrupted (Ctrl-C); resume with ckpt_path=<run dir>/checkpoints/last.ckpt"
+        signal_ = as_interruption(inner)
+        return signal_.exit_code, (f"error: interrupted by {signal_.name} ({_SIGNAL_WORDS.get(signal_.name, 'a signal')}) "
+                                   f"while {signal_.phase}")
     text = " ".join(str(inner).split()) or type(inner).__name__
     # Hydra's unknown group option lists the choices, then its search path: the choices are what a user needs
     text = text.split(" Config search path:")[0]
@@ -83,6 +87,20 @@ def classify(err: BaseException) -> tuple[int, str]:
                            "the traceback is in the run's log file (HYDRA_FULL_ERROR=1 prints it)")
 
 
+#: how a user knows each handled signal
+_SIGNAL_WORDS = {"SIGINT": "Ctrl-C", "SIGTERM": "a kill, or a scheduler's preemption or time limit",
+                 "SIGHUP": "the terminal closed", "SIGUSR1": "a batch system's warning",
+                 "SIGUSR2": "a batch system's warning"}
+
+
+def resume_hint(output_dir: Path) -> str:
+    """How to continue an interrupted run in ``output_dir``."""
+    last = Path(output_dir) / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        return f"resume with ckpt_path={last} (or the same command with hydra.run.dir={output_dir})"
+    return f"nothing was trained yet: the same command with hydra.run.dir={output_dir} starts it again"
+
+
 def full_error_requested() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR") == "1" or "--verbose" in sys.argv
 
@@ -95,11 +113,16 @@ def record_failure(output_dir: str | Path, log_name: str, err: BaseException, cf
 
     output_dir = Path(output_dir)
     code, message = classify(err)
+    extra = {}
+    if isinstance(_unwrap(err), KeyboardInterrupt):
+        signal_ = as_interruption(_unwrap(err))
+        extra = {"signal": signal_.name, "phase": signal_.phase}
+        message = f"{message}; {resume_hint(output_dir)}"
     output_dir.mkdir(parents=True, exist_ok=True)
     with open(output_dir / log_name, "a") as log:
         log.write(f"{message}\n")
         log.write("".join(traceback.format_exception(err)))
-    write_failure(output_dir, cfg, status=status, reason=message.removeprefix("error: "), exit_code=code)
+    write_failure(output_dir, cfg, status=status, reason=message.removeprefix("error: "), exit_code=code, extra=extra)
     err.hsvae_recorded = str(output_dir)  # type: ignore[attr-defined]  (pickled with the exception)
     err.hsvae_outcome = (code, message)  # type: ignore[attr-defined]  (what the command then prints)
 
@@ -147,8 +170,9 @@ def single_run_errors(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return wrapped
 
 
-def run_entry_point(hydra_main: Callable[[], Any]) -> Any:
-    """Run a ``@hydra.main`` function; turn its exceptions into one line on stderr and an exit code.
+def run_entry_point(hydra_main: Callable[[], Any], prepare: Callable[[], None] | None = None) -> Any:
+    """Run a ``@hydra.main`` function (after ``prepare``, e.g. rewriting the command line); turn its exceptions
+    into one line on stderr and an exit code. Signals end it as interruptions from here on (hsvae/cli/signals.py).
 
     Hydra's own handler prints a traceback and exits 1; with ``HYDRA_FULL_ERROR=1`` it re-raises instead, which
     lets this function choose the message and the exit code. A user who set ``HYDRA_FULL_ERROR=1`` (or passed
@@ -160,6 +184,9 @@ def run_entry_point(hydra_main: Callable[[], Any]) -> Any:
         sys.argv.remove("--verbose")
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
+        install_signal_handlers()
+        if prepare is not None:
+            prepare()
         return hydra_main()
     except (Exception, KeyboardInterrupt, _JobFailed) as caught:  # noqa: BLE001 -- every error ends here
         err = caught.error if isinstance(caught, _JobFailed) else caught

@@ -70,9 +70,11 @@ def write_results(
     return path
 
 
-def write_failure(output_dir: Path, cfg: DictConfig | None, status: str, reason: str, exit_code: int) -> Path:
-    """Write results.json for a run that did not finish: ``status`` ("failed" or "interrupted"), the one-line
-    reason and the exit code, so that a table lists the run with its reason instead of an unexplained gap."""
+def write_failure(output_dir: Path, cfg: DictConfig | None, status: str, reason: str, exit_code: int,
+                  extra: dict | None = None) -> Path:
+    """Write results.json for a run that did not finish: ``status`` ("failed", "interrupted" or "skipped"), the
+    one-line reason, the exit code and ``extra`` (an interruption's signal and phase), so that a table lists the
+    run with its reason instead of an unexplained gap."""
     resolved = None
     if cfg is not None:
         try:
@@ -85,6 +87,7 @@ def write_failure(output_dir: Path, cfg: DictConfig | None, status: str, reason:
         "status": status,
         "reason": reason,
         "exit_code": exit_code,
+        **(extra or {}),
         "metrics": {},
         "seed": cfg.get("seed") if cfg is not None else None,
         "commit": git_commit(),

@@ -34,6 +34,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from hsvae.cli.builders import (ConfigError, instantiate_loggers, instantiate_model, log_hyperparameters,
                                  member_overrides, save_run_config, targets)
 from hsvae.cli.report import collect_metrics, write_results
+from hsvae.cli.signals import lightning_interruptions
 from hsvae.cli.stages import instantiate_datamodule
 from hsvae.models.stacked import MemberStreams, StackedVAE
 from hsvae.models.stacked_vgae import StackedVGAE
@@ -203,13 +204,9 @@ def run_stacked(cfg: DictConfig, output_dir: Path, seeds: list[int], started: fl
                            save_top_k=1, every_n_epochs=1, enable_version_counter=False)
     trainer = pl.Trainer(**_trainer_arguments(cfg), callbacks=[selection, history, last], logger=False,
                          enable_progress_bar=progress, plugins=[AtomicCheckpointIO()])
-    try:
+    with lightning_interruptions(trainer):
         trainer.fit(module, datamodule=StackedDataModule([m[3] for m in members], streams),
                     ckpt_path=None if resume is None else str(resume))
-    except SystemExit:
-        if trainer.interrupted:  # Lightning turns Ctrl-C into a graceful stop and sys.exit(1)
-            raise KeyboardInterrupt from None
-        raise
 
     all_metrics = []
     for i, (seed, member_dir, member_cfg, datamodule, model, _) in enumerate(members):

@@ -33,12 +33,15 @@ from hsvae.cli.builders import (
     instantiate_loggers,
     instantiate_model,
     log_hyperparameters,
+    logged_final_metrics,
     save_run_config,
     validate,
 )
 from hsvae.cli.checkpoints import check_fits, load_checkpoint, run_dir_of
 from hsvae.cli.failures import recording_failures, run_entry_point, single_run_errors
 from hsvae.cli.plugins import exit_if_plugin_missing
+from hsvae.cli.signals import PhaseTracker, lightning_interruptions, set_phase
+from hsvae.cli.signals import install as install_signal_handlers
 from hsvae.cli.stacked_runs import finished_stack_metrics, run_stacked, stack_checkpoint, stack_seeds
 from hsvae.analysis.results import PROGRESS_FILE
 from hsvae.cli.continuation import FolderPlan, plan_folder
@@ -113,6 +116,7 @@ def _train(cfg: DictConfig) -> dict[str, Any] | None:
     # from here on the directory is this run's: its config, its log, and a record if it fails
     save_run_config(cfg, output_dir)
     with recording_failures(output_dir, f"{cfg.task_name}.log", cfg):
+        set_phase("setting up the run")
         seeds = stack_seeds(cfg)
         if seeds is not None:  # the seeds as one stacked fit, written as one run per seed
             validate(cfg)
@@ -128,6 +132,7 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, in_p
         log.info("%s", start_banner(cfg, ckpt_path))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
+    set_phase("loading the data")
     datamodule = instantiate_datamodule(cfg)
     if rank_zero_only.rank == 0:
         save_run_config(cfg, output_dir)  # again, with what was read from the data (data_spec.input_dim)
@@ -143,7 +148,7 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, in_p
     callbacks = instantiate_callbacks(cfg.get("callbacks"), cfg.trainer.get("enable_progress_bar", True) is not False)
     # every random state and the time spent go into each checkpoint: a resumed run is the uninterrupted one
     run_state = RunState(output_dir / PROGRESS_FILE if rank_zero_only.rank == 0 else None, started)
-    callbacks.append(run_state)
+    callbacks.extend([run_state, PhaseTracker()])
     loggers = instantiate_loggers(cfg.get("logger"), resume_dir=output_dir if in_place else None)
     if in_place:
         continue_history(loggers, checkpoint.get("epoch", -1))
@@ -153,13 +158,13 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, in_p
     log_hyperparameters(cfg, loggers)
 
     if cfg.get("train", True):
-        try:
+        with lightning_interruptions(trainer):
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-        except SystemExit:
-            if trainer.interrupted:  # Lightning turns Ctrl-C into a graceful stop and sys.exit(1)
-                raise KeyboardInterrupt from None
-            raise
     fit_metrics = dict(trainer.callback_metrics)
+    if in_place and not any(key.startswith("train/") for key in fit_metrics):
+        # resumed after its fit had ended (interrupted while testing): this attempt trained no epoch, and the final
+        # epoch's metrics are those its history kept
+        fit_metrics = {**logged_final_metrics(loggers), **fit_metrics}
 
     test_ckpt = None
     if cfg.get("test", True):
@@ -168,10 +173,12 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, in_p
         test_ckpt = (best or None) if cfg.get("train", True) else ckpt_path
         # the test's Monte-Carlo draws start from the seed, as in eval.py: the same checkpoint gives the same numbers
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
-        trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt)
+        with lightning_interruptions(trainer):
+            trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt)
     metrics = collect_metrics(trainer, fit_metrics)
 
     if trainer.is_global_zero:
+        set_phase("writing the results")
         write_results(
             output_dir,
             cfg,
@@ -193,6 +200,8 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, in_p
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 @single_run_errors
 def _hydra_main(cfg: DictConfig) -> float | None:
+    install_signal_handlers()  # again in a launcher's worker process (joblib), where main() did not run
+    set_phase("checking the output folder")
     metrics = train(cfg)
     name = cfg.get("optimized_metric")
     if not name or metrics is None:
@@ -209,12 +218,15 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     return metrics[name]
 
 
+def _prepare() -> None:
+    exit_if_plugin_missing()
+    sys.argv[1:] = resume_arguments(sys.argv[1:])
+
+
 def main() -> float | None:
     # Lightning advertises a cloud logger on every run
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(lambda r: "litlogger" not in r.getMessage())
-    exit_if_plugin_missing()
-    sys.argv[1:] = resume_arguments(sys.argv[1:])
-    result = run_entry_point(_hydra_main)
+    result = run_entry_point(_hydra_main, prepare=_prepare)
     from hsvae.sweeps import callbacks as hydra_callbacks
 
     if hydra_callbacks.sweep_problem:

@@ -30,7 +30,19 @@ class CSVLogger(_LightningCSVLogger):
             rows = list(csv.DictReader(f))
         kept = [row for row in rows if _epoch(row) is not None and _epoch(row) <= until_epoch]
         self._kept_rows = kept
+        self.kept_history = [dict(row) for row in kept]
         return len(kept)
+
+    def final_epoch_metrics(self) -> dict[str, float]:
+        """The metrics the kept history logged in its last epoch (each column's last value there): what a resumed
+        fit that trains no further epoch (it had ended when the run was interrupted) reports as its final ones."""
+        rows = getattr(self, "kept_history", None) or []
+        last = max((_epoch(row) for row in rows), default=None)
+        out: dict[str, float] = {}
+        for row in rows:
+            if _epoch(row) == last:
+                out.update({k: float(v) for k, v in row.items() if v not in ("", None) and k not in ("epoch", "step")})
+        return out
 
     @property
     def experiment(self):  # noqa: D102 -- Lightning's, with the kept rows queued before anything new

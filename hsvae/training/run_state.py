@@ -66,6 +66,7 @@ class RunState(pl.Callback):
         self.earlier_s = 0.0
         self.attempts = 1
         self._loaded: dict[str, Any] | None = None
+        self._trainer: pl.Trainer | None = None
         self._pending_states: dict[str, Any] | None = None
 
     @property
@@ -73,8 +74,14 @@ class RunState(pl.Callback):
         """Seconds of work in this run so far: earlier attempts' (up to their checkpoint) and this one's."""
         return self.earlier_s + time.time() - self.started
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
     def state_dict(self) -> dict[str, Any]:
-        return {"random": random_states(), "elapsed_s": self.elapsed_s, "attempts": self.attempts}
+        # fit_ended: the fit stops after this epoch (early stopping decided it). Lightning does not keep it, and a run
+        # interrupted in its test stage would otherwise train one more epoch when it resumes.
+        return {"random": random_states(), "elapsed_s": self.elapsed_s, "attempts": self.attempts,
+                "fit_ended": bool(self._trainer is not None and self._trainer.should_stop)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # Lightning restores callbacks for the test stage too (from best.ckpt): only a fit that resumes takes them
@@ -85,6 +92,8 @@ class RunState(pl.Callback):
             self._pending_states = self._loaded.get("random")
             self.earlier_s = float(self._loaded.get("elapsed_s", 0.0))
             self.attempts = int(self._loaded.get("attempts", 1)) + 1
+            if self._loaded.get("fit_ended"):
+                trainer.should_stop = True  # the fit had ended: on to the test stage, as the uninterrupted run
             self._loaded = None
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
