@@ -38,6 +38,7 @@ from torch.distributions import kl_divergence
 import _checkout  # noqa: F401,I001  (this checkout's hsvae, not an installed one)
 from hsvae.utils.modules import configure_compile
 from hsvae.distributions import (
+from hsvae.cli.failures import run_script
     DiagonalNormal,
     HypersphericalUniform,
     PowerSpherical,
@@ -235,4 +236,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -42,6 +42,7 @@ from hsvae.cli.registry import build_latent, latent_families
 from hsvae.data import LinkSplit, PlanetoidLinkDataModule
 from hsvae.models.vgae import VGAE, encoder_features, gcn_normalized_adjacency, link_metrics
 from hsvae.training import LinkPredictionModule
+from hsvae.cli.failures import run_script
 
 LATENTS = latent_families()
 EPOCHS, LR, HIDDEN, DIM = 200, 0.01, 32, 16
@@ -237,4 +238,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

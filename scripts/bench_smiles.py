@@ -19,6 +19,7 @@ import torch
 
 import _checkout  # noqa: F401,I001  (this checkout's hsvae, not an installed one)
 from hsvae.cli.registry import build_latent, latent_families
+from hsvae.cli.failures import run_script
 
 
 def clock(device: torch.device) -> float:
@@ -82,4 +83,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -40,6 +40,7 @@ from hsvae.models.stacked_vgae import StackedVGAE, block_diagonal_adjacency
 from hsvae.models.vgae import encoder_features, gcn_normalized_adjacency
 from hsvae.training.stacked import single_pass_adam
 from hsvae.utils.modules import configure_compile
+from hsvae.cli.failures import run_script
 
 Step = Callable[[], None]
 CORA_NODES, CORA_FEATURES, CORA_EDGES, CORA_DENSITY = 2708, 1433, 5278, 0.0127
@@ -188,4 +189,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -27,6 +27,7 @@ from hsvae.data import MNISTDataModule
 from hsvae.models import VAE, BernoulliLikelihood, MLPDecoder, MLPEncoder
 from hsvae.training import VAEModule
 from hsvae.utils.modules import configure_compile
+from hsvae.cli.failures import run_script
 
 LATENTS = latent_families()
 
@@ -140,4 +141,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -24,6 +24,7 @@ from omegaconf import OmegaConf  # noqa: E402
 import _checkout  # noqa: F401,I001  (this checkout's hsvae, not an installed one)
 from hsvae.data import make_synthetic_sphere  # noqa: E402
 from hsvae.utils.plotting import draw_latent  # noqa: E402
+from hsvae.cli.failures import run_script
 
 ORDER = ["autoencoder", "nvae", "nvae_beta01", "svae"]
 TITLES = {"autoencoder": "autoencoder", "nvae": "N-VAE", "nvae_beta01": "N-VAE, beta = 0.1", "svae": "S-VAE"}
@@ -85,4 +86,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

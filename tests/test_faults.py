@@ -88,3 +88,131 @@ def test_a_signal_in_any_phase_ends_with_a_record_and_the_same_command_continues
     run_dir = tmp_path / "run"
     check_interrupted(train(run_dir, f"{name}@{phase}"), run_dir, name, phase)
     check_continued(run_dir, reference)
+
+
+# -- the environment ---------------------------------------------------------------------------------------------
+
+
+def one_error_line(proc: subprocess.CompletedProcess, code: int, *fragments: str) -> str:
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == code and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "probably a bug" not in lines[0], lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+def test_an_output_path_under_a_file_is_one_line_naming_it(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    proc = train(tmp_path / "afile" / "run")
+    one_error_line(proc, 1, "a part of this path is a file, not a folder", str(tmp_path / "afile"))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through a read-only mode")
+def test_a_folder_without_write_permission_is_one_line(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    one_error_line(train(locked / "run"), 1, "permission denied", str(locked))
+
+
+def test_a_full_disk_is_one_line_and_the_finished_run_stays_whole(tmp_path, monkeypatch):
+    """ENOSPC while the checkpoint is written (torch's writer reports it as a RuntimeError, caught in the atomic
+    writer) and while results.json is written: "no space left", never "probably a bug"; the previous checkpoint
+    and no temporary file remain."""
+    import errno
+
+    import torch
+
+    from hsvae.cli.failures import classify
+    from hsvae.training.checkpoint_io import AtomicCheckpointIO
+
+    io = AtomicCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"w": torch.arange(3.0)}, path)
+    before = path.read_bytes()
+
+    def full(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full)
+    monkeypatch.setattr("hsvae.training.checkpoint_io.disk_is_full", lambda folder: True)
+    with pytest.raises(OSError) as err:
+        io.save_checkpoint({"w": torch.zeros(3)}, path)
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(path)
+    assert path.read_bytes() == before and [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
+    code, message = classify(err.value)
+    assert code == 1 and message.startswith(f"error: no space left on the device: {path}; free some space")
+
+
+@pytest.mark.slow  # five races, two subprocess runs each
+def test_two_runs_racing_for_one_folder_one_runs_the_other_is_refused(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for attempt in range(5):
+        run_dir = tmp_path / f"race{attempt}"
+        command = [sys.executable, "train.py", *SMALL, f"hydra.run.dir={run_dir}"]
+        procs = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for _ in range(2)]
+        outs = [p.communicate(timeout=600) for p in procs]
+        codes = sorted(p.returncode for p in procs)
+        # either one was refused while the other ran, or the second came after the first finished (nothing to do)
+        refused = [err for p, (_, err) in zip(procs, outs) if p.returncode == 2]
+        assert codes in ([0, 2], [0, 0]), outs
+        if refused:
+            assert "is in use by another run (pid" in refused[0] and "Traceback" not in refused[0], refused[0]
+        else:
+            assert any("already finished" in err for _, err in outs), outs
+        assert results(run_dir)["status"] == "finished"
+        rows = (run_dir / "csv" / "metrics.csv").read_text().splitlines()
+        assert len(rows) == len(set(rows)), "an epoch logged twice"
+        assert not (run_dir / ".lock").exists()
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, caplog):
+    import socket
+
+    from hsvae.cli.continuation import FolderInUseError, claim_folder
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (folder / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout), "since": "x"}))
+    with claim_folder(folder):
+        assert json.loads((folder / ".lock").read_text())["pid"] == os.getpid()
+        with pytest.raises(FolderInUseError, match=rf"in use by another run \(pid {os.getpid()} on "):
+            with claim_folder(folder):
+                pass
+    assert "taking over the lock" in caplog.text and not (folder / ".lock").exists()
+
+
+@pytest.fixture
+def small_file_system(tmp_path):
+    """A real 16 MiB tmpfs (as root; a skip with its reason otherwise)."""
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (the injected-ENOSPC test covers the rest)")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+@pytest.mark.slow  # two subprocess runs
+def test_a_run_on_a_real_full_file_system_is_one_line_and_leaves_the_finished_run_whole(small_file_system):
+    finished = small_file_system / "finished"
+    assert train(finished).returncode == 0
+    before = {p: p.read_bytes() for p in finished.rglob("*") if p.is_file()}
+    # fill what is left but 200 kB: the next run's first checkpoint (1.2 MB) cannot be written
+    free = os.statvfs(small_file_system).f_bavail * os.statvfs(small_file_system).f_frsize
+    with open(small_file_system / "filler", "wb") as f:
+        f.write(b"\0" * max(free - 200_000, 0))
+    full = small_file_system / "full"
+    line = one_error_line(train(full), 1, "no space left on the device", str(small_file_system))
+    assert "free some space there" in line
+    assert {p: p.read_bytes() for p in finished.rglob("*") if p.is_file()} == before  # nothing changed
+    assert not [p for p in small_file_system.rglob(".*.tmp")]  # no half-written file left behind

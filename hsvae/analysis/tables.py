@@ -259,6 +259,18 @@ def plot(by: list[str], cells: dict[tuple, Cell], metric: str, x_key: str, path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; a missing or unreadable folder or file is one line and exit 2."""
+    try:
+        return _main(argv)
+    except (OSError, yaml.YAMLError) as err:
+        where = getattr(err, "filename", None)
+        text = " ".join(str(err).split()) if where is None else f"{err.strerror or err}: {where}"
+        print(f"error: {text} (make_tables reads a sweep's folder, or folders of runs, each with its results.json; "
+              "--paper a YAML file as in experiments/*/paper.yaml)", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("roots", nargs="+", type=Path, help="multirun directories (or any folders of runs)")
     parser.add_argument("--metrics", nargs="+", default=["test/log_likelihood"], help="results.json metric keys")

@@ -12,6 +12,13 @@ that holds another run is refused (``allow_overwrite=true`` replaces it), never 
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +29,8 @@ from omegaconf import DictConfig
 from hsvae.analysis.results import RESULTS_FORMAT, read_status
 from hsvae.cli.builders import RUN_MARKERS, check_output_dir
 from hsvae.cli.checkpoints import run_dir_of
+
+log = logging.getLogger(__name__)
 
 
 def continues_in_place(cfg: DictConfig) -> bool:
@@ -104,3 +113,63 @@ def finished_metrics(output_dir: Path) -> dict[str, float] | None:
     if not previous or previous.get("status", "finished") != "finished" or not previous.get("metrics"):
         return None
     return {k: float(v) for k, v in previous["metrics"].items()}
+
+
+#: in a run's folder while a process works there: {"host", "pid", "since"}
+LOCK_FILE = ".lock"
+
+
+class FolderInUseError(FileExistsError):
+    """Another live process holds the run folder."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+@contextlib.contextmanager
+def claim_folder(output_dir: Path) -> Iterator[None]:
+    """Hold ``output_dir`` for this process: ``.lock`` is created exclusively (an atomic create: of two commands
+    started together into one folder exactly one gets it) before anything else is written there, and removed when
+    the block ends. A lock left by a dead process of this host is taken over with a warning; a live holder (or one
+    on another host, whose life cannot be checked from here) is refused in one line naming it."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    lock = output_dir / LOCK_FILE
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = json.loads(lock.read_text())
+            except (OSError, ValueError):
+                holder = {}
+            stale = holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) and not _alive(holder["pid"])
+            if not stale and holder:
+                raise FolderInUseError(
+                    f"{output_dir} is in use by another run (pid {holder.get('pid')} on {holder.get('host')}, since "
+                    f"{holder.get('since')}): wait for it to end, or choose another directory (hydra.run.dir=...); "
+                    f"if that process is gone, remove {lock}") from None
+            log.warning("%s: taking over the lock of %s, which no longer runs", output_dir,
+                        f"pid {holder.get('pid')}" if holder else "an unreadable lock file")
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        break
+    else:
+        raise FolderInUseError(f"{output_dir}: its lock {lock} could not be taken; remove it if no run works there")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            if json.loads(lock.read_text()).get("pid") == me["pid"]:
+                lock.unlink()

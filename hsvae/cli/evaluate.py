@@ -21,6 +21,7 @@ from hsvae.cli.banner import start_banner
 from hsvae.cli.builders import (ConfigError, check_output_dir, instantiate_loggers, instantiate_model, save_run_config,
                                  targets, validate)
 from hsvae.cli.checkpoints import find_run_config, load_checkpoint
+from hsvae.cli.continuation import claim_folder
 from hsvae.cli.failures import recording_failures, run_entry_point, single_run_errors
 from hsvae.cli.report import collect_metrics, print_metrics, write_results
 from hsvae.cli.signals import install as install_signal_handlers
@@ -64,10 +65,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                           "(a checkpoint written by train.py)")
     started, commit = time.time(), git_commit()
     output_dir = Path(cfg.paths.output_dir)
-    check_output_dir(output_dir, cfg.get("allow_overwrite", False))
-    save_run_config(cfg, output_dir)
-    with recording_failures(output_dir, f"{cfg.task_name}.log", cfg):
-        return _evaluate(cfg, output_dir, started, commit)
+    with claim_folder(output_dir):
+        check_output_dir(output_dir, cfg.get("allow_overwrite", False))
+        save_run_config(cfg, output_dir)
+        with recording_failures(output_dir, f"{cfg.task_name}.log", cfg):
+            return _evaluate(cfg, output_dir, started, commit)
 
 
 def _evaluate(cfg: DictConfig, output_dir: Path, started: float, commit: str | None) -> dict[str, Any]:

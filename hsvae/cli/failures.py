@@ -11,6 +11,7 @@ to the terminal with ``HYDRA_FULL_ERROR=1``), and a run that owned its output di
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import sys
@@ -73,6 +74,10 @@ def classify(err: BaseException) -> tuple[int, str]:
         signal_ = as_interruption(inner)
         return signal_.exit_code, (f"error: interrupted by {signal_.name} ({_SIGNAL_WORDS.get(signal_.name, 'a signal')}) "
                                    f"while {signal_.phase}")
+    if isinstance(inner, OSError) and inner.errno in ENVIRONMENT_FAULTS:
+        cause, fix = ENVIRONMENT_FAULTS[inner.errno]
+        where = inner.filename if inner.filename is not None else "(no path given)"
+        return RUNTIME_ERROR, f"error: {cause}: {where}; {fix}"
     text = " ".join(str(inner).split()) or type(inner).__name__
     # Hydra's unknown group option lists the choices, then its search path: the choices are what a user needs
     text = text.split(" Config search path:")[0]
@@ -87,6 +92,22 @@ def classify(err: BaseException) -> tuple[int, str]:
                            "the traceback is in the run's log file (HYDRA_FULL_ERROR=1 prints it)")
 
 
+_ELSEWHERE = "write elsewhere (hydra.run.dir=..., hydra.sweep.dir=..., paths.log_dir=..., paths.cache_dir=...)"
+#: faults of the machine, not of hsvae: errno -> (the cause, the fix), for one line naming the path
+ENVIRONMENT_FAULTS = {
+    errno.ENOSPC: ("no space left on the device", f"free some space there, or {_ELSEWHERE}"),
+    errno.EDQUOT: ("disk quota exceeded", f"free some of your quota, or {_ELSEWHERE}"),
+    errno.EROFS: ("read-only file system", _ELSEWHERE),
+    errno.EACCES: ("permission denied", f"make it writable (or readable) for you, or {_ELSEWHERE}"),
+    errno.EPERM: ("operation not permitted", f"make it writable for you, or {_ELSEWHERE}"),
+    errno.ENOTDIR: ("a part of this path is a file, not a folder", "choose a path whose parents are folders"),
+    errno.EISDIR: ("a folder where a file was expected", "choose a file's path, or remove that folder"),
+    errno.ENOENT: ("no such file or folder (it vanished, or was never there)",
+                   "check the path, and that nothing else removes files there while the run is going"),
+    errno.ENAMETOOLONG: ("a file name too long for the file system", "choose a shorter path"),
+    errno.EIO: ("an input/output error of the device", "check the disk (dmesg), or write elsewhere"),
+}
+
 #: how a user knows each handled signal
 _SIGNAL_WORDS = {"SIGINT": "Ctrl-C", "SIGTERM": "a kill, or a scheduler's preemption or time limit",
                  "SIGHUP": "the terminal closed", "SIGUSR1": "a batch system's warning",
@@ -99,6 +120,21 @@ def resume_hint(output_dir: Path) -> str:
     if last.is_file():
         return f"resume with ckpt_path={last} (or the same command with hydra.run.dir={output_dir})"
     return f"nothing was trained yet: the same command with hydra.run.dir={output_dir} starts it again"
+
+
+def run_script(main: Callable[[], Any]) -> None:
+    """Run a script's ``main()`` (the benchmarks, the plotting tools) with the entry points' contract: an expected
+    error (a missing dataset or folder, a fault of the machine, a bad checkpoint) is one line and exit 1 (2 for a
+    usage error); only an unexpected error shows its traceback."""
+    try:
+        result = main()
+    except (Exception, KeyboardInterrupt) as err:  # noqa: BLE001 -- classified below
+        code, message = classify(err)
+        if "probably a bug" in message:
+            raise
+        print(message, file=sys.stderr)
+        raise SystemExit(code) from None
+    raise SystemExit(result if isinstance(result, int) else 0)
 
 
 def full_error_requested() -> bool:
@@ -159,15 +195,40 @@ def single_run_errors(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def wrapped(cfg: Any) -> Any:
         try:
             return task(cfg)
-        except Exception as err:
+        except (Exception, KeyboardInterrupt) as err:
             from hydra.core.hydra_config import HydraConfig
             from hydra.types import RunMode
 
-            if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.RUN:
+            if not HydraConfig.initialized():
+                raise
+            if getattr(err, "hsvae_recorded", None) is None:
+                runtime = HydraConfig.get().runtime
+                _remove_unclaimed_folder(Path(runtime.output_dir), Path(runtime.cwd))
+            if HydraConfig.get().mode == RunMode.RUN and isinstance(err, Exception):
                 raise _JobFailed(err) from err
             raise
 
     return wrapped
+
+
+def _remove_unclaimed_folder(output_dir: Path, launched_in: Path) -> None:
+    """A command refused before it claimed its output folder leaves none behind: Hydra made the folder (and the
+    job's log file in it, and its parents such as logs/eval/runs/) before the checks ran. Only a folder that holds
+    nothing else is removed, then its parents below the launch folder while they are empty."""
+    try:
+        entries = list(output_dir.iterdir())
+    except OSError:
+        return
+    if not all(entry.is_file() and entry.suffix == ".log" for entry in entries):
+        return
+    with contextlib.suppress(OSError):
+        for entry in entries:
+            entry.unlink()
+        folder = output_dir.resolve()
+        top = launched_in.resolve()
+        while folder != top and top in folder.parents and not any(folder.iterdir()):
+            folder.rmdir()
+            folder = folder.parent
 
 
 def run_entry_point(hydra_main: Callable[[], Any], prepare: Callable[[], None] | None = None) -> Any:

@@ -44,7 +44,7 @@ from hsvae.cli.signals import PhaseTracker, lightning_interruptions, set_phase
 from hsvae.cli.signals import install as install_signal_handlers
 from hsvae.cli.stacked_runs import finished_stack_metrics, run_stacked, stack_checkpoint, stack_seeds
 from hsvae.analysis.results import PROGRESS_FILE
-from hsvae.cli.continuation import FolderPlan, plan_folder
+from hsvae.cli.continuation import FolderPlan, claim_folder, plan_folder
 from hsvae.cli.report import collect_metrics, print_metrics, write_failure, write_results
 from hsvae.cli.resume import resume_arguments
 from hsvae.utils.modules import configure_compile
@@ -89,6 +89,12 @@ def _train(cfg: DictConfig) -> dict[str, Any] | None:
         ckpt_path = cfg.get("ckpt_path") or None
         in_place = ckpt_path is not None and run_dir_of(ckpt_path) == output_dir.resolve()
         return _fit_and_test(cfg, output_dir, ckpt_path, in_place, started, commit)
+    # one run per folder: claimed before anything is written there, released when the run ends
+    with claim_folder(output_dir):
+        return _claimed(cfg, output_dir, started, commit)
+
+
+def _claimed(cfg: DictConfig, output_dir: Path, started: float, commit: str | None) -> dict[str, Any] | None:
     seeds = _stack_seeds(cfg)
     stack_done = finished_stack_metrics(output_dir, seeds) if seeds is not None else None
     # an interrupted stack of this config continues in its own folder from its last epoch

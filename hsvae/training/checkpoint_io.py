@@ -10,7 +10,10 @@ and a crash leaves the previous checkpoint (or none). The file gets the mode ``o
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,5 +30,35 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                         storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__}.save_checkpoint takes no storage_options, got {storage_options!r}")
-        with atomic_file(path, "wb") as f:
-            torch.save(checkpoint, f)
+        try:
+            with atomic_file(path, "wb") as f:
+                torch.save(checkpoint, f)
+        except RuntimeError as err:
+            # torch's zip writer reports a failed write as "[enforce fail at inline_container.cc] unexpected pos",
+            # the OSError (a full disk, a quota) in its context: say which, naming the file (the previous checkpoint
+            # is intact: the write went to a temporary file, removed since)
+            cause = _os_error_in(err)
+            if cause is not None:
+                raise OSError(cause.errno, os.strerror(cause.errno), str(path)) from err
+            if disk_is_full(Path(path).parent):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from err
+            raise
+
+
+def _os_error_in(err: BaseException) -> OSError | None:
+    """The first OSError with an errno among an exception's causes and contexts."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno is not None:
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def disk_is_full(folder: Path, reserve: int = 1 << 20) -> bool:
+    """Whether ``folder``'s file system has less than ``reserve`` bytes left for this user."""
+    try:
+        return shutil.disk_usage(folder).free < reserve
+    except OSError:
+        return False
