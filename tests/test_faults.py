@@ -216,3 +216,98 @@ def test_a_run_on_a_real_full_file_system_is_one_line_and_leaves_the_finished_ru
     assert "free some space there" in line
     assert {p: p.read_bytes() for p in finished.rglob("*") if p.is_file()} == before  # nothing changed
     assert not [p for p in small_file_system.rglob(".*.tmp")]  # no half-written file left behind
+
+
+# -- paths as users type them --------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow  # four subprocess runs
+@pytest.mark.parametrize("quote", ["'{}'", '"{}"'])
+def test_folders_with_spaces_and_accents_run_and_resume_quoted_either_way(tmp_path, quote):
+    run_dir = tmp_path / "run é 1"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HSVAE_FAULT_SIGNAL": "SIGTERM@training (epoch 1)"}
+    first = subprocess.run([sys.executable, "train.py", *SMALL, f"hydra.run.dir={quote.format(run_dir)}"], cwd=ROOT,
+                           capture_output=True, text=True, env=env, timeout=600)
+    assert first.returncode == 143 and (run_dir / "checkpoints" / "last.ckpt").is_file(), first.stderr[-3000:]
+    env.pop("HSVAE_FAULT_SIGNAL")
+    last = run_dir / "checkpoints" / "last.ckpt"
+    resumed = subprocess.run([sys.executable, "train.py", f"ckpt_path={quote.format(last)}"], cwd=ROOT,
+                             capture_output=True, text=True, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    record = results(run_dir)
+    assert record["status"] == "finished" and record["attempts"] == 2  # continued in its own folder
+
+
+def test_an_unquoted_value_with_spaces_gets_a_hint_how_to_quote_it(tmp_path):
+    proc = train(tmp_path / "run é 1")
+    one_error_line(proc, 2, "needs Hydra's quotes inside the shell's", "hydra.run.dir='/runs/run é 1'")
+
+
+# -- data that parses but is wrong ---------------------------------------------------------------------------------
+
+
+def copy_raw(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_a_cut_planetoid_file_is_named_with_both_checksums(data_dir, tmp_path):
+    """Cora's test.index cut to half its bytes still parses: its checksum names it; with verify=false (a graph of
+    one's own) the structural check does."""
+    from hsvae.data.base import DatasetNotFoundError
+    from hsvae.data.planetoid import load_planetoid
+
+    raw = copy_raw(data_dir / "Planetoid" / "Cora" / "raw", tmp_path / "data" / "Planetoid" / "Cora" / "raw")
+    index = raw / "ind.cora.test.index"
+    index.write_bytes(index.read_bytes()[: index.stat().st_size // 2])
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_planetoid("cora", tmp_path / "data", tmp_path / "cache", download=False)
+    message = str(err.value)
+    assert str(index) in message and "expected 9b822cae1d01f41e8bf8782e20367c0e" in message
+    assert "its MD5 is " in message and "dataset.verify=false" in message
+    with pytest.raises(DatasetNotFoundError, match=r"does not fit the graph: \d+ indices for 1000 test feature rows"):
+        load_planetoid("cora", tmp_path / "data", tmp_path / "cache2", download=False, verify=False)
+
+
+def test_a_changed_mnist_byte_is_named_and_a_verified_file_is_not_hashed_again(data_dir, tmp_path, monkeypatch):
+    from hsvae.data import integrity
+    from hsvae.data.base import DatasetNotFoundError
+    from hsvae.data.mnist import load_mnist
+
+    raw = copy_raw(data_dir / "MNIST" / "raw", tmp_path / "data" / "MNIST" / "raw")
+    for extra in raw.glob("*.gz"):
+        extra.unlink()
+    load_mnist(tmp_path / "data", download=False, cache_dir=tmp_path / "cache")  # verified, stamped
+    monkeypatch.setattr(integrity, "md5_of", lambda path: pytest.fail(f"{path} hashed again"))
+    load_mnist(tmp_path / "data", download=False, cache_dir=tmp_path / "cache")
+    monkeypatch.undo()
+    labels = raw / "t10k-labels-idx1-ubyte"
+    data = bytearray(labels.read_bytes())
+    data[-1] = (data[-1] + 1) % 10  # a label changed: the idx header and the size are intact
+    labels.write_bytes(bytes(data))
+    with pytest.raises(DatasetNotFoundError, match=r"t10k-labels-idx1-ubyte is not the published file: its MD5 is "
+                                                   r"[0-9a-f]{32}, expected 27ae3e4e09519cfbb04c329615203637"):
+        load_mnist(tmp_path / "data", download=False, cache_dir=tmp_path / "cache")  # the stamp no longer fits
+    load_mnist(tmp_path / "data", download=False, verify=False)  # opted out: read as it is
+
+
+def test_a_changed_smiles_list_is_named(data_dir, tmp_path):
+    import gzip
+
+    from hsvae.data import SMILESDataModule
+    from hsvae.data.base import DatasetNotFoundError
+
+    path = tmp_path / "zinc.smi.gz"
+    lines = gzip.decompress((data_dir / "zinc250k" / "250k_rndm_zinc_drugs_clean.smi.gz").read_bytes()).splitlines()
+    path.write_bytes(gzip.compress(b"\n".join(lines[:100])))
+    with pytest.raises(DatasetNotFoundError, match=r"zinc\.smi\.gz is not the published file.*dataset\.verify=false"):
+        SMILESDataModule(path, max_molecules=50).setup()
+
+
+@pytest.mark.slow  # a subprocess run and its continuation
+def test_a_batch_systems_warning_signal_ends_the_run_as_sigterm_does(tmp_path, reference):
+    run_dir = tmp_path / "run"
+    check_interrupted(train(run_dir, "SIGUSR2@training (epoch 1)"), run_dir, "SIGUSR2", "training (epoch 1)")
+    check_continued(run_dir, reference)

@@ -95,7 +95,8 @@ def test_sampled_negatives_option(tmp_path, data_dir):
 
 def test_pubmed_runs_on_a_raw_format_fixture(tmp_path):
     write_planetoid_fixture(tmp_path / "data", features=12)
-    _, metrics = graph_run(tmp_path, tmp_path / "data", ["dataset=pubmed", "latent=power_spherical", "trainer.max_epochs=3"])
+    _, metrics = graph_run(tmp_path, tmp_path / "data", ["dataset=pubmed", "dataset.verify=false", "latent=power_spherical",
+                                                         "trainer.max_epochs=3"])
     assert 0.0 <= metrics["test/auc"] <= 1.0 and 0.0 <= metrics["test/ap"] <= 1.0
     # the feature count is read from the graph (12 here, 500 in the real PubMed), and saved with the run
     assert results(tmp_path / "run")["config"]["data_spec"]["input_dim"] == 12
@@ -103,7 +104,8 @@ def test_pubmed_runs_on_a_raw_format_fixture(tmp_path):
     assert saved.data_spec.input_dim == 12
     # an explicit value that disagrees with the data: a clear message naming the key
     with pytest.raises(ValueError, match="data_spec.input_dim=500, but PlanetoidLinkDataModule gives points of size 12"):
-        graph_run(tmp_path, tmp_path / "data", ["dataset=pubmed", "data_spec.input_dim=500", "trainer.max_epochs=1"],
+        graph_run(tmp_path, tmp_path / "data", ["dataset=pubmed", "dataset.verify=false", "data_spec.input_dim=500",
+                                                "trainer.max_epochs=1"],
                   name="mismatch")
 
 

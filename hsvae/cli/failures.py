@@ -67,7 +67,7 @@ def _unwrap(err: BaseException) -> BaseException:
 
 def classify(err: BaseException) -> tuple[int, str]:
     """``(exit code, one-line message)`` for an exception; the message starts with ``error:``."""
-    from hydra.errors import InstantiationException
+    from hydra.errors import InstantiationException, OverrideParseException
 
     inner = _unwrap(err)
     if isinstance(inner, KeyboardInterrupt):
@@ -81,6 +81,8 @@ def classify(err: BaseException) -> tuple[int, str]:
     text = " ".join(str(inner).split()) or type(inner).__name__
     # Hydra's unknown group option lists the choices, then its search path: the choices are what a user needs
     text = text.split(" Config search path:")[0]
+    if isinstance(inner, OverrideParseException):
+        return USAGE_ERROR, f"error: {text}. {QUOTING_HINT}"
     if isinstance(inner, _runtime_types()):
         return RUNTIME_ERROR, f"error: {text}"
     if isinstance(inner, _usage_types()):
@@ -107,6 +109,11 @@ ENVIRONMENT_FAULTS = {
     errno.ENAMETOOLONG: ("a file name too long for the file system", "choose a shorter path"),
     errno.EIO: ("an input/output error of the device", "check the disk (dmesg), or write elsewhere"),
 }
+
+#: Hydra reads an override's value with its own grammar: spaces, non-ASCII letters and most punctuation need quotes
+#: that reach Hydra, inside the shell's
+QUOTING_HINT = ("A value with spaces, non-ASCII letters or special characters needs Hydra's quotes inside the "
+                "shell's: \"hydra.run.dir='/runs/run é 1'\" or 'ckpt_path=\"/runs/run é 1/checkpoints/last.ckpt\"'")
 
 #: how a user knows each handled signal
 _SIGNAL_WORDS = {"SIGINT": "Ctrl-C", "SIGTERM": "a kill, or a scheduler's preemption or time limit",

@@ -22,13 +22,29 @@ def _key(override: str) -> str:
     return override.partition("=")[0].lstrip("+~")
 
 
+def _value(override: str) -> str:
+    """An override's value as Hydra reads it: ``ckpt_path='/runs/run é 1/last.ckpt'`` -> the path, unquoted."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        value = OverridesParser.create().parse_override(override).value()
+    except Exception:  # noqa: BLE001 -- not Hydra's grammar: Hydra names the problem when it composes
+        return override.partition("=")[2]
+    return value if isinstance(value, str) else override.partition("=")[2]
+
+
+def hydra_quoted(value: str) -> str:
+    """``value`` as one quoted Hydra value (spaces, non-ASCII letters, quotes and backslashes kept)."""
+    return "'" + value.replace("'", "\\'") + "'"
+
+
 def resume_arguments(argv: list[str]) -> list[str]:
     """``argv`` (without the program name), rewritten for a resume by ``ckpt_path=`` alone."""
     if any(arg in MULTIRUN_FLAGS for arg in argv):
         return argv  # each job of a sweep resumes its own last.ckpt (auto_resume)
     flags = [a for a in argv if a.startswith("-")]
     overrides = [a for a in argv if not a.startswith("-")]
-    ckpt = next((o.partition("=")[2] for o in overrides if _key(o) == "ckpt_path" and "=" in o), None)
+    ckpt = next((_value(o) for o in overrides if _key(o) == "ckpt_path" and "=" in o), None)
     if not ckpt or ckpt == "null":
         return argv
     run_dir = run_dir_of(ckpt)
@@ -50,6 +66,6 @@ def resume_arguments(argv: list[str]) -> list[str]:
             override = "+" + override  # the run added this key; the new value replaces it
         merged[key] = override
     if "hydra.run.dir" not in merged:
-        merged["hydra.run.dir"] = f"hydra.run.dir={run_dir}"
+        merged["hydra.run.dir"] = f"hydra.run.dir={hydra_quoted(str(run_dir))}"
     return flags + list(merged.values())
 

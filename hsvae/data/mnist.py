@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from .base import DatasetNotFoundError, InMemoryDataModule, Split
+from .integrity import verify_known
 
 RAW_FILES = (
     "train-images-idx3-ubyte",
@@ -48,7 +49,8 @@ def check_idx_header(path: Path) -> None:
         )
 
 
-def load_mnist(data_dir: str | Path, download: bool = True) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def load_mnist(data_dir: str | Path, download: bool = True, verify: bool = True,
+               cache_dir: str | Path | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Return ``{"train": (images uint8 (60000, 28, 28), labels), "test": (...)}``.
 
     Looks in ``data_dir/MNIST/raw`` (torchvision's layout); downloads there when files are missing,
@@ -80,6 +82,9 @@ def load_mnist(data_dir: str | Path, download: bool = True) -> dict[str, tuple[t
         )
     for name in RAW_FILES:
         check_idx_header(raw / name)
+    if verify:  # against the published checksums (a stamp in cache_dir keeps later runs from hashing again)
+        verify_known(raw, list(RAW_FILES), cache_dir, "Replace it with an intact copy (torchvision's mirrors), or "
+                     "delete it and run once with network access (dataset.download=true).")
     out = {}
     for split, train in (("train", True), ("test", False)):
         try:
@@ -110,6 +115,8 @@ class MNISTDataModule(InMemoryDataModule):
         download: try to download when files are missing.
         batch_size, eval_batch_size, seed: see :class:`InMemoryDataModule`; ``seed`` also fixes the
             validation split and the static binarisation.
+        verify: check the raw files against their published checksums (:mod:`hsvae.data.integrity`).
+        cache_dir: where a verified file's stamp is kept (``paths.cache_dir``; None: hash every time).
     """
 
     input_shape = (1, 28, 28)
@@ -124,6 +131,8 @@ class MNISTDataModule(InMemoryDataModule):
         batch_size: int = 64,
         eval_batch_size: int | None = 1000,
         seed: int = 0,
+        verify: bool = True,
+        cache_dir: str | None = None,
     ):
         super().__init__(batch_size, eval_batch_size, seed)
         if binarize not in BINARIZE_CHOICES:
@@ -131,9 +140,10 @@ class MNISTDataModule(InMemoryDataModule):
         if not 0 < val_size < 60000:
             raise ValueError(f"val_size must be in [1, 59999], got {val_size}")
         self.data_dir, self.val_size, self.binarize, self.download = data_dir, val_size, binarize, download
+        self.verify, self.cache_dir = verify, cache_dir
 
     def load_splits(self) -> dict[str, Split]:
-        raw = load_mnist(self.data_dir, self.download)
+        raw = load_mnist(self.data_dir, self.download, self.verify, self.cache_dir)
         g = torch.Generator().manual_seed(self.seed)
         train_x, train_y = raw["train"]
         order = torch.randperm(train_x.shape[0], generator=g)

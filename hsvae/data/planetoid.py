@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from .base import DatasetNotFoundError
+from .integrity import verify_known
 from .links import LinkPredictionDataModule
 
 #: lower-case name (the config's ``dataset.name``) -> torch-geometric's name and folder
@@ -106,7 +107,7 @@ def _sync_copy(src_dir: Path, dst_dir: Path, files: list[str]) -> bool:
 
 
 def load_planetoid(
-    name: str, data_dir: str | Path, cache_dir: str | Path, download: bool = True
+    name: str, data_dir: str | Path, cache_dir: str | Path, download: bool = True, verify: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(x (N, F) float32 raw features, edge_index (2, E') long, y (N,) long)`` of a Planetoid graph.
 
@@ -128,6 +129,8 @@ def load_planetoid(
             f"files ind.{folder.lower()}.* from {RAW_URL} there, set HSVAE_DATA_DIR / paths.data_dir to a "
             "directory containing Planetoid/<Name>/raw/, or run once with network access (dataset.download=true)."
         )
+    if verify:  # the published checksums (a stamp in the cache keeps later runs from hashing again)
+        verify_known(raw_dir, files, cache_dir, f"Replace it with an intact copy (from {RAW_URL}).")
     root = Path(cache_dir).expanduser() / "Planetoid"
     cache_raw = root / folder / "raw"
     if raw_dir.resolve() != cache_raw.resolve() and _sync_copy(raw_dir, cache_raw, files):
@@ -146,7 +149,28 @@ def load_planetoid(
             f"torch-geometric could not read {folder} from {cache_raw} ({type(err).__name__}: {err}); "
             f"delete {root / folder} to rebuild it from {raw_dir}."
         ) from err
+    check_test_index(raw_dir, folder, data.x.shape[0])
     return data.x, data.edge_index, data.y
+
+
+def check_test_index(raw_dir: Path, folder: str, nodes: int) -> None:
+    """What a checksum cannot check on a graph of one's own: the test nodes' indices (``ind.<name>.test.index``)
+    are distinct, lie among the graph's nodes and are as many as the test feature rows (``ind.<name>.tx``)."""
+    from torch_geometric.io.planetoid import read_file  # imported here: torch-geometric is slow to import
+
+    path = raw_dir / f"ind.{folder.lower()}.test.index"
+    index = read_file(str(raw_dir), folder.lower(), "test.index")
+    rows = read_file(str(raw_dir), folder.lower(), "tx").shape[0]
+    problem = None
+    if index.numel() != index.unique().numel():
+        problem = f"{index.numel() - index.unique().numel()} repeated indices"
+    elif index.numel() and (int(index.min()) < 0 or int(index.max()) >= nodes):
+        problem = f"indices from {int(index.min())} to {int(index.max())}, outside the graph's {nodes} nodes"
+    elif index.numel() != rows:
+        problem = f"{index.numel()} indices for {rows} test feature rows (ind.{folder.lower()}.tx)"
+    if problem:
+        raise DatasetNotFoundError(f"{path} does not fit the graph: {problem}. Replace it with an intact copy "
+                                   f"(from {RAW_URL}).")
 
 
 class PlanetoidLinkDataModule(LinkPredictionDataModule):
@@ -158,6 +182,7 @@ class PlanetoidLinkDataModule(LinkPredictionDataModule):
         cache_dir: where the raw files are copied and torch-geometric's ``processed/`` is written
             (``paths.cache_dir``).
         download: try to download missing raw files into ``data_dir``.
+        verify: check the raw files against their published checksums (:mod:`hsvae.data.integrity`).
         val_fraction, test_fraction, seed, normalize_features: see :class:`LinkPredictionDataModule`.
     """
 
@@ -171,10 +196,11 @@ class PlanetoidLinkDataModule(LinkPredictionDataModule):
         test_fraction: float = 0.10,
         seed: int = 0,
         normalize_features: bool = False,
+        verify: bool = True,
     ):
         super().__init__(val_fraction, test_fraction, seed, normalize_features)
         self.name = planetoid_name(name)
-        self.data_dir, self.cache_dir, self.download = data_dir, cache_dir, download
+        self.data_dir, self.cache_dir, self.download, self.verify = data_dir, cache_dir, download, verify
 
     def load_graph(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return load_planetoid(self.name, self.data_dir, self.cache_dir, self.download)
+        return load_planetoid(self.name, self.data_dir, self.cache_dir, self.download, self.verify)

@@ -34,6 +34,7 @@ import torch
 
 from hsvae.utils.io import atomic_file
 
+from .integrity import verify_file
 from .base import DatasetNotFoundError, InMemoryDataModule, Split
 
 log = logging.getLogger(__name__)
@@ -409,7 +410,9 @@ class SMILESDataModule(InMemoryDataModule):
     Args:
         path: the SMILES file (see :func:`read_smiles` for the formats).
         download: fetch ``url`` to ``path`` when the file is missing.
-        url, md5: where to download from, and the expected MD5 of the download (None: unchecked).
+        url, md5: where to download from, and the expected MD5 of the file (None: unchecked).
+        verify: check an existing file against ``md5`` before it is read (false for a list of one's own).
+        cache_dir: where a verified file's stamp is kept (``paths.cache_dir``; None: hash every time).
         val_fraction, test_fraction: shares of the molecules held out.
         split_seed: seed of the split permutation (fixed across runs by default, so that runs with different
             ``seed`` compare on the same test molecules).
@@ -435,6 +438,8 @@ class SMILESDataModule(InMemoryDataModule):
         batch_size: int = 256,
         eval_batch_size: int | None = None,
         seed: int = 0,
+        verify: bool = True,
+        cache_dir: str | Path | None = None,
     ):
         super().__init__(batch_size, eval_batch_size, seed)
         for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
@@ -446,6 +451,7 @@ class SMILESDataModule(InMemoryDataModule):
             raise ValueError(f"max_molecules must be an integer >= 3 or null (all), got {max_molecules!r}")
         self.path = Path(path).expanduser()
         self.download, self.url, self.md5 = download, url, md5
+        self.verify, self.cache_dir = verify, cache_dir
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.split_seed, self.max_molecules = split_seed, max_molecules
         self.tokenizer: SMILESTokenizer | None = None
@@ -456,6 +462,8 @@ class SMILESDataModule(InMemoryDataModule):
 
     def _ensure_file(self) -> None:
         if self.path.is_file():
+            if self.verify and self.md5:  # the published list's checksum (a stamp in the cache: hashed once)
+                verify_file(self.path, self.md5, self.cache_dir, f"Replace it with an intact copy (from {self.url}).")
             return
         if self.download and self.url:
             try:
