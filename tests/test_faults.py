@@ -311,3 +311,45 @@ def test_a_batch_systems_warning_signal_ends_the_run_as_sigterm_does(tmp_path, r
     run_dir = tmp_path / "run"
     check_interrupted(train(run_dir, "SIGUSR2@training (epoch 1)"), run_dir, "SIGUSR2", "training (epoch 1)")
     check_continued(run_dir, reference)
+
+
+@pytest.mark.parametrize("number, cause", [
+    ("ENOSPC", "no space left on the device"), ("EDQUOT", "disk quota exceeded"), ("EROFS", "read-only file system"),
+    ("EACCES", "permission denied"), ("ENOTDIR", "a part of this path is a file"),
+    ("ENOENT", "no such file or folder (it vanished, or was never there)")])
+def test_every_fault_of_the_environment_is_one_line_naming_the_path(number, cause):
+    import errno
+
+    from hsvae.cli.failures import classify
+
+    err = OSError(getattr(errno, number), os.strerror(getattr(errno, number)), "/runs/x/results.json")
+    code, message = classify(err)
+    assert code == 1 and message.startswith(f"error: {cause}") and "/runs/x/results.json" in message
+    assert "probably a bug" not in message
+
+
+@pytest.mark.slow  # a subprocess run
+def test_a_read_only_file_system_is_one_line(small_file_system):
+    subprocess.run(["mount", "-o", "remount,ro", str(small_file_system)], check=True)
+    one_error_line(train(small_file_system / "run"), 1, "read-only file system", str(small_file_system))
+
+
+def test_make_tables_on_a_missing_folder_or_paper_file_is_one_line(tmp_path, capsys):
+    from hsvae.analysis.tables import main as make_tables
+
+    assert make_tables([str(tmp_path / "nowhere")]) == 2
+    run = tmp_path / "runs" / "0"
+    run.mkdir(parents=True)
+    (run / "results.json").write_text(json.dumps({"format": 1, "metrics": {"test/elbo": -1.0}, "config": {}}))
+    assert make_tables([str(tmp_path / "runs"), "--metrics", "test/elbo", "--paper", str(tmp_path / "no.yaml")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all(line.startswith("error: ") for line in err), err
+    assert str(tmp_path / "nowhere") in err[0] and str(tmp_path / "no.yaml") in err[1]
+
+
+@pytest.mark.slow  # a subprocess
+def test_a_refused_eval_leaves_no_folder(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "eval.py")], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    one_error_line(proc, 2, "eval.py needs the checkpoint to test")
+    assert list(tmp_path.iterdir()) == []
