@@ -37,8 +37,8 @@ from torch.distributions import kl_divergence
 
 import _checkout  # noqa: F401,I001  (this checkout's hsvae, not an installed one)
 from hsvae.utils.modules import configure_compile
-from hsvae.distributions import (
 from hsvae.cli.failures import run_script
+from hsvae.distributions import (
     DiagonalNormal,
     HypersphericalUniform,
     PowerSpherical,

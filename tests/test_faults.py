@@ -271,6 +271,7 @@ def test_a_cut_planetoid_file_is_named_with_both_checksums(data_dir, tmp_path):
         load_planetoid("cora", tmp_path / "data", tmp_path / "cache2", download=False, verify=False)
 
 
+@pytest.mark.slow  # copies and hashes MNIST's 55 MB three times
 def test_a_changed_mnist_byte_is_named_and_a_verified_file_is_not_hashed_again(data_dir, tmp_path, monkeypatch):
     from hsvae.data import integrity
     from hsvae.data.base import DatasetNotFoundError
