@@ -89,7 +89,7 @@ def verify_file(path: Path, expected: str, cache_dir: str | Path | None, fix: st
     found = md5_of(path)
     if found != expected:
         raise DatasetNotFoundError(
-            f"{path} is not the published file: its MD5 is {found}, expected {expected} (truncated, corrupted or "
+            f"{path} is not the published file: its MD5 is {found}, expected {expected} (truncated or corrupt, or "
             f"another version). {fix} A copy of your own: dataset.verify=false.")
     if stamp is not None:
         try:
