@@ -30,7 +30,7 @@ from hsvae.utils.progress import track
 #: Config keys that legitimately differ between runs of one table.
 IGNORED_PREFIXES = ("paths.", "hydra.", "dataset.m1.", "seed", "dataset.seed", "dataset.split_seed", "logger.", "callbacks.", "trainer.devices",
                     "trainer.accelerator", "trainer.default_root_dir", "tags", "task_name", "ckpt_path", "allow_overwrite",
-                    "auto_resume", "budget_minutes", "gpu_per_job")
+                    "auto_resume", "budget_minutes", "gpu_per_job", "dataset.verify", "dataset.cache_dir")
 
 
 @dataclass
@@ -119,10 +119,13 @@ def mixed_keys(jobs: list[Job]) -> list[str]:
     return sorted(differing)
 
 
-def group(jobs: list[Job], by: list[str] | None, metrics: list[str]) -> tuple[list[str], dict[tuple, Cell]]:
+def group(jobs: list[Job], by: list[str] | None, metrics: list[str],
+          always: set[str] = frozenset()) -> tuple[list[str], dict[tuple, Cell]]:
+    """Cells of the runs: by ``by``, or by the overrides that vary between them and those of ``always`` that they
+    set (the keys a paper's table is matched on: a single cell is still named)."""
     keys = set().union(*(j.overrides for j in jobs)) if jobs else set()
     if by is None:
-        by = sorted(k for k in keys if k != "seed" and len({j.overrides.get(k) for j in jobs}) > 1)
+        by = sorted(k for k in keys if k != "seed" and (len({j.overrides.get(k) for j in jobs}) > 1 or k in always))
     cells: dict[tuple, Cell] = {}
     for job in jobs:
         key = tuple(job.overrides.get(k, "") for k in by)
@@ -300,7 +303,9 @@ def _main(argv: list[str] | None) -> int:
               f"{'them' if len(unknown) > 1 else 'it'}. The runs' metrics: {', '.join(available) or 'none'}",
               file=sys.stderr)
         return 2
-    by, cells = group(jobs, args.by, [*args.metrics, *args.medians])
+    paper = yaml.safe_load(args.paper.read_text()) if args.paper else None
+    match_keys = {k for entry in (paper or {}).get("entries", []) for k in entry.get("match", {})}
+    by, cells = group(jobs, args.by, [*args.metrics, *args.medians], always=match_keys)
     for key, cell in cells.items():
         differing = mixed_keys(cell.jobs)
         if differing and not args.allow_mixed:
@@ -308,7 +313,6 @@ def _main(argv: list[str] | None) -> int:
                   f"so averaging them would mix different experiments: {', '.join(differing[:20])}. "
                   "Group by them (--by ...) or pass --allow-mixed.", file=sys.stderr)
             return 3
-    paper = yaml.safe_load(args.paper.read_text()) if args.paper else None
     table = markdown_table(by, cells, args.metrics, paper, args.scale, args.digits, args.medians, args.wall_time)
     missing = [(k, m) for k, c in cells.items() for m in c.missing]
     if missing:
