@@ -102,6 +102,7 @@ def one_error_line(proc: subprocess.CompletedProcess, code: int, *fragments: str
     return lines[0]
 
 
+@pytest.mark.slow  # a subprocess run (the default tier stays under 3 minutes)
 def test_an_output_path_under_a_file_is_one_line_naming_it(tmp_path):
     (tmp_path / "afile").write_text("x")
     proc = train(tmp_path / "afile" / "run")
@@ -238,6 +239,7 @@ def test_folders_with_spaces_and_accents_run_and_resume_quoted_either_way(tmp_pa
     assert record["status"] == "finished" and record["attempts"] == 2  # continued in its own folder
 
 
+@pytest.mark.slow  # a subprocess run (the default tier stays under 3 minutes)
 def test_an_unquoted_value_with_spaces_gets_a_hint_how_to_quote_it(tmp_path):
     proc = train(tmp_path / "run é 1")
     one_error_line(proc, 2, "needs Hydra's quotes inside the shell's", "hydra.run.dir='/runs/run é 1'")
