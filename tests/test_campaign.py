@@ -58,6 +58,7 @@ def test_a_resumed_run_is_the_uninterrupted_run_digit_for_digit(tmp_path):
     assert resumed["wall_time_s"] >= first_attempt["elapsed_s"] + 0.5 * second_attempt
 
 
+@pytest.mark.slow  # two small fits (the default tier stays under 3 minutes)
 def test_without_the_random_states_a_resumed_run_draws_other_noise(tmp_path):
     """The check above can fail: a checkpoint stripped of the random states resumes into other draws."""
     import torch

@@ -73,6 +73,7 @@ def reference(tmp_path_factory) -> dict:
     return results(run_dir)
 
 
+@pytest.mark.slow  # three subprocess runs (the default tier stays under 3 minutes)
 def test_sigterm_in_the_test_stage_is_recorded_and_the_same_command_finishes_the_run(tmp_path, reference):
     """What SLURM sends at a time limit, while the run tests: exit 143 with a record, not 0 without one."""
     run_dir = tmp_path / "run"
