@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -357,3 +358,48 @@ def test_a_refused_eval_leaves_no_folder(tmp_path):
                           timeout=300)
     one_error_line(proc, 2, "eval.py needs the checkpoint to test")
     assert list(tmp_path.iterdir()) == []
+
+
+def wait_until_training(folders: list[Path], proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Until every folder's run has checkpointed an epoch."""
+    end = time.time() + timeout
+    while time.time() < end and proc.poll() is None:
+        if all((folder / "checkpoints" / "last.ckpt").is_file() for folder in folders):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the jobs did not start training (sweep exited {proc.poll()})")
+
+
+@pytest.mark.slow  # a sweep of two jobs through joblib, twice
+@pytest.mark.parametrize("name, to_group", [("SIGTERM", False), ("SIGINT", True)])
+def test_a_signal_to_a_joblib_sweep_reaches_every_job_and_the_same_command_finishes_it(tmp_path, name, to_group):
+    """SIGTERM sent to the launching process alone (``kill <pid>``) or Ctrl-C to the whole process group: each job
+    running in a worker records its interruption (signal, phase, checkpoint), the sweep exits 128 + the signal's
+    number naming it, and the same command resumes both jobs to the end."""
+    command = [sys.executable, "train.py", "-m", "seed=0,1", *SMALL, "trainer.max_epochs=60", "launcher=joblib",
+               "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={tmp_path}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("HSVAE_FAULT_SIGNAL", None)
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    jobs = [tmp_path / "0", tmp_path / "1"]
+    wait_until_training(jobs, proc)
+    if to_group:
+        os.killpg(proc.pid, getattr(signal, name))
+    else:
+        proc.send_signal(getattr(signal, name))
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + getattr(signal, name), stderr[-3000:]
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert lines == [line for line in lines if f"interrupted by {name}" in line] and lines, stderr[-3000:]
+    assert "while running the sweep's jobs" in lines[-1] and "Traceback" not in stderr, stderr[-3000:]
+    for job in jobs:
+        record = results(job)
+        assert (record["status"], record["signal"]) == ("interrupted", name), record
+        assert record["phase"].startswith(("training", "validating")), record["phase"]
+        assert (job / "checkpoints" / "last.ckpt").is_file()
+
+    again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    for job in jobs:
+        assert (results(job)["status"], results(job)["attempts"]) == ("finished", 2)

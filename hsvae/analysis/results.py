@@ -16,6 +16,8 @@ DESCRIPTION_FILE = "search.yaml"
 PROGRESS_FILE = "progress.json"
 #: in a sweep folder with a time budget: when the sweep command started, and its deadline
 BUDGET_FILE = "budget.json"
+#: in a run's folder while a process works there: {"host", "pid", "since"} (hsvae/cli/continuation.py)
+LOCK_FILE = ".lock"
 
 
 def unfinished_reason(results: dict) -> str | None:

@@ -26,7 +26,7 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from hsvae.analysis.results import RESULTS_FORMAT, read_status
+from hsvae.analysis.results import LOCK_FILE, RESULTS_FORMAT, read_status
 from hsvae.cli.builders import RUN_MARKERS, check_output_dir
 from hsvae.cli.checkpoints import run_dir_of
 
@@ -113,10 +113,6 @@ def finished_metrics(output_dir: Path) -> dict[str, float] | None:
     if not previous or previous.get("status", "finished") != "finished" or not previous.get("metrics"):
         return None
     return {k: float(v) for k, v in previous["metrics"].items()}
-
-
-#: in a run's folder while a process works there: {"host", "pid", "since"}
-LOCK_FILE = ".lock"
 
 
 class FolderInUseError(FileExistsError):

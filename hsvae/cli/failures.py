@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from hsvae.cli.signals import as_interruption
+from hsvae.cli.signals import SWEEP_PHASE, as_interruption, received, running_sweep_dir
 from hsvae.cli.signals import install as install_signal_handlers
 
 #: exit codes
@@ -258,6 +258,9 @@ def run_entry_point(hydra_main: Callable[[], Any], prepare: Callable[[], None] |
         return hydra_main()
     except (Exception, KeyboardInterrupt, _JobFailed) as caught:  # noqa: BLE001 -- every error ends here
         err = caught.error if isinstance(caught, _JobFailed) else caught
+        # a multirun's launching process that forwarded a signal to its jobs ends with that signal, whatever the
+        # jobs' interruption came back as
+        err = received() or err
         code, message = getattr(err, "hsvae_outcome", None) or classify(err)
         if verbose:
             traceback.print_exception(err)
@@ -266,6 +269,8 @@ def run_entry_point(hydra_main: Callable[[], Any], prepare: Callable[[], None] |
         print(f"{message}{where}", file=sys.stderr)
         if recorded and multirun:
             print(sweep_summary(Path(recorded).parent), file=sys.stderr)
+        elif multirun and getattr(err, "phase", None) == SWEEP_PHASE and running_sweep_dir() is not None:
+            print(sweep_summary(running_sweep_dir()), file=sys.stderr)
         raise SystemExit(code) from None
 
 

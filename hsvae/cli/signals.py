@@ -8,6 +8,11 @@ record (``results.json``: ``status: interrupted``, the signal, the phase) is wri
 command exits 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM), as a shell reports a process a
 signal ended. A second signal while the first one is being handled is ignored: the record is written whole.
 
+A multirun whose launcher runs its jobs in other processes (``launcher=joblib``) has a launching process that only
+waits: a signal sent to it alone (``kill <pid>``, a scheduler that signals the main process) is forwarded to the jobs
+running in its sweep folder, each of which records its interruption as above; the sweep then ends with the signal's
+exit code. A second signal stops the wait.
+
 A signal whose handler another library installed first is left to it: under ``launcher=slurm`` submitit's
 handlers checkpoint and requeue a preempted job, which then continues its folder (``auto_resume``).
 """
@@ -15,13 +20,20 @@ handlers checkpoint and requeue a preempted job, which then continues its folder
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
 
+import psutil
 import pytorch_lightning as pl
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from hsvae.analysis.results import LOCK_FILE
 
 #: the signals that end a run with a record (those the platform has)
 HANDLED = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2")
@@ -37,13 +49,21 @@ class Interrupted(KeyboardInterrupt):
         self.phase = phase
         super().__init__(f"{self.name} while {phase}")
 
+    def __reduce__(self):  # a launcher's worker sends it back to the launching process
+        return type(self), (self.signum, self.phase)
+
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
 
 
+#: the phase of a multirun's launching process while its jobs run (see :func:`running_sweep`)
+SWEEP_PHASE = "running the sweep's jobs"
+
 _phase = "composing the config"
 _received: Interrupted | None = None
+_sweep_dir: Path | None = None
+_waiting_for_jobs = False
 
 
 def set_phase(phase: str) -> None:
@@ -65,16 +85,62 @@ def _inject_fault(phase: str) -> None:
             os.kill(os.getpid(), getattr(signal, name))
 
 
+def running_sweep(sweep_dir: Path) -> None:
+    """In a multirun's launching process, as its jobs start: a signal from now on is forwarded to the jobs that
+    run in ``sweep_dir`` in processes of their own (each one holds its folder's lock)."""
+    global _sweep_dir
+    _sweep_dir = Path(sweep_dir)
+    set_phase(SWEEP_PHASE)
+
+
+def running_sweep_dir() -> Path | None:
+    """The sweep folder whose jobs this (launching) process runs, if it is one."""
+    return _sweep_dir
+
+
+def _running_jobs() -> list[psutil.Process]:
+    """The processes, among this one's descendants, that hold a run folder's lock in the sweep folder."""
+    if _sweep_dir is None:
+        return []
+    try:
+        descendants = {child.pid: child for child in psutil.Process().children(recursive=True)}
+    except psutil.Error:
+        return []
+    jobs = []
+    for lock in _sweep_dir.rglob(LOCK_FILE):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            pid = json.loads(lock.read_text()).get("pid")
+            if pid in descendants:
+                jobs.append(descendants[pid])
+    return jobs
+
+
+def _forward(signum: int) -> bool:
+    """Send ``signum`` to the sweep's running jobs; whether there was one."""
+    jobs = _running_jobs()
+    for job in jobs:
+        with contextlib.suppress(psutil.Error):
+            job.send_signal(signum)
+    return bool(jobs)
+
+
 def received() -> Interrupted | None:
     """The signal that interrupted this process, if one did."""
     return _received
 
 
 def _handle(signum: int, frame: FrameType | None) -> None:
-    global _received
+    global _received, _waiting_for_jobs
     if _received is not None:
+        if _waiting_for_jobs:  # a second signal while the jobs record theirs: stop waiting for them
+            _waiting_for_jobs = False
+            raise _received
         return  # the first signal is being handled: its record is being written
     _received = Interrupted(signum, _phase)
+    if _phase == SWEEP_PHASE and _forward(signum):
+        # the jobs record their interruption and return it to the launcher, which ends the sweep with it
+        _waiting_for_jobs = True
+        return
     raise _received
 
 
@@ -129,3 +195,16 @@ class PhaseTracker(pl.Callback):
 
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         set_phase("testing")
+
+
+class SweepSignals(Callback):
+    """Hydra callback (conf/hydra/default.yaml): the launching process of a multirun names its phase while the jobs
+    run, so that a signal sent to it alone is forwarded to the jobs that run in processes of their own."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
+        running_sweep(Path(config.hydra.sweep.dir))
+
+    def on_job_end(self, config: DictConfig, job_return: object, **kwargs: object) -> None:
+        # the basic launcher runs the jobs in this process: between two of them, the sweep is the phase again
+        if _sweep_dir is not None:
+            set_phase(SWEEP_PHASE)
