@@ -1,6 +1,6 @@
 """Train a hyperspherical VAE: ``python train.py latent=vmf dataset=mnist`` (see README.md)."""
 
-from hsvae.cli.train import main
+from hsvae.cli.entry_points import train_main
 
 if __name__ == "__main__":
-    main()
+    train_main()

@@ -314,3 +314,32 @@ def test_eval_bad_inputs(finished_run, tmp_path):
 def test_verbose_shows_the_traceback(tmp_path):
     proc = run("train.py", ["latent.dim=0", *SMALL], tmp_path, env={"HYDRA_FULL_ERROR": "1"})
     assert proc.returncode == 2 and "Traceback" in proc.stderr and "error: latent.dim" in proc.stderr
+
+
+#: lines that tell a user nothing about their run (hsvae/cli/console.py keeps them in the run's log file)
+NOISE = ("litlogger", "litmodels", "LeafSpec", "callbacks used to create the checkpoint", "GPU available",
+         "The dirpath has changed")
+
+
+@pytest.mark.slow  # (an eval.py subprocess)
+def test_what_eval_prints_is_ours_and_the_libraries_notices_go_to_its_log(finished_run, tmp_path):
+    proc = run("eval.py", [f"ckpt_path={finished_run / 'checkpoints' / 'best.ckpt'}",
+                           f"hydra.run.dir={tmp_path / 'eval'}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    console = proc.stdout + proc.stderr
+    assert not [fragment for fragment in NOISE if fragment in console], console[-3000:]
+    assert "test/log_likelihood" in console  # the results are still printed
+    log = (tmp_path / "eval" / "eval.log").read_text()
+    assert "GPU available" in log  # what the console drops, the log keeps
+
+
+def test_a_config_error_is_classified_without_importing_the_run_s_libraries():
+    """A typo's one line comes before torch and Lightning are imported (scripts/bench_cli_errors.py times it)."""
+    code = ("import sys; sys.argv = ['train.py', 'latent=vfm']\n"
+            "from hsvae.cli.entry_points import train_main\n"
+            "try:\n    train_main()\nexcept SystemExit as e:\n    code = e.code\n"
+            "heavy = [m for m in ('torch', 'pytorch_lightning', 'optuna') if m in sys.modules]\n"
+            "print(code, heavy)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip().splitlines()[-1] == "2 []", proc.stdout + proc.stderr[-2000:]
+    assert "Could not find 'latent/vfm'" in proc.stderr

@@ -1,11 +1,18 @@
-"""Hyperparameter searches (``hparams_search=``, Hydra's Optuna sweeper through hsvae's sweeper): a search
-through the joblib launcher, W&B grouping, a failing trial, a NaN metric, an unknown parameter, a missing
-metric, resuming an interrupted study, and the summary script."""
+"""Hyperparameter searches (``hparams_search=``, hsvae's Optuna sweeper): a search through the joblib launcher, W&B
+grouping, pruning, a failing trial, a NaN metric, an unknown parameter, a missing metric, an interrupted search
+continued, two processes on one study, the samplers, multi-objective searches, the search-space syntax, and the
+summary script."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,12 +23,17 @@ from omegaconf import OmegaConf
 
 from hsvae.cli import CONFIG_DIR
 from hsvae.cli.registry import group_options
-from hsvae.sweeps.optuna_search import probe_overrides, search_space
 from hsvae.analysis.search_summary import load_search
 from hsvae.analysis.search_summary import main as summarize
-from tests.test_sweeps import TINY, run_train
+from tests.test_sweeps import REPO, TINY, run_train
 
-optuna = pytest.importorskip("optuna", reason="the `search` extra (hydra-optuna-sweeper) is part of `dev`")
+optuna = pytest.importorskip("optuna", reason="the `search` extra is part of `dev`")
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution  # noqa: E402
+
+from hsvae.sweeps import study as studies  # noqa: E402
+from hsvae.sweeps.errors import MissingMetricError, SearchSpaceError  # noqa: E402
+from hsvae.sweeps.optuna_search import run_search  # noqa: E402
+from hsvae.sweeps.search_space import parse, probe_overrides, search_space  # noqa: E402
 
 SEARCHES = group_options("hparams_search")
 #: The synthetic search with a tiny budget: 2 epochs of 320 points per trial, no test stage.
@@ -113,7 +125,7 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, capsys):
     capsys.readouterr()
     assert summarize([str(sweep_dir), "--no-plot"]) == 0
     out = capsys.readouterr().out
-    assert "3 completed, 1 failed" in out
+    assert "3 completed, 0 pruned, 1 failed" in out
     assert "| 0 | failed | — |" in out and "failed: dataset.batch_size must be a positive integer, got 0" in out
 
 
@@ -143,29 +155,71 @@ def test_unknown_parameter_is_refused_before_the_first_trial(tmp_path):
     assert not sweep_dir.exists()  # no trial, no study
 
 
-@pytest.mark.slow
-def test_interrupted_search_resumes(tmp_path):
-    """A search restarted into its sweep directory: the trial that was running is recorded as failed, only the
-    missing trials run, and their job directories do not overwrite the old ones."""
+@pytest.mark.slow  # two small searches in subprocesses
+def test_a_search_killed_mid_batch_continues_without_duplicate_trial_numbers(tmp_path):
+    """SIGTERM to the search's process while a batch trains (joblib): the batch's trials are failed as interrupted;
+    the same command again runs as many new trials (new numbers, new job folders) and completes n_trials."""
     sweep_dir = tmp_path / "search"
-    first = run_train(["-m", *SMALL, "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep_dir}"])
-    assert first.returncode == 0, first.stderr[-4000:]
-    study = _study(sweep_dir)
-    study.ask()  # a trial whose batch was interrupted: RUNNING forever, without a job directory
-    second = run_train(["-m", *SMALL, "hydra.sweeper.n_trials=4", f"hydra.sweep.dir={sweep_dir}"])
-    assert second.returncode == 0, second.stderr[-4000:]
-    states = [t.state.name for t in _study(sweep_dir).trials]
-    assert states == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE"]
-    assert sorted(p.parent.name for p in sweep_dir.glob("*/results.json")) == ["0", "1", "3"]
-    assert "resuming study 'synthetic_vmf_d2': 3 trials recorded, 1 of 4 to run" in second.stderr + second.stdout
+    command = [sys.executable, "train.py", "-m", *SMALL, "trainer.max_epochs=40", "launcher=joblib",
+               f"hydra.sweep.dir={sweep_dir}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not all((sweep_dir / job / "checkpoints" / "last.ckpt").is_file() for job in ("0", "1")):
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-3000:] if proc.poll() else "timeout"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 143, stderr[-3000:]
+    trials = _study(sweep_dir).get_trials()
+    assert [(t.state.name, t.user_attrs.get("interrupted")) for t in trials] == [("FAIL", True)] * 2
+
+    again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    trials = _study(sweep_dir).get_trials()
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL"] + ["COMPLETE"] * 4
+    assert len({t.number for t in trials}) == 6
+    assert sorted(int(p.name) for p in sweep_dir.iterdir() if p.name.isdigit()) == [0, 1, 2, 3, 4, 5]
+
+
+@pytest.mark.slow  # a two-trial search in a subprocess
+def test_a_trial_whose_curve_is_worse_is_pruned(tmp_path, capsys):
+    """The study already holds a trial whose validation ELBO was 0 at every epoch (no run reaches it): the median
+    pruner stops the new trial after its first epoch; the study says PRUNED, its results.json `status: pruned`, its
+    checkpoint is kept, and the summary counts it."""
+    sweep_dir = tmp_path / "search"
+    sweep_dir.mkdir()
+    study = optuna.create_study(study_name="synthetic_vmf_d2", storage=f"sqlite:///{sweep_dir}/optuna.db",
+                                direction="maximize")
+    study.add_trial(optuna.trial.create_trial(
+        params={"model.optimizer.lr": 1e-3, "model.warmup_epochs": 0},
+        distributions={"model.optimizer.lr": FloatDistribution(1e-4, 1e-2, log=True),
+                       "model.warmup_epochs": CategoricalDistribution((0, 2, 5, 10))},
+        value=0.0, intermediate_values={epoch: 0.0 for epoch in range(6)}))
+    proc = run_train(["-m", *SMALL, "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1", "trainer.max_epochs=6",
+                      "hydra.sweeper.pruner.n_startup_trials=1", "hydra.sweeper.pruner.warmup_epochs=1",
+                      "model.warmup_epochs=0", f"hydra.sweep.dir={sweep_dir}"])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    trials = _study(sweep_dir).get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED"]
+    assert trials[1].user_attrs["pruned_at_epoch"] == 0 and list(trials[1].intermediate_values) == [0]
+    record = json.loads((sweep_dir / "0" / "results.json").read_text())
+    assert record["status"] == "pruned" and record["epochs"] == 1, record.get("reason")
+    assert (sweep_dir / "0" / "checkpoints" / "last.ckpt").is_file()
+    capsys.readouterr()
+    assert summarize([str(sweep_dir), "--no-plot"]) == 0
+    out = capsys.readouterr().out
+    assert "0 completed, 1 pruned, 0 failed" in out and "| 0 | pruned |" in out
 
 
 # -- without training -----------------------------------------------------------------------------------
-class _FakeLauncher:
-    """Returns a fixed value per job number (no process, no training)."""
+class FakeLauncher:
+    """Returns a value per job number (a number, a list, or an exception: a failed job); no process, no training.
+    ``prune``: job numbers whose trial the run marks as pruned (as hsvae/training/pruning.py does)."""
 
-    def __init__(self, values: dict[int, object]) -> None:
-        self.values, self.calls = values, 0
+    def __init__(self, values: dict[int, object], storage: str | None = None, prune: tuple[int, ...] = ()) -> None:
+        self.values, self.calls, self.storage, self.prune = values, 0, storage, prune
+        self.overrides: list[list[str]] = []
 
     def launch(self, job_overrides, initial_job_idx):
         from hydra.core.utils import JobReturn, JobStatus
@@ -173,105 +227,215 @@ class _FakeLauncher:
         self.calls += 1
         returns = []
         for i, overrides in enumerate(job_overrides):
-            value = self.values[initial_job_idx + i]
+            self.overrides.append(list(overrides))
+            job = initial_job_idx + i
+            value = self.values[job]
+            if isinstance(value, BaseException) and not isinstance(value, Exception):
+                raise value  # an interruption of the whole batch
+            if job in self.prune:
+                number = int(next(o for o in overrides if o.startswith("trial=")).split("=")[1])
+                study = optuna.load_study(study_name="fake", storage=self.storage)
+                trial = studies.trial_of_run(study, number)
+                trial.report(-100.0, 0)
+                trial.set_user_attr(studies.PRUNED_AT, 0)
             failed = isinstance(value, Exception)
             returns.append(JobReturn(overrides=list(overrides), status=JobStatus.FAILED if failed else JobStatus.COMPLETED,
                                      _return_value=value))
         return returns
 
 
-def _impl(tmp_path: Path, values: dict[int, object], n_trials: int = 4, max_failure_rate: float = 0.5):
-    from types import SimpleNamespace
+def search_config(tmp_path: Path, n_trials: int = 4, max_failure_rate: float = 0.5, storage: str | None = "sqlite",
+                  metric: str | list[str] = "m", **sweeper) -> OmegaConf:
+    if storage == "sqlite":
+        storage = f"sqlite:///{tmp_path}/sweep/optuna.db"
+    settings = {"direction": "maximize", "study_name": "fake", "storage": storage, "n_trials": n_trials, "n_jobs": 2,
+                "max_failure_rate": max_failure_rate, "sampler": {"name": "random", "seed": 0},
+                "pruner": {"name": "none"}, "params": {"x": "interval(0, 1)"}, **sweeper}
+    return OmegaConf.create({"optimized_metric": metric, "callbacks": {"model_checkpoint": {"monitor": "val/m", "mode": "max"}},
+                             "hydra": {"sweep": {"dir": str(tmp_path / "sweep")}, "sweeper": settings}})
 
-    from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
 
-    impl = OptunaSweeperImpl(sampler=optuna.samplers.RandomSampler(seed=0), direction="maximize",
-                             storage=f"sqlite:///{tmp_path}/sweep/optuna.db", study_name="fake", n_trials=n_trials,
-                             n_jobs=2, max_failure_rate=max_failure_rate, search_space=None, custom_search_space=None,
-                             params=OmegaConf.create({"x": "interval(0, 1)"}))
-    impl.config = OmegaConf.create({"optimized_metric": "m", "hydra": {"sweep": {"dir": str(tmp_path / "sweep")}}})
-    impl.hydra_context = SimpleNamespace(config_loader=SimpleNamespace(load_sweep_config=lambda cfg, overrides: cfg))
-    impl.launcher = _FakeLauncher(values)
-    impl.sweep_dir = str(tmp_path / "sweep")
-    impl.job_idx = 0
-    return impl
+def search(tmp_path: Path, values: dict[int, object], arguments=(), prune=(), **settings) -> FakeLauncher:
+    config = search_config(tmp_path, **settings)
+    launcher = FakeLauncher(values, config.hydra.sweeper.storage, prune)
+    run_search(config, launcher, lambda cfg, overrides: cfg, list(arguments))
+    return launcher
+
+
+def states(tmp_path: Path) -> list[str]:
+    study = optuna.load_study(study_name="fake", storage=f"sqlite:///{tmp_path}/sweep/optuna.db")
+    return [t.state.name for t in study.get_trials()]
 
 
 def test_nan_metric_is_a_failed_trial(tmp_path):
-    """(hydra-optuna-sweeper alone crashes on a NaN: Optuna refuses it, and then refuses to fail the trial.)"""
-    from hsvae.sweeps.optuna_search import run_search
-
-    impl = _impl(tmp_path, {0: -3.0, 1: math.nan, 2: -1.0, 3: math.inf})
-    run_search(impl, [])
-    study = optuna.load_study(study_name="fake", storage=impl.storage)
-    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "COMPLETE", "FAIL"]
+    search(tmp_path, {0: -3.0, 1: math.nan, 2: -1.0, 3: math.inf})
+    study = optuna.load_study(study_name="fake", storage=f"sqlite:///{tmp_path}/sweep/optuna.db")
+    assert states(tmp_path) == ["COMPLETE", "FAIL", "COMPLETE", "FAIL"]
     assert study.best_value == -1.0
-    assert yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())["best_value"] == -1.0
+    assert "diverged" in study.trials[1].user_attrs["failure"]
+    result = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
+    assert result["best_value"] == -1.0 and result["trials"] == {"complete": 2, "fail": 2}
+
+
+def test_each_job_gets_its_trial_number_and_sampled_values(tmp_path):
+    launcher = search(tmp_path, {0: 1.0, 1: 2.0, 2: 3.0, 3: 4.0}, arguments=["latent=vmf"])
+    study = optuna.load_study(study_name="fake", storage=f"sqlite:///{tmp_path}/sweep/optuna.db")
+    for trial, overrides in zip(study.get_trials(), launcher.overrides):
+        assert overrides == ["latent=vmf", f"x={trial.params['x']!r}", f"trial={trial.number}"]
 
 
 def test_missing_metric_stops_even_when_failures_are_tolerated(tmp_path):
-    from hsvae.sweeps.optuna_search import MissingMetricError, run_search
-
-    impl = _impl(tmp_path, {0: MissingMetricError("no m"), 1: MissingMetricError("no m")}, max_failure_rate=1.0)
+    launcher = FakeLauncher({0: MissingMetricError("no m"), 1: MissingMetricError("no m")})
+    config = search_config(tmp_path, max_failure_rate=1.0)
     with pytest.raises(MissingMetricError, match="no m"):
-        run_search(impl, [])
-    assert impl.launcher.launcher.calls == 1
-    study = optuna.load_study(study_name="fake", storage=impl.storage)
-    assert {t.state.name for t in study.trials} == {"FAIL"}
+        run_search(config, launcher, lambda cfg, overrides: cfg, [])
+    assert launcher.calls == 1
+    assert set(states(tmp_path)) == {"FAIL"}
 
 
 def test_too_many_failures_in_a_batch_stop_the_search(tmp_path):
-    """max_failure_rate is per batch (the plugin's rule): 2 of 2 failures > 0.5 stops before the second batch."""
-    from hsvae.sweeps.optuna_search import run_search
-
-    impl = _impl(tmp_path, {0: ValueError("crashed"), 1: ValueError("crashed")})
-    with pytest.raises(ValueError, match="crashed"):
-        run_search(impl, [])
-    assert impl.launcher.launcher.calls == 1
-    study = optuna.load_study(study_name="fake", storage=impl.storage)
-    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
-
-
-def test_resume_runs_only_the_missing_trials_after_the_old_jobs(tmp_path):
-    """The resume logic of test_interrupted_search_resumes (slow, with training), with a fake launcher."""
-    from hsvae.sweeps.optuna_search import run_search
-
-    run_search(_impl(tmp_path, {0: -2.0, 1: -1.0}, n_trials=2), [])
-    for job in ("0", "1"):
-        (tmp_path / "sweep" / job).mkdir()
-    study = optuna.load_study(study_name="fake", storage=f"sqlite:///{tmp_path}/sweep/optuna.db")
-    study.ask()  # interrupted while running: no job directory, never told
-    impl = _impl(tmp_path, {3: -0.5}, n_trials=4)
-    run_search(impl, [])
-    study = optuna.load_study(study_name="fake", storage=impl.storage)  # (this process caches trial states)
-    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE"]
-    assert impl.launcher.launcher.calls == 1 and impl.job_idx == 4  # job 3 (trial 3): after the old ones
-    assert study.best_value == -0.5
-    # a finished study restarted: nothing more to run
-    impl = _impl(tmp_path, {}, n_trials=4)
-    run_search(impl, [])
-    assert impl.launcher.launcher.calls == 0
-    assert len(optuna.load_study(study_name="fake", storage=impl.storage).trials) == 4
+    """max_failure_rate is per batch: 2 of 2 failures > 0.5 stops before the second batch, naming the error."""
+    with pytest.raises(RuntimeError, match="2 of 2 trials of a batch failed .* the first: crashed"):
+        search(tmp_path, {0: ValueError("crashed"), 1: ValueError("crashed")})
+    assert states(tmp_path) == ["FAIL", "FAIL"]
 
 
 def test_every_failed_trial_is_a_clear_error(tmp_path):
-    from hsvae.sweeps.optuna_search import run_search
-
-    impl = _impl(tmp_path, {0: math.nan, 1: math.nan}, n_trials=2, max_failure_rate=1.0)
     with pytest.raises(RuntimeError, match="no trial of the search completed"):
-        run_search(impl, [])
+        search(tmp_path, {0: math.nan, 1: math.nan}, n_trials=2, max_failure_rate=1.0)
 
 
-def test_sqlalchemy_2_is_refused_by_name(monkeypatch, tmp_path):
-    import sqlalchemy
+def test_a_pruned_run_is_a_pruned_trial_and_counts(tmp_path):
+    search(tmp_path, {0: -1.0, 1: -5.0, 2: -2.0, 3: -0.5}, prune=(1,),
+           pruner={"name": "median", "warmup_epochs": 0, "n_startup_trials": 1})
+    assert states(tmp_path) == ["COMPLETE", "PRUNED", "COMPLETE", "COMPLETE"]
+    result = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
+    assert result["trials"] == {"complete": 3, "pruned": 1} and result["best_value"] == -0.5
 
-    from hsvae.sweeps.optuna_search import prepare_storage
 
-    monkeypatch.setattr(sqlalchemy, "__version__", "2.0.30")
-    with pytest.raises(RuntimeError, match=r"sqlalchemy>=1.4,<2"):
-        prepare_storage(f"sqlite:///{tmp_path}/a/optuna.db")
-    assert (tmp_path / "a").is_dir()  # the folder is made for SQLite either way
-    prepare_storage(None)
+def test_a_search_interrupted_mid_batch_continues_without_reusing_a_trial_number(tmp_path):
+    """The batch's trials are failed as interrupted (not counted); the same search again runs what is missing, in
+    job folders after the old ones, with new trial numbers."""
+    with pytest.raises(KeyboardInterrupt):
+        search(tmp_path, {0: -2.0, 1: -1.0, 2: KeyboardInterrupt(), 3: -3.0}, n_trials=4)
+    assert states(tmp_path) == ["COMPLETE", "COMPLETE", "FAIL", "FAIL"]
+    for job in ("0", "1"):
+        (tmp_path / "sweep" / job).mkdir()
+    study = optuna.load_study(study_name="fake", storage=f"sqlite:///{tmp_path}/sweep/optuna.db")
+    study.ask().set_user_attr(studies.HOST, socket.gethostname())  # left running by a process that died here
+    launcher = search(tmp_path, {2: -0.5, 3: -0.25}, n_trials=4)
+    trials = optuna.load_study(study_name="fake", storage=f"sqlite:///{tmp_path}/sweep/optuna.db").get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "FAIL", "FAIL", "FAIL", "COMPLETE", "COMPLETE"]
+    assert [t.user_attrs.get("interrupted") for t in trials[2:5]] == [True, True, True]
+    assert [o[-1] for o in launcher.overrides] == ["trial=5", "trial=6"]
+    assert len({t.number for t in trials}) == len(trials)
+    # a finished study run again: nothing more to run
+    assert search(tmp_path, {}, n_trials=4).calls == 0
+
+
+def test_a_multi_objective_search_keeps_its_pareto_front(tmp_path, capsys):
+    values = {0: [-1.0, 5.0], 1: [-2.0, 1.0], 2: [-3.0, 3.0], 3: [-0.5, 9.0]}
+    search(tmp_path, values, direction=["maximize", "minimize"], metric=["m", "wall_time_s"])
+    result = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
+    assert sorted(entry["trial"] for entry in result["pareto_front"]) == [0, 1, 3]  # trial 2 is dominated by 1
+    with pytest.raises(SearchSpaceError, match="Optuna prunes single-objective studies only"):
+        search(tmp_path / "other", values, direction=["maximize", "minimize"], metric=["m", "wall_time_s"],
+               pruner={"name": "median"})
+
+
+def test_the_pruner_needs_a_storage_and_a_monitor_of_the_same_direction(tmp_path):
+    with pytest.raises(SearchSpaceError, match="needs a storage the runs can reach"):
+        search(tmp_path, {}, storage=None, pruner={"name": "median"})
+    with pytest.raises(SearchSpaceError, match="the runs report val/m .mode max. each epoch, but the search is to "
+                                               "minimize"):
+        search(tmp_path, {}, direction="minimize", pruner={"name": "hyperband"})
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "gp", "cmaes", "random"])
+def test_every_sampler_is_selectable_by_name(tmp_path, sampler):
+    search(tmp_path, {i: -float(i) for i in range(4)}, sampler={"name": sampler, "seed": 0})
+    assert states(tmp_path) == ["COMPLETE"] * 4
+    with pytest.raises(SearchSpaceError, match="sampler.name='nope': one of tpe, gp, cmaes, random, nsga2"):
+        search(tmp_path / "other", {}, sampler={"name": "nope"})
+
+
+def test_a_journal_storage_and_its_study(tmp_path):
+    storage = f"journal://{tmp_path}/shared/optuna.journal"
+    search(tmp_path, {i: float(i) for i in range(4)}, storage=storage)
+    study = optuna.load_study(study_name="fake", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(f"{tmp_path}/shared/optuna.journal")))
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4 and study.best_value == 3.0
+
+
+TWO_PROCESSES = """
+import sys, time
+from pathlib import Path
+from omegaconf import OmegaConf
+from hydra.core.utils import JobReturn, JobStatus
+from hsvae.sweeps.optuna_search import run_search
+
+class Sleepy:
+    def launch(self, job_overrides, initial_job_idx):
+        time.sleep(0.2)
+        return [JobReturn(overrides=list(o), status=JobStatus.COMPLETED, _return_value=float(len(o))) for o in job_overrides]
+
+folder, storage = Path(sys.argv[1]), sys.argv[2]
+config = OmegaConf.create({"optimized_metric": "m", "hydra": {"sweep": {"dir": str(folder)}, "sweeper": {
+    "direction": "maximize", "study_name": "shared", "storage": storage, "n_trials": 11, "n_jobs": 2,
+    "max_failure_rate": 0.5, "sampler": {"name": "random"}, "pruner": {"name": "none"},
+    "params": {"x": "interval(0, 1)"}}}})
+run_search(config, Sleepy(), lambda cfg, overrides: cfg, [])
+"""
+
+
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_two_processes_on_one_study_complete_n_trials_exactly(tmp_path, kind):
+    """Two searches (say, two nodes of a SLURM array) on one study: 11 trials in all, none lost or doubled."""
+    storage = f"journal://{tmp_path}/optuna.journal" if kind == "journal" else f"sqlite:///{tmp_path}/optuna.db"
+    procs = [subprocess.Popen([sys.executable, "-c", TWO_PROCESSES, str(tmp_path / f"node{i}"), storage],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+    study = optuna.load_study(study_name="shared", storage=studies.open_storage(storage))
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 11
+    assert sorted(t.number for t in trials) == list(range(11))
+    assert {t.user_attrs["pid"] for t in trials} == {p.pid for p in procs}  # both worked on it
+
+
+@pytest.mark.parametrize("item, expected", [
+    ("a=choice(1, 2, 3)", CategoricalDistribution((1, 2, 3))),
+    ("a=1,2,3", CategoricalDistribution((1, 2, 3))),
+    ("a=choice('[256,128]', '[512,256]')", CategoricalDistribution(("[256,128]", "[512,256]"))),
+    ("a=range(2, 10, 2)", IntDistribution(2, 8, step=2)),
+    ("a=range(0.1, 0.5, 0.1)", FloatDistribution(0.1, 0.4, step=0.1)),
+    ("a=interval(1e-4, 1e-2)", FloatDistribution(1e-4, 1e-2)),
+    ("a=tag(log, interval(1e-4, 1e-2))", FloatDistribution(1e-4, 1e-2, log=True)),
+    ("a=int(interval(2, 64))", IntDistribution(2, 64)),
+    ("a=tag(log, int(interval(2, 64)))", IntDistribution(2, 64, log=True)),
+])
+def test_the_search_space_syntax(item, expected):
+    distributions, fixed = parse([item])
+    assert fixed == {}
+    got = distributions["a"]
+    assert type(got) is type(expected)
+    if isinstance(expected, CategoricalDistribution):
+        assert got.choices == expected.choices
+    else:
+        assert (got.low, got.high, got.log, got.step) == pytest.approx((expected.low, expected.high, expected.log,
+                                                                          expected.step))
+
+
+@pytest.mark.parametrize("item, message", [
+    ("a=interval(2, 1)", "needs low < high"),
+    ("a=tag(log, interval(0, 1))", "needs low > 0"),
+    ("a=tag(log, choice(1, 2))", "applies to an interval or a range"),
+    ("a=range(5, 1)", "is empty"),
+])
+def test_a_search_space_optuna_cannot_sample_is_refused_by_name(item, message):
+    with pytest.raises(SearchSpaceError, match=message):
+        parse([item])
 
 
 def test_probe_overrides_cover_every_choice_and_both_ends():

@@ -154,7 +154,7 @@ def test_make_tables_without_results_fails(tmp_path, capsys):
     [
         ("joblib_launcher", ["-m", "launcher=joblib", "seed=0,1"], "hydra-joblib-launcher", "pip install",
          ["launcher=submitit_local"]),  # (submitit is installed in the dev extra)
-        ("optuna_sweeper", ["-m", "hparams_search=mnist_vae", "latent=vmf"], "hydra-optuna-sweeper", ".[search]",
+        ("optuna", ["-m", "hparams_search=mnist_vae", "latent=vmf"], "'optuna'", ".[search]",
          ["hparams_search=null"]),
     ],
 )

@@ -12,6 +12,8 @@ import yaml
 RESULTS_FORMAT = 1
 #: written into a search's sweep directory before the first trial (hsvae/sweeps/optuna_search.py)
 DESCRIPTION_FILE = "search.yaml"
+#: written into a search's sweep directory when it ends: the best trial (a multi-objective search's Pareto front)
+SEARCH_RESULTS_FILE = "optimization_results.yaml"
 #: written into a run directory after every epoch: epochs done, seconds spent, the epoch limit
 PROGRESS_FILE = "progress.json"
 #: in a sweep folder with a time budget: when the sweep command started, and its deadline
@@ -20,12 +22,27 @@ BUDGET_FILE = "budget.json"
 LOCK_FILE = ".lock"
 
 
+#: the statuses of a run that ended as it should: trained to its end, or stopped by a search's pruner (its
+#: record and checkpoint kept; the same command does not train it further)
+DONE_STATUSES = ("finished", "pruned")
+
+
 def unfinished_reason(results: dict) -> str | None:
     """``"<status>: <reason>"`` for the results.json of a run that did not finish (failed, interrupted), else
     None (results.json of earlier formats have no status: they were written by finished runs)."""
     if results.get("status", "finished") == "finished":
         return None
     return f"{results['status']}: {results.get('reason', 'no reason recorded')}"
+
+
+def saved_task_name(run_dir: Path) -> str | None:
+    """The ``task_name`` of a run's saved config (``.hydra/config.yaml``), or None."""
+    try:
+        config = yaml.safe_load((Path(run_dir) / ".hydra" / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    name = config.get("task_name") if isinstance(config, dict) else None
+    return str(name) if name is not None else None
 
 
 def read_status(output_dir: Path) -> dict | None:

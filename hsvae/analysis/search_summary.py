@@ -1,8 +1,9 @@
 """``python scripts/summarize_search.py <sweep dir>``: what a hyperparameter search found.
 
-Prints the best trial (its job directory, metric and parameters), a table of every trial (failed and
+Prints the best trial (its job directory, metric and parameters), a table of every trial (pruned, failed and
 unfinished ones included, with the reason), and writes a plot of the metric against each searched parameter
-(log x axis for log-sampled ones) to ``<sweep dir>/search_summary.png``.
+(log x axis for log-sampled ones) to ``<sweep dir>/search_summary.png``. A multi-objective search (a list of
+metrics) gets its Pareto front instead of a best trial, and a plot of the first two objectives with the front.
 
 It reads the search's own files, so it works on an interrupted search too: ``search.yaml`` (the metric,
 direction and search space, written before the first trial by ``hydra/sweeper=optuna_search``), every job's
@@ -23,8 +24,7 @@ from typing import Any
 import yaml
 
 from hsvae.analysis.results import DESCRIPTION_FILE, read_overrides, unfinished_reason
-
-RESULTS_FILE = "optimization_results.yaml"
+from hsvae.analysis.results import SEARCH_RESULTS_FILE as RESULTS_FILE
 
 
 class NotASearchError(ValueError):
@@ -34,20 +34,27 @@ class NotASearchError(ValueError):
 @dataclass
 class Trial:
     """One job of the search: its number (= its job directory's name), the values it was given for the
-    searched parameters, and its metric (None when it failed or has not finished: ``problem`` says why)."""
+    searched parameters, and its metrics (None when it failed, was pruned or has not finished: ``problem`` says
+    why)."""
 
     number: int
     directory: Path
     params: dict[str, str]
-    value: float | None = None
+    values: list[float] | None = None
     problem: str | None = None
+    pruned: bool = False
+
+    @property
+    def value(self) -> float | None:
+        """The (first) objective's value."""
+        return None if self.values is None else self.values[0]
 
 
 @dataclass
 class Search:
     directory: Path
-    metric: str
-    direction: str
+    metrics: list[str]
+    directions: list[str]
     space: dict[str, dict[str, Any]]
     description: dict[str, Any]
     trials: list[Trial] = field(default_factory=list)
@@ -55,19 +62,45 @@ class Search:
     sweeper_result: dict[str, Any] | None = None
 
     @property
+    def metric(self) -> str:
+        return self.metrics[0]
+
+    @property
+    def direction(self) -> str:
+        return self.directions[0]
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.metrics) > 1
+
+    @property
     def completed(self) -> list[Trial]:
-        return [t for t in self.trials if t.value is not None]
+        return [t for t in self.trials if t.values is not None]
+
+    @property
+    def pruned(self) -> list[Trial]:
+        return [t for t in self.trials if t.pruned]
+
+    def _signed(self, trial: Trial) -> list[float]:
+        """The trial's values, each turned into one to minimise."""
+        return [-v if d == "maximize" else v for v, d in zip(trial.values, self.directions)]
 
     def best(self) -> Trial | None:
         """The best completed trial by the search's direction (the earliest on a tie), or None."""
         done = self.completed
         if not done:
             return None
-        sign = -1.0 if self.direction == "maximize" else 1.0
-        return min(done, key=lambda t: (sign * t.value, t.number))
+        return min(done, key=lambda t: (self._signed(t)[0], t.number))
+
+    def pareto_front(self) -> list[Trial]:
+        """The completed trials no other completed trial dominates (all objectives as good, one better)."""
+        done = [(t, self._signed(t)) for t in self.completed]
+        front = [t for t, a in done
+                 if not any(all(y <= x for x, y in zip(a, b)) and any(y < x for x, y in zip(a, b)) for _, b in done)]
+        return sorted(front, key=lambda t: t.number)
 
 
-def _trial(job_dir: Path, metric: str, space: dict[str, Any]) -> Trial:
+def _trial(job_dir: Path, metrics: list[str], space: dict[str, Any]) -> Trial:
     overrides = read_overrides(job_dir)
     trial = Trial(int(job_dir.name), job_dir, {name: overrides.get(name, "?") for name in space})
     path = job_dir / "results.json"
@@ -79,17 +112,24 @@ def _trial(job_dir: Path, metric: str, space: dict[str, Any]) -> Trial:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         trial.problem = f"corrupt results.json ({err})"
         return trial
-    trial.problem = unfinished_reason(results)  # a failed or interrupted trial's record says why
+    trial.problem = unfinished_reason(results)  # a pruned, failed or interrupted trial's record says why
+    trial.pruned = results.get("status") == "pruned"
     if trial.problem:
         return trial
     recorded = results.get("optimized_metric") or {}
-    value = recorded.get("value") if recorded.get("name") == metric else results.get("metrics", {}).get(metric)
-    if value is None:
-        trial.problem = f"{metric} is not among its metrics"
-    elif isinstance(value, str) or not math.isfinite(value):  # results.json writes NaN and inf as strings
-        trial.problem = f"{metric} = {value} (diverged)"
-    else:
-        trial.value = float(value)
+    names, given = recorded.get("name"), recorded.get("value")
+    by_name = dict(zip(names, given)) if isinstance(names, list) and isinstance(given, list) else {names: given}
+    values = []
+    for metric in metrics:
+        value = by_name.get(metric, results.get("metrics", {}).get(metric, results.get(metric)))
+        if value is None:
+            trial.problem = f"{metric} is not among its metrics"
+            return trial
+        if isinstance(value, str) or not math.isfinite(value):  # results.json writes NaN and inf as strings
+            trial.problem = f"{metric} = {value} (diverged)"
+            return trial
+        values.append(float(value))
+    trial.values = values
     return trial
 
 
@@ -106,15 +146,13 @@ def load_search(sweep_dir: str | Path) -> Search:
             "trial. Pass the sweep directory itself (logs/<task>/multiruns/<date>), not a trial's directory."
         )
     description = yaml.safe_load(description_path.read_text()) or {}
-    direction = description.get("direction")
-    if not isinstance(direction, str):
-        raise NotASearchError(f"{description_path}: a multi-objective search ({direction}); this summary reads "
-                              "single-objective searches")
-    search = Search(directory, description["optimized_metric"], direction, description.get("params") or {},
-                    description)
+    metrics, directions = description["optimized_metric"], description.get("direction")
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    directions = [directions] if isinstance(directions, str) else list(directions)
+    search = Search(directory, metrics, directions, description.get("params") or {}, description)
     jobs = sorted((p for p in directory.iterdir() if p.name.isdigit() and (p / ".hydra" / "overrides.yaml").is_file()),
                   key=lambda p: int(p.name))
-    search.trials = [_trial(p, search.metric, search.space) for p in jobs]
+    search.trials = [_trial(p, search.metrics, search.space) for p in jobs]
     results = directory / RESULTS_FILE
     if results.is_file():
         search.sweeper_result = yaml.safe_load(results.read_text())
@@ -126,38 +164,73 @@ def _fmt(value: float | None) -> str:
 
 
 def report(search: Search) -> str:
-    """The text :func:`main` prints: the best trial, the sweeper's agreement, and a table of all trials."""
+    """The text :func:`main` prints: the best trial (the Pareto front of a multi-objective search), the sweeper's
+    agreement, and a table of all trials."""
     names = list(search.space)
-    done = search.completed
+    done, pruned = search.completed, search.pruned
+    objectives = ", ".join(f"{d} {m}" for d, m in zip(search.directions, search.metrics))
     lines = [
         f"search: {search.directory}",
-        f"study {search.description.get('study_name')!r}: {search.direction} {search.metric} over "
-        f"{', '.join(names)}; {len(search.trials)} of {search.description.get('n_trials')} planned trials ran, "
-        f"{len(done)} completed, {len(search.trials) - len(done)} failed or unfinished",
+        f"study {search.description.get('study_name')!r}: {objectives} over {', '.join(names)}; "
+        f"{len(search.trials)} of {search.description.get('n_trials')} planned trials ran, {len(done)} completed, "
+        f"{len(pruned)} pruned, {len(search.trials) - len(done) - len(pruned)} failed or unfinished",
     ]
-    best = search.best()
-    if best is None:
+    best = None if search.multi_objective else search.best()
+    front = search.pareto_front() if search.multi_objective else []
+    if search.multi_objective:
+        lines.append(f"Pareto front: {len(front)} trial{'s' if len(front) != 1 else ''}")
+        lines.extend(f"    trial {t.number}: " + ", ".join(f"{m} = {v!r}" for m, v in zip(search.metrics, t.values))
+                     + "  " + " ".join(f"{n}={t.params[n]}" for n in names) for t in front)
+    elif best is None:
         lines.append("best trial: none completed")
     else:
         lines.append(f"best trial: {best.number}  {search.metric} = {best.value!r}  ({best.directory})")
         lines.extend(f"    {name}={best.params[name]}" for name in names)
     if search.sweeper_result is None:
         lines.append(f"the sweeper wrote no {RESULTS_FILE}: the search was interrupted or is still running "
-                     "(the best trial above is the best finished one)")
-    else:
+                     "(the trials above are the finished ones)")
+    elif not search.multi_objective:
         value = search.sweeper_result.get("best_value")
         agrees = best is not None and value is not None and math.isclose(float(value), best.value, rel_tol=1e-9)
         lines.append(f"the sweeper's {RESULTS_FILE}: best_value {value!r} "
                      f"{'(the same trial)' if agrees else 'DIFFERS from the best job results.json'}")
     lines.append("")
-    header = ["trial", "state", search.metric, *names, "note"]
+    header = ["trial", "state", *search.metrics, *names, "note"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     for t in search.trials:
-        state = "best" if t is best else ("complete" if t.value is not None else "failed")
-        lines.append("| " + " | ".join([str(t.number), state, _fmt(t.value), *(t.params[n] for n in names),
+        state = ("best" if t is best else "front" if t in front else "complete" if t.values is not None
+                 else "pruned" if t.pruned else "failed")
+        values = t.values or [None] * len(search.metrics)
+        lines.append("| " + " | ".join([str(t.number), state, *map(_fmt, values), *(t.params[n] for n in names),
                                         t.problem or ""]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def plot_pareto(search: Search, path: str | Path) -> Path:
+    """The first two objectives of every completed trial, the Pareto front joined and starred."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 4.2))
+    done, front = search.completed, search.pareto_front()
+    ax.scatter([t.values[0] for t in done], [t.values[1] for t in done], s=22, alpha=0.7, label="completed")
+    ordered = sorted(front, key=lambda t: t.values[0])
+    ax.plot([t.values[0] for t in ordered], [t.values[1] for t in ordered], "*-", color="tab:red", markersize=11,
+            label=f"Pareto front ({len(front)})")
+    ax.set_xlabel(f"{search.metrics[0]} ({search.directions[0]})")
+    ax.set_ylabel(f"{search.metrics[1]} ({search.directions[1]})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    ax.set_title(f"{search.description.get('study_name') or search.directory.name}: {len(done)} completed trials",
+                 fontsize="medium")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def plot_search(search: Search, path: str | Path) -> Path:
@@ -240,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(report(search), end="")
     if not args.no_plot:
-        path = plot_search(search, args.plot or search.directory / "search_summary.png")
+        plot = plot_pareto if search.multi_objective else plot_search
+        path = plot(search, args.plot or search.directory / "search_summary.png")
         print(f"\nplot: {path}")
     return 0
 

@@ -334,6 +334,8 @@ def log_hyperparameters(cfg: DictConfig, loggers: list) -> None:
     if job is not None and "study" in job:
         # a search's trial: its sampled values side by side as scalars (a list-valued parameter such as
         # model.net.encoder.hidden is a string here), for W&B's parallel-coordinates view
-        resolved["search"] = {"study": job["study"], "trial": job["num"], "params": job["params"]}
+        trial = cfg.get("trial")  # the study's trial number (set by the sweeper); the job's number otherwise
+        resolved["search"] = {"study": job["study"], "trial": job["num"] if trial is None else int(trial),
+                              "params": job["params"]}
     for logger in loggers:
         logger.log_hyperparams(resolved)

@@ -16,11 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hsvae.cli.builders import ConfigError
 from hsvae.cli.failures import CheckpointError
-
-
-def run_dir_of(ckpt: str | Path) -> Path:
-    """The run directory of a checkpoint written by train.py (``<run dir>/checkpoints/<name>.ckpt``)."""
-    return Path(ckpt).resolve().parent.parent
+from hsvae.cli.resume import run_dir_of
 
 
 def find_run_config(ckpt: str | Path, explicit: str | Path | None = None,

@@ -26,9 +26,9 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from hsvae.analysis.results import LOCK_FILE, RESULTS_FORMAT, read_status
+from hsvae.analysis.results import DONE_STATUSES, LOCK_FILE, RESULTS_FORMAT, read_status
 from hsvae.cli.builders import RUN_MARKERS, check_output_dir
-from hsvae.cli.checkpoints import run_dir_of
+from hsvae.cli.resume import run_dir_of
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def plan_folder(cfg: DictConfig, output_dir: Path) -> FolderPlan:
 def finished_metrics(output_dir: Path) -> dict[str, float] | None:
     """The metrics of a run that already finished in ``output_dir``, or None if it did not finish there."""
     previous = read_status(output_dir)
-    if not previous or previous.get("status", "finished") != "finished" or not previous.get("metrics"):
+    if not previous or previous.get("status", "finished") not in DONE_STATUSES or not previous.get("metrics"):
         return None
     return {k: float(v) for k, v in previous["metrics"].items()}
 

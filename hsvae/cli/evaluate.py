@@ -16,16 +16,14 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hsvae.cli import CONFIG_DIR
 from hsvae.cli.banner import start_banner
 from hsvae.cli.builders import (ConfigError, check_output_dir, instantiate_loggers, instantiate_model, save_run_config,
                                  targets, validate)
 from hsvae.cli.checkpoints import find_run_config, load_checkpoint
 from hsvae.cli.continuation import claim_folder
-from hsvae.cli.failures import recording_failures, run_entry_point, single_run_errors
+from hsvae.cli.failures import recording_failures
 from hsvae.cli.report import collect_metrics, print_metrics, write_results
-from hsvae.cli.signals import install as install_signal_handlers
-from hsvae.cli.signals import lightning_interruptions, set_phase
+from hsvae.cli.signals import lightning_interruptions
 from hsvae.cli.stages import instantiate_datamodule
 from hsvae.training import VAEModule
 from hsvae.utils.run_info import git_commit
@@ -93,19 +91,3 @@ def _evaluate(cfg: DictConfig, output_dir: Path, started: float, commit: str | N
         )
         print_metrics(metrics, output_dir)
     return metrics
-
-
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
-@single_run_errors
-def _hydra_main(cfg: DictConfig) -> None:
-    install_signal_handlers()
-    set_phase("setting up the evaluation")
-    evaluate(cfg)
-
-
-def main() -> None:
-    run_entry_point(_hydra_main)
-
-
-if __name__ == "__main__":
-    main()

@@ -40,7 +40,7 @@ def _usage_types() -> tuple[type[BaseException], ...]:
     from hsvae.cli.builders import ConfigError
     from hsvae.sweeps.budget import BudgetError
     from hsvae.sweeps.callbacks import EmptySweepError
-    from hsvae.sweeps.optuna_search import MissingMetricError, SearchSpaceError
+    from hsvae.sweeps.errors import MissingMetricError, SearchSpaceError
 
     # MisconfigurationException: Lightning's refusal of trainer settings (trainer=gpu without a GPU, ...)
     return (ConfigError, BudgetError, HydraException, OmegaConfBaseException, FileExistsError, EmptySweepError,
@@ -67,7 +67,8 @@ def _unwrap(err: BaseException) -> BaseException:
 
 def classify(err: BaseException) -> tuple[int, str]:
     """``(exit code, one-line message)`` for an exception; the message starts with ``error:``."""
-    from hydra.errors import InstantiationException, OverrideParseException
+    from hydra.errors import HydraException, InstantiationException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
 
     inner = _unwrap(err)
     if isinstance(inner, KeyboardInterrupt):
@@ -83,6 +84,10 @@ def classify(err: BaseException) -> tuple[int, str]:
     text = text.split(" Config search path:")[0]
     if isinstance(inner, OverrideParseException):
         return USAGE_ERROR, f"error: {text}. {QUOTING_HINT}"
+    if isinstance(inner, (HydraException, OmegaConfBaseException)):
+        # the config's own errors (an unknown option or key): classified without importing the run's libraries,
+        # so that a typo is one line at once
+        return USAGE_ERROR, f"error: {text}"
     if isinstance(inner, _runtime_types()):
         return RUNTIME_ERROR, f"error: {text}"
     if isinstance(inner, _usage_types()):

@@ -23,7 +23,8 @@ import torch
 from omegaconf import DictConfig, open_dict
 
 import hsvae.cli  # noqa: F401  (registers the configs' resolvers)
-from hsvae.cli.checkpoints import find_run_config, run_dir_of
+from hsvae.cli.checkpoints import find_run_config
+from hsvae.cli.resume import run_dir_of
 
 
 def run_config(ckpt: Path, config: Path | None = None, data_dir: Path | None = None) -> DictConfig:

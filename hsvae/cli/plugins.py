@@ -13,11 +13,11 @@ PLUGINS = {
     ("launcher", "joblib"): ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher"),
     ("launcher", "submitit_local"): ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
     ("launcher", "slurm"): ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
-    # every search (conf/hparams_search/*)
-    ("hparams_search", "*"): ("hydra_plugins.hydra_optuna_sweeper", "hydra-optuna-sweeper"),
+    # every search (conf/hparams_search/*): hsvae's own sweeper, on Optuna
+    ("hparams_search", "*"): ("optuna", "optuna"),
 }
 #: the extra of pyproject.toml that installs each package
-EXTRAS = {"hydra-optuna-sweeper": "search"}
+EXTRAS = {"optuna": "search"}
 
 
 def missing_plugin(argv: list[str]) -> str | None:
@@ -37,7 +37,7 @@ def missing_plugin(argv: list[str]) -> str | None:
             except ModuleNotFoundError:
                 found = False
             if not found:
-                return (f"{key}={choice} needs the Hydra plugin package '{package}', which is not installed: "
+                return (f"{key}={choice} needs the package '{package}', which is not installed: "
                         f"pip install {package}   (or: pip install -e '.[{EXTRAS.get(package, 'launchers')}]')")
     return None
 

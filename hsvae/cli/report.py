@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -56,7 +57,7 @@ def write_results(
         "status": "finished",
         "metrics": {k: _finite_or_str(v) for k, v in sorted(metrics.items())},
         # what train.py returns to a hyperparameter search (value null when this run does not produce it)
-        **({"optimized_metric": {"name": name, "value": _finite_or_str(metrics.get(name))}} if name else {}),
+        **({"optimized_metric": _objective_record(name, metrics)} if name else {}),
         "seed": cfg.get("seed"),
         "commit": commit if commit is not None else git_commit(),
         "hardware": hardware(),
@@ -68,6 +69,14 @@ def write_results(
     path = Path(output_dir) / "results.json"
     write_json_atomic(path, data)
     return path
+
+
+def _objective_record(name: Any, metrics: dict) -> dict:
+    """``{"name", "value"}`` of ``optimized_metric`` (lists of both for a multi-objective search's list)."""
+    if isinstance(name, str):
+        return {"name": name, "value": _finite_or_str(metrics.get(name))}
+    names = list(name)
+    return {"name": names, "value": [_finite_or_str(metrics.get(n)) for n in names]}
 
 
 def write_failure(output_dir: Path, cfg: DictConfig | None, status: str, reason: str, exit_code: int,

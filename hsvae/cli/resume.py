@@ -13,9 +13,12 @@ from pathlib import Path
 
 import yaml
 
-from hsvae.cli.checkpoints import run_dir_of
-
 MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def run_dir_of(ckpt: str | Path) -> Path:
+    """The run directory of a checkpoint written by train.py (``<run dir>/checkpoints/<name>.ckpt``)."""
+    return Path(ckpt).resolve().parent.parent
 
 
 def _key(override: str) -> str:

@@ -1,4 +1,4 @@
-"""Signals as interruptions: a run stopped by a signal at any moment ends with a record and a folder to resume.
+"""Signals as interruptions (light: the entry points install these before Hydra composes the config): a run stopped by a signal at any moment ends with a record and a folder to resume.
 
 SIGINT (Ctrl-C), SIGTERM (what SLURM and most schedulers send at preemption and at the time limit), SIGHUP (a
 closed terminal) and SIGUSR1/SIGUSR2 (the signals batch systems send ahead of a kill) raise :class:`Interrupted`
@@ -27,9 +27,9 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import psutil
-import pytorch_lightning as pl
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
@@ -165,7 +165,7 @@ def as_interruption(err: BaseException) -> Interrupted:
 
 
 @contextlib.contextmanager
-def lightning_interruptions(trainer: pl.Trainer) -> Iterator[None]:
+def lightning_interruptions(trainer: Any) -> Iterator[None]:
     """Around ``trainer.fit`` / ``trainer.test``: Lightning turns a ``KeyboardInterrupt`` (so any
     :class:`Interrupted`) into a graceful stop and ``sys.exit(1)``; this raises the interruption again, so that the
     run records it and exits with the signal's code."""
@@ -175,26 +175,6 @@ def lightning_interruptions(trainer: pl.Trainer) -> Iterator[None]:
         if trainer.interrupted:
             raise as_interruption(KeyboardInterrupt()) from None
         raise
-
-
-class PhaseTracker(pl.Callback):
-    """Names the phase of a fit or test as Lightning goes through it (for a signal's record)."""
-
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        set_phase("starting the fit")
-
-    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        set_phase("checking the validation step")
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        set_phase(f"training (epoch {trainer.current_epoch})")
-
-    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.sanity_checking:
-            set_phase(f"validating (epoch {trainer.current_epoch})")
-
-    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        set_phase("testing")
 
 
 class SweepSignals(Callback):

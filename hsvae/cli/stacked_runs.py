@@ -34,6 +34,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from hsvae.cli.builders import (ConfigError, instantiate_loggers, instantiate_model, log_hyperparameters,
                                  member_overrides, save_run_config, targets)
 from hsvae.cli.report import collect_metrics, write_results
+from hsvae.cli.continuation import finished_metrics
 from hsvae.cli.signals import lightning_interruptions
 from hsvae.cli.stages import instantiate_datamodule
 from hsvae.models.stacked import MemberStreams, StackedVAE
@@ -89,14 +90,9 @@ def stack_checkpoint(cfg: DictConfig, output_dir: Path, seeds: list[int]) -> Pat
 def finished_stack_metrics(output_dir: Path, seeds: list[int]) -> dict[str, float] | None:
     """The members' mean metrics when every member of the stack in ``output_dir`` finished (a sweep run again,
     e.g. in a second GPU lease, skips the cells it already has), else None."""
-    from hsvae.analysis.results import read_status
-
-    finished = []
-    for seed in seeds:
-        results = read_status(output_dir / f"seed_{seed}")
-        if not results or results.get("status", "finished") != "finished" or not results.get("metrics"):
-            return None
-        finished.append({k: float(v) for k, v in results["metrics"].items() if isinstance(v, (int, float))})
+    finished = [finished_metrics(output_dir / f"seed_{seed}") for seed in seeds]
+    if any(metrics is None for metrics in finished):
+        return None
     return _mean_metrics(finished)
 
 

@@ -23,7 +23,6 @@ from omegaconf import DictConfig
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from hsvae.cli import CONFIG_DIR
 from hsvae.cli.banner import start_banner
 from hsvae.cli.builders import (
     ConfigError,
@@ -37,19 +36,18 @@ from hsvae.cli.builders import (
     save_run_config,
     validate,
 )
-from hsvae.cli.checkpoints import check_fits, load_checkpoint, run_dir_of
-from hsvae.cli.failures import recording_failures, run_entry_point, single_run_errors
-from hsvae.cli.plugins import exit_if_plugin_missing
-from hsvae.cli.signals import PhaseTracker, lightning_interruptions, set_phase
-from hsvae.cli.signals import install as install_signal_handlers
+from hsvae.cli.checkpoints import check_fits, load_checkpoint
+from hsvae.cli.resume import run_dir_of
+from hsvae.cli.failures import recording_failures
+from hsvae.cli.phase_tracker import PhaseTracker
+from hsvae.cli.signals import lightning_interruptions, set_phase
 from hsvae.cli.stacked_runs import finished_stack_metrics, run_stacked, stack_checkpoint, stack_seeds
 from hsvae.analysis.results import PROGRESS_FILE
 from hsvae.cli.continuation import FolderPlan, claim_folder, plan_folder
 from hsvae.cli.report import collect_metrics, print_metrics, write_failure, write_results
-from hsvae.cli.resume import resume_arguments
 from hsvae.utils.modules import configure_compile
 from hsvae.sweeps.budget import budget_refusal
-from hsvae.sweeps.optuna_search import MissingMetricError
+from hsvae.cli.search_trial import objective, trial_pruning
 from hsvae.cli.stages import instantiate_datamodule
 from hsvae.training.checkpoint_io import AtomicCheckpointIO
 from hsvae.training.run_state import RunState
@@ -155,6 +153,9 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, in_p
     # every random state and the time spent go into each checkpoint: a resumed run is the uninterrupted one
     run_state = RunState(output_dir / PROGRESS_FILE if rank_zero_only.rank == 0 else None, started)
     callbacks.extend([run_state, PhaseTracker()])
+    pruning = trial_pruning(cfg)  # a search's trial: reports each epoch, stops when the pruner says so
+    if pruning is not None:
+        callbacks.append(pruning)
     loggers = instantiate_loggers(cfg.get("logger"), resume_dir=output_dir if in_place else None)
     if in_place:
         continue_history(loggers, checkpoint.get("epoch", -1))
@@ -172,8 +173,9 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, in_p
         # epoch's metrics are those its history kept
         fit_metrics = {**logged_final_metrics(loggers), **fit_metrics}
 
+    pruned_at = pruning.pruned_at if pruning is not None else None
     test_ckpt = None
-    if cfg.get("test", True):
+    if cfg.get("test", True) and pruned_at is None:
         checkpoint_callback = trainer.checkpoint_callback
         best = getattr(checkpoint_callback, "best_model_path", "") if checkpoint_callback is not None else ""
         test_ckpt = (best or None) if cfg.get("train", True) else ckpt_path
@@ -192,7 +194,9 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, in_p
             wall_time_s=run_state.elapsed_s,
             commit=commit,
             extra={"test_checkpoint": test_ckpt, "epochs": trainer.current_epoch, "global_step": trainer.global_step,
-                   "attempts": run_state.attempts},
+                   "attempts": run_state.attempts,
+                   **({} if pruned_at is None else {"status": "pruned", "reason": f"pruned by the search's pruner "
+                                                    f"after epoch {pruned_at} (trial {cfg.trial})"})},
         )
         print_metrics(metrics, output_dir)
     for logger in loggers:
@@ -203,43 +207,7 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, in_p
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-@single_run_errors
-def _hydra_main(cfg: DictConfig) -> float | None:
-    install_signal_handlers()  # again in a launcher's worker process (joblib), where main() did not run
-    set_phase("checking the output folder")
+def run_job(cfg: DictConfig) -> float | list[float] | None:
+    """One job of ``train.py`` (hsvae/cli/entry_points.py): train, test, write; return what a search optimises."""
     metrics = train(cfg)
-    name = cfg.get("optimized_metric")
-    if not name or metrics is None:
-        return None
-    if name not in metrics:
-        if cfg.trainer.get("fast_dev_run"):  # no checkpoints, so no best/* metrics: nothing to optimise
-            log.warning("optimized_metric=%s is not produced by a fast_dev_run; returning None", name)
-            return None
-        # a dedicated type: a hyperparameter search stops on it instead of counting a failed trial
-        raise MissingMetricError(
-            f"optimized_metric={name!r} is not among this run's metrics: {sorted(metrics)}. "
-            "Set optimized_metric to one of them."
-        )
-    return metrics[name]
-
-
-def _prepare() -> None:
-    exit_if_plugin_missing()
-    sys.argv[1:] = resume_arguments(sys.argv[1:])
-
-
-def main() -> float | None:
-    # Lightning advertises a cloud logger on every run
-    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(lambda r: "litlogger" not in r.getMessage())
-    result = run_entry_point(_hydra_main, prepare=_prepare)
-    from hsvae.sweeps import callbacks as hydra_callbacks
-
-    if hydra_callbacks.sweep_problem:
-        print(f"error: {hydra_callbacks.sweep_problem}", file=sys.stderr)
-        raise SystemExit(2)
-    return result
-
-
-if __name__ == "__main__":
-    main()
+    return objective(cfg, metrics, Path(cfg.paths.output_dir))

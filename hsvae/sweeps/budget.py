@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from hsvae.analysis.results import BUDGET_FILE, PROGRESS_FILE
+from hsvae.analysis.results import BUDGET_FILE, PROGRESS_FILE, saved_task_name
 from hsvae.utils.io import write_json_atomic
 
 
@@ -92,20 +92,9 @@ def measurements(root: Path, task_name: str, exclude: Path | None = None) -> lis
         data, results = _read(path), _read(path.parent / "results.json")
         config = (results or {}).get("config") or {}
         if data and isinstance(data.get("epochs"), int) and data["epochs"] > 0 and (
-                not config or config.get("task_name") == task_name) and _task_of(path.parent) in (None, task_name):
+                not config or config.get("task_name") == task_name) and saved_task_name(path.parent) in (None, task_name):
             found[path.parent] = Measurement(data["epochs"], float(data.get("elapsed_s", 0.0)), False)
     return [m for m in found.values() if m.seconds > 0]
-
-
-def _task_of(run_dir: Path) -> str | None:
-    """The task_name of a run's saved config (``.hydra/config.yaml``), read without composing it."""
-    try:
-        for line in (run_dir / ".hydra" / "config.yaml").read_text().splitlines():
-            if line.startswith("task_name:"):
-                return line.partition(":")[2].strip().strip("'\"")
-    except OSError:
-        pass
-    return None
 
 
 def expected_seconds(cfg: DictConfig, output_dir: Path, root: Path) -> tuple[float, str] | None:

@@ -17,7 +17,7 @@ class EmptySweepError(ValueError):
     """A multirun whose sweep expanded to no job at all."""
 
 
-#: Set by :class:`SweepChecks` in the launching process; ``hsvae.cli.train.main`` exits non-zero on it
+#: Set by :class:`SweepChecks` in the launching process; ``hsvae.cli.entry_points.train_main`` exits non-zero on it
 #: (Hydra turns exceptions raised in callbacks into warnings).
 sweep_problem: str | None = None
 
