@@ -166,9 +166,8 @@ class Search:
             log.warning("trials %s were running when their search was interrupted: recorded as failed (interrupted) "
                         "and tried again as new trials", interrupted)
         already = studies.counted(self.study)
-        if already:
-            log.info("continuing study %r: %d of %d trials recorded", self.settings.study_name, already,
-                     self.settings.n_trials)
+        log.info("%s study %r in %s: %d of %d trials recorded", "continuing" if already else "starting",
+                 self.settings.study_name, self.storage or "memory", already, self.settings.n_trials)
         job_idx = _next_job_number(self.sweep_dir)
         while True:
             batch = self._claim_batch()
@@ -244,4 +243,6 @@ class Search:
 
 def run_search(config: DictConfig, launcher: Any, load_sweep_config: Any, arguments: Sequence[str]) -> None:
     """The whole search of a sweeper: ``config`` is the composed config (``hydra.sweeper`` its settings)."""
+    # what the search prints is ours (the study's creation, each trial's outcome): Optuna's own lines repeat it
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     Search(config, config.hydra.sweeper, launcher, load_sweep_config, arguments).run()
