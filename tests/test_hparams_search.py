@@ -485,3 +485,21 @@ def test_summary_of_a_directory_that_is_not_a_search(tmp_path, capsys):
     with pytest.raises(ValueError, match="not the directory of a hyperparameter search"):
         load_search(tmp_path)
 
+
+
+def test_the_summary_of_a_multi_objective_search_prints_and_draws_its_pareto_front(tmp_path, capsys):
+    values = {0: [-1.0, 5.0], 1: [-2.0, 1.0], 2: [-3.0, 3.0], 3: [-0.5, 9.0]}
+    search(tmp_path, values, direction=["maximize", "minimize"], metric=["m", "wall_time_s"])
+    sweep_dir = tmp_path / "sweep"
+    for job, (m, seconds) in values.items():  # each job's record, as train.py writes it
+        (sweep_dir / str(job) / ".hydra").mkdir(parents=True)
+        (sweep_dir / str(job) / ".hydra" / "overrides.yaml").write_text(f"- x={job / 10}\n- trial={job}\n")
+        (sweep_dir / str(job) / "results.json").write_text(json.dumps({
+            "status": "finished", "metrics": {"m": m}, "wall_time_s": seconds,
+            "optimized_metric": {"name": ["m", "wall_time_s"], "value": [m, None]}}))
+    capsys.readouterr()
+    assert summarize([str(sweep_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "maximize m, minimize wall_time_s" in out and "Pareto front: 3 trials" in out
+    assert "| 2 | complete | -3 | 3 |" in out and "| 1 | front | -2 | 1 |" in out
+    assert (sweep_dir / "search_summary.png").stat().st_size > 10_000

@@ -121,7 +121,9 @@ def _trial(job_dir: Path, metrics: list[str], space: dict[str, Any]) -> Trial:
     by_name = dict(zip(names, given)) if isinstance(names, list) and isinstance(given, list) else {names: given}
     values = []
     for metric in metrics:
-        value = by_name.get(metric, results.get("metrics", {}).get(metric, results.get(metric)))
+        value = by_name.get(metric)
+        if value is None:  # an objective that is the run's record, not a metric (wall_time_s)
+            value = results.get("metrics", {}).get(metric, results.get(metric))
         if value is None:
             trial.problem = f"{metric} is not among its metrics"
             return trial

@@ -57,7 +57,8 @@ def write_results(
         "status": "finished",
         "metrics": {k: _finite_or_str(v) for k, v in sorted(metrics.items())},
         # what train.py returns to a hyperparameter search (value null when this run does not produce it)
-        **({"optimized_metric": _objective_record(name, metrics)} if name else {}),
+        **({"optimized_metric": _objective_record(name, {**metrics, "wall_time_s": round(wall_time_s, 3)})}
+           if name else {}),
         "seed": cfg.get("seed"),
         "commit": commit if commit is not None else git_commit(),
         "hardware": hardware(),
@@ -72,7 +73,8 @@ def write_results(
 
 
 def _objective_record(name: Any, metrics: dict) -> dict:
-    """``{"name", "value"}`` of ``optimized_metric`` (lists of both for a multi-objective search's list)."""
+    """``{"name", "value"}`` of ``optimized_metric`` (lists of both for a multi-objective search's list; ``metrics``
+    holds the run's ``wall_time_s`` too, an objective a search may weigh against quality)."""
     if isinstance(name, str):
         return {"name": name, "value": _finite_or_str(metrics.get(name))}
     names = list(name)
