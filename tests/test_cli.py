@@ -256,7 +256,7 @@ BAD_TRAIN_INPUTS = [
 
 #: the cases of the default tier (one of each kind: composition, a value, a checkpoint); the rest run in the slow
 #: tier (each case is a python process of ~5 s, most of it importing Lightning)
-DEFAULT_TIER_CASES = ("latent.dim=abc", "text as ckpt")
+DEFAULT_TIER_CASES = ("latent.dim=abc",)
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c[0], marks=() if c[0] in DEFAULT_TIER_CASES else pytest.mark.slow)

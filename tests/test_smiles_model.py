@@ -163,6 +163,7 @@ def rdkit_stub(monkeypatch):
         monkeypatch.setitem(sys.modules, name, module)
 
 
+@pytest.mark.slow  # ~8 s of training on real molecules (the default tier stays under 3 minutes)
 def test_training_on_real_molecules_with_validity(tmp_path, data_dir, rdkit_stub):
     """A tiny model, 40 steps on real training molecules: the reconstruction beats a uniform guess by far,
     every metric is computed, and the validity is the stub's verdict on the written samples."""

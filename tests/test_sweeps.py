@@ -37,8 +37,15 @@ def run_train(args: list[str], cwd: Path = REPO, timeout: int = 600) -> subproce
 WITHOUT_DATA = {"synthetic_sphere"}
 
 
+#: The experiments whose fast_dev_run takes longest (a conv decoder's 500-sample test pass, a Transformer):
+#: slow tier, so that the default tier stays under 3 minutes.
+HEAVY = {"smiles", "latent_comparison"}
+
+
 @pytest.mark.parametrize(
-    "experiment", [pytest.param(e, marks=() if e in WITHOUT_DATA else pytest.mark.data) for e in EXPERIMENTS]
+    "experiment", [pytest.param(e, marks=() if e in WITHOUT_DATA else
+                                (pytest.mark.data, pytest.mark.slow) if e in HEAVY else pytest.mark.data)
+                   for e in EXPERIMENTS]
 )
 def test_every_experiment_composes_and_runs(compose_train, request, experiment):
     """The sweep-composition test: each experiment's own settings, one fast_dev_run."""
