@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,14 @@ def pytest_xdist_make_scheduler(config, log):
             return xdist_scope(nodeid) or nodeid
 
     return ReadmeBlockScheduling(config, log)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The suite's commands start as from a terminal. A test runner started with ``nohup`` or as a shell's
+    background job ignores SIGHUP or SIGINT, and every process it starts inherits that (a signal ignored at exec
+    stays ignored; a handled one is reset to its default): then the tests that deliver Ctrl-C or a hang-up to a
+    run would see it ignored, as hsvae rightly leaves a signal its caller chose to ignore."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)

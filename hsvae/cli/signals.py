@@ -13,7 +13,8 @@ waits: a signal sent to it alone (``kill <pid>``, a scheduler that signals the m
 running in its sweep folder, each of which records its interruption as above; the sweep then ends with the signal's
 exit code. A second signal stops the wait.
 
-A signal whose handler another library installed first is left to it: under ``launcher=slurm`` submitit's
+A signal the process was started ignoring stays ignored (``nohup``'s SIGHUP; SIGINT in a shell's background job),
+as does a signal whose handler another library installed first: under ``launcher=slurm`` submitit's
 handlers checkpoint and requeue a preempted job, which then continues its folder (``auto_resume``).
 """
 
