@@ -403,3 +403,22 @@ def test_a_signal_to_a_joblib_sweep_reaches_every_job_and_the_same_command_finis
     assert again.returncode == 0, again.stderr[-3000:]
     for job in jobs:
         assert (results(job)["status"], results(job)["attempts"]) == ("finished", 2)
+
+
+def test_a_metrics_csv_an_interruption_left_torn_still_resumes(tmp_path):
+    """Rows with a field beyond the header, or fewer fields (a rewrite cut short): the kept history holds the
+    header's columns only, so the resumed run's first save does not fail on them."""
+    from hsvae.training.loggers import CSVLogger
+
+    logger = CSVLogger(str(tmp_path), name="", version="")
+    Path(logger.log_dir).mkdir(parents=True, exist_ok=True)
+    (Path(logger.log_dir) / "metrics.csv").write_text(
+        "epoch,step,val/elbo\n0,9,-10.0\n0,9,-9.5,extra\n1,19\n2,29,-8.0,1,2\n")
+    assert logger.continue_history(1) == 3
+    assert all(None not in row for row in logger.kept_history)
+    assert logger.kept_history[2] == {"epoch": "1", "step": "19", "val/elbo": ""}
+    logger.log_metrics({"val/elbo": -7.0, "epoch": 2}, step=29)
+    logger.save()  # the first save writes the kept rows back, then the new one
+    rows = (Path(logger.log_dir) / "metrics.csv").read_text().splitlines()
+    assert rows[0].split(",")[:3] == ["epoch", "step", "val/elbo"] or "val/elbo" in rows[0]
+    assert len(rows) == 5

@@ -27,7 +27,9 @@ class CSVLogger(_LightningCSVLogger):
         if not path.is_file():
             return 0
         with path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
+            # a file an interruption left torn (Lightning rewrites it whole when a new column appears): fields
+            # beyond the header (DictReader's None key) are dropped, missing ones are empty
+            rows = [{k: ("" if v is None else v) for k, v in row.items() if k is not None} for row in csv.DictReader(f)]
         kept = [row for row in rows if _epoch(row) is not None and _epoch(row) <= until_epoch]
         self._kept_rows = kept
         self.kept_history = [dict(row) for row in kept]
