@@ -1,2 +1,3 @@
-"""Hydra's side of a multirun: the Optuna search sweeper's checks (hydra_plugins/hsvae_search wraps them) and the
-Hydra callbacks of a sweep (conf/hydra/default.yaml). Only entry points and Hydra import this."""
+"""Hydra's side of a multirun: the Optuna search (its space, its study, its ask-and-tell loop; the sweeper in
+hydra_plugins/hsvae_search runs it), the Hydra callbacks of a sweep (conf/hydra/default.yaml) and the time budget.
+Only entry points and Hydra import this; a training job imports the light ``errors`` module alone."""
