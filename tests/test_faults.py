@@ -422,3 +422,49 @@ def test_a_metrics_csv_an_interruption_left_torn_still_resumes(tmp_path):
     rows = (Path(logger.log_dir) / "metrics.csv").read_text().splitlines()
     assert rows[0].split(",")[:3] == ["epoch", "step", "val/elbo"] or "val/elbo" in rows[0]
     assert len(rows) == 5
+
+
+# a job of a joblib sweep, stood in for by a process that holds its folder's lock and, signalled, takes its time to
+# write its record before it releases the lock
+_SLOW_RECORDER = """
+import json, os, signal, sys, time
+from pathlib import Path
+folder, delay = Path(sys.argv[1]), float(sys.argv[2])
+def stop(signum, frame):
+    time.sleep(delay)
+    (folder / "results.json").write_text(json.dumps({"status": "interrupted"}))
+    (folder / ".lock").unlink()
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+folder.mkdir(parents=True, exist_ok=True)
+(folder / ".lock").write_text(json.dumps({"pid": os.getpid()}))
+while True:
+    time.sleep(0.05)
+"""
+
+
+def test_the_launcher_raises_only_once_every_job_has_recorded_the_signal_it_forwarded(tmp_path, monkeypatch):
+    """The race CI met: joblib, handed the first job's interruption, kills the workers still writing theirs. The
+    launching process's handler forwards the signal and returns (raising) only after every job released its lock;
+    the jobs here take 0.2 s and 2 s to record."""
+    from hsvae.cli import signals
+
+    jobs = [subprocess.Popen([sys.executable, "-c", _SLOW_RECORDER, str(tmp_path / name), delay])
+            for name, delay in (("0", "0.2"), ("1", "2.0"))]
+    try:
+        deadline = time.time() + 30
+        while not all((tmp_path / name / ".lock").is_file() for name in "01") and time.time() < deadline:
+            time.sleep(0.05)
+        monkeypatch.setattr(signals, "_received", None)
+        monkeypatch.setattr(signals, "_sweep_dir", tmp_path)
+        monkeypatch.setattr(signals, "_phase", signals.SWEEP_PHASE)
+        with pytest.raises(signals.Interrupted) as raised:
+            signals._handle(signal.SIGTERM, None)
+        assert (raised.value.name, raised.value.phase) == ("SIGTERM", signals.SWEEP_PHASE)
+        for name in "01":
+            assert json.loads((tmp_path / name / "results.json").read_text())["status"] == "interrupted"
+            assert not (tmp_path / name / ".lock").exists()
+    finally:
+        for job in jobs:
+            job.kill()
+            job.wait()

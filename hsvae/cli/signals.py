@@ -10,8 +10,8 @@ signal ended. A second signal while the first one is being handled is ignored: t
 
 A multirun whose launcher runs its jobs in other processes (``launcher=joblib``) has a launching process that only
 waits: a signal sent to it alone (``kill <pid>``, a scheduler that signals the main process) is forwarded to the jobs
-running in its sweep folder, each of which records its interruption as above; the sweep then ends with the signal's
-exit code. A second signal stops the wait.
+running in its sweep folder, each of which records its interruption as above; once they all have, the sweep ends
+with the signal's exit code. A second signal stops the wait.
 
 A signal the process was started ignoring stays ignored (``nohup``'s SIGHUP; SIGINT in a shell's background job),
 as does a signal whose handler another library installed first: under ``launcher=slurm`` submitit's
@@ -25,6 +25,7 @@ import json
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
@@ -57,6 +58,11 @@ class Interrupted(KeyboardInterrupt):
     def exit_code(self) -> int:
         return 128 + self.signum
 
+
+#: how long a multirun's launching process waits for its jobs to record a signal it forwarded to them
+FORWARD_WAIT_S = 300.0
+#: how long no job of the sweep may hold its folder before the launcher stops waiting
+_SETTLE_S = 1.0
 
 #: the phase of a multirun's launching process while its jobs run (see :func:`running_sweep`)
 SWEEP_PHASE = "running the sweep's jobs"
@@ -116,13 +122,29 @@ def _running_jobs() -> list[psutil.Process]:
     return jobs
 
 
-def _forward(signum: int) -> bool:
-    """Send ``signum`` to the sweep's running jobs; whether there was one."""
-    jobs = _running_jobs()
-    for job in jobs:
-        with contextlib.suppress(psutil.Error):
-            job.send_signal(signum)
-    return bool(jobs)
+def _forward_and_wait(signum: int) -> None:
+    """Send ``signum`` to the sweep's running jobs and wait until each has written its record (released its folder's
+    lock). The launcher must not go on before: joblib, handed the first job's interruption, kills the workers that
+    still run, which would cut the others' records short. A job a freed worker starts meanwhile (joblib queues one
+    call ahead) is signalled too once it holds its folder; a job that holds none after a short settle is left to the
+    launcher. Bounded by :data:`FORWARD_WAIT_S`; a second signal stops the wait (see :func:`_handle`)."""
+    signalled: set[int] = set()
+    deadline = time.monotonic() + FORWARD_WAIT_S
+    quiet_since = None
+    while time.monotonic() < deadline:
+        jobs = _running_jobs()
+        for job in jobs:
+            if job.pid not in signalled:
+                signalled.add(job.pid)
+                with contextlib.suppress(psutil.Error):
+                    job.send_signal(signum)
+        if jobs:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since > _SETTLE_S:
+            return
+        time.sleep(0.1)
 
 
 def received() -> Interrupted | None:
@@ -138,10 +160,13 @@ def _handle(signum: int, frame: FrameType | None) -> None:
             raise _received
         return  # the first signal is being handled: its record is being written
     _received = Interrupted(signum, _phase)
-    if _phase == SWEEP_PHASE and _forward(signum):
-        # the jobs record their interruption and return it to the launcher, which ends the sweep with it
+    if _phase == SWEEP_PHASE and _running_jobs():
+        # the jobs record their interruption; the sweep then ends with this one
         _waiting_for_jobs = True
-        return
+        try:
+            _forward_and_wait(signum)
+        finally:
+            _waiting_for_jobs = False
     raise _received
 
 
