@@ -134,3 +134,27 @@ def test_a_loader_draws_the_permutation_of_the_trainers_epoch():
     assert torch.equal(next(iter(resumed))[0], orders[2])
     epoch["now"] = 0
     assert torch.equal(next(iter(resumed))[0], orders[0])
+
+
+def test_a_campaigns_own_records_do_not_make_the_commit_dirty(tmp_path):
+    """Untracked run records under experiments/ or logs/ (a campaign writing its runs) leave the commit clean; an
+    untracked or changed source file marks it -dirty."""
+    import subprocess
+
+    from hsvae.utils.run_info import git_commit
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    git("add", "a.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "a")
+    (tmp_path / "experiments" / "t" / "runs" / "r").mkdir(parents=True)
+    (tmp_path / "experiments" / "t" / "runs" / "r" / "results.json").write_text("{}")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "x.log").write_text("")
+    assert not git_commit(tmp_path).endswith("-dirty")
+    assert not git_commit(tmp_path / "experiments").endswith("-dirty")
+    (tmp_path / "b.py").write_text("y = 2\n")
+    assert git_commit(tmp_path).endswith("-dirty")
