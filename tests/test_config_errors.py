@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from hsvae.cli.builders import ConfigError, instantiate_model, instantiate_node, user_key
+from hsvae.cli.builders import instantiate_model, instantiate_node, user_key
+from hsvae.utils.errors import ConfigError
 from hsvae.cli.stages import instantiate_datamodule
 from hsvae.latents import VonMisesFisherLatent
 from tests.conftest import compose_config

@@ -260,7 +260,7 @@ def copy_raw(src: Path, dst: Path) -> Path:
 def test_a_cut_planetoid_file_is_named_with_both_checksums(data_dir, tmp_path):
     """Cora's test.index cut to half its bytes still parses: its checksum names it; with verify=false (a graph of
     one's own) the structural check does."""
-    from hsvae.data.base import DatasetNotFoundError
+    from hsvae.utils.errors import DatasetNotFoundError
     from hsvae.data.planetoid import load_planetoid
 
     raw = copy_raw(data_dir / "Planetoid" / "Cora" / "raw", tmp_path / "data" / "Planetoid" / "Cora" / "raw")
@@ -278,7 +278,7 @@ def test_a_cut_planetoid_file_is_named_with_both_checksums(data_dir, tmp_path):
 @pytest.mark.slow  # copies and hashes MNIST's 55 MB three times
 def test_a_changed_mnist_byte_is_named_and_a_verified_file_is_not_hashed_again(data_dir, tmp_path, monkeypatch):
     from hsvae.data import integrity
-    from hsvae.data.base import DatasetNotFoundError
+    from hsvae.utils.errors import DatasetNotFoundError
     from hsvae.data.mnist import load_mnist
 
     raw = copy_raw(data_dir / "MNIST" / "raw", tmp_path / "data" / "MNIST" / "raw")
@@ -302,7 +302,7 @@ def test_a_changed_smiles_list_is_named(data_dir, tmp_path):
     import gzip
 
     from hsvae.data import SMILESDataModule
-    from hsvae.data.base import DatasetNotFoundError
+    from hsvae.utils.errors import DatasetNotFoundError
 
     path = tmp_path / "zinc.smi.gz"
     lines = gzip.decompress((data_dir / "zinc250k" / "250k_rndm_zinc_drugs_clean.smi.gz").read_bytes()).splitlines()

@@ -31,7 +31,7 @@ optuna = pytest.importorskip("optuna", reason="the `search` extra is part of `de
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution  # noqa: E402
 
 from hsvae.sweeps import study as studies  # noqa: E402
-from hsvae.sweeps.errors import MissingMetricError, SearchSpaceError  # noqa: E402
+from hsvae.utils.errors import MissingMetricError, SearchSpaceError  # noqa: E402
 from hsvae.sweeps.optuna_search import run_search  # noqa: E402
 from hsvae.sweeps.search_space import parse, probe_overrides, search_space  # noqa: E402
 
@@ -376,6 +376,11 @@ from hsvae.sweeps.optuna_search import run_search
 
 class Sleepy:
     def launch(self, job_overrides, initial_job_idx):
+        # a barrier: no trial ends before both processes are in the search (a slow start would leave one idle)
+        (folder.parent / f"in_{folder.name}").touch()
+        deadline = time.time() + 120
+        while len(list(folder.parent.glob("in_*"))) < 2 and time.time() < deadline:
+            time.sleep(0.05)
         time.sleep(0.2)
         return [JobReturn(overrides=list(o), status=JobStatus.COMPLETED, _return_value=float(len(o))) for o in job_overrides]
 

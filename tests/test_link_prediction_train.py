@@ -16,7 +16,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
-from hsvae.cli.builders import ConfigError
+from hsvae.utils.errors import ConfigError
 from hsvae.cli.registry import latent_families
 from hsvae.cli.evaluate import evaluate
 from hsvae.cli.train import train

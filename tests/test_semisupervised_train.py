@@ -16,7 +16,7 @@ from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 from sklearn.neighbors import NearestNeighbors
 
-from hsvae.cli.builders import ConfigError
+from hsvae.utils.errors import ConfigError
 from hsvae.cli.evaluate import evaluate
 from hsvae.cli.m1 import load_m1
 from hsvae.cli.train import train

@@ -13,7 +13,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from hsvae.cli.builders import ConfigError
+from hsvae.utils.errors import ConfigError
 from hsvae.cli.evaluate import evaluate
 from hsvae.cli.train import train
 from hsvae.data import SMILESDataModule

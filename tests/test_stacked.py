@@ -229,7 +229,7 @@ def test_seeds_trains_a_stack_written_as_the_separate_runs(compose_train, tmp_pa
     (["seeds=[0,1]", "ckpt_path=last.ckpt"], r"^ckpt_path: resuming a stack from a checkpoint is not supported"),
 ])
 def test_what_a_stack_does_not_support_is_refused_by_key(compose_train, overrides, message):
-    from hsvae.cli.builders import ConfigError
+    from hsvae.utils.errors import ConfigError
     from hsvae.cli.stacked_runs import check_stackable, stack_seeds
 
     cfg = compose_train(overrides)

@@ -14,7 +14,7 @@ import pytest
 import torch
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
-from hsvae.cli.builders import ConfigError
+from hsvae.utils.errors import ConfigError
 from hsvae.cli.registry import latent_families
 from hsvae.cli.evaluate import evaluate
 from hsvae.cli.train import train

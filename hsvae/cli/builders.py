@@ -18,12 +18,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.loggers import WandbLogger
 
 from hsvae.training.loggers import CSVLogger
+from hsvae.utils.errors import ConfigError
+from hsvae.utils.io import write_text_atomic
 
 log = logging.getLogger(__name__)
 
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; raised before anything is trained or written."""
 
 
 def validate(cfg: DictConfig) -> None:
@@ -153,8 +152,6 @@ def save_run_config(cfg: DictConfig, output_dir: str | Path) -> None:
     """Write ``<output_dir>/.hydra/`` (config.yaml; hydra.yaml and overrides.yaml when Hydra runs this job), each
     file atomically. Hydra's own writing is off (``hydra.output_subdir: null``) because it happens before any
     check: a refused run would already have rewritten the config of the run it was refused to overwrite."""
-    from hsvae.utils.io import write_text_atomic
-
     folder = Path(output_dir) / ".hydra"
     write_text_atomic(folder / "config.yaml", OmegaConf.to_yaml(cfg))
     if HydraConfig.initialized():

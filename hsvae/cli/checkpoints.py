@@ -14,8 +14,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from hsvae.cli.builders import ConfigError
-from hsvae.cli.failures import CheckpointError
+from hsvae.utils.errors import CheckpointError, ConfigError
 from hsvae.cli.resume import run_dir_of
 
 

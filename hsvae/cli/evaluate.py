@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hsvae.cli.banner import start_banner
-from hsvae.cli.builders import (ConfigError, check_output_dir, instantiate_loggers, instantiate_model, save_run_config,
+from hsvae.cli.builders import (check_output_dir, instantiate_loggers, instantiate_model, save_run_config,
                                  targets, validate)
 from hsvae.cli.checkpoints import find_run_config, load_checkpoint
 from hsvae.cli.continuation import claim_folder
@@ -27,6 +27,7 @@ from hsvae.cli.signals import lightning_interruptions
 from hsvae.cli.stages import instantiate_datamodule
 from hsvae.training import VAEModule
 from hsvae.utils.run_info import git_commit
+from hsvae.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -20,16 +20,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from hsvae.analysis.results import read_status, unfinished_reason
+from hsvae.cli.records import write_failure
 from hsvae.cli.signals import SWEEP_PHASE, as_interruption, received, running_sweep_dir
 from hsvae.cli.signals import install as install_signal_handlers
+from hsvae.utils.errors import (BudgetError, CheckpointError, ConfigError, DatasetNotFoundError, EmptySweepError,
+                                MalformedDatasetError, MissingMetricError, NonFiniteLossError, SearchSpaceError)
 
 #: exit codes
 USAGE_ERROR = 2
 RUNTIME_ERROR = 1
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file is not a checkpoint, or does not fit the model the config builds."""
 
 
 def _usage_types() -> tuple[type[BaseException], ...]:
@@ -37,21 +37,12 @@ def _usage_types() -> tuple[type[BaseException], ...]:
     from lightning_fabric.utilities.exceptions import MisconfigurationException
     from omegaconf.errors import OmegaConfBaseException
 
-    from hsvae.cli.builders import ConfigError
-    from hsvae.sweeps.budget import BudgetError
-    from hsvae.sweeps.callbacks import EmptySweepError
-    from hsvae.sweeps.errors import MissingMetricError, SearchSpaceError
-
     # MisconfigurationException: Lightning's refusal of trainer settings (trainer=gpu without a GPU, ...)
     return (ConfigError, BudgetError, HydraException, OmegaConfBaseException, FileExistsError, EmptySweepError,
             SearchSpaceError, MissingMetricError, MisconfigurationException)
 
 
 def _runtime_types() -> tuple[type[BaseException], ...]:
-    from hsvae.data.base import DatasetNotFoundError
-    from hsvae.data.smiles import MalformedDatasetError
-    from hsvae.training.errors import NonFiniteLossError
-
     return (DatasetNotFoundError, MalformedDatasetError, NonFiniteLossError, CheckpointError, FileNotFoundError)
 
 
@@ -157,8 +148,6 @@ def record_failure(output_dir: str | Path, log_name: str, err: BaseException, cf
                    status: str = "failed") -> None:
     """Append the error and its traceback to ``<output_dir>/<log_name>`` and write ``results.json`` with the
     status and the reason. Only for a run that owns ``output_dir`` (never another run's directory)."""
-    from hsvae.cli.report import write_failure
-
     output_dir = Path(output_dir)
     code, message = classify(err)
     extra = {}
@@ -281,7 +270,6 @@ def run_entry_point(hydra_main: Callable[[], Any], prepare: Callable[[], None] |
 
 def sweep_summary(sweep_dir: Path) -> str:
     """One line: how many jobs of a sweep finished and which did not (from each job's results.json)."""
-    from hsvae.analysis.results import read_status, unfinished_reason
 
     jobs = sorted((p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()), key=lambda p: p.name)
     bad = [p.name for p in jobs if (status := read_status(p)) is None or unfinished_reason(status)]

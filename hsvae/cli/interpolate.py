@@ -25,6 +25,9 @@ from omegaconf import DictConfig, open_dict
 import hsvae.cli  # noqa: F401  (registers the configs' resolvers)
 from hsvae.cli.checkpoints import find_run_config
 from hsvae.cli.resume import run_dir_of
+from hsvae.cli.stages import instantiate_datamodule
+from hsvae.evaluation.interpolation import decode_interpolations
+from hsvae.utils.plotting import image_grid, save_figure
 
 
 def run_config(ckpt: Path, config: Path | None = None, data_dir: Path | None = None) -> DictConfig:
@@ -84,10 +87,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random pairs")
     parser.add_argument("--out", type=Path, default=Path("interpolation.png"))
     args = parser.parse_args(argv)
-
-    from hsvae.cli.stages import instantiate_datamodule
-    from hsvae.evaluation.interpolation import decode_interpolations
-    from hsvae.utils.plotting import image_grid, save_figure
 
     if not args.ckpt.is_file():
         print(f"error: {args.ckpt} is not a checkpoint file", file=sys.stderr)

@@ -81,36 +81,6 @@ def _objective_record(name: Any, metrics: dict) -> dict:
     return {"name": names, "value": [_finite_or_str(metrics.get(n)) for n in names]}
 
 
-def write_failure(output_dir: Path, cfg: DictConfig | None, status: str, reason: str, exit_code: int,
-                  extra: dict | None = None) -> Path:
-    """Write results.json for a run that did not finish: ``status`` ("failed", "interrupted" or "skipped"), the
-    one-line reason, the exit code and ``extra`` (an interruption's signal and phase), so that a table lists the
-    run with its reason instead of an unexplained gap."""
-    resolved = None
-    if cfg is not None:
-        try:
-            resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-            resolved.pop("hydra", None)
-        except Exception:  # noqa: BLE001 -- the config may be the thing that failed to resolve
-            resolved = OmegaConf.to_container(cfg, resolve=False)
-    data = {
-        "format": RESULTS_FORMAT,
-        "status": status,
-        "reason": reason,
-        "exit_code": exit_code,
-        **(extra or {}),
-        "metrics": {},
-        "seed": cfg.get("seed") if cfg is not None else None,
-        "commit": git_commit(),
-        "hardware": hardware(),
-        "output_dir": str(output_dir),
-        "config": resolved,
-    }
-    path = Path(output_dir) / "results.json"
-    write_json_atomic(path, data)
-    return path
-
-
 def print_metrics(metrics: dict, output_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table

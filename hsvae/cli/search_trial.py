@@ -11,7 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from hsvae.analysis.results import read_status
-from hsvae.sweeps.errors import MissingMetricError
+from hsvae.utils.errors import MissingMetricError
 from hsvae.training.pruning import TrialPruning
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from hsvae.cli.builders import (ConfigError, instantiate_loggers, instantiate_model, log_hyperparameters,
+from hsvae.cli.builders import (instantiate_loggers, instantiate_model, log_hyperparameters,
                                  member_overrides, save_run_config, targets)
 from hsvae.cli.report import collect_metrics, write_results
 from hsvae.cli.continuation import finished_metrics
@@ -46,6 +46,7 @@ from hsvae.training.stacked import MemberHistory, MemberSelection, StackedDataMo
 from hsvae.training.stacked_links import StackedLinkPredictionModule
 from hsvae.utils.io import write_json_atomic, write_text_atomic
 from hsvae.utils.modules import configure_compile
+from hsvae.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hsvae.cli.builders import ConfigError, instantiate_node
+from hsvae.cli.builders import instantiate_node
+from hsvae.utils.errors import ConfigError
 
 
 def earlier_stages(cfg: DictConfig) -> dict[str, object]:

@@ -44,7 +44,8 @@ from hsvae.cli.signals import lightning_interruptions, set_phase
 from hsvae.cli.stacked_runs import finished_stack_metrics, run_stacked, stack_checkpoint, stack_seeds
 from hsvae.analysis.results import PROGRESS_FILE
 from hsvae.cli.continuation import FolderPlan, claim_folder, plan_folder
-from hsvae.cli.report import collect_metrics, print_metrics, write_failure, write_results
+from hsvae.cli.records import write_failure
+from hsvae.cli.report import collect_metrics, print_metrics, write_results
 from hsvae.utils.modules import configure_compile
 from hsvae.sweeps.budget import budget_refusal
 from hsvae.cli.search_trial import objective, trial_pruning

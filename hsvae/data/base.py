@@ -9,10 +9,8 @@ import pytorch_lightning as pl
 import torch
 
 from .loaders import TensorLoader
+from hsvae.utils.errors import DatasetNotFoundError
 
-
-class DatasetNotFoundError(FileNotFoundError):
-    """A dataset's files are missing or unreadable and could not be downloaded."""
 
 
 @dataclass

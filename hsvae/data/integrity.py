@@ -15,7 +15,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from .base import DatasetNotFoundError
+from hsvae.utils.errors import DatasetNotFoundError
 
 #: file name -> MD5 of the file as published
 KNOWN_MD5 = {

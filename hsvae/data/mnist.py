@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 
-from .base import DatasetNotFoundError, InMemoryDataModule, Split
+from .base import InMemoryDataModule, Split
 from .integrity import verify_known
+from hsvae.utils.errors import DatasetNotFoundError
 
 RAW_FILES = (
     "train-images-idx3-ubyte",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .base import DatasetNotFoundError
+from hsvae.utils.errors import DatasetNotFoundError
 from .integrity import verify_known
 from .links import LinkPredictionDataModule
 

@@ -35,7 +35,8 @@ import torch
 from hsvae.utils.io import atomic_file
 
 from .integrity import verify_file
-from .base import DatasetNotFoundError, InMemoryDataModule, Split
+from .base import InMemoryDataModule, Split
+from hsvae.utils.errors import DatasetNotFoundError, MalformedDatasetError
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +65,6 @@ ZINC250K_URL = (
 )
 ZINC250K_MD5 = "4bf25482eeec1548af228ccacb47dbf6"
 
-
-class MalformedDatasetError(ValueError):
-    """A dataset file exists but cannot be read as what it should be (empty, corrupt, not SMILES)."""
 
 
 # -- reading ---------------------------------------------------------------------------------------------------

@@ -24,10 +24,8 @@ from omegaconf import DictConfig
 
 from hsvae.analysis.results import BUDGET_FILE, PROGRESS_FILE, saved_task_name
 from hsvae.utils.io import write_json_atomic
+from hsvae.utils.errors import BudgetError
 
-
-class BudgetError(ValueError):
-    """``budget_minutes`` is not a positive number of minutes."""
 
 
 def budget_minutes(cfg: DictConfig) -> float | None:

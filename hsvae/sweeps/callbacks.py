@@ -11,10 +11,8 @@ from omegaconf import DictConfig
 
 from hsvae.analysis.results import read_status
 from hsvae.sweeps.budget import start_sweep_budget
+from hsvae.utils.errors import EmptySweepError
 
-
-class EmptySweepError(ValueError):
-    """A multirun whose sweep expanded to no job at all."""
 
 
 #: Set by :class:`SweepChecks` in the launching process; ``hsvae.cli.entry_points.train_main`` exits non-zero on it

@@ -34,7 +34,7 @@ from optuna.trial import Trial, TrialState
 
 from hsvae.analysis.results import DESCRIPTION_FILE, SEARCH_RESULTS_FILE
 from hsvae.sweeps import study as studies
-from hsvae.sweeps.errors import MissingMetricError, NonFiniteObjectiveError, SearchSpaceError
+from hsvae.utils.errors import MissingMetricError, NonFiniteObjectiveError, SearchSpaceError
 from hsvae.sweeps.search_space import as_override, check_search_space, describe, search_space
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from hsvae.sweeps.errors import SearchSpaceError
+from hsvae.utils.errors import SearchSpaceError
 
 
 def distribution_of(override: Override) -> BaseDistribution:

@@ -30,7 +30,7 @@ import psutil
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from hsvae.sweeps.errors import SearchSpaceError
+from hsvae.utils.errors import SearchSpaceError
 
 #: user attributes a trial carries (the dashboard shows them)
 HOST, PID, INTERRUPTED, SURPLUS, PRUNED_AT = "host", "pid", "interrupted", "surplus", "pruned_at_epoch"
@@ -63,12 +63,16 @@ def open_storage(spec: str | None) -> optuna.storages.BaseStorage:
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     # several processes write one SQLite file: wait for its lock instead of failing at once
     kwargs = {"connect_args": {"timeout": 60}} if spec.startswith("sqlite:") else {}
-    return optuna.storages.RDBStorage(spec, engine_kwargs=kwargs)
+    # ... and the first of two processes started together creates its tables alone (Optuna stamps the schema
+    # version unguarded: the second would fail on a UNIQUE constraint)
+    with claims_lock(spec):
+        return optuna.storages.RDBStorage(spec, engine_kwargs=kwargs)
 
 
 @contextlib.contextmanager
 def claims_lock(spec: str | None) -> Iterator[None]:
-    """Held while a process counts the study's trials and asks for one (a file storage's processes only)."""
+    """Held while a process creates a file storage's tables, or counts the study's trials and asks for one (a file
+    storage's processes only)."""
     path = storage_file(spec)
     if path is None:
         yield

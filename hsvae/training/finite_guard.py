@@ -19,7 +19,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
-from .errors import NonFiniteLossError
+from hsvae.utils.errors import NonFiniteLossError
 
 
 class FiniteLossGuard(pl.Callback):
