@@ -101,7 +101,7 @@ def test_log_likelihood_progress_joins_the_runs_rich_bar(compose_train, terminal
                 self.tasks_after = list(self._handle.progress.task_ids)
 
     monkeypatch.setattr(vae_module, "PhaseProgress", Recording)
-    overrides = [*SMALL, "model.eval_samples=250", "dataset.eval_batch_size=50", "callbacks.early_stopping=null"]
+    overrides = [*SMALL, "evaluation.ll.samples=250", "dataset.eval_batch_size=50", "callbacks.early_stopping=null"]
     shown = train(compose_train(overrides, "shown"))
     (bar,) = [b for b in bars if b.finished_at is not None]
     assert bar._handle.__class__.__name__ == "RichProgressBar"
