@@ -77,7 +77,7 @@ def test_progress_of_a_command_line_tool(terminal, capsys):
 def test_log_likelihood_progress_joins_the_runs_rich_bar(compose_train, terminal, monkeypatch):
     """The importance-sampled test log-likelihood: one more task in the run's RichProgressBar, moved by chunks of
     samples, complete at the end and removed afterwards; the metric is the same as without it."""
-    from hsvae.training import vae_module
+    from hsvae.evaluation import log_likelihood
 
     bars: list[PhaseProgress] = []
 
@@ -100,7 +100,7 @@ def test_log_likelihood_progress_joins_the_runs_rich_bar(compose_train, terminal
             if self._handle is not None and hasattr(self._handle, "progress") and self._handle.progress is not None:
                 self.tasks_after = list(self._handle.progress.task_ids)
 
-    monkeypatch.setattr(vae_module, "PhaseProgress", Recording)
+    monkeypatch.setattr(log_likelihood, "PhaseProgress", Recording)
     overrides = [*SMALL, "evaluation.ll.samples=250", "dataset.eval_batch_size=50", "callbacks.early_stopping=null"]
     shown = train(compose_train(overrides, "shown"))
     (bar,) = [b for b in bars if b.finished_at is not None]
