@@ -88,7 +88,7 @@ def test_the_protocols_are_what_is_checked():
         LogLikelihood(samples=0)
 
 
-def test_a_run_written_before_the_evaluation_group_keeps_its_evaluators():
+def test_a_run_written_before_the_evaluation_group_keeps_its_evaluators(tmp_path):
     """An old run's config: its model holds the evaluation-only keys, which become the evaluators they switched on."""
     old = OmegaConf.create({
         "model": {"_target_": "hsvae.training.VAEModule", "warmup_epochs": 0, "eval_samples": 100, "knn_k": 5,
@@ -100,9 +100,10 @@ def test_a_run_written_before_the_evaluation_group_keeps_its_evaluators():
         "ll": {"_target_": "hsvae.evaluation.LogLikelihood", "samples": 100},
         "knn": {"_target_": "hsvae.evaluation.KNNAccuracy", "k": 5, "train_points": 10000},
         "geometry": {"_target_": "hsvae.evaluation.CircleGeometry"}}
-    current = OmegaConf.create({"model": {"_target_": "x"}, "evaluation": None})
+    # a run of the evaluation group that chose none (evaluation: {}) is not mistaken for an old one
+    current = compose_config("train", ["evaluation=[]"], tmp_path)
     adopt_legacy_evaluation(current)
-    assert current.evaluation is None  # a config of the evaluation group is left as it is
+    assert not any("_target_" in node for node in current.evaluation.values())
 
 
 def test_eval_runs_an_old_runs_evaluators_to_the_same_numbers(tmp_path):
