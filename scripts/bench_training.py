@@ -62,7 +62,7 @@ def framework_epoch(dm: MNISTDataModule, latent: str, dim: int, batches: int, ep
                     compile: bool = False) -> float:
     torch.manual_seed(0)
     module = VAEModule(build_net(latent, dim), optimizer=lambda params: torch.optim.Adam(params, lr=1e-3),
-                       warmup_epochs=100, eval_samples=0)
+                       warmup_epochs=100)
     if compile:  # as train.py's compile=true
         configure_compile()
         module.net.compile()

@@ -58,7 +58,7 @@ if [ $smoke = 1 ]; then
     step bench_stacked_compiled 120 python3 scripts/bench_stacked.py --device cpu --stacks 2 --rounds 1 --steps 1 \
         --models mlp_vae --compile
     table=(latent.dim=2 'seeds=[0,1]' trainer.max_epochs=1 +trainer.limit_train_batches=2 +trainer.limit_val_batches=2
-           +trainer.limit_test_batches=1 model.eval_samples=2 hydra.launcher.n_jobs=2)
+           +trainer.limit_test_batches=1 evaluation.ll.samples=2 hydra.launcher.n_jobs=2)
 else
     device=cuda
     step environment 60 bash -c "nvidia-smi; python3 -c 'import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())'"

@@ -21,7 +21,7 @@ from tests.conftest import FAST, compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
 #: a vMF run on the synthetic sphere: the sampler draws from the generators every step
-SMALL = ["dataset.n_train=640", "callbacks.early_stopping=null", "model.eval_samples=10", *FAST]
+SMALL = ["dataset.n_train=640", "callbacks.early_stopping=null", "evaluation.ll.samples=10", *FAST]
 
 
 def results(run_dir: Path) -> dict:

@@ -23,10 +23,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 #: size-reducing overrides of the synthetic default
-SMALL = ["dataset.n_train=640", "trainer.max_epochs=1", "model.eval_samples=2", "callbacks.progress_bar=null",
+SMALL = ["dataset.n_train=640", "trainer.max_epochs=1", "evaluation.ll.samples=2", "callbacks.progress_bar=null",
          "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false"]
 MNIST_SMALL = ["+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2",
-               "model.eval_samples=2", "model.m1_labels=null", "callbacks.progress_bar=null",
+               "evaluation=[ll]", "evaluation.ll.samples=2", "callbacks.progress_bar=null",
                "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false"]
 
 
@@ -113,7 +113,7 @@ def test_a_tiny_smiles_run_exits_0(tmp_path, data_dir):
     """dataset=zinc250k selects its checkpoint by val/objective; the run reports best/val_objective and exits 0."""
     proc = run("train.py", ["dataset=zinc250k", "dataset.max_molecules=300", "dataset.batch_size=64",
                             "trainer.max_epochs=1", "model.net.embed_dim=32", "model.net.num_layers=1",
-                            "model.net.ff_dim=64", "model.n_samples=8", "model.n_reconstructions=8",
+                            "model.net.ff_dim=64", "evaluation.molecules.n_samples=8", "evaluation.molecules.n_reconstructions=8",
                             "callbacks.progress_bar=null", "+trainer.enable_progress_bar=false"],
                tmp_path, env={"HSVAE_DATA_DIR": str(data_dir)})
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -243,7 +243,7 @@ BAD_TRAIN_INPUTS = [
     ("unknown key", ["foo=3"], 2, ["foo", "+foo=3"], False),
     ("negative lr", ["model.optimizer.lr=-1"], 2, ["model.optimizer.lr"], True),
     ("negative batch", ["dataset.batch_size=-3"], 2, ["dataset.batch_size"], True),
-    ("eval_samples=-1", ["model.eval_samples=-1"], 2, ["model.eval_samples"], True),
+    ("eval_samples=-1", ["evaluation.ll.samples=-1"], 2, ["evaluation.ll.samples"], True),
     ("missing ckpt", ["ckpt_path=/nonexistent/last.ckpt"], 2, ["ckpt_path=/nonexistent/last.ckpt", "does not exist"],
      True),
     ("text as ckpt", [_not_a_checkpoint], 1, ["not a readable checkpoint", "notes.ckpt"], True),

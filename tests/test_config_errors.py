@@ -29,13 +29,19 @@ def test_user_key_follows_interpolations():
     (["latent.dim=0"], "latent.dim must be an integer >= 1 (the intrinsic latent dimension d), got 0"),
     (["latent=spcauchy", "latent.max_rho=2"], "latent.max_rho must lie in (0, 1), got 2"),
     (["model.warmup_epochs=-1"], "model.warmup_epochs must be >= 0"),
-    (["model.eval_samples=-1"], "model.eval_samples (importance samples of the test log-likelihood) must be"),
 ])
 def test_the_model_error_names_the_config_key(tmp_path, overrides, message):
     cfg = compose_config("train", [*overrides, "data_spec.input_dim=100"], tmp_path / "run")  # (no data read here)
     with pytest.raises(ConfigError) as err:
         instantiate_model(cfg)
     assert str(err.value).startswith(message)
+
+
+def test_an_evaluator_error_names_the_config_key(tmp_path):
+    cfg = compose_config("train", ["evaluation.ll.samples=-1"], tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"^evaluation\.ll\.samples \(importance samples of the test "
+                                          r"log-likelihood\) must be an integer >= 1, got -1"):
+        instantiate_node(cfg, "evaluation.ll")
 
 
 def test_the_data_error_names_the_config_key(tmp_path):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["latent=vmf", "trainer.max_epochs=2", "dataset.n_train=320", "model.eval_samples=5",
+SMALL = ["latent=vmf", "trainer.max_epochs=2", "dataset.n_train=320", "evaluation.ll.samples=5",
          "callbacks.progress_bar=null", "callbacks.early_stopping=null"]
 #: phase (as the run names it) -> (a record is written, a checkpoint exists)
 PHASES = {

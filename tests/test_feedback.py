@@ -77,7 +77,7 @@ def test_progress_of_a_command_line_tool(terminal, capsys):
 def test_log_likelihood_progress_joins_the_runs_rich_bar(compose_train, terminal, monkeypatch):
     """The importance-sampled test log-likelihood: one more task in the run's RichProgressBar, moved by chunks of
     samples, complete at the end and removed afterwards; the metric is the same as without it."""
-    from hsvae.training import vae_module
+    from hsvae.evaluation import log_likelihood
 
     bars: list[PhaseProgress] = []
 
@@ -100,8 +100,8 @@ def test_log_likelihood_progress_joins_the_runs_rich_bar(compose_train, terminal
             if self._handle is not None and hasattr(self._handle, "progress") and self._handle.progress is not None:
                 self.tasks_after = list(self._handle.progress.task_ids)
 
-    monkeypatch.setattr(vae_module, "PhaseProgress", Recording)
-    overrides = [*SMALL, "model.eval_samples=250", "dataset.eval_batch_size=50", "callbacks.early_stopping=null"]
+    monkeypatch.setattr(log_likelihood, "PhaseProgress", Recording)
+    overrides = [*SMALL, "evaluation.ll.samples=250", "dataset.eval_batch_size=50", "callbacks.early_stopping=null"]
     shown = train(compose_train(overrides, "shown"))
     (bar,) = [b for b in bars if b.finished_at is not None]
     assert bar._handle.__class__.__name__ == "RichProgressBar"
@@ -153,6 +153,7 @@ def test_start_banner_of_the_default_run(compose_train, tmp_path):
     assert "SyntheticSphere (dataset=synthetic)" in text and "VAEModule: VAE, MLPEncoder (model=mlp_vae)" in text
     assert "at most 20 epochs; early stopping on val/elbo (max), patience" in text
     assert "cpu, 1 device" in text and str(tmp_path / "run") in text
+    assert "  evaluation ll, knn, geometry\n" in text  # the task's evaluators
     assert "resume" not in text
 
 
@@ -170,7 +171,7 @@ def test_start_banner_of_m1_m2_and_of_an_evaluation(compose_train):
     text = start_banner(compose_train(["experiment=semisupervised_table", "combination=sn"]))
     assert "hsvae semisupervised_table" in text and "M2Module: M2 (model=m2)" in text
     assert "Gaussian, d=5: R^5" in text and "M1         VonMisesFisher, d=5: S^5 in R^6 (trained first" in text
-    assert "early stopping on val/accuracy (max), patience 50" in text
+    assert "early stopping on val/accuracy (max), patience 50" in text and "  evaluation none\n" in text
     cfg = compose_train([], "eval")
     cfg.task_name = "eval"
     text = start_banner(cfg, ckpt_path="/runs/a/checkpoints/best.ckpt")

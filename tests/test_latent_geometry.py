@@ -50,7 +50,7 @@ def test_the_synthetic_run_logs_the_geometry(tmp_path):
     from tests.conftest import compose_config
     from hsvae.cli.train import train
 
-    cfg = compose_config("train", ["trainer.max_epochs=2", "dataset.n_train=500", "~logger", "model.eval_samples=2"],
+    cfg = compose_config("train", ["trainer.max_epochs=2", "dataset.n_train=500", "~logger", "evaluation.ll.samples=2"],
                          tmp_path / "run")
     metrics = train(cfg)
     assert -1.0 <= metrics["test/geodesic_spearman"] <= 1.0 and metrics["test/tear_ratio"] >= 1.0

@@ -12,7 +12,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from hsvae.data.links import LinkSplit, undirected_edges
 from hsvae.cli.registry import build_latent, latent_families
 from hsvae.latents import GaussianLatent, VonMisesFisherLatent
-from hsvae.models import VGAE, average_precision, roc_auc
+from hsvae.evaluation import average_precision, roc_auc
+from hsvae.models import VGAE
 from hsvae.models.vgae import all_pairs_reconstruction_loss, encoder_features, gcn_normalized_adjacency, sample_pairs
 
 LATENTS = latent_families()

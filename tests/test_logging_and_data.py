@@ -58,7 +58,7 @@ def test_mnist_short_training_beats_untrained_and_ll_bounds_elbo(compose_train, 
     cfg = compose_train(
         [f"latent={latent}", "latent.dim=5", "dataset=mnist", f"paths.data_dir={data_dir}", "trainer.max_epochs=1",
          "+trainer.limit_train_batches=160", "+trainer.limit_test_batches=2", "model.warmup_epochs=0",
-         "model.eval_samples=100", "dataset.batch_size=64", *FAST]
+         "evaluation.ll.samples=100", "dataset.batch_size=64", *FAST]
     )
     metrics = train(cfg)
     assert metrics["val/elbo"] > -220, metrics

@@ -20,9 +20,11 @@ from hsvae.cli.train import train
 from tests.conftest import FAST
 
 def _mnist_few_batches(batches: int, eval_samples: int) -> list[str]:
+    """A few MNIST batches; the test log-likelihood with ``eval_samples`` samples (0: no evaluator at all)."""
+    evaluation = ["evaluation=[ll]", f"evaluation.ll.samples={eval_samples}"] if eval_samples else ["evaluation=[]"]
     return ["dataset=mnist", "trainer.max_epochs=1", f"+trainer.limit_train_batches={batches}",
             "+trainer.limit_val_batches=5", "+trainer.limit_test_batches=2", "model.warmup_epochs=0",
-            f"model.eval_samples={eval_samples}", "model.m1_labels=null", *FAST]
+            *evaluation, *FAST]
 
 
 @pytest.mark.parametrize("latent", [pytest.param(name, marks=[] if name == "vmf" else [pytest.mark.slow])

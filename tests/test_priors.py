@@ -75,7 +75,7 @@ def test_a_run_trains_with_a_learnt_prior_and_a_bad_prior_is_refused(tmp_path):
     from tests.conftest import compose_config
 
     cfg = compose_config("train", ["latent.prior=vmf", "trainer.max_epochs=2", "dataset.n_train=500", "~logger",
-                                   "model.eval_samples=5"], tmp_path / "run")
+                                   "evaluation.ll.samples=5"], tmp_path / "run")
     metrics = train(cfg)
     assert metrics["test/kl"] > 0 and metrics["test/log_likelihood"] >= metrics["test/elbo"] - 1  # (the IWAE bound)
     bad = {"latent.prior=gaussian": r"^latent\.prior must be one of \('uniform', 'vmf', 'power_spherical', 'mixture'\)",
@@ -94,7 +94,7 @@ def test_a_run_trains_with_a_mixture_prior_whose_kl_is_estimated(tmp_path):
     from tests.conftest import compose_config
 
     cfg = compose_config("train", ["latent.prior=mixture", "latent.prior_components=3", "trainer.max_epochs=2",
-                                   "dataset.n_train=500", "~logger", "model.eval_samples=5"], tmp_path / "run")
+                                   "dataset.n_train=500", "~logger", "evaluation.ll.samples=5"], tmp_path / "run")
     metrics = train(cfg)
     assert math.isfinite(metrics["test/kl"]) and metrics["test/log_likelihood"] >= metrics["test/elbo"] - 1
 

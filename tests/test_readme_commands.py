@@ -116,7 +116,7 @@ TREATMENTS: list[tuple[str, str, Treatment]] = [
     ("README.md", r"^python train\.py ckpt_path=.*/last\.ckpt", Treatment(narrow=("trainer.max_epochs=5",), setup=(
         "set -m\n"
         "python train.py trainer.max_epochs=1000 +trainer.limit_train_batches=2 +trainer.limit_val_batches=2 "
-        "model.eval_samples=2 hydra.run.dir=logs/train/runs/interrupted &\n"
+        "evaluation.ll.samples=2 hydra.run.dir=logs/train/runs/interrupted &\n"
         "for i in $(seq 1200); do [ -e logs/train/runs/interrupted/checkpoints/last.ckpt ] && break; sleep 0.1; done\n"
         "kill -INT %1\n"
         "wait %1; echo \"interrupted run: exit status $?\"\n"
@@ -129,7 +129,7 @@ TREATMENTS: list[tuple[str, str, Treatment]] = [
     # with seed=1, into logs/latent_comparison/cpu_budget_seed1/"): that command, written out
     ("experiments/latent_comparison/README.md", r"make_tables\.py logs/latent_comparison/cpu_budget ",
      Treatment(before=((None, "python train.py experiment=latent_comparison latent=gaussian latent.dim=2 seed=1 "
-                              "trainer.max_epochs=4 model.eval_samples=100 callbacks.progress_bar=null "
+                              "trainer.max_epochs=4 evaluation.ll.samples=100 callbacks.progress_bar=null "
                               "hydra.run.dir=logs/latent_comparison/cpu_budget_seed1/gaussian_d2", ()),))),
     # experiments/semisupervised: the next command reuses one of this sweep's M1s (combination=ss: a vMF, d = 10)
     ("experiments/semisupervised/README.md", r"^python train\.py -m experiment=semisupervised_table$",
@@ -175,15 +175,15 @@ REDUCE: dict[str, list[tuple[str, int, str]]] = {
         ("+trainer.limit_train_batches", 2, "trainer"),
         ("+trainer.limit_val_batches", 2, "trainer"),
         ("+trainer.limit_test_batches", 2, "trainer"),
-        ("model.eval_samples", 2, "model.eval_samples"),  # importance samples of the test log-likelihood
+        ("evaluation.ll.samples", 2, "evaluation.ll.samples"),  # importance samples of the test log-likelihood
         ("hydra.sweeper.n_trials", 2, "hydra.sweeper.n_trials"),  # an Optuna search's trials
-        # SMILES (model=smiles_vae): molecules read, batch sizes and decoded strings
-        ("dataset.max_molecules", 2000, "model.n_samples"),
-        ("dataset.batch_size", 8, "model.n_samples"),
-        ("dataset.eval_batch_size", 8, "model.n_samples"),
-        ("model.n_samples", 8, "model.n_samples"),
-        ("model.n_reconstructions", 8, "model.n_samples"),
-        ("model.decode_batch_size", 8, "model.n_samples"),
+        # SMILES (dataset=zinc250k): molecules read, batch sizes and decoded strings
+        ("dataset.max_molecules", 2000, "dataset.max_molecules"),
+        ("dataset.batch_size", 8, "dataset.max_molecules"),
+        ("dataset.eval_batch_size", 8, "dataset.max_molecules"),
+        ("evaluation.molecules.n_samples", 8, "evaluation.molecules.n_samples"),
+        ("evaluation.molecules.n_reconstructions", 8, "evaluation.molecules.n_samples"),
+        ("evaluation.molecules.batch_size", 8, "evaluation.molecules.n_samples"),
     ],
     # (eval.py keeps the training run's importance samples, already reduced when the test trained it)
     "eval": [("+trainer.limit_test_batches", 2, "trainer")],
@@ -875,15 +875,15 @@ def test_plan_narrows_and_reduces():
     assert "latent=gaussian " in planned.script and "vmf" not in planned.script
     assert "latent.dim=2" in planned.script and "seed=0" in planned.script  # the experiment's own sweep
     assert "trainer.max_epochs=1 " in planned.script and "+trainer.limit_train_batches=2" in planned.script
-    assert "model.eval_samples=2" in planned.script and planned.jobs == 1 and planned.task_name == "mnist_table"
+    assert "evaluation.ll.samples=2" in planned.script and planned.jobs == 1 and planned.task_name == "mnist_table"
     # a README value below ours is kept; a sweep kept by narrow counts its jobs
-    planned = plan(Command("x.md", 1, 0, 1, "python train.py dataset=mnist model.eval_samples=0"))
-    assert "model.eval_samples=0" in planned.script and "model.eval_samples=2" not in planned.script
+    planned = plan(Command("x.md", 1, 0, 1, "python train.py dataset=mnist evaluation.ll.samples=1"))
+    assert "evaluation.ll.samples=1" in planned.script and "evaluation.ll.samples=2" not in planned.script
     planned = plan(command, ("latent.dim=2,5,10",))
     assert planned.jobs == 3 and "latent.dim=2,5,10" in planned.script
     # an M1 trained inside an M1+M2 job gets one epoch too
     planned = plan(Command("x.md", 1, 0, 1, "python train.py experiment=semisupervised_table"))
-    assert "\"m1.overrides=['model.eval_samples=0','model.m1_labels=[100,600,1000]','trainer.max_epochs=1']\"" \
+    assert "\"m1.overrides=['evaluation=[m1]','trainer.max_epochs=1']\"" \
         in planned.script
 
 

@@ -16,12 +16,13 @@ from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 from sklearn.neighbors import NearestNeighbors
 
-from hsvae.utils.errors import ConfigError
 from hsvae.cli.evaluate import evaluate
+from hsvae.cli.failures import classify
 from hsvae.cli.m1 import load_m1
 from hsvae.cli.train import train
 from hsvae.data import MNISTDataModule
 from hsvae.evaluation import balanced_subset
+from hsvae.utils.errors import ConfigError, EvaluationError
 
 from tests.conftest import FAST, compose_config
 
@@ -39,8 +40,8 @@ def m1_run(tmp_path_factory, data_dir) -> Path:
     run_dir = tmp_path_factory.mktemp("m1") / "run"
     cfg = compose_config("train", [
         "dataset=mnist", "latent=gaussian", "latent.dim=5", f"paths.data_dir={data_dir}", "trainer.max_epochs=1",
-        "+trainer.limit_train_batches=60", "model.eval_samples=0", "model.warmup_epochs=0",
-        f"model.m1_labels=[{','.join(map(str, LABELS))}]", *SMALL], run_dir)
+        "+trainer.limit_train_batches=60", "evaluation=[m1]", "model.warmup_epochs=0",
+        f"evaluation.m1.labels=[{','.join(map(str, LABELS))}]", *SMALL], run_dir)
     train(cfg)
     assert (run_dir / ".hydra" / "config.yaml").is_file()  # train() saves the run's config (m1_vae reads it)
     yield run_dir
@@ -82,7 +83,8 @@ def test_m1_knn_in_results_json(m1_run, data_dir):
 
 def test_m1_knn_from_eval_on_a_checkpoint(m1_run, data_dir, tmp_path):
     ckpt = m1_run / "checkpoints" / "best.ckpt"
-    cfg = compose_config("eval", [f"ckpt_path={ckpt}", "m1_labels=[100,1000]", "m1_k=3", "seed=4", *FAST[1:]],
+    cfg = compose_config("eval", [f"ckpt_path={ckpt}", "evaluation=[m1]", "evaluation.m1.labels=[100,1000]",
+                                  "evaluation.m1.k=3", "seed=4", *FAST[1:]],
                          tmp_path / "eval")
     metrics = evaluate(cfg)
     assert {"test/m1_knn_100", "test/m1_knn_1000"} <= set(metrics) and "test/m1_knn_600" not in metrics
@@ -94,19 +96,21 @@ def test_m1_knn_from_eval_on_a_checkpoint(m1_run, data_dir, tmp_path):
 
 def test_m1_label_counts_are_checked_before_training(data_dir, tmp_path):
     cfg = compose_config("train", ["dataset=mnist", "latent=gaussian", f"paths.data_dir={data_dir}",
-                                   "model.m1_labels=[100,105]", "+trainer.fast_dev_run=true", *FAST], tmp_path / "r")
-    with pytest.raises(ValueError, match="n_labels=105 is not divisible by the 10 classes"):
+                                   "evaluation.m1.labels=[100,105]", "+trainer.fast_dev_run=true", *FAST], tmp_path / "r")
+    with pytest.raises(EvaluationError, match=r"evaluation.m1.labels=\[100, 105\]: .*n_labels=105 is not divisible by the 10") as raised:
         train(cfg)
     assert not (tmp_path / "r" / "checkpoints").exists()  # refused before training; the record says why
     assert json.loads((tmp_path / "r" / "results.json").read_text())["status"] == "failed"
-    cfg = compose_config("train", ["dataset=mnist", f"paths.data_dir={data_dir}", "model.m1_labels=[60000]",
+    code, line = classify(raised.value)  # a usage error in one line, not "unexpected ... probably a bug"
+    assert code == 2 and line.startswith("error: evaluation.m1.labels=[100, 105]") and "\n" not in line
+    cfg = compose_config("train", ["dataset=mnist", f"paths.data_dir={data_dir}", "evaluation.m1.labels=[60000]",
                                    "+trainer.fast_dev_run=true", *FAST], tmp_path / "r2")
     with pytest.raises(ValueError, match="training set has only 50000"):
         train(cfg)
-    cfg = compose_config("train", ["dataset=mnist", f"paths.data_dir={data_dir}", "model.m1_labels=[10,100]",
-                                   "model.m1_k=11", "+trainer.fast_dev_run=true", *FAST], tmp_path / "r3")
-    # raised by the module's constructor, which Hydra's instantiate wraps
-    with pytest.raises((ValueError, InstantiationException), match="m1_k=11 neighbours exceeds the smallest labelled"):
+    cfg = compose_config("train", ["dataset=mnist", f"paths.data_dir={data_dir}", "evaluation.m1.labels=[10,100]",
+                                   "evaluation.m1.k=11", "+trainer.fast_dev_run=true", *FAST], tmp_path / "r3")
+    # raised by the evaluator's constructor, named as its config key
+    with pytest.raises(ConfigError, match="evaluation.m1.k=11 neighbours exceeds the smallest labelled"):
         train(cfg)
 
 
@@ -116,7 +120,7 @@ def test_m1_label_counts_are_checked_before_training(data_dir, tmp_path):
 def _m1m2(data_dir: Path, run_dir: Path, *overrides: str):
     return compose_config("train", [
         "experiment=semisupervised_table", f"paths.data_dir={data_dir}", "trainer.max_epochs=2",
-        "+trainer.limit_train_batches=30", "m1.overrides=['model.eval_samples=0','trainer.max_epochs=1']",
+        "+trainer.limit_train_batches=30", "m1.overrides=['evaluation=[m1]','trainer.max_epochs=1']",
         *SMALL, *overrides], run_dir)
 
 
@@ -143,11 +147,11 @@ def test_m1_m2_trains_on_real_mnist(data_dir, tmp_path):
                 "trainer.max_epochs=1"))
     assert not (again / "m1").exists() and results(again)["global_step"] == 30
 
-    # eval.py's M1 options refuse an M2 checkpoint
+    # eval.py's M1 evaluator refuses an M2 checkpoint (its codes are not labelled splits of images)
     assert (run_dir / ".hydra" / "config.yaml").is_file()
-    eval_cfg = compose_config("eval", [f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}", "m1_labels=[100]"],
-                              tmp_path / "ev")
-    with pytest.raises(ConfigError, match="applies to VAE checkpoints"):
+    eval_cfg = compose_config("eval", [f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}", "evaluation=[m1]",
+                                       "evaluation.m1.labels=[100]"], tmp_path / "ev")
+    with pytest.raises(ConfigError, match=r"evaluation.m1 \(M1Accuracy\) needs .*M2Module does not provide Embeds"):
         evaluate(eval_cfg)
 
 

@@ -135,10 +135,10 @@ def test_without_rdkit_validity_is_skipped_with_one_warning(monkeypatch):
     with pytest.warns(RDKitMissingWarning, match="RDKit is not installed") as record:
         assert molecules.rdkit_validity() is None
     assert len(record) == 1 and "\n" not in str(record[0].message)
-    module = SMILESVAEModule(net=torch.nn.Linear(1, 1), optimizer=torch.optim.Adam)
+    evaluator = molecules.MoleculeMetrics()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert module.validity_checker() is None and module.validity_checker() is None
+        assert evaluator.validity_checker() is None and evaluator.validity_checker() is None
     assert sum(issubclass(w.category, RDKitMissingWarning) for w in caught) == 1
 
 
@@ -172,8 +172,8 @@ def test_training_on_real_molecules_with_validity(tmp_path, data_dir, rdkit_stub
         "train",
         ["experiment=smiles", "variant=gaussian64", f"paths.data_dir={data_dir}", "dataset.max_molecules=3000",
          "dataset.batch_size=64", "dataset.eval_batch_size=300", "trainer.max_epochs=2", "+trainer.limit_train_batches=20", "model.warmup_epochs=1",
-         "model.optimizer.lr=3e-3", "model.n_samples=40", "model.n_reconstructions=40", "model.decode_batch_size=20",
-         "model.decode_every_n_epochs=2", *TINY, *FAST],
+         "model.optimizer.lr=3e-3", "evaluation.molecules.n_samples=40", "evaluation.molecules.n_reconstructions=40", "evaluation.molecules.batch_size=20",
+         "evaluation.molecules.every_n_epochs=2", *TINY, *FAST],
         run,
     )
     metrics = train(cfg)
@@ -215,20 +215,26 @@ def test_training_on_real_molecules_with_validity(tmp_path, data_dir, rdkit_stub
 
 
 def test_smiles_model_refuses_other_datasets(compose_train):
-    cfg = compose_train(["model=smiles_vae", "dataset=mnist", *FAST])
-    # mnist's protocol sets model.eval_samples, which the SMILES module does not take: named as a config key
-    with pytest.raises(ConfigError, match=r"model\.\w+ is not an argument of hsvae\.training\.SMILESVAEModule "
-                                          r"\(model=smiles_vae\): task=svae_mnist \(dataset=mnist's protocol\)"):
+    cfg = compose_train(["model=smiles_vae", "dataset=mnist", "evaluation=[]", *FAST])
+    with pytest.raises(ValueError, match=r"model=smiles_vae trains on a SMILES data module \(dataset=zinc250k\); "
+                                         r"got MNISTDataModule"):
+        train(cfg)
+    # the molecules evaluator on another dataset: one line naming its key, before anything is trained
+    cfg = compose_train(["dataset=mnist", "evaluation=[molecules]", *FAST], "other")
+    with pytest.raises(ConfigError, match=r"^evaluation.molecules \(MoleculeMetrics\) needs SMILES strings "
+                                          r"\(dataset=zinc250k\).*MNISTDataModule with VAEModule does not provide "
+                                          r"SMILESCorpus, Generates: drop molecules from evaluation=\[...\]"):
         train(cfg)
 
 
 def test_reconstruction_metrics_decode_exactly_the_first_n_strings(zinc, monkeypatch):
-    """n_reconstructions not a multiple of decode_batch_size: the last batch stops at the n-th string (it once
+    """n_reconstructions not a multiple of the decoding batch size: the last batch stops at the n-th string (it once
     took a whole batch, and exact / n could exceed 1). Here a decoder that returns each target gives 1.0."""
     from types import SimpleNamespace
 
-    module = SMILESVAEModule(tiny(zinc), optimizer=None, n_samples=0, n_reconstructions=7, decode_batch_size=5)
-    module.tokenizer = zinc.tokenizer
+    evaluator = molecules.MoleculeMetrics(n_samples=0, n_reconstructions=7, batch_size=5)
+    evaluator.setup(zinc)
+    module = SimpleNamespace(net=tiny(zinc), device=torch.device("cpu"))
     decoded_rows = []
 
     def generate(z, on_step=None, **kwargs):
@@ -239,11 +245,9 @@ def test_reconstruction_metrics_decode_exactly_the_first_n_strings(zinc, monkeyp
     embed = module.net.embed
     monkeypatch.setattr(module.net, "embed", lambda batch: (current.update(batch=batch), embed(batch))[1])
     monkeypatch.setattr(module.net, "generate", generate)
-    monkeypatch.setattr(SMILESVAEModule, "trainer", property(lambda self: SimpleNamespace(
-        datamodule=zinc, fast_dev_run=False, default_root_dir=None, is_global_zero=True)))
-    monkeypatch.setattr(SMILESVAEModule, "_decoding_progress",
-                        lambda self, description, strings: __import__("contextlib").nullcontext(
-                            SimpleNamespace(stepper=lambda done, rows: None)))
-    metrics = module.decoding_metrics("val", "val")
+    trainer = SimpleNamespace(fast_dev_run=False, default_root_dir=None, is_global_zero=True)
+    monkeypatch.setattr(molecules, "_DecodingProgress", lambda description, strings, trainer: __import__(
+        "contextlib").nullcontext(SimpleNamespace(stepper=lambda done, rows: None)))
+    metrics = evaluator.decoding_metrics(trainer, module, "val")
     assert decoded_rows == [5, 2]
     assert metrics["val/string_accuracy"] == 1.0 and metrics["val/char_accuracy"] == 1.0

@@ -188,7 +188,7 @@ def test_seeds_trains_a_stack_written_as_the_separate_runs(compose_train, tmp_pa
     from hsvae.analysis.tables import find_jobs
     from hsvae.cli.train import train
 
-    common = ["dataset.n_train=400", "trainer.max_epochs=3", "model.eval_samples=20", "callbacks.progress_bar=null",
+    common = ["dataset.n_train=400", "trainer.max_epochs=3", "evaluation.ll.samples=20", "callbacks.progress_bar=null",
               "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false", "logger=csv"]
     mean = train(compose_train([*common, "seeds=[0,1]"], "stack"))
     members = {s: json.loads((tmp_path / "stack" / f"seed_{s}" / "results.json").read_text()) for s in (0, 1)}
@@ -262,7 +262,7 @@ def test_a_finished_stack_run_again_is_left_as_it_is(compose_train, tmp_path):
     """A sweep run again (a second GPU lease) skips the stacks whose members all finished: nothing is rewritten."""
     from hsvae.cli.train import train
 
-    overrides = ["dataset.n_train=200", "trainer.max_epochs=1", "model.eval_samples=2", "callbacks.progress_bar=null",
+    overrides = ["dataset.n_train=200", "trainer.max_epochs=1", "evaluation.ll.samples=2", "callbacks.progress_bar=null",
                  "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false", "~logger",
                  "seeds=[4,5]", "allow_overwrite=true"]
     first = train(compose_train(overrides, "stack"))
@@ -343,7 +343,7 @@ def test_seeds_with_compile_gives_the_eager_stacks_numbers(compose_train, tmp_pa
 
     from hsvae.cli.train import train
 
-    common = ["dataset.n_train=400", "trainer.max_epochs=2", "model.eval_samples=10", "callbacks.progress_bar=null",
+    common = ["dataset.n_train=400", "trainer.max_epochs=2", "evaluation.ll.samples=10", "callbacks.progress_bar=null",
               "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false", "~logger", "seeds=[0,1]"]
     train(compose_train(common, "eager"))
     train(compose_train([*common, "compile=true"], "compiled"))
@@ -362,7 +362,7 @@ def test_a_stacked_multirun_gives_each_member_its_own_wandb_run(tmp_path):
     from tests.test_sweeps import run_train
 
     sweep_dir = tmp_path / "sweep"
-    proc = run_train(["-m", "dataset=synthetic", "dataset.n_train=200", "trainer.max_epochs=2", "model.eval_samples=2",
+    proc = run_train(["-m", "dataset=synthetic", "dataset.n_train=200", "trainer.max_epochs=2", "evaluation.ll.samples=2",
                       "latent=vmf,gaussian", "seeds=[0,1]", "logger=wandb", "callbacks.progress_bar=null",
                       "+trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep_dir}"])
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -389,7 +389,7 @@ def test_an_interrupted_stack_continues_where_it_stopped(compose_train, tmp_path
     from hsvae.cli.train import train
     from hsvae.training.stacked import MemberHistory
 
-    common = ["dataset.n_train=300", "trainer.max_epochs=4", "model.eval_samples=5", "callbacks.progress_bar=null",
+    common = ["dataset.n_train=300", "trainer.max_epochs=4", "evaluation.ll.samples=5", "callbacks.progress_bar=null",
               "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false", "logger=csv",
               "seeds=[0,2]"]
     expected = train(compose_train(common, "whole"))
@@ -459,7 +459,7 @@ def test_a_stack_with_a_plateau_scheduler_gives_the_separate_runs_numbers(compos
     that the members train at different rates): each member's numbers are its separate run's."""
     from hsvae.cli.train import train
 
-    common = ["dataset.n_train=300", "trainer.max_epochs=4", "model.eval_samples=5", "callbacks.progress_bar=null",
+    common = ["dataset.n_train=300", "trainer.max_epochs=4", "evaluation.ll.samples=5", "callbacks.progress_bar=null",
               "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false", "~logger",
               "+model.scheduler._target_=torch.optim.lr_scheduler.ReduceLROnPlateau", "+model.scheduler._partial_=true",
               "+model.scheduler.mode=max", "+model.scheduler.patience=0", "+model.scheduler.factor=0.3",

@@ -24,7 +24,7 @@ from tests.conftest import FAST
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = group_options("experiment")
 TINY = ["dataset.n_train=320", "dataset.n_val=100", "dataset.n_test=100", "trainer.max_epochs=1",
-        "model.eval_samples=5", "callbacks.progress_bar=null", "+trainer.enable_model_summary=false"]
+        "evaluation.ll.samples=5", "callbacks.progress_bar=null", "+trainer.enable_model_summary=false"]
 
 
 def run_train(args: list[str], cwd: Path = REPO, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -43,7 +43,7 @@ def test_fast_dev_run_synthetic(compose_train, latent):
 def test_fast_dev_run_mnist(compose_train, data_dir, latent):
     cfg = compose_train(
         [f"latent={latent}", "dataset=mnist", f"paths.data_dir={data_dir}", "+trainer.fast_dev_run=true",
-         "model.eval_samples=5", *FAST]
+         "evaluation.ll.samples=5", *FAST]
     )
     metrics = train(cfg)
     # an untrained Bernoulli model scores about -784 log 2 = -543 nats; one step cannot do much better
@@ -100,9 +100,11 @@ def test_eval_on_saved_checkpoint(tmp_path):
     for key, value in trained.items():
         if key.startswith("test/"):
             assert metrics[key] == pytest.approx(value, rel=1e-6), key
-    more = evaluate(compose_config("eval", [f"ckpt_path={ckpt}", "eval_samples=50"], tmp_path / "eval50"))
+    more = evaluate(compose_config("eval", [f"ckpt_path={ckpt}", "evaluation=[ll]",
+                                                   "evaluation.ll.samples=50"], tmp_path / "eval50"))
     # importance sampling with 50 samples bounds log p(x) more tightly than the ELBO (up to MC noise)
     assert more["test/log_likelihood"] >= more["test/elbo"] - 0.5
+    assert "test/knn_accuracy" not in more  # the evaluators chosen, not the run's
     assert results(tmp_path / "eval")["checkpoint"] == str(ckpt)
 
 
@@ -122,7 +124,7 @@ def test_unknown_choice_lists_the_options(compose_train):
         ("latent.dim=0", "latent.dim"),
         ("dataset.batch_size=0", "dataset.batch_size"),
         ("model.optimizer.lr=-0.001", "model.optimizer.lr"),
-        ("model.eval_samples=-1", "model.eval_samples"),
+        ("evaluation.ll.samples=-1", "evaluation.ll.samples"),
     ],
 )
 def test_invalid_values_refused_before_training(compose_train, tmp_path, override, fragment):

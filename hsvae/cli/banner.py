@@ -5,6 +5,7 @@
       data       SyntheticSphere (dataset=synthetic)
       model      VAEModule: VAE, MLPEncoder (model=mlp_vae)
       training   at most 20 epochs; early stopping on val/elbo (max), patience 5
+      evaluation ll, knn, geometry
       device     cpu, 1 device
       output     logs/train/runs/2025-01-01_12-00-00
       resume     logs/train/runs/.../checkpoints/last.ckpt
@@ -122,6 +123,13 @@ def device(cfg: DictConfig) -> str:
     return text
 
 
+def evaluators(cfg: DictConfig) -> str:
+    """The test stage's evaluators (``evaluation``'s keys with a ``_target_``), or "none"."""
+    chosen = [name for name, node in (_get(cfg, "evaluation") or {}).items()
+              if isinstance(node, DictConfig) and "_target_" in node]
+    return ", ".join(chosen) or "none"
+
+
 def start_banner(cfg: DictConfig, ckpt_path: str | None = None) -> str:
     """A few lines describing the run ``cfg`` is about to start (see the module docstring).
 
@@ -147,6 +155,7 @@ def start_banner(cfg: DictConfig, ckpt_path: str | None = None) -> str:
     add("data", _named(cfg, "dataset", "dataset", suffix="DataModule"))
     add("model", describe_model(cfg))
     add("training", "none: tests the checkpoint" if evaluating else stopping_rule(cfg))
+    add("evaluation", evaluators(cfg))
     add("device", device(cfg))
     add("output", str(_get(cfg, "paths.output_dir", _UNKNOWN)))
     ckpt = ckpt_path if ckpt_path is not None else _get(cfg, "ckpt_path")

@@ -1,8 +1,10 @@
-"""``python eval.py ckpt_path=...`` / ``hsvae-eval``: test a checkpoint, including the importance-sampled
-log-likelihood, and write results.json in a new output directory.
+"""``python eval.py ckpt_path=...`` / ``hsvae-eval``: test a checkpoint with the training run's evaluators (or
+those of ``evaluation=[...]``), and write results.json in a new output directory.
 
-The model and data are rebuilt from the training run's config (``<run dir>/.hydra/config.yaml``, the
-run dir being the checkpoint folder's parent), or from ``train_config=<path to a config.yaml>``.
+The model, data and evaluators are rebuilt from the training run's config (``<run dir>/.hydra/config.yaml``, the
+run dir being the checkpoint folder's parent), or from ``train_config=<path to a config.yaml>``. A run written
+before ``conf/evaluation`` existed has its evaluators in its model's config: they are read from there
+(:func:`hsvae.cli.evaluators.adopt_legacy_evaluation`).
 """
 
 from __future__ import annotations
@@ -17,15 +19,14 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hsvae.cli.banner import start_banner
-from hsvae.cli.builders import (check_output_dir, instantiate_loggers, instantiate_model, save_run_config,
-                                 targets, validate)
+from hsvae.cli.builders import check_output_dir, instantiate_loggers, instantiate_model, save_run_config, validate
 from hsvae.cli.checkpoints import find_run_config, load_checkpoint
 from hsvae.cli.continuation import claim_folder
+from hsvae.cli.evaluators import adopt_legacy_evaluation, instantiate_evaluators
 from hsvae.cli.failures import recording_failures
 from hsvae.cli.report import collect_metrics, print_metrics, write_results
 from hsvae.cli.signals import lightning_interruptions
 from hsvae.cli.stages import instantiate_datamodule
-from hsvae.training import VAEModule
 from hsvae.utils.run_info import git_commit
 from hsvae.utils.errors import ConfigError
 
@@ -33,7 +34,8 @@ log = logging.getLogger(__name__)
 
 
 def training_config(cfg: DictConfig) -> DictConfig:
-    """The training run's config, with this evaluation's paths, trainer and overrides."""
+    """The training run's config, with this evaluation's paths, trainer, seed and evaluators (``evaluation``, when
+    chosen; else the run's own)."""
     ckpt = Path(cfg.ckpt_path)
     load_checkpoint(ckpt)  # a missing or foreign file is named before its run's config is looked for
     train_cfg, _ = find_run_config(ckpt, cfg.get("train_config"))
@@ -44,17 +46,10 @@ def training_config(cfg: DictConfig) -> DictConfig:
         if cfg.get("seed") is not None:
             train_cfg.seed = cfg.seed
         train_cfg.task_name = cfg.task_name
-        if cfg.get("eval_samples") is not None:
-            train_cfg.model.eval_samples = cfg.eval_samples
-        for key in ("m1_labels", "m1_k"):
-            if cfg.get(key) is None:
-                continue
-            if not targets(train_cfg.model, VAEModule):
-                raise ConfigError(
-                    f"{key}={cfg.get(key)} (the M1 k-NN evaluation) applies to VAE checkpoints; {ckpt} was trained "
-                    f"with model._target_={train_cfg.model.get('_target_')}"
-                )
-            train_cfg.model[key] = cfg.get(key)
+    adopt_legacy_evaluation(train_cfg)
+    if cfg.get("evaluation") is not None:
+        with open_dict(train_cfg):
+            train_cfg.evaluation = cfg.evaluation
     return train_cfg
 
 
@@ -78,8 +73,9 @@ def _evaluate(cfg: DictConfig, output_dir: Path, started: float, commit: str | N
     pl.seed_everything(train_cfg.seed, workers=True, verbose=False)
     datamodule = instantiate_datamodule(train_cfg)
     model = instantiate_model(train_cfg)
+    evaluation = instantiate_evaluators(train_cfg, datamodule, model)
     loggers = instantiate_loggers(cfg.get("logger"))
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False)
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=[evaluation])
     # as train.py does before its test stage: the same seed gives the same Monte-Carlo draws, so the same numbers
     pl.seed_everything(train_cfg.seed, workers=True, verbose=False)
     with lightning_interruptions(trainer):

@@ -25,7 +25,7 @@ from hsvae.cli.records import write_failure
 from hsvae.cli.signals import SWEEP_PHASE, as_interruption, received, running_sweep_dir
 from hsvae.cli.signals import install as install_signal_handlers
 from hsvae.utils.errors import (BudgetError, CheckpointError, ConfigError, DatasetNotFoundError, EmptySweepError,
-                                MalformedDatasetError, MissingMetricError, NonFiniteLossError, SearchSpaceError)
+                                EvaluationError, MalformedDatasetError, MissingMetricError, NonFiniteLossError, SearchSpaceError)
 
 #: exit codes
 USAGE_ERROR = 2
@@ -38,7 +38,7 @@ def _usage_types() -> tuple[type[BaseException], ...]:
     from omegaconf.errors import OmegaConfBaseException
 
     # MisconfigurationException: Lightning's refusal of trainer settings (trainer=gpu without a GPU, ...)
-    return (ConfigError, BudgetError, HydraException, OmegaConfBaseException, FileExistsError, EmptySweepError,
+    return (ConfigError, EvaluationError, BudgetError, HydraException, OmegaConfBaseException, FileExistsError, EmptySweepError,
             SearchSpaceError, MissingMetricError, MisconfigurationException)
 
 

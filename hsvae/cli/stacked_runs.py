@@ -35,6 +35,7 @@ from hsvae.cli.builders import (instantiate_loggers, instantiate_model, log_hype
                                  member_overrides, save_run_config, targets)
 from hsvae.cli.report import collect_metrics, write_results
 from hsvae.cli.continuation import finished_metrics
+from hsvae.cli.evaluators import instantiate_evaluators
 from hsvae.cli.signals import lightning_interruptions
 from hsvae.cli.stages import instantiate_datamodule
 from hsvae.models.stacked import MemberStreams, StackedVAE
@@ -173,13 +174,14 @@ def run_stacked(cfg: DictConfig, output_dir: Path, seeds: list[int], started: fl
     log.info("a stack of %d runs (seeds %s), each written to %s/seed_<seed>/", len(seeds), seeds, output_dir)
     if resume is not None:
         log.info("continuing the interrupted stack from %s", resume)
-    members = []
+    members, evaluations = [], []
     for seed in seeds:
         member_dir = output_dir / f"seed_{seed}"
         member_cfg = _member_config(cfg, seed, member_dir)
         pl.seed_everything(seed, workers=True, verbose=False)
         datamodule = instantiate_datamodule(member_cfg)
         model = instantiate_model(member_cfg)
+        evaluations.append(instantiate_evaluators(member_cfg, datamodule, model))  # (checked before the fit)
         cuda_state = torch.cuda.get_rng_state() if torch.cuda.is_available() else None  # (a GPU's draws)
         members.append((seed, member_dir, member_cfg, datamodule, model, (torch.get_rng_state(), cuda_state)))
     write_json_atomic(output_dir / "stack.json", {"seeds": seeds, "members": [f"seed_{s}" for s in seeds],
@@ -222,7 +224,8 @@ def run_stacked(cfg: DictConfig, output_dir: Path, seeds: list[int], started: fl
         if cfg.get("test", True):
             pl.seed_everything(seed, workers=True, verbose=False)  # as eval.py: the test's draws from the seed
             tester = pl.Trainer(**_trainer_arguments(member_cfg), logger=False, enable_checkpointing=False,
-                                enable_progress_bar=progress)
+                                enable_progress_bar=progress,
+                                callbacks=[evaluations[i]])
             tester.test(model, datamodule=datamodule)
             metrics = collect_metrics(tester, metrics)
         _close_member_loggers(loggers, metrics, trainer.global_step, trainer.current_epoch)

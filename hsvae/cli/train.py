@@ -37,6 +37,7 @@ from hsvae.cli.builders import (
     validate,
 )
 from hsvae.cli.checkpoints import check_fits, load_checkpoint
+from hsvae.cli.evaluators import instantiate_evaluators
 from hsvae.cli.resume import run_dir_of
 from hsvae.cli.failures import recording_failures
 from hsvae.cli.phase_tracker import PhaseTracker
@@ -153,7 +154,7 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, in_p
     callbacks = instantiate_callbacks(cfg.get("callbacks"), cfg.trainer.get("enable_progress_bar", True) is not False)
     # every random state and the time spent go into each checkpoint: a resumed run is the uninterrupted one
     run_state = RunState(output_dir / PROGRESS_FILE if rank_zero_only.rank == 0 else None, started)
-    callbacks.extend([run_state, PhaseTracker()])
+    callbacks.extend([run_state, PhaseTracker(), instantiate_evaluators(cfg, datamodule, model)])
     pruning = trial_pruning(cfg)  # a search's trial: reports each epoch, stops when the pruner says so
     if pruning is not None:
         callbacks.append(pruning)

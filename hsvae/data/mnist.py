@@ -163,6 +163,13 @@ class MNISTDataModule(InMemoryDataModule):
             "test": Split(images(raw["test"][0], True), raw["test"][1]),
         }
 
+    def fixed_inputs(self, x: torch.Tensor, seed: int) -> torch.Tensor:
+        """Training images, stored as grey levels and binarised afresh for every batch (``binarize="dynamic"``),
+        binarised once with ``seed`` (on the CPU), as the test images are; otherwise ``x`` itself."""
+        if self.binarize != "dynamic":
+            return x
+        return torch.bernoulli(x.cpu(), generator=torch.Generator().manual_seed(seed))
+
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         trainer = getattr(self, "trainer", None)
         if self.binarize == "dynamic" and trainer is not None and trainer.training:

@@ -53,7 +53,7 @@ class SyntheticSphereDataModule(InMemoryDataModule):
     """Train/val/test splits of :func:`make_synthetic_sphere` (independent draws, one transformation).
 
     Batches are ``(x, label)``; the label is the generating mixture component. After :meth:`setup`, ``angles``
-    holds each split's true angles on the circle (for the latent-geometry measures).
+    (empty before) holds each split's true angles on the circle (for the latent-geometry measures).
     """
 
     num_classes = 3
@@ -78,12 +78,13 @@ class SyntheticSphereDataModule(InMemoryDataModule):
         self.sizes = {"train": n_train, "val": n_val, "test": n_test}
         self.kwargs = dict(ambient_dim=ambient_dim, concentration=concentration, noise=noise, seed=data_seed)
         self.input_shape = (ambient_dim,)
+        self.angles: dict[str, torch.Tensor] = {}
 
     def load_splits(self) -> dict[str, Split]:
         total = sum(self.sizes.values())
         x, y, angles = make_synthetic_sphere(total, **self.kwargs)
         out, start = {}, 0
-        self.angles: dict[str, torch.Tensor] = {}
+        self.angles = {}
         for name, size in self.sizes.items():
             out[name] = Split(x[start : start + size], y[start : start + size])
             self.angles[name] = angles[start : start + size]

@@ -1,9 +1,17 @@
-"""Evaluation of learned latent spaces (k-NN classification of latent means, ...)."""
+"""Metrics of learned models, as evaluators (one per metric family, each chosen by a yaml of ``conf/evaluation``,
+run at the test stage by :class:`hsvae.training.evaluators.EvaluatorsCallback`), and the functions they use
+(k-NN classification of latent means, M1 accuracy, circle geometry, link AUC/AP, molecules, interpolation)."""
 
+from .evaluator import EvaluationError, Evaluator
+from .geometry import CircleGeometry
 from .interpolation import decode_interpolations, latent_path, lerp, slerp
-from .knn import knn_accuracy, knn_predict
-from .molecules import rdkit_validity, sample_metrics
-from .semisupervised import balanced_subset, m1_knn_accuracies
+from .knn import KNNAccuracy, knn_accuracy, knn_predict
+from .links import LinkAUCAP, average_precision, link_metrics, roc_auc
+from .log_likelihood import LogLikelihood
+from .molecules import MoleculeMetrics, rdkit_validity, sample_metrics
+from .semisupervised import M1Accuracy, balanced_subset, m1_knn_accuracies
 
-__all__ = ["balanced_subset", "decode_interpolations", "knn_accuracy", "knn_predict", "latent_path", "lerp", "m1_knn_accuracies",
-           "rdkit_validity", "sample_metrics", "slerp"]
+__all__ = ["CircleGeometry", "EvaluationError", "Evaluator", "KNNAccuracy", "LinkAUCAP", "LogLikelihood", "M1Accuracy",
+           "MoleculeMetrics", "average_precision", "balanced_subset", "decode_interpolations", "knn_accuracy",
+           "knn_predict", "latent_path", "lerp", "link_metrics", "m1_knn_accuracies", "rdkit_validity", "roc_auc",
+           "sample_metrics", "slerp"]

@@ -11,8 +11,12 @@ distance is the angle between them, in R^m the Euclidean distance.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
+
+from .evaluator import Evaluator, Metrics, latent_means
+from .protocols import Embeds, KnownAngles
 
 
 def circle_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -62,3 +66,26 @@ def tear_ratio(points: torch.Tensor, angles: torch.Tensor, spherical: bool) -> t
     ordered = points[order.to(points.device)]
     step = _latent_distance(ordered, ordered.roll(-1, dims=0), spherical)
     return step.max() / step.median().clamp_min(torch.finfo(step.dtype).tiny)
+
+
+class CircleGeometry(Evaluator):
+    """With data generated on a circle whose angles are known (the synthetic sphere): how the test points' latent
+    means keep it: ``test/geodesic_spearman`` (:func:`geodesic_rank_correlation`) and ``test/tear_ratio``
+    (:func:`tear_ratio`); distances on the sphere for a latent of one sphere, else Euclidean."""
+
+    data_needs = (KnownAngles,)
+    model_needs = (Embeds,)
+    needs_text = "data generated on a circle with known angles (dataset=synthetic) and a VAE's latent means"
+
+    def __init__(self) -> None:
+        self.data: KnownAngles | None = None
+
+    def setup(self, datamodule: KnownAngles) -> None:
+        self.data = datamodule
+
+    def test_end(self, trainer: Any, module: Any) -> Metrics:
+        points = latent_means(module, self.data.splits["test"].x)
+        truth = self.data.angles["test"].to(points.device)
+        spherical = len(module.net.latent.spheres) == 1
+        return {"test/geodesic_spearman": geodesic_rank_correlation(points, truth, spherical).float(),
+                "test/tear_ratio": tear_ratio(points, truth, spherical).float()}

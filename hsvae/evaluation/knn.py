@@ -6,7 +6,12 @@ neighbour order is that of the cosine similarity, so the cosine is used (cheaper
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+
+from .evaluator import Evaluator, Metrics, latent_distance, latent_means
+from .protocols import Embeds, LabelledSplits
 
 METRICS = ("euclidean", "cosine")
 
@@ -41,3 +46,35 @@ def knn_predict(
 
 def knn_accuracy(train_x, train_y, query_x, query_y, k: int = 5, metric: str = "euclidean") -> float:
     return (knn_predict(train_x, train_y, query_x, k, metric) == query_y).float().mean().item()
+
+
+class KNNAccuracy(Evaluator):
+    """``test/knn_accuracy``: a k-NN classifier on the latent means of (up to ``train_points``) training points,
+    evaluated on the test points' means (Euclidean distance in R^d, cosine on the sphere).
+
+    Args:
+        k: neighbours.
+        train_points: the first this many training points are the reference set.
+    """
+
+    data_needs = (LabelledSplits,)
+    model_needs = (Embeds,)
+    needs_text = "labelled splits (dataset=synthetic|mnist) and a VAE's latent means"
+
+    def __init__(self, k: int = 5, train_points: int = 10000):
+        for name, value in (("k", k), ("train_points", train_points)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.k, self.train_points = k, train_points
+        self.data: LabelledSplits | None = None
+
+    def setup(self, datamodule: LabelledSplits) -> None:
+        self.data = datamodule
+
+    def test_end(self, trainer: Any, module: Any) -> Metrics:
+        train, test = self.data.splits["train"], self.data.splits["test"]
+        limit = self.train_points
+        accuracy = knn_accuracy(latent_means(module, train.x[:limit]), train.y[:limit].to(module.device),
+                                latent_means(module, test.x), test.y.to(module.device), k=self.k,
+                                metric=latent_distance(module.net))
+        return {"test/knn_accuracy": accuracy}

@@ -10,10 +10,15 @@ The subset is drawn from the *training* split only, so it is disjoint from the t
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
+from hsvae.utils.errors import EvaluationError
+
+from .evaluator import Evaluator, Metrics, latent_distance, latent_means
 from .knn import knn_accuracy
+from .protocols import Embeds, LabelledSplits
 
 
 def balanced_subset(
@@ -105,3 +110,57 @@ def m1_knn_accuracies(
         out[n] = knn_accuracy(reference, train_y[idx].to(reference.device), test_embeddings,
                               test_y.to(test_embeddings.device), k=k, metric=metric)
     return out
+
+
+class M1Accuracy(Evaluator):
+    """The S-VAE paper's M1 evaluation: for each n of ``labels`` (e.g. ``[100, 600, 1000]``), ``test/m1_knn_<n>``
+    is the test accuracy of a ``k``-NN whose reference set is a class-balanced subset of n training points (drawn
+    with ``seed``), on the latent means (:func:`m1_knn_accuracies`). The counts are checked against the data
+    (divisible by its classes, within the training set) before training starts.
+
+    Where the data draws its inputs afresh for every batch (MNIST's dynamic binarisation), the labelled inputs are
+    drawn once, with the seed (the data's ``fixed_inputs``), as the test inputs are.
+
+    Args:
+        labels: the labelled-set sizes.
+        k: neighbours (at most the smallest labelled set).
+        seed: seed of the labelled subsets; None: the data module's seed (the run's).
+    """
+
+    data_needs = (LabelledSplits,)
+    model_needs = (Embeds,)
+    needs_text = "labelled splits (dataset=mnist|synthetic) and a VAE's latent means"
+
+    def __init__(self, labels: Sequence[int] = (100, 600, 1000), k: int = 5, seed: int | None = None):
+        labels = list(labels or ())
+        if not labels or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in labels):
+            raise ValueError(f"labels must be a non-empty list of positive integers (labelled-set sizes), got "
+                             f"{labels!r}")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k (neighbours of the M1 k-NN) must be a positive integer, got {k!r}")
+        if k > min(labels):
+            raise ValueError(f"k={k} neighbours exceeds the smallest labelled set of labels={labels}")
+        self.labels, self.k, self.seed = labels, k, seed
+        self.data: LabelledSplits | None = None
+
+    def _seed(self) -> int:
+        return self.data.seed if self.seed is None else self.seed
+
+    def setup(self, datamodule: LabelledSplits) -> None:
+        self.data = datamodule
+        labels = datamodule.splits["train"].y
+        for n in self.labels:  # before a long training rather than after it
+            try:
+                balanced_subset(labels, n, seed=self._seed(), num_classes=datamodule.num_classes)
+            except ValueError as err:
+                raise EvaluationError(f"evaluation.m1.labels={self.labels}: {err}") from None
+
+    def test_end(self, trainer: Any, module: Any) -> Metrics:
+        train, test = self.data.splits["train"], self.data.splits["test"]
+        seed = self._seed()
+        accuracies = m1_knn_accuracies(
+            lambda x: latent_means(module, x), train.x, train.y, latent_means(module, test.x),
+            test.y.to(module.device), self.labels, k=self.k, metric=latent_distance(module.net), seed=seed,
+            num_classes=self.data.num_classes, prepare=lambda x: self.data.fixed_inputs(x, seed),
+        )
+        return {f"test/m1_knn_{n}": accuracy for n, accuracy in accuracies.items()}

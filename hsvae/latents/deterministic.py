@@ -1,8 +1,8 @@
 """A deterministic latent: the plain autoencoder baseline of the S-VAE paper's synthetic experiment.
 
 The "posterior" is a point mass at the encoder's output, the KL term is zero, and there is no
-likelihood bound to report (the importance-sampled log-likelihood is undefined: set
-``model.eval_samples=0``).
+likelihood bound to report (the importance-sampled log-likelihood is undefined: the ``ll`` evaluator logs
+nothing for it).
 """
 
 from __future__ import annotations

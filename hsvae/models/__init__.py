@@ -6,7 +6,7 @@ from .likelihoods import BernoulliLikelihood, GaussianLikelihood, Likelihood
 from .mlp import MLPDecoder, MLPEncoder
 from .smiles import SMILESVAE, SequenceELBOTerms
 from .vae import VAE, ELBOTerms
-from .vgae import VGAE, GCNEncoder, VGAETerms, average_precision, roc_auc
+from .vgae import VGAE, GCNEncoder, VGAETerms
 
 __all__ = [
     "BernoulliLikelihood",
@@ -24,6 +24,4 @@ __all__ = [
     "VAE",
     "VGAE",
     "VGAETerms",
-    "average_precision",
-    "roc_auc",
 ]

@@ -15,6 +15,7 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from hsvae.evaluation.protocols import LabelledSplits
 from hsvae.utils.modules import evaluating
 from hsvae.utils.plotting import image_grid, image_rows, latent_space, plot_latent, save_figure
 
@@ -59,11 +60,11 @@ class FigureCallback(pl.Callback):
         self.n_points = n_points
 
     def _batch(self, trainer: pl.Trainer, pl_module: pl.LightningModule):
-        """Validation points ``(x, y)`` of a data module with ``splits``, or None (e.g. a graph data module)."""
-        splits = getattr(trainer.datamodule, "splits", None)
-        if not splits or "val" not in splits:
+        """Validation points ``(x, y)`` of a data module with labelled splits, or None (e.g. a graph data module)."""
+        datamodule = trainer.datamodule
+        if not isinstance(datamodule, LabelledSplits) or "val" not in datamodule.splits:
             return None
-        split = splits["val"]
+        split = datamodule.splits["val"]
         x, y = split.x[: self.n_points], split.y[: self.n_points]
         return x.to(pl_module.device), y
 

@@ -1,5 +1,6 @@
 """Lightning module for link prediction with a :class:`~hsvae.models.VGAE`: full-batch training on one graph,
-validation AUC/AP every epoch, test AUC/AP (at the checkpoint the CLI selects: the best validation epoch)."""
+validation AUC/AP every epoch (the model selection's), and the scores of held-out pairs that the ``links``
+evaluator turns into the test AUC/AP (at the checkpoint the CLI selects: the best validation epoch)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from collections.abc import Callable
 import torch
 
 from hsvae.data.links import LinkPredictionDataModule, LinkSplit
-from hsvae.models.vgae import VGAE, encoder_features, gcn_normalized_adjacency, link_metrics
+from hsvae.evaluation.links import link_metrics
+from hsvae.models.vgae import VGAE, encoder_features, gcn_normalized_adjacency
 
 from .task import ELBOTask
 
@@ -20,8 +22,9 @@ class LinkPredictionModule(ELBOTask):
     """Trains a VGAE on the batches of a :class:`~hsvae.data.LinkPredictionDataModule` (one graph per step).
 
     Logged: ``train/{loss,reconstruction,kl}`` (the KL as the mean per node), ``train/scale`` (the decoder's
-    logit scale), ``{val,test}/{auc,ap,auc_ap}`` (``auc_ap`` = their mean), and ``best/{val_auc,val_ap,epoch}``:
-    the validation metrics at the best epoch by ``selection_metric`` (the ModelCheckpoint's monitor).
+    logit scale), ``val/{auc,ap,auc_ap}`` (``auc_ap`` = their mean), and ``best/{val_auc,val_ap,epoch}``:
+    the validation metrics at the best epoch by ``selection_metric`` (the ModelCheckpoint's monitor). The test
+    metrics ``test/{auc,ap,auc_ap}`` are the ``links`` evaluator's, from :meth:`pair_scores`.
 
     Validation and test score the posterior *locations* (deterministic, as Kipf's code), with messages passed
     over the training edges only.
@@ -45,11 +48,12 @@ class LinkPredictionModule(ELBOTask):
         super().__init__(net, optimizer, scheduler)
         self.monitor = selection_metric
         self.best: dict[str, float] = {}
+        self._checkpoint_split: dict | None = None  # the edge split a loaded checkpoint was trained on
         self._best_logged = False
 
     # -- inputs ---------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
         if datamodule is None:
             return
         if not isinstance(datamodule, LinkPredictionDataModule):
@@ -76,23 +80,21 @@ class LinkPredictionModule(ELBOTask):
                      extra={"scale": self.net.scale})
         return loss
 
-    def evaluate(self, graph: LinkSplit, stage: str) -> dict[str, torch.Tensor]:
-        """``{"auc", "ap"}`` of the ``stage`` ("val" or "test") pairs, scored at the posterior locations."""
+    def pair_scores(self, graph: LinkSplit, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits, 0/1 labels)`` of the ``stage`` ("val" or "test") pairs, scored at the posterior locations."""
         with self.evaluating() as net:
             z = net.embed(*self.inputs(graph))
             pairs, labels = graph.eval_pairs(stage)
-            return link_metrics(net.logits(z, pairs), labels)
-
-    def _log_eval(self, graph: LinkSplit, stage: str) -> None:
-        m = self.evaluate(graph, stage)
-        values = {f"{stage}/auc": m["auc"], f"{stage}/ap": m["ap"], f"{stage}/auc_ap": (m["auc"] + m["ap"]) / 2}
-        self.log_dict({k: v.float() for k, v in values.items()}, prog_bar=stage == "val", batch_size=1)
+            return net.logits(z, pairs), labels
 
     def validation_step(self, graph: LinkSplit, batch_idx: int) -> None:
-        self._log_eval(graph, "val")
+        m = link_metrics(*self.pair_scores(graph, "val"))
+        values = {"val/auc": m["auc"], "val/ap": m["ap"], "val/auc_ap": (m["auc"] + m["ap"]) / 2}
+        self.log_dict({k: v.float() for k, v in values.items()}, prog_bar=True, batch_size=1)
 
     def test_step(self, graph: LinkSplit, batch_idx: int) -> None:
-        self._log_eval(graph, "test")
+        """Nothing: the test metrics are the evaluators' (``links``: AUC/AP of :meth:`pair_scores`). (Lightning
+        runs a test loop only for a module with a test step.)"""
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
@@ -117,7 +119,7 @@ class LinkPredictionModule(ELBOTask):
     # another split (e.g. another seed), its test edges may have been training edges.
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["link_prediction_best"] = dict(self.best)
-        datamodule = getattr(self.trainer, "datamodule", None)
+        datamodule = self.trainer.datamodule
         if isinstance(datamodule, LinkPredictionDataModule) and datamodule.graph is not None:
             checkpoint["link_prediction_split"] = {
                 "fingerprint": datamodule.graph.fingerprint(),
@@ -129,8 +131,8 @@ class LinkPredictionModule(ELBOTask):
         self._checkpoint_split = checkpoint.get("link_prediction_split")
 
     def _check_split(self) -> None:
-        expected = getattr(self, "_checkpoint_split", None)
-        datamodule = getattr(self.trainer, "datamodule", None)
+        expected = self._checkpoint_split
+        datamodule = self.trainer.datamodule
         if not expected or not isinstance(datamodule, LinkPredictionDataModule):
             return
         if datamodule.graph.fingerprint() != expected["fingerprint"]:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 from torch.nn import functional as F
 
+from hsvae.data.m1_codes import M1CodesDataModule
 from hsvae.models.m2 import M2
 
 from .task import ELBOTask
@@ -61,12 +62,14 @@ class M2Module(ELBOTask):
         self._labelled_weight = labelled_weight
 
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if getattr(datamodule, "num_classes", self.net.num_classes) != self.net.num_classes:
+        datamodule = self.trainer.datamodule
+        if not isinstance(datamodule, M1CodesDataModule):
+            raise ValueError(f"model=m2 trains on M1 codes (dataset=mnist_m1); got {type(datamodule).__name__}")
+        if datamodule.num_classes != self.net.num_classes:
             raise ValueError(
                 f"model.net.num_classes={self.net.num_classes}, but the data has {datamodule.num_classes} classes"
             )
-        size = getattr(datamodule, "input_shape", (self.net.z1_size,))
+        size = datamodule.input_shape
         if tuple(size) != (self.net.z1_size,):
             raise ValueError(
                 f"the M2 expects z1 codes of size {self.net.z1_size} (model.net.z1_latent), but the data module's "

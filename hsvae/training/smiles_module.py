@@ -1,27 +1,24 @@
-"""Lightning module for the SMILES VAE: ELBO training with a KL warm-up, teacher-forced and decoded
-reconstruction accuracy, and the validity / uniqueness / novelty of strings generated from the prior."""
+"""Lightning module for the SMILES VAE: ELBO training with a KL warm-up and the teacher-forced reconstruction
+accuracy (the decoding metrics, validity / uniqueness / novelty of generated strings, are an evaluator's:
+:class:`hsvae.evaluation.molecules.MoleculeMetrics`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from hsvae.data.smiles import BOS_ID, EOS_ID, PAD_ID, UNK_ID, SMILESDataModule, SMILESTokenizer
-from hsvae.evaluation import molecules
 from hsvae.models.smiles import SMILESVAE
-from hsvae.utils.progress import PhaseProgress
 
 from .epoch_means import EpochMeans
 from .task import ELBOTask
 
 
 #: under ``trainer.fast_dev_run`` (a smoke test, which on a CPU would spend minutes on full batches of a 4+4-layer
-#: Transformer): strings per batch, and generated strings (prior samples and reconstructions, each), at most
+#: Transformer): strings per batch, at most
 FAST_DEV_RUN_ROWS = 16
-FAST_DEV_RUN_DECODES = 8
 
 
 class SMILESVAEModule(ELBOTask):
@@ -36,11 +33,8 @@ class SMILESVAEModule(ELBOTask):
     teacher-forced: the next token given the true prefix), ``{train,val,test}/objective`` = reconstruction -
     ``final_beta`` KL (the training objective after the warm-up, what the zinc250k config selects checkpoints
     by: with beta << 1 the ELBO peaks early and would pick an under-trained model), ``train/{loss,beta}``.
-    At the end of testing (and every ``decode_every_n_epochs`` validation epochs): ``<stage>/char_accuracy`` and
-    ``<stage>/string_accuracy`` of greedy decodings from the posterior locations of the first
-    ``n_reconstructions`` strings of the split (see :func:`hsvae.evaluation.molecules.reconstruction_counts`),
-    and for ``n_samples`` strings decoded greedily from prior samples ``<stage>/prior_{unique,novel}`` and, with RDKit, ``<stage>/prior_{valid,unique_valid,
-    novel_valid}``; ``test/unknown_strings``: test strings with a token outside the training vocabulary.
+    The decoding metrics (``test/char_accuracy``, ``test/prior_valid``, ...) are the ``molecules`` evaluator's
+    (``conf/evaluation/molecules.yaml``).
 
     Args:
         net: a :class:`SMILESVAE` or a partial constructor of one (see above).
@@ -48,13 +42,6 @@ class SMILESVAEModule(ELBOTask):
         scheduler: optional partial LR scheduler constructor; ``ReduceLROnPlateau`` monitors ``val/elbo``.
         warmup_epochs: the KL weight beta rises linearly from 0 to ``final_beta`` over this many epochs.
         final_beta: the KL weight after the warm-up (0.015 in the spherical-Cauchy paper's setup).
-        n_samples: prior samples decoded for the generation metrics (0: none).
-        n_reconstructions: strings of the split decoded for the reconstruction accuracies (0: none).
-        decode_every_n_epochs: also compute the decoding metrics on the validation split every this many epochs
-            (0: only at test time; decoding costs O(L^2) decoder passes per string).
-        decode_batch_size: strings decoded at once. (The decoding shows its progress, with an ETA, on a terminal.)
-        greedy: decode prior samples greedily (else sample at ``temperature``); reconstructions are always greedy.
-        temperature: softmax temperature of sampled decoding.
     """
 
     def __init__(
@@ -64,26 +51,10 @@ class SMILESVAEModule(ELBOTask):
         scheduler: Callable | None = None,
         warmup_epochs: float = 0.0,
         final_beta: float = 1.0,
-        n_samples: int = 1000,
-        n_reconstructions: int = 1000,
-        decode_every_n_epochs: int = 0,
-        decode_batch_size: int = 500,
-        greedy: bool = True,
-        temperature: float = 1.0,
     ):
-        for name, value, low in (("n_samples", n_samples, 0), ("n_reconstructions", n_reconstructions, 0),
-                                 ("decode_every_n_epochs", decode_every_n_epochs, 0),
-                                 ("decode_batch_size", decode_batch_size, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        if not greedy and not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
         super().__init__(net if isinstance(net, nn.Module) else None, optimizer, scheduler, warmup_epochs, final_beta)
         self.net_factory = None if isinstance(net, nn.Module) else net
         self.tokenizer: SMILESTokenizer | None = None
-        self._training_smiles: set[str] = set()
-        self._is_valid: Callable[[str], bool] | None = None
-        self._validity_checked = False
         self._eval_stats = {"val": EpochMeans(), "test": EpochMeans()}
 
     # -- building the network from the data ----------------------------------------------------------------
@@ -101,7 +72,7 @@ class SMILESVAEModule(ELBOTask):
         self.tokenizer = tokenizer
 
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
+        datamodule = self.trainer.datamodule
         if not isinstance(datamodule, SMILESDataModule):
             raise ValueError(
                 "model=smiles_vae trains on a SMILES data module (dataset=zinc250k); "
@@ -111,7 +82,6 @@ class SMILESVAEModule(ELBOTask):
         if self.tokenizer is not None and datamodule.tokenizer != self.tokenizer:
             raise ValueError("the data's vocabulary differs from the one this model was built with")
         self._build(datamodule.tokenizer, datamodule.max_length)
-        self._training_smiles = set(datamodule.smiles["train"])
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["smiles_vocabulary"] = list(self.tokenizer.tokens)
@@ -137,11 +107,6 @@ class SMILESVAEModule(ELBOTask):
         if self._trainer is not None and self.trainer.fast_dev_run:
             tokens = tokens[:FAST_DEV_RUN_ROWS]
         return tokens.long()
-
-    @staticmethod
-    def _trim(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Rows of a split, without the padding columns beyond their longest string (for decoding; one host read)."""
-        return tokens[:, : int(lengths.max())].long()
 
     @staticmethod
     def _statistics(terms, loss: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -190,92 +155,9 @@ class SMILESVAEModule(ELBOTask):
 
     def on_validation_epoch_end(self) -> None:
         self._log_eval("val")
-        every = self.hparams.decode_every_n_epochs
-        if every > 0 and not self.trainer.sanity_checking and (self.current_epoch + 1) % every == 0:
-            self.log_dict(self.decoding_metrics("val", "val"), sync_dist=True)
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, "test")
 
     def on_test_epoch_end(self) -> None:
         self._log_eval("test")
-        metrics = self.decoding_metrics("test", "test")
-        datamodule = self.trainer.datamodule
-        metrics["test/unknown_strings"] = float(datamodule.unknown_strings.get("test", 0))
-        self.log_dict(metrics, sync_dist=True)
-
-    # -- decoding metrics -----------------------------------------------------------------------------------
-    def _limit(self, n: int) -> int:
-        return min(n, FAST_DEV_RUN_DECODES) if self.trainer.fast_dev_run else n
-
-    def validity_checker(self) -> Callable[[str], bool] | None:
-        """RDKit's validity check, looked up once per module (one warning line when RDKit is missing)."""
-        if not self._validity_checked:
-            self._is_valid = molecules.rdkit_validity()
-            self._validity_checked = True
-        return self._is_valid
-
-    def decoding_metrics(self, split: str, stage: str) -> dict[str, float]:
-        """Greedy reconstructions of the split's first strings and strings generated from the prior."""
-        datamodule = self.trainer.datamodule
-        data = datamodule.splits[split]
-        size = self.hparams.decode_batch_size
-        metrics: dict[str, float] = {}
-        with self.evaluating():
-            n = min(self._limit(self.hparams.n_reconstructions), len(data))
-            if n > 0:
-                correct = tokens = exact = 0
-                with self._decoding_progress(f"decoding {n} reconstructions", n) as progress:
-                    for lo in range(0, n, size):
-                        hi = min(lo + size, n)  # the split's first n strings, no more
-                        batch = self._trim(data.x[lo:hi].to(self.device), data.y[lo:hi])
-                        predicted = self.net.generate(self.net.embed(batch), on_step=progress.stepper(lo, len(batch)))
-                        c, t, e = molecules.reconstruction_counts(predicted, batch[:, 1:], PAD_ID)
-                        correct, tokens, exact = correct + c, tokens + t, exact + e
-                metrics[f"{stage}/char_accuracy"] = correct / max(tokens, 1)
-                metrics[f"{stage}/string_accuracy"] = exact / n
-            n = self._limit(self.hparams.n_samples)
-            if n > 0:
-                samples: list[str] = []
-                with self._decoding_progress(f"decoding {n} prior samples", n) as progress:
-                    for lo in range(0, n, size):
-                        rows = min(size, n - lo)
-                        z = self.net.latent.prior().sample((rows,))
-                        ids = self.net.generate(z, greedy=self.hparams.greedy, temperature=self.hparams.temperature,
-                                                on_step=progress.stepper(lo, rows))
-                        samples += self.tokenizer.decode_batch(ids)
-                quality = molecules.sample_metrics(samples, self._training_smiles, self.validity_checker())
-                metrics.update({f"{stage}/prior_{k}": v for k, v in quality.items()})
-                self._write_samples(samples, stage)
-        return metrics
-
-    def _decoding_progress(self, description: str, strings: int) -> _DecodingProgress:
-        return _DecodingProgress(PhaseProgress(description, strings, trainer=self.trainer, unit="string"))
-
-    def _write_samples(self, samples: list[str], stage: str) -> None:
-        """The generated strings, one per line, in ``<output_dir>/smiles_samples_<stage>.txt`` (rank zero)."""
-        root = getattr(self.trainer, "default_root_dir", None)
-        if not root or not self.trainer.is_global_zero or self.trainer.fast_dev_run:
-            return
-        path = Path(root) / f"smiles_samples_{stage}.txt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n".join(samples) + "\n")
-
-
-class _DecodingProgress:
-    """A bar counting decoded strings, moved within a batch by :meth:`SMILESVAE.generate`'s ``on_step``."""
-
-    def __init__(self, bar: PhaseProgress):
-        self.bar = bar
-
-    def stepper(self, done: int, rows: int) -> Callable[[float], None] | None:
-        """``on_step`` for a batch of ``rows`` strings after ``done`` (None when nothing is displayed)."""
-        if not self.bar.shown:
-            return None
-        return lambda fraction: self.bar.update(done + fraction * rows)
-
-    def __enter__(self) -> _DecodingProgress:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.bar.close()

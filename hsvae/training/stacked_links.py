@@ -14,7 +14,8 @@ import torch
 
 from hsvae.data.links import LinkSplit
 from hsvae.models.stacked_vgae import StackedVGAE, block_diagonal_adjacency
-from hsvae.models.vgae import encoder_features, link_metrics
+from hsvae.evaluation.links import link_metrics
+from hsvae.models.vgae import encoder_features
 
 from .link_module import SELECTION_CHOICES
 from .stacked import MemberSelection, StackedTask

@@ -1,8 +1,8 @@
 """The errors a user can act on, in one light module (it imports nothing): the entry points classify them into one
 line each before torch is imported (hsvae/cli/failures.py), and the layers that raise them import them from here.
 
-Usage and configuration errors (exit 2): ConfigError, BudgetError, EmptySweepError, SearchSpaceError,
-MissingMetricError. Runtime failures (exit 1): DatasetNotFoundError, MalformedDatasetError, NonFiniteLossError,
+Usage and configuration errors (exit 2): ConfigError, EvaluationError, BudgetError, EmptySweepError,
+SearchSpaceError, MissingMetricError. Runtime failures (exit 1): DatasetNotFoundError, MalformedDatasetError, NonFiniteLossError,
 CheckpointError. NonFiniteObjectiveError is the search's own (a diverged trial counts as failed).
 """
 
@@ -31,6 +31,11 @@ class SearchSpaceError(ValueError):
 
 class NonFiniteObjectiveError(ValueError):
     """A trial's ``optimized_metric`` is NaN or infinite (a diverged run): the trial counts as failed."""
+
+
+class EvaluationError(ValueError):
+    """An evaluator chosen for data or a model that cannot give what it reads, or with settings the data cannot
+    serve (a usage error, reported in one line before training)."""
 
 
 class DatasetNotFoundError(FileNotFoundError):
