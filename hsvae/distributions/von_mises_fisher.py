@@ -53,9 +53,7 @@ _WOOD_ACCEPTANCE = (
 #: rises with the shape: 0.952 at 1, 0.973 at 1.5, 0.982 at 2, 0.994 at 5, 0.999 at 32); m = 2
 #: needs no gamma. Rows: (smallest m, bound).
 _GAMMA_ACCEPTANCE = ((61, 0.998), (10, 0.99), (5, 0.98), (4, 0.97), (3, 0.95), (2, 1.0))
-#: Expected fraction of rows the first CPU block leaves unaccepted, and expected number of rows each later block
-#: (over the rows left only) leaves.
-_CPU_FIRST_LEFTOVER = 1.0 / 1024
+#: Expected number of rows a CPU block leaves unaccepted (the rest go to a second, small block).
 _CPU_LEFTOVER_ROWS = 1.0
 #: Probability, per call, that the sync-free (accelerator) path leaves any row unaccepted.
 _ACCELERATOR_FAILURE_PROBABILITY = 1e-12
@@ -215,7 +213,7 @@ def _accepted_beta(
         kappa_max = math.inf
         not_finite = ~torch.isfinite(kappa)
     acceptance = _acceptance_lower_bound(m, kappa_max)
-    t, found = _first_accepted(*_propose(b, m, _block_size(_CPU_FIRST_LEFTOVER * rows, rows, acceptance)))
+    t, found = _first_accepted(*_propose(b, m, _block_size(_CPU_LEFTOVER_ROWS, rows, acceptance)))
     if not_finite is None and bool(found.all()):
         return t
     found = found.bool() if not_finite is None else found.bool() | not_finite
