@@ -1,7 +1,7 @@
 """Benchmark: rsample + KL to the prior, forward and backward, per latent family.
 
 Each family is timed on a batch of ``--batch`` (default 1024) posteriors at ambient dimensions
-m in ``--dims`` (default 3 11 65 257), and reported as a ratio to the Gaussian measured in the
+m in ``--dims`` (default 3 5 11 65 257), and reported as a ratio to the Gaussian measured in the
 same process. The Gaussian has d = m - 1 coordinates: the same intrinsic latent dimension as the
 sphere S^(m-1) in R^m (a spherical latent with m coordinates is what a d = m - 1 Gaussian is
 compared with in the papers). One timed step is
@@ -12,7 +12,14 @@ compared with in the papers). One timed step is
 with leaf parameters that require gradients (validation off, float32 by default). Families are
 interleaved in rounds of ``--inner`` steps; times are medians over ``--rounds`` rounds and each
 ratio is the median of the per-round ratios (robust to a shared, noisy machine).
-Targets (CPU): spherical Cauchy and Power Spherical <= 1.5x the Gaussian, vMF <= 3x.
+Targets (CPU, issue 26): spherical Cauchy and Power Spherical <= 1.5x the Gaussian, vMF <= 2x (kappa 10 and 1000).
+
+Peers: where their published code is importable, the same step of s-vae-pytorch's VonMisesFisher (the S-VAE
+authors' ``hyperspherical_vae`` package, KL to its HypersphericalUniform) and of the ``power_spherical`` package's
+PowerSpherical (KL to its HypersphericalUniform), interleaved with ours in the same rounds; "peer / ours" is
+their time over ours (above 1: ours is faster). Neither is a dependency of hsvae: put them on PYTHONPATH
+(``pip install --target <dir> power_spherical``; a clone of github.com/nicola-decao/s-vae-pytorch); a peer
+that is not importable is skipped with a note.
 The compiled column times the same step with the loss (rsample + KL) under
 ``torch.compile(fullgraph=True)`` (inductor, drawing with torch's generator as ``compile=true`` does; the vMF's
 sampler then draws a fixed number of proposals per row, as on an accelerator), interleaved with the eager steps; "vs eager" is compiled time over eager time
@@ -22,7 +29,7 @@ under ``torch.cuda.set_sync_debug_mode("error")`` (no host-device synchronisatio
 reports whether each passed. On a shared CPU machine, ``--clock cpu`` (process CPU time)
 ignores time spent preempted.
 
-    python scripts/bench_distributions.py [--threads 1] [--device cpu|cuda] [--clock wall|cpu] [--no-compile]
+    python scripts/bench_distributions.py [--threads 1] [--device cpu|cuda] [--clock wall|cpu] [--no-compile] [--no-peers]
 """
 
 from __future__ import annotations
@@ -46,7 +53,9 @@ from hsvae.distributions import (
     StandardNormal,
 )
 
-TARGETS = {"spherical Cauchy": 1.5, "Power Spherical": 1.5, "vMF": 3.0}
+TARGETS = {"spherical Cauchy": 1.5, "Power Spherical": 1.5, "vMF": 2.0}
+#: the vMF's concentrations in the table (and the peers' comparison)
+VMF_KAPPAS = (10.0, 1000.0)
 
 
 def _time_rounds(
@@ -138,6 +147,63 @@ def _load_vmf():
     return VonMisesFisher, ""
 
 
+def _load_peers() -> tuple[dict[str, tuple], list[str]]:
+    """The peers' published code, where importable: name -> (their distribution class, their uniform's factory of m,
+    our class's name in the table); and the notes for those that are not."""
+    peers, notes = {}, []
+    try:
+        from hyperspherical_vae.distributions import HypersphericalUniform as SvaeUniform  # noqa: PLC0415
+        from hyperspherical_vae.distributions import VonMisesFisher as SvaeVMF  # noqa: PLC0415
+        peers["s-vae-pytorch vMF"] = (SvaeVMF, lambda m, dtype, device: SvaeUniform(m - 1, device=device), "vMF")
+    except ImportError as err:
+        notes.append(f"s-vae-pytorch skipped: not importable ({err}); clone github.com/nicola-decao/s-vae-pytorch "
+                     "onto PYTHONPATH")
+    try:
+        from power_spherical import HypersphericalUniform as PsUniform  # noqa: PLC0415
+        from power_spherical import PowerSpherical as PsPowerSpherical  # noqa: PLC0415
+        peers["power_spherical PS"] = (PsPowerSpherical, lambda m, dtype, device: PsUniform(m, device=device),
+                                       "Power Spherical")
+    except ImportError as err:
+        notes.append(f"power_spherical skipped: not importable ({err}); pip install --target <dir> power_spherical")
+    return peers, notes
+
+
+def peer_loss(family, uniform, batch: int, m: int, scale_value: float, dtype, device, squeeze: bool):
+    """A peer's step loss (rsample + KL to its own uniform), with the same leaves as :func:`spherical_loss`."""
+    loc = _unit_leaf(batch, m, dtype, device)
+    scale = torch.full((batch,) if squeeze else (batch, 1), scale_value, dtype=dtype, device=device).requires_grad_()
+
+    def loss(loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        q = family(loc, scale)
+        return q.rsample().sum() + kl_divergence(q, uniform(m, dtype, device)).sum()
+
+    return loss, (loc, scale)
+
+
+def compare_peers(args, dtype, device, clock, vmf) -> None:
+    """Our step against each importable peer's, interleaved, at every m and the vMF's kappas."""
+    peers, notes = _load_peers()
+    for note in notes:
+        print(note)
+    if not peers:
+        return
+    print(f"{'peer':<28}{'m':>6}{'kappa':>8}{'peer':>14}{'ours':>14}{'peer / ours':>13}")
+    ours = {"vMF": vmf, "Power Spherical": PowerSpherical}
+    for m in args.dims:
+        for kappa in VMF_KAPPAS:
+            for name, (family, uniform, our_name) in peers.items():
+                if ours.get(our_name) is None:
+                    continue
+                squeeze = our_name == "Power Spherical"  # power_spherical takes a (B,) scale, s-vae a (B, 1) one
+                theirs = timed_step(*peer_loss(family, uniform, args.batch, m, kappa, dtype, device, squeeze), False)
+                mine = spherical_step(ours[our_name], args.batch, m, kappa, dtype, device)
+                times = _time_rounds([theirs, mine], max(5, args.rounds // 4), args.inner, args.warmup, device, clock)
+                ratio = statistics.median(t / o for t, o in zip(times[0], times[1]))
+                print(f"{name:<28}{m:>6}{kappa:>8g}{statistics.median(times[0]) * 1e6:>11.1f} us"
+                      f"{statistics.median(times[1]) * 1e6:>11.1f} us{ratio:>12.2f}x")
+    print()
+
+
 def _sync_debug_check(family, batch: int, m: int, scales, dtype, device) -> str:
     """Run the step under torch.cuda.set_sync_debug_mode("error"): any host-device sync raises."""
     steps = [spherical_step(family, batch, m, scale, dtype, device) for scale in scales]
@@ -160,13 +226,15 @@ def _sync_debug_check(family, batch: int, m: int, scales, dtype, device) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=1024)
-    parser.add_argument("--dims", type=int, nargs="+", default=[3, 11, 65, 257], help="ambient dimensions m")
+    parser.add_argument("--dims", type=int, nargs="+", default=[3, 5, 11, 65, 257], help="ambient dimensions m")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--rounds", type=int, default=40, help="interleaved rounds (median over rounds)")
     parser.add_argument("--inner", type=int, default=10, help="steps per family per round")
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--no-peers", dest="peers", action="store_false",
+                        help="skip the comparison with the peers' published code (s-vae-pytorch, power_spherical)")
     parser.add_argument("--no-compile", dest="compile", action="store_false",
                         help="skip the compiled column (each step also under torch.compile(fullgraph=True))")
     parser.add_argument(
@@ -204,7 +272,7 @@ def main() -> None:
             ("Power Spherical", spherical_loss(PowerSpherical, args.batch, m, 10.0, dtype, device)),
         ]
         if vmf is not None:
-            rows += [(f"vMF kappa={k:g}", spherical_loss(vmf, args.batch, m, k, dtype, device)) for k in (1.0, 1e2, 1e4)]
+            rows += [(f"vMF kappa={k:g}", spherical_loss(vmf, args.batch, m, k, dtype, device)) for k in VMF_KAPPAS]
         # (the spherical steps share one loss function's code: dynamo keeps a compiled version per family and
         # dimension, and would stop recompiling at its limit; those of the previous dimension are done with)
         torch._dynamo.reset()
@@ -226,6 +294,8 @@ def main() -> None:
                 compiled_text = f"{statistics.median(compiled_times) * 1e6:>11.1f} us{speedup:>9.2f}x"
             print(f"{name:<28}{m:>6}{seconds * 1e6:>11.1f} us{ratio:>8.2f}x{target_text:>9}{compiled_text}  {verdict}")
         print()
+    if args.peers:
+        compare_peers(args, dtype, device, clock, vmf)
     if device.type == "cuda":
         checks = [("spherical Cauchy", SphericalCauchy, (None,)), ("Power Spherical", PowerSpherical, (10.0,))]
         if vmf is not None:
