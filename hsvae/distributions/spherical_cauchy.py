@@ -23,8 +23,8 @@ s = mu.u (whose density is proportional to (1 - s^2)^((m-3)/2)) and x = rho^2,
 H = 1 - (1 - x) sum_(k>=1) c_k x^(k-1), which also gives d KL / d rho = 2 (m - 1) rho H / (1 - rho^2).
 For even m the sum is a polynomial of degree m/2 - 1 (c_k = 0 from k = m/2 on). For odd m it is
 infinite, with terms ~ k^(-m) at x -> 1: m = 3, 5, 7 use exact closed forms in atanh(rho) / rho
-above small x (where the series is geometric; m = 3 in the fewest operations, through
-psi = (atanh(rho) - rho) / rho^3), other odd m the series truncated where its tail is
+above small x (where the series is geometric; m = 3 and 5 in the fewest operations, through
+psi = (atanh(rho) - rho) / rho^3 and psi_2 = (atanh(rho) / rho - 1 - rho^2 / 3) / rho^4), other odd m the series truncated where its tail is
 below 1e-18 (284 terms at m = 9, 124 at m = 11, ~4.5 sqrt(m) at large m). Series coefficients are
 exact rationals rounded once; powers of x come from cumulative products (blocked for long series).
 Everything runs in float64 (where the device has it) and is returned in the caller's dtype.
@@ -69,12 +69,6 @@ _SERIES_TAIL = 1e-18
 #: Derived by integrating the polynomial s-density (1 - s^2)^n against log(1 + rho^2 + 2 rho s) (the
 #: log(1 - rho^2) terms cancel exactly; Ph is a multiple of (1 - x)^(m-1)); checked against mpmath by the tests.
 _CLOSED_FORMS: dict[int, tuple[tuple[float, ...], ...]] = {
-    5: (
-        (-1 / 8, 9 / 8, 9 / 8, -1 / 8),
-        (1 / 8, -13 / 12, 1 / 8),
-        (3 / 16, -3 / 4, 9 / 8, -3 / 4, 3 / 16),
-        (-3 / 16, 11 / 16, 11 / 16, -3 / 16),
-    ),
     7: (
         (3 / 128, -25 / 128, 75 / 64, 75 / 64, -25 / 128, 3 / 128),
         (-3 / 128, 3 / 16, -1067 / 960, 3 / 16, -3 / 128),
@@ -84,9 +78,9 @@ _CLOSED_FORMS: dict[int, tuple[tuple[float, ...], ...]] = {
 }
 #: Per m, the x below which the closed form cancels (its terms are O(x^-(n+1)) times the result) and the
 #: series, geometric there, is used instead. Measured against mpmath: at and above these the closed forms
-#: stay within 2e-15 relative (G and H); at x = 0.01 (m = 3) or 0.0025 (m = 5) they would lose 1e-13.
-#: The lower the threshold, the fewer series terms (18 and 30 terms). (m = 3: see _g_and_h_3.)
-_CLOSED_FORM_X = {5: 0.09, 7: 0.25}
+#: stay within 2e-15 relative (G and H).
+#: The lower the threshold, the fewer series terms (30 terms). (m = 3 and 5: see _g_and_h_3, _g_and_h_5.)
+_CLOSED_FORM_X = {7: 0.25}
 #: Series with more terms than this are evaluated in blocks (about sqrt(K) powers of x and of x^b).
 _SINGLE_BLOCK = 40
 
@@ -213,6 +207,45 @@ def _g_and_h_3(r: torch.Tensor, x: torch.Tensor, one_m_x: torch.Tensor) -> tuple
     return g, h
 
 
+#: m = 5: psi_2(x) = (T - 1 - x/3) / x^2 = sum_j x^j / (2j + 5), T = atanh(rho) / rho, by its series below this x
+#: (12 terms to 1e-17), the direct form above (relative error ~10 eps / x^2 there, on a term that carries at most
+#: 2% of G and H at the switch: 2e-14).
+_PSI2_SERIES_X = 0.05
+_PSI2_TERMS = 12
+
+
+@functools.lru_cache(maxsize=16)
+def _psi2_coefficients(dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
+    return [torch.tensor(1.0 / (2 * j + 5), dtype=dtype, device=device) for j in range(_PSI2_TERMS)]
+
+
+def _g_and_h_5(r: torch.Tensor, x: torch.Tensor, one_m_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """m = 5, from the closed form x G = Pg T + Qg, x^2 H = Ph T + Qh with T = 1 + x/3 + x^2 psi_2 (exact
+    polynomial division): G = x [(13/8 + x/4 - x^2/24) + Pg psi_2], Pg = -(1 + x)(1 - 10 x + x^2) / 8, and
+    H = (25 - 9 x - x^2 + x^3) / 16 + (3/16) (1 - x)^4 psi_2. Nothing cancels: at x = 0 the brackets are
+    13/8 - 1/40 and 8/5 (G ~ 8x/5, H -> 2 (m-1)/m); near x = 1 the psi_2 terms grow like atanh(rho) in G and
+    vanish with (1 - x)^4 in H."""
+    coef = _psi2_coefficients(r.dtype, r.device)
+    direct_side = x > _PSI2_SERIES_X
+    x_s = torch.where(direct_side, _PSI2_SERIES_X, x)  # (where, not a clamp: no tie at the switch)
+    series = coef[-1]
+    for c in coef[-2::-1]:
+        series = torch.addcmul(c, series, x_s)
+    r_c = torch.where(direct_side, r, _PSI2_SERIES_X ** 0.5)
+    x_c = r_c * r_c
+    direct = (torch.atanh(r_c) / r_c - (x_c * _THIRD + 1.0)) / (x_c * x_c)
+    psi = torch.where(direct_side, direct, series)
+    pg = (1.0 + x) * torch.addcmul(torch.ones_like(x), x, x - 10.0).mul_(-0.125)
+    g = x * torch.addcmul(torch.addcmul(x * 0.25 + 1.625, x, x, value=-1.0 / 24.0), pg, psi)
+    om2 = one_m_x * one_m_x
+    h_poly = torch.addcmul(torch.addcmul(25.0 - 9.0 * x, x, x, value=-1.0), x, x * x) * 0.0625
+    h = torch.addcmul(h_poly, om2 * om2, psi, value=0.1875)
+    return g, h
+
+
+_THIRD = 1.0 / 3.0
+
+
 def _g_and_h(r: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """G = KL / (m - 1), H = (1 - x) dG/dx = E[mu.x] / rho and 1 - x (x = rho^2), elementwise, r's dtype.
 
@@ -220,7 +253,7 @@ def _g_and_h(r: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor, torch
     expansion of E_s log(1 + rho^2 + 2 rho s) (s = mu.u, density proportional to (1 - s^2)^((m-3)/2)) in
     Gegenbauer terms. -log(1 - x) = log1p(x / (1 - x)) with 1 - x = (1 - rho)(1 + rho): both x and 1 - x
     keep their relative precision, so this holds a few ulps at both ends. Even m: S is a polynomial.
-    Odd m = 3 (:func:`_g_and_h_3`), 5, 7: closed forms in T = atanh(rho) / rho above ``_CLOSED_FORM_X`` (the log terms
+    Odd m = 3, 5 (:func:`_g_and_h_3`, :func:`_g_and_h_5`), 7: closed forms in T = atanh(rho) / rho above ``_CLOSED_FORM_X`` (the log terms
     cancel), the series (geometric) below. Other odd m: the series, truncated where its tail is below 1e-18 at x = 1.
     Branches are chosen with ``torch.where`` on clamped arguments (no host sync, no NaN in either branch).
     """
@@ -230,6 +263,8 @@ def _g_and_h(r: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor, torch
         return torch.log1p(x / one_m_x), torch.ones_like(r), one_m_x
     if m == 3:
         return *_g_and_h_3(r, x, one_m_x), one_m_x
+    if m == 5:
+        return *_g_and_h_5(r, x, one_m_x), one_m_x
     if m == 4:  # S = -x / 2, H = 3/2 - x/2
         return torch.log1p(x / one_m_x).add_(x, alpha=0.5), 1.5 - 0.5 * x, one_m_x
     plan = _series_plan(m, r.dtype, r.device)
