@@ -19,9 +19,18 @@ Subtracting the uniform's log-density (the kappa = 0 case), the log 2 and log pi
     KL(q || uniform) = D(kappa) + kappa (digamma(alpha) - digamma(alpha + beta)),
     D(kappa) = [lgamma(m - 1 + kappa) - lgamma(m - 1)] - [lgamma(beta + kappa) - lgamma(beta)],
 
-which is O(kappa^2) near 0. The lgamma terms are O(m log m) and cancel to that small value,
-so these scalar (batch-sized) evaluations run in float64 for float16/32 inputs (except on
-MPS, which has no float64).
+which is O(kappa^2) near 0, while its lgamma / digamma terms are O(kappa log m): evaluated as
+written, they cancel (3e-4 relative at kappa = 1e-6, m = 2; 1e-10 at kappa = 1e6), and torch's
+polygamma(1, x) is itself off by up to 5e-10 relative for x < 100. So no torch special function is
+used: the KL, dKL/dkappa and D are a Taylor series below kappa = beta/5, and above it finite sums
+(odd m <= 33) or a recurrence shift plus the Stirling series written as differences (see the
+comment block before ``_hurwitz_zeta``), all in float64 (also for float16/32 inputs, except on MPS).
+Measured against mpmath at 40 digits (tests/distributions/test_mpmath_exact.py, dense grid m = 2 ..
+1025, kappa = 1e-6 .. 1e12): KL 1.1e-14, dKL 1.4e-15, entropy and log_prob 7e-15 relative (log_prob,
+entropy relative to max(|value|, |log|S^(m-1)||)); float32 inputs within 1.2e-7 (4 ulps = 2.4e-7).
+log_prob sums D - log|S| and kappa log((1 + cos)/2) in float64, so the kappa log 2 of the normaliser
+and of the power cancel exactly. Float32 callers at odd m <= 33 keep the plain finite sums (1e-9
+relative, one branch cheaper: the training hot path).
 """
 
 from __future__ import annotations
@@ -194,7 +203,7 @@ def _taylor(k: torch.Tensor, const: _Constants) -> torch.Tensor:
     """(..., 3): D / k, KL / k^2, dKL/dk / k by the Taylor series at k = 0 (k <= k1)."""
     powers = torch.cumprod(k.unsqueeze(-1).expand(*k.shape, _TAYLOR_TERMS - 1), dim=-1)  # k, k^2, ..
     with autocast_off(k):
-        return torch.addmm(const.taylor[0], powers.reshape(-1, _TAYLOR_TERMS - 1), const.taylor[1:]).reshape(*k.shape, 3)
+        return powers @ const.taylor[1:] + const.taylor[0]
 
 
 def _large(k: torch.Tensor, const: _Constants, want_kl: bool, want_d: bool, want_dkl: bool):
@@ -322,8 +331,9 @@ class _PowerSphericalKL(torch.autograd.Function):
 def power_spherical_kl_to_uniform(kappa: torch.Tensor, m: int) -> torch.Tensor:
     """KL(PowerSpherical(mu, kappa) || uniform on S^(m-1)), elementwise in ``kappa``; m is ambient.
 
-    Evaluated in float64 where available (the lgamma terms cancel to an O(kappa^2 / m) value)
-    and returned in ``kappa``'s dtype; the derivative is analytic.
+    Evaluated in float64 where available (exact forms, no cancelling lgamma terms: within 1e-13
+    relative of the true value for float64 kappa, measured against mpmath for m = 2 .. 1025) and
+    returned in ``kappa``'s dtype; the derivative is analytic.
     """
     check_ambient_dim(m)
     return _PowerSphericalKL.apply(kappa, m)
