@@ -226,9 +226,6 @@ def check_family(family: Family, m: int, scales: tuple[float, ...], dtype: torch
 
 #: Measured and not fixed yet (issue 26 stays open for them); xfail, not strict, so a fix shows as XPASS.
 KNOWN_GAPS = {
-    ("power_spherical", torch.float64): "PS KL / dKL / log normaliser: lgamma-digamma cancellation, up to 3e-4 "
-    "relative at kappa = 1e-6 (m = 2), ~1e-10 at kappa = 1e6; needs forms without cancellation",
-    ("power_spherical", torch.float32): "as in float64",
     ("von_mises_fisher", torch.float32): "vMF float32 KL / dKL: up to 1.8e-5 relative at m = 3, kappa = 10",
     ("spherical_cauchy", torch.float32): "SC float32 log_prob is computed in float32: ~4e-7 relative to "
     "its terms at m = 11 (the KL, dKL, mean and entropy pass)",
