@@ -224,31 +224,15 @@ def check_family(family: Family, m: int, scales: tuple[float, ...], dtype: torch
     assert not failures, f"{family.name}, m = {m}, {dtype}:\n" + "\n".join(failures)
 
 
-#: Measured and not fixed yet (issue 26 stays open for them); xfail, not strict, so a fix shows as XPASS.
-KNOWN_GAPS = {
-    ("von_mises_fisher", torch.float32): "vMF float32 KL / dKL: up to 1.8e-5 relative at m = 3, kappa = 10",
-    ("spherical_cauchy", torch.float32): "SC float32 log_prob is computed in float32: ~4e-7 relative to "
-    "its terms at m = 11 (the KL, dKL, mean and entropy pass)",
-}
-
-
-def _mark_known_gap(request, family: Family, dtype: torch.dtype) -> None:
-    reason = KNOWN_GAPS.get((family.name, dtype))
-    if reason is not None:
-        request.applymarker(pytest.mark.xfail(reason=reason, strict=False))
-
-
 @pytest.mark.parametrize("m", COARSE_DIMS)
 @pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
-def test_float64_within_1e13_of_mpmath(family, m, request):
-    _mark_known_gap(request, family, torch.float64)
+def test_float64_within_1e13_of_mpmath(family, m):
     check_family(family, m, family.coarse_scales, torch.float64, RTOL)
 
 
 @pytest.mark.parametrize("m", (3, 5, 11, 65))
 @pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
-def test_float32_within_a_few_ulps_of_mpmath(family, m, request):
-    _mark_known_gap(request, family, torch.float32)
+def test_float32_within_a_few_ulps_of_mpmath(family, m):
     check_family(family, m, family.coarse_scales, torch.float32, F32_RTOL)
 
 
@@ -284,6 +268,5 @@ def test_spherical_cauchy_pair_kl_within_1e13_of_mpmath(m):
 @pytest.mark.slow
 @pytest.mark.parametrize("m", DENSE_DIMS)
 @pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
-def test_float64_dense_grid(family, m, request):
-    _mark_known_gap(request, family, torch.float64)
+def test_float64_dense_grid(family, m):
     check_family(family, m, family.dense_scales, torch.float64, RTOL)
