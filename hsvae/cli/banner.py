@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
+from hsvae.cli.provenance import protocol_lines
 from hsvae.latents.base import latent_space
 
 _UNKNOWN = "?"
@@ -205,8 +206,6 @@ def start_banner(cfg: DictConfig, ckpt_path: str | None = None) -> str:
     sources = None if evaluating else _sources(cfg)
     if sources is not None:
         try:
-            from hsvae.cli.provenance import protocol_lines
-
             set_by = protocol_lines(cfg, *sources)
         except Exception:
             set_by = [_UNKNOWN]

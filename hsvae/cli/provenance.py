@@ -26,6 +26,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from hsvae.cli import CONFIG_DIR
+
 _UNKNOWN = "?"
 _ABSENT = object()
 
@@ -179,8 +181,6 @@ def _search_path():
     if GlobalHydra.instance().is_initialized():
         return GlobalHydra.instance().config_loader().get_search_path()
     from hydra._internal.utils import create_config_search_path
-
-    from hsvae.cli import CONFIG_DIR
 
     return create_config_search_path(CONFIG_DIR)
 
