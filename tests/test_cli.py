@@ -181,6 +181,15 @@ def test_resume_keeps_every_loggers_history(tmp_path):
 
 
 @pytest.mark.slow  # (a CLI subprocess, ~7 s: the default tier stays under 3 minutes)
+def test_the_banner_of_a_real_run_names_its_sources(finished_run):
+    """Inside the Hydra app the config has no Hydra node: the banner's "set by" lines come from the job's own."""
+    log = (finished_run / "train.log").read_text()
+    assert "  set by     model=mlp_vae (default of train.yaml)" in log
+    assert "latent.dim=2 (from latent=gaussian)" in log and "trainer.max_epochs=1 (command line)" in log
+    assert "callbacks.early_stopping.patience=5 (from task=svae_synthetic, via dataset=synthetic)" in log
+
+
+@pytest.mark.slow  # (a CLI subprocess, ~7 s: the default tier stays under 3 minutes)
 def test_resuming_a_finished_run_exits_0_and_writes_nothing(finished_run, tmp_path):
     before = tree_hashes(finished_run)
     proc = run("train.py", [f"ckpt_path={finished_run / 'checkpoints' / 'last.ckpt'}"], tmp_path)

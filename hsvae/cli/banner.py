@@ -5,19 +5,29 @@
       data       SyntheticSphere (dataset=synthetic)
       model      VAEModule: VAE, MLPEncoder (model=mlp_vae)
       training   at most 20 epochs; early stopping on val/elbo (max), patience 5
+      selection  best.ckpt by val/elbo (max)
       evaluation ll, knn, geometry
+      set by     model=mlp_vae (default of train.yaml)
+                 latent.dim=2 (from latent=vmf)
+                 trainer.max_epochs=20 (from task=svae_synthetic, via dataset=synthetic)
+                 callbacks.early_stopping.monitor=val/elbo (from callbacks/early_stopping.yaml, via callbacks=default)
+                 callbacks.early_stopping.patience=5 (from task=svae_synthetic, via dataset=synthetic)
+                 callbacks.model_checkpoint.monitor=val/elbo (from callbacks/model_checkpoint.yaml, via callbacks=default)
       device     cpu, 1 device
       output     logs/train/runs/2025-01-01_12-00-00
       resume     logs/train/runs/.../checkpoints/last.ckpt
 
 Nothing here may fail a run: a value that cannot be read or resolved is shown as "?". The config-group choices
-in parentheses appear only for a config that carries Hydra's node (``return_hydra_config``).
+in parentheses, and the "set by" lines (which config file, or the command line, set each protocol value:
+hsvae/cli/provenance.py), appear only for a config that carries Hydra's node (``return_hydra_config``) or is the
+running Hydra job's own (not an M1 trained inside an M1+M2 job, which has a config of its own).
 """
 
 from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
+from hsvae.cli.provenance import protocol_lines
 from hsvae.latents.base import latent_space
 
 _UNKNOWN = "?"
@@ -40,6 +50,41 @@ def _choice(cfg: DictConfig, group: str) -> str | None:
     M1+M2 job has its own config, whose choices are not the app's."""
     choice = _get(cfg, f"hydra.runtime.choices.{group}")
     return str(choice) if choice not in (None, "null") else None
+
+
+def _sources(cfg: DictConfig) -> tuple[dict, list[str], bool] | None:
+    """The group choices, the job's overrides and whether it is a sweep's job, of the Hydra job that composed
+    ``cfg``: from its Hydra node, else from the running app's when ``cfg`` is that job's (same output folder)."""
+    hydra_node = _get(cfg, "hydra")
+    if hydra_node is None:
+        try:
+            from hydra.core.hydra_config import HydraConfig
+
+            if not HydraConfig.initialized():
+                return None
+            hydra_node = HydraConfig.get()
+            if str(_get(cfg, "paths.output_dir")) != str(hydra_node.runtime.output_dir):
+                return None
+        except Exception:
+            return None
+    try:
+        choices = OmegaConf.to_container(hydra_node.runtime.choices)
+        overrides = [str(o) for o in hydra_node.overrides.task]
+        multirun = str(_get(hydra_node, "mode")) == "RunMode.MULTIRUN" or str(_get(hydra_node, "mode")) == "MULTIRUN"
+    except Exception:
+        return None
+    return choices, overrides, multirun
+
+
+def selection(cfg: DictConfig) -> str:
+    """The checkpoint the test stage uses: ``best.ckpt by val/elbo (max)``, or the last epoch's."""
+    checkpoint = _get(cfg, "callbacks.model_checkpoint")
+    if not isinstance(checkpoint, DictConfig) or not checkpoint.get("_target_"):
+        return "none: the last epoch is tested"
+    monitor = _get(checkpoint, "monitor")
+    if monitor is None:
+        return "the last epoch"
+    return f"{_get(checkpoint, 'filename', 'best')}.ckpt by {monitor} ({_get(checkpoint, 'mode', 'min')})"
 
 
 def describe_latent(latent: DictConfig | None) -> str:
@@ -155,7 +200,17 @@ def start_banner(cfg: DictConfig, ckpt_path: str | None = None) -> str:
     add("data", _named(cfg, "dataset", "dataset", suffix="DataModule"))
     add("model", describe_model(cfg))
     add("training", "none: tests the checkpoint" if evaluating else stopping_rule(cfg))
+    if not evaluating:
+        add("selection", selection(cfg))
     add("evaluation", evaluators(cfg))
+    sources = None if evaluating else _sources(cfg)
+    if sources is not None:
+        try:
+            set_by = protocol_lines(cfg, *sources)
+        except Exception:
+            set_by = [_UNKNOWN]
+        for i, line in enumerate(set_by):
+            add("set by" if i == 0 else "", line)
     add("device", device(cfg))
     add("output", str(_get(cfg, "paths.output_dir", _UNKNOWN)))
     ckpt = ckpt_path if ckpt_path is not None else _get(cfg, "ckpt_path")
