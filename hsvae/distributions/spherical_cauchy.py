@@ -175,48 +175,50 @@ def _closed_form_plan(m: int, dtype: torch.dtype, device: torch.device) -> tuple
     return (*_power_rows(terms, dtype, device), coef.to(dtype=dtype, device=device))
 
 
-#: m = 3: psi(x) = (atanh(rho) - rho) / rho^3 = sum_j x^j / (2j + 3) by its series below this x (11 terms to
-#: 3e-17), by the direct form above, which there loses at most ~6 eps / x of its relative precision (3e-14; psi
-#: carries a quarter of G there, so G keeps 1e-14).
-_PSI_SERIES_X = 0.04
-_PSI_TERMS = 11
+#: psi_k(x) = (T - sum_(i<k) x^i / (2i + 1)) / x^k = sum_j x^j / (2(j + k) + 1), T = atanh(rho) / rho, for the
+#: closed forms of m = 3 (k = 1) and m = 5 (k = 2): by its series below the x given here (terms to ~1e-17), by the
+#: direct form above, which there loses ~(2k + 1) 2 eps / x^k of its relative precision (m = 3: 3e-14 on a psi
+#: that carries a quarter of G; m = 5: 1e-13 on a term that carries at most 2% of G and H: 2e-14 either way).
+_PSI_SWITCH = {1: (0.04, 11), 2: (0.05, 12)}
 
 
 @functools.lru_cache(maxsize=16)
-def _psi_coefficients(dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
-    return [torch.tensor(1.0 / (2 * j + 3), dtype=dtype, device=device) for j in range(_PSI_TERMS)]
+def _psi_coefficients(k: int, dtype: torch.dtype, device: torch.device) -> tuple[list[torch.Tensor], list[float]]:
+    """The series' coefficients 1 / (2(j + k) + 1) as 0-dim tensors (Horner, highest first) and those of the
+    direct form's polynomial sum_(i<k) x^i / (2i + 1) (highest first)."""
+    terms = _PSI_SWITCH[k][1]
+    series = [torch.tensor(1.0 / (2 * (j + k) + 1), dtype=dtype, device=device) for j in reversed(range(terms))]
+    return series, [1.0 / (2 * i + 1) for i in reversed(range(k))]
+
+
+def _psi(k: int, r: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """psi_k at rho = r (x = r^2), without the direct form's cancellation at small x. Each branch is fed an
+    argument held in its own range (where, not clamps: at the switch a clamp would hand the derivative to both
+    branches, a tie), so the other one stays finite and its gradient zero."""
+    switch = _PSI_SWITCH[k][0]
+    series_coef, head = _psi_coefficients(k, r.dtype, r.device)
+    direct_side = x > switch
+    x_s = torch.where(direct_side, switch, x)
+    series = series_coef[0]
+    for c in series_coef[1:]:
+        series = torch.addcmul(c, series, x_s)
+    r_c = torch.where(direct_side, r, switch ** 0.5)
+    x_c = r_c * r_c
+    polynomial = head[0]
+    for c in head[1:]:
+        polynomial = x_c * polynomial + c
+    direct = (torch.atanh(r_c) / r_c - polynomial) / (x_c if k == 1 else x_c.pow(k))
+    return torch.where(direct_side, direct, series)
 
 
 def _g_and_h_3(r: torch.Tensor, x: torch.Tensor, one_m_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """m = 3 (few operations: the KL is on the training hot path): with psi = (atanh(rho) - rho) / rho^3 > 0,
-    G = x (1 + (1 + x) psi) and H = ((3 - x) - (1 - x)^2 psi) / 2 (>= 1; the subtraction cancels at most a
-    third). psi from its series (Horner) at small x, where the direct form cancels; each branch is fed an
-    argument held in its own range, so the other one stays finite (and its gradient zero) under where."""
-    coef = _psi_coefficients(r.dtype, r.device)
-    direct_side = x > _PSI_SERIES_X
-    # where, not clamps: at the switch itself a clamp would hand the derivative to both branches (a tie)
-    x_s = torch.where(direct_side, _PSI_SERIES_X, x)
-    series = coef[-1]
-    for c in coef[-2::-1]:
-        series = torch.addcmul(c, series, x_s)
-    r_c = torch.where(direct_side, r, _PSI_SERIES_X ** 0.5)
-    direct = (torch.atanh(r_c) - r_c) / (r_c * r_c * r_c)
-    psi = torch.where(direct_side, direct, series)
+    """m = 3 (few operations: the KL is on the training hot path): with psi_1 = (atanh(rho) - rho) / rho^3 > 0,
+    G = x (1 + (1 + x) psi_1) and H = ((3 - x) - (1 - x)^2 psi_1) / 2 (>= 1; the subtraction cancels at most a
+    third)."""
+    psi = _psi(1, r, x)
     g = torch.addcmul(x, x * (1.0 + x), psi)
     h = torch.addcmul(1.5 - 0.5 * x, one_m_x * one_m_x, psi, value=-0.5)
     return g, h
-
-
-#: m = 5: psi_2(x) = (T - 1 - x/3) / x^2 = sum_j x^j / (2j + 5), T = atanh(rho) / rho, by its series below this x
-#: (12 terms to 1e-17), the direct form above (relative error ~10 eps / x^2 there, on a term that carries at most
-#: 2% of G and H at the switch: 2e-14).
-_PSI2_SERIES_X = 0.05
-_PSI2_TERMS = 12
-
-
-@functools.lru_cache(maxsize=16)
-def _psi2_coefficients(dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
-    return [torch.tensor(1.0 / (2 * j + 5), dtype=dtype, device=device) for j in range(_PSI2_TERMS)]
 
 
 def _g_and_h_5(r: torch.Tensor, x: torch.Tensor, one_m_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -225,25 +227,13 @@ def _g_and_h_5(r: torch.Tensor, x: torch.Tensor, one_m_x: torch.Tensor) -> tuple
     H = (25 - 9 x - x^2 + x^3) / 16 + (3/16) (1 - x)^4 psi_2. Nothing cancels: at x = 0 the brackets are
     13/8 - 1/40 and 8/5 (G ~ 8x/5, H -> 2 (m-1)/m); near x = 1 the psi_2 terms grow like atanh(rho) in G and
     vanish with (1 - x)^4 in H."""
-    coef = _psi2_coefficients(r.dtype, r.device)
-    direct_side = x > _PSI2_SERIES_X
-    x_s = torch.where(direct_side, _PSI2_SERIES_X, x)  # (where, not a clamp: no tie at the switch)
-    series = coef[-1]
-    for c in coef[-2::-1]:
-        series = torch.addcmul(c, series, x_s)
-    r_c = torch.where(direct_side, r, _PSI2_SERIES_X ** 0.5)
-    x_c = r_c * r_c
-    direct = (torch.atanh(r_c) / r_c - (x_c * _THIRD + 1.0)) / (x_c * x_c)
-    psi = torch.where(direct_side, direct, series)
+    psi = _psi(2, r, x)
     pg = (1.0 + x) * torch.addcmul(torch.ones_like(x), x, x - 10.0).mul_(-0.125)
     g = x * torch.addcmul(torch.addcmul(x * 0.25 + 1.625, x, x, value=-1.0 / 24.0), pg, psi)
     om2 = one_m_x * one_m_x
     h_poly = torch.addcmul(torch.addcmul(25.0 - 9.0 * x, x, x, value=-1.0), x, x * x) * 0.0625
     h = torch.addcmul(h_poly, om2 * om2, psi, value=0.1875)
     return g, h
-
-
-_THIRD = 1.0 / 3.0
 
 
 def _g_and_h(r: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -253,8 +243,9 @@ def _g_and_h(r: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor, torch
     expansion of E_s log(1 + rho^2 + 2 rho s) (s = mu.u, density proportional to (1 - s^2)^((m-3)/2)) in
     Gegenbauer terms. -log(1 - x) = log1p(x / (1 - x)) with 1 - x = (1 - rho)(1 + rho): both x and 1 - x
     keep their relative precision, so this holds a few ulps at both ends. Even m: S is a polynomial.
-    Odd m = 3, 5 (:func:`_g_and_h_3`, :func:`_g_and_h_5`), 7: closed forms in T = atanh(rho) / rho above ``_CLOSED_FORM_X`` (the log terms
-    cancel), the series (geometric) below. Other odd m: the series, truncated where its tail is below 1e-18 at x = 1.
+    Odd m = 3, 5 (:func:`_g_and_h_3`, :func:`_g_and_h_5`, through :func:`_psi`), 7: closed forms in
+    T = atanh(rho) / rho above ``_CLOSED_FORM_X`` (the log terms cancel), the series (geometric) below. Other odd
+    m: the series, truncated where its tail is below 1e-18 at x = 1.
     Branches are chosen with ``torch.where`` on clamped arguments (no host sync, no NaN in either branch).
     """
     one_m_x = (1.0 - r) * (1.0 + r)
