@@ -236,6 +236,7 @@ def test_float32_within_a_few_ulps_of_mpmath(family, m):
     check_family(family, m, family.coarse_scales, torch.float32, F32_RTOL)
 
 
+@pytest.mark.slow  # two mpmath oracles against each other: ~35 s an m
 @pytest.mark.parametrize("m", (3, 5, 6, 9, 11, 64, 1025))
 def test_spherical_cauchy_oracles_agree(m):
     # the quadrature reference against the closed (hypergeometric) form of the series: 1e-25 relative
