@@ -60,14 +60,11 @@ def test_the_check_sees_an_import():
 
 #: the imports of hsvae's own modules made inside a function, by module, and why: the light entry points import the
 #: run (torch, Lightning) once the config is composed; the search's plugin imports Optuna only when a search runs; a
-#: search trial imports the study (Optuna, an optional dependency). The M1 stage's recursive train() (cli/stages.py,
-#: cli/m1.py) is the one left to remove (issue 25: stages as steps that hand on a checkpoint).
+#: search trial imports the study (Optuna, an optional dependency).
 LAZY_IMPORTS = {
     "hsvae/cli/entry_points.py": 2,
     "hydra_plugins/hsvae_search/optuna_search_sweeper.py": 1,
     "hsvae/cli/search_trial.py": 1,
-    "hsvae/cli/stages.py": 1,
-    "hsvae/cli/m1.py": 1,
 }
 
 

@@ -24,7 +24,9 @@ from hsvae.cli.checkpoints import find_run_config, load_checkpoint
 from hsvae.cli.continuation import claim_folder
 from hsvae.cli.evaluators import adopt_legacy_evaluation, instantiate_evaluators
 from hsvae.cli.failures import recording_failures
+from hsvae.cli.m1 import m1_checkpoint
 from hsvae.cli.report import collect_metrics, print_metrics, write_results
+from hsvae.cli.resume import run_dir_of
 from hsvae.cli.signals import lightning_interruptions
 from hsvae.cli.stages import instantiate_datamodule
 from hsvae.utils.run_info import git_commit
@@ -39,6 +41,12 @@ def training_config(cfg: DictConfig) -> DictConfig:
     ckpt = Path(cfg.ckpt_path)
     load_checkpoint(ckpt)  # a missing or foreign file is named before its run's config is looked for
     train_cfg, _ = find_run_config(ckpt, cfg.get("train_config"))
+    if train_cfg.get("m1") is not None and not train_cfg.m1.get("ckpt_path"):
+        # an M1+M2 run that trained its M1 into <its run dir>/m1: evaluated with that M1
+        with open_dict(train_cfg):
+            train_cfg.paths.output_dir = str(run_dir_of(ckpt))
+            trained = m1_checkpoint(train_cfg)
+            train_cfg.m1.ckpt_path = None if trained is None else str(trained)
     with open_dict(train_cfg):
         # This evaluation's own output directory and trainer; the model, data (and by default seed) as trained.
         train_cfg.paths = cfg.paths

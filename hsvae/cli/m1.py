@@ -1,7 +1,8 @@
 """The M1 of an M1+M2 run: a trained MNIST VAE, loaded from its checkpoint or trained first in the same job.
 
-Stage 1 of ``task=m1_m2`` (``dataset=mnist_m1``): :func:`hsvae.cli.stages.earlier_stages` calls :func:`m1_vae`
-and hands the M1 to the data module:
+Stage 1 of ``task=m1_m2`` (``dataset=mnist_m1``): train.py runs it as a step before the run's data are built
+(:func:`m1_stage_config`, when :func:`m1_checkpoint` finds no M1), and :func:`hsvae.cli.stages.earlier_stages`
+hands the M1 (:func:`trained_m1`) to the data module:
 
 * ``m1.ckpt_path=<run>/checkpoints/best.ckpt``: that VAE, rebuilt from its run's config
   (``<run>/.hydra/config.yaml``, else ``<run>/results.json``, or ``m1.train_config``) and checked against the
@@ -158,55 +159,46 @@ def _trained_checkpoint(m1_dir: Path) -> Path | None:
     return None
 
 
-def m1_vae(
-    latent: DictConfig,
-    ckpt_path: str | None = None,
-    train_config: str | None = None,
-    overrides: Sequence[str] = (),
-    output_dir: str | None = None,
-    paths: DictConfig | None = None,
-    trainer: DictConfig | None = None,
-    progress_bar: DictConfig | None = None,
-    seed: int = 0,
-    task_name: str = "train",
-) -> VAE:
-    """The M1 VAE of an M1+M2 run (see the module docstring): stage 1 of ``task=m1_m2``.
-
-    Args:
-        latent: the M1's latent config (``m1.latent``), which a loaded checkpoint must match.
-        ckpt_path: a trained M1's checkpoint, or None to train one here.
-        train_config: that checkpoint's run config, when it is not next to it.
-        overrides: train.py overrides of an M1 trained here (``dataset=mnist`` is implied).
-        output_dir: where an M1 trained here goes (``<this run's output_dir>/m1``).
-        paths, trainer, progress_bar, seed: this run's, handed on to an M1 trained here.
-        task_name: this run's; an evaluation (``eval``) never trains an M1.
-    """
-    if ckpt_path:
-        return load_m1(ckpt_path, latent, train_config)
-    if output_dir is None or paths is None:
-        raise ConfigError("m1.ckpt_path is null and no output directory is given to train the M1 in")
-    m1_dir = Path(output_dir)
+def m1_checkpoint(cfg: DictConfig) -> Path | None:
+    """The checkpoint of an M1+M2 run's M1 (``cfg.m1``): ``m1.ckpt_path``, or the M1 this run trained earlier into
+    ``<output_dir>/m1/`` (a finished run there: its results.json), or None when it has still to be trained."""
+    if cfg.m1.get("ckpt_path"):
+        return Path(cfg.m1.ckpt_path)
+    m1_dir = Path(cfg.paths.output_dir) / "m1"
     found = _trained_checkpoint(m1_dir)
     if found is not None and (m1_dir / "results.json").is_file():
         log.info("M1: reusing the M1 trained earlier in this run directory, %s", found)
-        return load_m1(found, latent, train_config)
-    if task_name == "eval":
+        return found
+    return None
+
+
+def m1_stage_config(cfg: DictConfig) -> DictConfig:
+    """The train.py config that trains an M1+M2 run's M1 into ``<output_dir>/m1/`` (stage 1: run by the pipeline
+    before this run's data are built, when :func:`m1_checkpoint` finds none)."""
+    m1 = cfg.m1
+    if cfg.task_name == "eval":
         raise ConfigError(
             "evaluating an M1+M2 checkpoint needs its M1: the training run trained it into <its run dir>/m1; "
             "pass a train_config whose m1.ckpt_path points at <its run dir>/m1/checkpoints/best.ckpt"
         )
-    strategy = str((trainer or {}).get("strategy", "auto"))
+    strategy = str((cfg.get("trainer") or {}).get("strategy", "auto"))
     if "ddp" in strategy:
         raise ConfigError(
             f"training the M1 inside an M1+M2 job is not supported under trainer.strategy={strategy}: train the M1 "
             "first (python train.py dataset=mnist ...) and pass m1.ckpt_path"
         )
-    cfg = m1_train_config(latent, overrides, m1_dir, paths, trainer, progress_bar, seed)
-    log.info("M1: training %s on MNIST into %s", _describe(_expected(latent)), m1_dir)
-    from hsvae.cli.train import train  # here: hsvae.cli.train imports this package's builders
+    m1_dir = Path(cfg.paths.output_dir) / "m1"
+    stage = m1_train_config(m1.latent, list(m1.get("overrides") or ()), m1_dir, cfg.paths, cfg.trainer,
+                            OmegaConf.select(cfg, "callbacks.progress_bar", default=None), cfg.seed)
+    log.info("M1: training %s on MNIST into %s", _describe(_expected(m1.latent)), m1_dir)
+    return stage
 
-    train(cfg)
-    found = _trained_checkpoint(m1_dir)
-    if found is None:
-        raise RuntimeError(f"the M1 training in {m1_dir} wrote no checkpoint (looked for best.ckpt and final.ckpt)")
-    return load_m1(found, latent, train_config)
+
+def trained_m1(cfg: DictConfig) -> VAE:
+    """The M1 of an M1+M2 run, loaded from :func:`m1_checkpoint` (its stage has run: train.py trains it first)."""
+    path = m1_checkpoint(cfg)
+    if path is None:
+        m1_stage_config(cfg)  # an evaluation, or DDP: the reason it cannot be trained here
+        raise ConfigError(f"m1.ckpt_path is null and no M1 was trained into {cfg.paths.output_dir}/m1: train.py "
+                          "trains it there first, or pass m1.ckpt_path")
+    return load_m1(path, cfg.m1.latent, cfg.m1.get("train_config"))

@@ -1,9 +1,9 @@
 """What a task runs before its data exist, and the data module built from it.
 
 An M1+M2 task (``task=m1_m2``, which declares ``m1``) has two stages. Stage 1 is the M1 VAE: loaded from
-``m1.ckpt_path``, or trained first as a complete run of its own into ``<output_dir>/m1/`` (see
-:func:`hsvae.cli.m1.m1_vae`). Stage 2 is this run: the M2, trained on the M1's codes, whose data module receives
-the M1 here. The dataset config describes the data alone; no stage runs inside data construction.
+``m1.ckpt_path``, or trained first as a complete run of its own into ``<output_dir>/m1/`` (a step train.py runs
+before this run's data: :func:`hsvae.cli.m1.m1_stage_config`). Stage 2 is this run: the M2, trained on the M1's
+codes, whose data module receives the M1 here. The dataset config describes the data alone; no stage runs inside data construction.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hsvae.cli.builders import instantiate_node
+from hsvae.cli.m1 import trained_m1
 from hsvae.utils.errors import ConfigError
 
 
@@ -20,15 +21,7 @@ def earlier_stages(cfg: DictConfig) -> dict[str, object]:
     else nothing."""
     if cfg.get("m1") is None:
         return {}
-    from hsvae.cli.m1 import m1_vae  # the M1 stage trains with train(), which imports this module
-
-    m1 = cfg.m1
-    return {"m1": m1_vae(
-        latent=m1.latent, ckpt_path=m1.get("ckpt_path"), train_config=m1.get("train_config"),
-        overrides=list(m1.get("overrides") or ()), output_dir=f"{cfg.paths.output_dir}/m1", paths=cfg.paths,
-        trainer=cfg.trainer, progress_bar=OmegaConf.select(cfg, "callbacks.progress_bar", default=None),
-        seed=cfg.seed, task_name=cfg.task_name,
-    )}
+    return {"m1": trained_m1(cfg)}
 
 
 def instantiate_datamodule(cfg: DictConfig) -> pl.LightningDataModule:

@@ -50,6 +50,7 @@ from hsvae.cli.report import collect_metrics, print_metrics, write_results
 from hsvae.utils.modules import configure_compile
 from hsvae.sweeps.budget import budget_refusal
 from hsvae.cli.search_trial import objective, trial_pruning
+from hsvae.cli.m1 import m1_checkpoint, m1_stage_config
 from hsvae.cli.stages import instantiate_datamodule
 from hsvae.training.checkpoint_io import AtomicCheckpointIO
 from hsvae.training.run_state import RunState
@@ -123,11 +124,20 @@ def _claimed(cfg: DictConfig, output_dir: Path, started: float, commit: str | No
     save_run_config(cfg, output_dir)
     with recording_failures(output_dir, f"{cfg.task_name}.log", cfg):
         set_phase("setting up the run")
+        validate(cfg)
+        _earlier_stages(cfg)
         seeds = stack_seeds(cfg)
         if seeds is not None:  # the seeds as one stacked fit, written as one run per seed
-            validate(cfg)
             return run_stacked(cfg, output_dir, seeds, started, commit, resume=stack_resume)
         return _fit_and_test(cfg, output_dir, ckpt_path, in_place, started, commit)
+
+
+def _earlier_stages(cfg: DictConfig) -> None:
+    """The steps a task runs before this run's data exist: an M1+M2 run's M1, trained into ``<output_dir>/m1/``
+    as a complete run of its own when no M1 is there yet (``m1.ckpt_path`` null); the data module then loads it
+    from its checkpoint (hsvae/cli/stages.py)."""
+    if cfg.get("m1") is not None and m1_checkpoint(cfg) is None:
+        train(m1_stage_config(cfg))
 
 
 def _fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, in_place: bool, started: float,
