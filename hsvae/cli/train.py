@@ -125,10 +125,10 @@ def _claimed(cfg: DictConfig, output_dir: Path, started: float, commit: str | No
     with recording_failures(output_dir, f"{cfg.task_name}.log", cfg):
         set_phase("setting up the run")
         validate(cfg)
-        _earlier_stages(cfg)
         seeds = stack_seeds(cfg)
-        if seeds is not None:  # the seeds as one stacked fit, written as one run per seed
+        if seeds is not None:  # the seeds as one stacked fit, written as one run per seed (no M2: no stages)
             return run_stacked(cfg, output_dir, seeds, started, commit, resume=stack_resume)
+        _earlier_stages(cfg)
         return _fit_and_test(cfg, output_dir, ckpt_path, in_place, started, commit)
 
 
