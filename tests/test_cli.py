@@ -234,12 +234,12 @@ def _torch_file_without_state(tmp: Path) -> Path:
 
 
 def shrink(args: list[str]) -> list[str]:
-    """The SMALL overrides that neither set a key the case sets nor belong to the synthetic dataset when the case
-    picks another (they would fail before the case's own error is reached)."""
+    """The SMALL overrides that neither set a key the case sets nor belong to the synthetic dataset (or its task's
+    evaluators) when the case picks another (they would fail before the case's own error is reached)."""
     keys = {a.split("=", 1)[0].lstrip("+") for a in args}
     other_dataset = "dataset" in keys
     return [s for s in SMALL if s.split("=", 1)[0].lstrip("+") not in keys
-            and not (other_dataset and s.startswith(("dataset.", "model.")))]
+            and not (other_dataset and s.startswith(("dataset.", "model.", "evaluation.")))]
 
 
 #: (id, train.py arguments, exit code, fragments of the one-line message, whether a failed run is recorded)

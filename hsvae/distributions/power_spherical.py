@@ -148,6 +148,7 @@ class _Constants(NamedTuple):
 
 
 @functools.lru_cache(maxsize=64)
+@torch.compiler.assume_constant_result  # (a compiled step must not trace Decimal, a C extension: a constant of m)
 def _decimal_constants(m: int):
     with localcontext() as ctx:
         ctx.prec = 60
@@ -161,13 +162,14 @@ def _decimal_constants(m: int):
             j = p + 2
             kl = (1 - j) * e[j - 1] if j <= _TAYLOR_TERMS else Decimal(0)
             taylor.append((float(e[p]), float(kl), float(j * kl)))
+        taylor = tuple(taylor)
         b = Decimal(m - 1) / 2
         if m % 2 == 1 and m <= _MAX_FINITE_SUM_M:
-            c = [float(b + j) for j in range(int(b))]
-            return taylor, c, [1.0] * len(c), None, float(gap)
+            c = tuple(float(b + j) for j in range(int(b)))
+            return taylor, c, (1.0,) * len(c), None, float(gap)
         shift = max(0, math.ceil(_STIRLING_MIN - (m - 1) / 2))
-        c = [float(b + i) for i in range(shift)] + [float(2 * b + i) for i in range(shift)]
-        w = [1.0] * shift + [-1.0] * shift
+        c = tuple(float(b + i) for i in range(shift)) + tuple(float(2 * b + i) for i in range(shift))
+        w = (1.0,) * shift + (-1.0,) * shift
         big_a, big_a2, d = b + shift, 2 * b + shift, b
         lg = _lgamma_half(int(2 * big_a2)) - _lgamma_half(int(2 * big_a))
         const = (big_a - Decimal("0.5")) * (big_a2 / big_a).ln() + d * big_a2.ln() - d - lg
