@@ -468,3 +468,20 @@ def test_the_launcher_raises_only_once_every_job_has_recorded_the_signal_it_forw
         for job in jobs:
             job.kill()
             job.wait()
+
+
+def test_an_error_raised_as_a_signal_unwinds_the_run_is_recorded_as_the_signal(tmp_path, monkeypatch):
+    """torch.save cut short by the signal's KeyboardInterrupt raises a RuntimeError ("unexpected pos"): with a
+    signal received, the run records the interruption (signal, phase, resume hint) and raises it, not a bug."""
+    import signal as signal_module
+
+    from hsvae.cli import signals
+    from hsvae.cli.failures import recording_failures
+
+    monkeypatch.setattr(signals, "_received", signals.Interrupted(signal_module.SIGINT, "training (epoch 1)"))
+    with pytest.raises(signals.Interrupted):
+        with recording_failures(tmp_path, "train.log"):
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 251648 vs 251600")
+    record = results(tmp_path)
+    assert (record["status"], record["signal"], record["phase"]) == ("interrupted", "SIGINT", "training (epoch 1)")
+    assert "unexpected pos" in (tmp_path / "train.log").read_text()  # the error's traceback stays in the log

@@ -145,14 +145,16 @@ def full_error_requested() -> bool:
 
 
 def record_failure(output_dir: str | Path, log_name: str, err: BaseException, cfg: Any = None,
-                   status: str = "failed") -> None:
+                   status: str = "failed", cause: BaseException | None = None) -> None:
     """Append the error and its traceback to ``<output_dir>/<log_name>`` and write ``results.json`` with the
-    status and the reason. Only for a run that owns ``output_dir`` (never another run's directory)."""
+    status and the reason (that of ``cause``, when given: the signal behind ``err``). Only for a run that owns
+    ``output_dir`` (never another run's directory)."""
     output_dir = Path(output_dir)
-    code, message = classify(err)
+    cause = err if cause is None else cause
+    code, message = classify(cause)
     extra = {}
-    if isinstance(_unwrap(err), KeyboardInterrupt):
-        signal_ = as_interruption(_unwrap(err))
+    if isinstance(_unwrap(cause), KeyboardInterrupt):
+        signal_ = as_interruption(_unwrap(cause))
         extra = {"signal": signal_.name, "phase": signal_.phase}
         message = f"{message}; {resume_hint(output_dir)}"
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -160,8 +162,9 @@ def record_failure(output_dir: str | Path, log_name: str, err: BaseException, cf
         log.write(f"{message}\n")
         log.write("".join(traceback.format_exception(err)))
     write_failure(output_dir, cfg, status=status, reason=message.removeprefix("error: "), exit_code=code, extra=extra)
-    err.hsvae_recorded = str(output_dir)  # type: ignore[attr-defined]  (pickled with the exception)
-    err.hsvae_outcome = (code, message)  # type: ignore[attr-defined]  (what the command then prints)
+    for raised in {id(err): err, id(cause): cause}.values():  # (the cause is what goes on being raised)
+        raised.hsvae_recorded = str(output_dir)  # type: ignore[attr-defined]  (pickled with the exception)
+        raised.hsvae_outcome = (code, message)  # type: ignore[attr-defined]  (what the command then prints)
 
 
 @contextlib.contextmanager
@@ -174,6 +177,12 @@ def recording_failures(output_dir: str | Path, log_name: str, cfg: Any = None) -
         record_failure(output_dir, log_name, err, cfg, status="interrupted")
         raise
     except Exception as err:
+        interruption = received()
+        if interruption is not None:
+            # an error raised as a signal unwinds the run (torch.save cut short mid-write raises a RuntimeError) is
+            # the signal's: recorded as the interruption (the error's traceback in the log) and raised as it
+            record_failure(output_dir, log_name, err, cfg, status="interrupted", cause=interruption)
+            raise interruption from err
         record_failure(output_dir, log_name, err, cfg)
         raise
 
