@@ -1,12 +1,12 @@
 """Constructors check their arguments once, in their own names; the entry layer names the config key a user sets
-(hsvae.cli.builders.instantiate_node), following interpolations (the model's latent is ``${latent}``)."""
+(hsvae.cli.instantiation.instantiate_node), following interpolations (the model's latent is ``${latent}``)."""
 
 from __future__ import annotations
 
 import pytest
 from omegaconf import OmegaConf
 
-from hsvae.cli.builders import instantiate_model, instantiate_node, user_key
+from hsvae.cli.instantiation import instantiate_model, instantiate_node, user_key
 from hsvae.utils.errors import ConfigError
 from hsvae.cli.stages import instantiate_datamodule
 from hsvae.latents import VonMisesFisherLatent

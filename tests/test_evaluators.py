@@ -11,7 +11,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
 
-from hsvae.cli.builders import ConfigError
+from hsvae.utils.errors import ConfigError
 from hsvae.cli.evaluate import evaluate
 from hsvae.cli.evaluators import adopt_legacy_evaluation
 from hsvae.cli.train import train

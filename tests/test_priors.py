@@ -69,7 +69,7 @@ def test_fitting_the_prior_to_concentrated_posteriors_raises_its_concentration()
 
 
 def test_a_run_trains_with_a_learnt_prior_and_a_bad_prior_is_refused(tmp_path):
-    from hsvae.cli.builders import instantiate_model
+    from hsvae.cli.instantiation import instantiate_model
     from hsvae.utils.errors import ConfigError
     from hsvae.cli.train import train
     from tests.conftest import compose_config

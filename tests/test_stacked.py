@@ -102,7 +102,7 @@ def _build_run(compose_train, overrides: list[str], seed: int, name: str):
     generator's state it then starts fitting from."""
     import pytorch_lightning as pl
 
-    from hsvae.cli.builders import instantiate_model
+    from hsvae.cli.instantiation import instantiate_model
     from hsvae.cli.stages import instantiate_datamodule
 
     cfg = compose_train([*overrides, f"seed={seed}"], name)

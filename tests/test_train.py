@@ -247,7 +247,7 @@ def test_config_targets_are_checked_by_type():
     ("...VAEModule") also took the SMILES module."""
     from omegaconf import OmegaConf
 
-    from hsvae.cli.builders import targets
+    from hsvae.cli.instantiation import targets
     from hsvae.training import VAEModule
 
     assert targets(OmegaConf.create({"_target_": "hsvae.training.VAEModule"}), VAEModule)

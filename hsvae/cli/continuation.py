@@ -27,10 +27,23 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from hsvae.analysis.results import DONE_STATUSES, LOCK_FILE, RESULTS_FORMAT, read_status
-from hsvae.cli.builders import RUN_MARKERS, check_output_dir
 from hsvae.cli.resume import run_dir_of
 
 log = logging.getLogger(__name__)
+
+#: What marks a directory as some run's: its config, checkpoints or results.
+RUN_MARKERS = ("results.json", "checkpoints", ".hydra")
+
+
+def check_output_dir(output_dir: str | Path, allow_overwrite: bool) -> None:
+    """Refuse to write into another run's directory (nothing is written before this check)."""
+    output_dir = Path(output_dir)
+    found = [name for name in RUN_MARKERS if (output_dir / name).exists()]
+    if found and not allow_overwrite:
+        raise FileExistsError(
+            f"{output_dir} already holds a run ({', '.join(found)}): choose another directory (hydra.run.dir=...), "
+            "resume that run with ckpt_path=<it>/checkpoints/last.ckpt, or pass allow_overwrite=true to replace it."
+        )
 
 
 def continues_in_place(cfg: DictConfig) -> bool:

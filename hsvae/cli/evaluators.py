@@ -8,7 +8,7 @@ import logging
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hsvae.cli.builders import instantiate_node
+from hsvae.cli.instantiation import instantiate_node
 from hsvae.utils.errors import ConfigError, EvaluationError
 from hsvae.training.evaluators import EvaluatorsCallback
 

@@ -24,7 +24,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hsvae.cli import CONFIG_DIR
-from hsvae.cli.builders import targets
+from hsvae.cli.instantiation import targets
 from hsvae.utils.errors import ConfigError
 from hsvae.cli.checkpoints import find_run_config
 from hsvae.models import VAE

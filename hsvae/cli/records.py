@@ -1,14 +1,15 @@
-"""The record of a run that did not finish (light: the failure path of every entry point writes it, before torch may
-have been imported)."""
+"""A run's records in its folder: its config (``.hydra/``), and the record of a run that did not finish (light: the
+failure path of every entry point writes it, before torch may have been imported)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from hsvae.analysis.results import RESULTS_FORMAT
-from hsvae.utils.io import write_json_atomic
+from hsvae.utils.io import write_json_atomic, write_text_atomic
 from hsvae.utils.run_info import git_commit, hardware
 
 
@@ -40,3 +41,16 @@ def write_failure(output_dir: Path, cfg: DictConfig | None, status: str, reason:
     path = Path(output_dir) / "results.json"
     write_json_atomic(path, data)
     return path
+
+
+def save_run_config(cfg: DictConfig, output_dir: str | Path) -> None:
+    """Write ``<output_dir>/.hydra/`` (config.yaml; hydra.yaml and overrides.yaml when Hydra runs this job), each
+    file atomically. Hydra's own writing is off (``hydra.output_subdir: null``) because it happens before any
+    check: a refused run would already have rewritten the config of the run it was refused to overwrite."""
+    folder = Path(output_dir) / ".hydra"
+    write_text_atomic(folder / "config.yaml", OmegaConf.to_yaml(cfg))
+    if HydraConfig.initialized():
+        hc = HydraConfig.get()
+        if Path(hc.runtime.output_dir).resolve() == Path(output_dir).resolve():
+            write_text_atomic(folder / "hydra.yaml", OmegaConf.to_yaml({"hydra": hc}))
+            write_text_atomic(folder / "overrides.yaml", OmegaConf.to_yaml(hc.overrides.task))

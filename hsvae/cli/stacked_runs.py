@@ -31,8 +31,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from hsvae.cli.builders import (instantiate_loggers, instantiate_model, log_hyperparameters,
-                                 member_overrides, save_run_config, targets)
+from hsvae.cli.instantiation import instantiate_model, targets
+from hsvae.cli.records import save_run_config
+from hsvae.cli.run_loggers import instantiate_loggers, log_hyperparameters
+from hsvae.cli.sweep_job import member_overrides
 from hsvae.cli.report import collect_metrics, write_results
 from hsvae.cli.continuation import finished_metrics
 from hsvae.cli.evaluators import instantiate_evaluators

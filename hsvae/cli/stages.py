@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hsvae.cli.builders import instantiate_node
+from hsvae.cli.instantiation import instantiate_node
 from hsvae.cli.m1 import trained_m1
 from hsvae.utils.errors import ConfigError
 

@@ -24,18 +24,10 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from hsvae.cli.banner import start_banner
-from hsvae.cli.builders import (
-    ConfigError,
-    assign_job_gpu,
-    continue_history,
-    instantiate_callbacks,
-    instantiate_loggers,
-    instantiate_model,
-    log_hyperparameters,
-    logged_final_metrics,
-    save_run_config,
-    validate,
-)
+from hsvae.cli.instantiation import instantiate_callbacks, instantiate_model, validate
+from hsvae.cli.run_loggers import continue_history, instantiate_loggers, log_hyperparameters, logged_final_metrics
+from hsvae.cli.sweep_job import assign_job_gpu
+from hsvae.utils.errors import ConfigError
 from hsvae.cli.checkpoints import check_fits, load_checkpoint
 from hsvae.cli.evaluators import instantiate_evaluators
 from hsvae.cli.resume import run_dir_of
@@ -45,7 +37,7 @@ from hsvae.cli.signals import lightning_interruptions, set_phase
 from hsvae.cli.stacked_runs import finished_stack_metrics, run_stacked, stack_checkpoint, stack_seeds
 from hsvae.analysis.results import PROGRESS_FILE
 from hsvae.cli.continuation import FolderPlan, claim_folder, plan_folder
-from hsvae.cli.records import write_failure
+from hsvae.cli.records import save_run_config, write_failure
 from hsvae.cli.report import collect_metrics, print_metrics, write_results
 from hsvae.utils.modules import configure_compile
 from hsvae.sweeps.budget import budget_refusal
