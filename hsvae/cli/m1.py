@@ -166,27 +166,27 @@ def m1_checkpoint(cfg: DictConfig) -> Path | None:
         return Path(cfg.m1.ckpt_path)
     m1_dir = Path(cfg.paths.output_dir) / "m1"
     found = _trained_checkpoint(m1_dir)
-    if found is not None and (m1_dir / "results.json").is_file():
-        log.info("M1: reusing the M1 trained earlier in this run directory, %s", found)
-        return found
+    return found if found is not None and (m1_dir / "results.json").is_file() else None
+
+
+def m1_refusal(cfg: DictConfig) -> str | None:
+    """Why this job cannot train its M1 itself (an evaluation, a DDP run), or None."""
+    if cfg.task_name == "eval":
+        return ("evaluating an M1+M2 checkpoint needs its M1: the training run trained it into <its run dir>/m1; "
+                "pass a train_config whose m1.ckpt_path points at <its run dir>/m1/checkpoints/best.ckpt")
+    strategy = str((cfg.get("trainer") or {}).get("strategy", "auto"))
+    if "ddp" in strategy:
+        return (f"training the M1 inside an M1+M2 job is not supported under trainer.strategy={strategy}: train "
+                "the M1 first (python train.py dataset=mnist ...) and pass m1.ckpt_path")
     return None
 
 
 def m1_stage_config(cfg: DictConfig) -> DictConfig:
     """The train.py config that trains an M1+M2 run's M1 into ``<output_dir>/m1/`` (stage 1: run by the pipeline
     before this run's data are built, when :func:`m1_checkpoint` finds none)."""
-    m1 = cfg.m1
-    if cfg.task_name == "eval":
-        raise ConfigError(
-            "evaluating an M1+M2 checkpoint needs its M1: the training run trained it into <its run dir>/m1; "
-            "pass a train_config whose m1.ckpt_path points at <its run dir>/m1/checkpoints/best.ckpt"
-        )
-    strategy = str((cfg.get("trainer") or {}).get("strategy", "auto"))
-    if "ddp" in strategy:
-        raise ConfigError(
-            f"training the M1 inside an M1+M2 job is not supported under trainer.strategy={strategy}: train the M1 "
-            "first (python train.py dataset=mnist ...) and pass m1.ckpt_path"
-        )
+    m1, refusal = cfg.m1, m1_refusal(cfg)
+    if refusal is not None:
+        raise ConfigError(refusal)
     m1_dir = Path(cfg.paths.output_dir) / "m1"
     stage = m1_train_config(m1.latent, list(m1.get("overrides") or ()), m1_dir, cfg.paths, cfg.trainer,
                             OmegaConf.select(cfg, "callbacks.progress_bar", default=None), cfg.seed)
@@ -198,7 +198,7 @@ def trained_m1(cfg: DictConfig) -> VAE:
     """The M1 of an M1+M2 run, loaded from :func:`m1_checkpoint` (its stage has run: train.py trains it first)."""
     path = m1_checkpoint(cfg)
     if path is None:
-        m1_stage_config(cfg)  # an evaluation, or DDP: the reason it cannot be trained here
-        raise ConfigError(f"m1.ckpt_path is null and no M1 was trained into {cfg.paths.output_dir}/m1: train.py "
-                          "trains it there first, or pass m1.ckpt_path")
+        raise ConfigError(m1_refusal(cfg) or f"m1.ckpt_path is null and no M1 was trained into "
+                          f"{cfg.paths.output_dir}/m1: train.py trains it there first, or pass m1.ckpt_path")
+    log.info("M1: %s", path)
     return load_m1(path, cfg.m1.latent, cfg.m1.get("train_config"))

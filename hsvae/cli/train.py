@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -132,14 +133,45 @@ def _earlier_stages(cfg: DictConfig) -> None:
         train(m1_stage_config(cfg))
 
 
+@dataclass
+class _Run:
+    """What the build step makes of a config: the objects the fit, the evaluation and the record use."""
+
+    datamodule: pl.LightningDataModule
+    model: pl.LightningModule
+    trainer: pl.Trainer
+    loggers: list
+    run_state: RunState
+    pruning: pl.Callback | None
+    checkpoint: dict | None
+
+
 def _fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, in_place: bool, started: float,
                   commit: str | None) -> dict[str, Any]:
+    """The steps of a run whose folder is claimed and whose config is checked: build, fit, evaluate, record."""
     validate(cfg)
     assign_job_gpu(cfg)
     if rank_zero_only.rank == 0:
         log.info("%s", start_banner(cfg, ckpt_path))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    run = _build(cfg, output_dir, ckpt_path, in_place, started)
+    fit_metrics = _fit(cfg, run, ckpt_path, in_place)
+    pruned_at = run.pruning.pruned_at if run.pruning is not None else None
+    test_ckpt = _evaluate(cfg, run, ckpt_path) if cfg.get("test", True) and pruned_at is None else None
+    metrics = collect_metrics(run.trainer, fit_metrics)
+    if run.trainer.is_global_zero:
+        _record(cfg, output_dir, run, metrics, commit, test_ckpt, pruned_at)
+    for logger in run.loggers:
+        if isinstance(logger, WandbLogger):
+            import wandb  # (only with a W&B logger: its import costs a second)
 
+            wandb.finish()
+    return metrics
+
+
+def _build(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, in_place: bool, started: float) -> _Run:
+    """The data (after the task's earlier stages), the model (checked against the checkpoint it resumes), the
+    callbacks with the task's evaluators, the loggers and the trainer."""
     set_phase("loading the data")
     datamodule = instantiate_datamodule(cfg)
     if rank_zero_only.rank == 0:
@@ -167,48 +199,45 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, in_p
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                                   plugins=[AtomicCheckpointIO()])
     log_hyperparameters(cfg, loggers)
+    return _Run(datamodule, model, trainer, loggers, run_state, pruning, checkpoint)
 
+
+def _fit(cfg: DictConfig, run: _Run, ckpt_path: str | None, in_place: bool) -> dict[str, Any]:
+    """Train (from ``ckpt_path`` when resuming); the final epoch's metrics."""
     if cfg.get("train", True):
-        with lightning_interruptions(trainer):
-            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    fit_metrics = dict(trainer.callback_metrics)
+        with lightning_interruptions(run.trainer):
+            run.trainer.fit(run.model, datamodule=run.datamodule, ckpt_path=ckpt_path)
+    fit_metrics = dict(run.trainer.callback_metrics)
     if in_place and not any(key.startswith("train/") for key in fit_metrics):
         # resumed after its fit had ended (interrupted while testing): this attempt trained no epoch, and the final
         # epoch's metrics are those its history kept
-        fit_metrics = {**logged_final_metrics(loggers), **fit_metrics}
+        fit_metrics = {**logged_final_metrics(run.loggers), **fit_metrics}
+    return fit_metrics
 
-    pruned_at = pruning.pruned_at if pruning is not None else None
-    test_ckpt = None
-    if cfg.get("test", True) and pruned_at is None:
-        checkpoint_callback = trainer.checkpoint_callback
-        best = getattr(checkpoint_callback, "best_model_path", "") if checkpoint_callback is not None else ""
-        test_ckpt = (best or None) if cfg.get("train", True) else ckpt_path
-        # the test's Monte-Carlo draws start from the seed, as in eval.py: the same checkpoint gives the same numbers
-        pl.seed_everything(cfg.seed, workers=True, verbose=False)
-        with lightning_interruptions(trainer):
-            trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt)
-    metrics = collect_metrics(trainer, fit_metrics)
 
-    if trainer.is_global_zero:
-        set_phase("writing the results")
-        write_results(
-            output_dir,
-            cfg,
-            metrics,
-            wall_time_s=run_state.elapsed_s,
-            commit=commit,
-            extra={"test_checkpoint": test_ckpt, "epochs": trainer.current_epoch, "global_step": trainer.global_step,
-                   "attempts": run_state.attempts,
-                   **({} if pruned_at is None else {"status": "pruned", "reason": f"pruned by the search's pruner "
-                                                    f"after epoch {pruned_at} (trial {cfg.trial})"})},
-        )
-        print_metrics(metrics, output_dir)
-    for logger in loggers:
-        if isinstance(logger, WandbLogger):
-            import wandb
+def _evaluate(cfg: DictConfig, run: _Run, ckpt_path: str | None) -> str | None:
+    """The test stage (the task's evaluators) on the selected checkpoint; that checkpoint's path."""
+    checkpoint_callback = run.trainer.checkpoint_callback
+    best = getattr(checkpoint_callback, "best_model_path", "") if checkpoint_callback is not None else ""
+    test_ckpt = (best or None) if cfg.get("train", True) else ckpt_path
+    # the test's Monte-Carlo draws start from the seed, as in eval.py: the same checkpoint gives the same numbers
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    with lightning_interruptions(run.trainer):
+        run.trainer.test(run.model, datamodule=run.datamodule, ckpt_path=test_ckpt)
+    return test_ckpt
 
-            wandb.finish()
-    return metrics
+
+def _record(cfg: DictConfig, output_dir: Path, run: _Run, metrics: dict[str, Any], commit: str | None,
+            test_ckpt: str | None, pruned_at: int | None) -> None:
+    """results.json (with what a table needs: wall time, epochs, attempts; a pruned trial's status) and the
+    metrics printed."""
+    set_phase("writing the results")
+    pruned = {} if pruned_at is None else {
+        "status": "pruned", "reason": f"pruned by the search's pruner after epoch {pruned_at} (trial {cfg.trial})"}
+    write_results(output_dir, cfg, metrics, wall_time_s=run.run_state.elapsed_s, commit=commit,
+                  extra={"test_checkpoint": test_ckpt, "epochs": run.trainer.current_epoch,
+                         "global_step": run.trainer.global_step, "attempts": run.run_state.attempts, **pruned})
+    print_metrics(metrics, output_dir)
 
 
 def run_job(cfg: DictConfig) -> float | list[float] | None:
