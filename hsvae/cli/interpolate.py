@@ -27,6 +27,7 @@ from hsvae.cli.checkpoints import find_run_config
 from hsvae.cli.resume import run_dir_of
 from hsvae.cli.stages import instantiate_datamodule
 from hsvae.evaluation.interpolation import decode_interpolations
+from hsvae.evaluation.protocols import LabelledSplits
 from hsvae.utils.plotting import image_grid, save_figure
 
 
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(args.ckpt, cfg)
     datamodule = instantiate_datamodule(cfg)
     datamodule.setup()
-    splits = getattr(datamodule, "splits", None) or {}
+    splits = datamodule.splits if isinstance(datamodule, LabelledSplits) else {}
     if args.split not in splits or splits[args.split].x.dim() != 4:
         print(f"error: interpolation needs an image dataset; {type(datamodule).__name__} has no {args.split} images",
               file=sys.stderr)

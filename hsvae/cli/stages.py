@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hsvae.cli.instantiation import instantiate_node
 from hsvae.cli.m1 import trained_m1
+from hsvae.data.base import SizedPoints
 from hsvae.utils.errors import ConfigError
 
 
@@ -36,7 +37,7 @@ def read_input_dim(cfg: DictConfig, datamodule: pl.LightningDataModule) -> None:
     """Set ``data_spec.input_dim`` (what the model's input and output layers are built for) from the data module's
     ``input_dim`` (the size of a data point; a graph's node features) when the config leaves it unset; an explicit
     value must agree."""
-    size = getattr(datamodule, "input_dim", None)
+    size = datamodule.input_dim if isinstance(datamodule, SizedPoints) else None
     if OmegaConf.select(cfg, "data_spec") is None or size is None:
         return
     if OmegaConf.is_missing(cfg.data_spec, "input_dim"):

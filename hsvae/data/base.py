@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import pytorch_lightning as pl
 import torch
 
 from .loaders import TensorLoader
 from hsvae.utils.errors import DatasetNotFoundError
+
+
+@runtime_checkable
+class SizedPoints(Protocol):
+    """Data whose points have a size a model's input layer is built for: ``input_dim`` (flattened; a graph's node
+    features), None where points have no fixed size (token strings)."""
+
+    @property
+    def input_dim(self) -> int | None: ...
 
 
 
