@@ -26,10 +26,10 @@ import torch
 from torch.autograd.function import once_differentiable
 from torch.distributions import constraints
 
-from hsvae.special import autocast_off, bessel_iv_terms, evaluate_forms, prepare_argument, scalar
+from hsvae.special import bessel_iv_terms, evaluate_forms, prepare_argument, scalar
 
-from ._sphere import log_sphere_surface, sample_uniform_sphere, unit_vector
-from ._spherical_utils import SphericalDistribution, fused_sampler_node, in_float64
+from ._sphere import log_sphere_surface, unit_vector
+from ._spherical_utils import SphericalDistribution, fused_sampler_node, in_float64, rowdot
 
 __all__ = ["VonMisesFisher", "von_mises_fisher_kl_to_uniform"]
 
@@ -85,7 +85,7 @@ class _Constants:
         n = m - 1
         self.n, self.n_squared = c(float(n)), c(float(n * n))
         self.half, self.minus_half, self.one, self.two, self.minus_two = c(0.5), c(-0.5), c(1.0), c(2.0), c(-2.0)
-        self.tiny, self.eps = torch.finfo(dtype).tiny, torch.finfo(dtype).eps
+        self.tiny = torch.finfo(dtype).tiny
         if m > 2:  # Marsaglia-Tsang for Gamma((m-1)/2): d = shape - 1/3, c = 1/(3 sqrt(d))
             self.gamma_d = 0.5 * n - 1.0 / 3.0
             self.gamma_d_t, self.gamma_two_d = c(self.gamma_d), c(2.0 * self.gamma_d)
@@ -289,41 +289,44 @@ def _exact_m3(kappa: torch.Tensor, with_derivative: bool) -> _Radial:
     return _Radial(one_minus_w, radial, d_one_minus_w, d_radial)
 
 
-def _householder_parts(one_minus_w, radial, d_one_minus_w, d_radial, tangent, kappa, loc):
-    """z = H(loc) x', x' = (w, radial v): the Householder reflection taking e1 to loc, applied to the sample
-    drawn around e1. H = I - c u u^T, u = e1 - loc, c = 2 / u.u (c = 0 when loc = e1 to rounding, making H the
-    identity); returns (u, c, c (x'.u), x', z) for the backward pass."""
-    consts = _constants(loc.shape[-1], loc.dtype, loc.device)
-    x = torch.cat([(consts.one - one_minus_w).unsqueeze(-1), radial.unsqueeze(-1) * tangent], dim=-1)
-    u = -loc
-    u[..., 0] += 1.0
-    with autocast_off(u):
-        uu = torch.linalg.vecdot(u, u).unsqueeze(-1)
-        coef = torch.where(uu > consts.eps, consts.two / uu, torch.zeros_like(uu))
-        c_s = coef * torch.linalg.vecdot(x, u).unsqueeze(-1)
-    return u, coef, c_s, x, torch.addcmul(x, c_s, u, value=-1.0)
+def _tangent_parts(g, one_minus_w, radial, d_one_minus_w, d_radial, kappa, loc):
+    """z = w loc + radial e with e = g_perp / |g_perp|, g_perp = g - (g.loc) loc, for Gaussian noise ``g``.
+
+    e is uniform on the unit sphere of the tangent space at loc (the tangent part of an isotropic
+    normal, normalised), which is all the sampler needs: no Householder reflection of e1 onto loc
+    (same law, about half the operations forward and backward, no special case at loc = e1).
+    Returns (w, g.loc, g_perp, 1/|g_perp|, radial/|g_perp|, z) for the backward pass.
+    """
+    g_mu = rowdot(g, loc)
+    g_perp = torch.addcmul(g, g_mu.unsqueeze(-1), loc, value=-1.0)
+    inv_len = rowdot(g_perp, g_perp).rsqrt()
+    r = radial * inv_len
+    w = 1.0 - one_minus_w
+    return w, g_mu, g_perp, inv_len, r, torch.addcmul(w.unsqueeze(-1) * loc, r.unsqueeze(-1), g_perp)
 
 
-def _householder_vjp(grad, one_minus_w, radial, d_one_minus_w, d_radial, tangent, kappa, loc, u, coef, c_s, x, z):
-    """Gradients of (kappa, loc), for the incoming gradient g: dL/dx' = H g (H is symmetric), so
-    dL/dkappa = (Hg)_0 dw/dkappa + ((Hg)_(1:) . v) dradial/dkappa; with s = x'.u,
-    dL/du = c^2 s (g.u) u - c (g.u) x' - c s g and dL/dloc = -dL/du."""
-    with autocast_off(u):
-        c_gu = coef * torch.linalg.vecdot(grad, u).unsqueeze(-1)
-        hg = torch.addcmul(grad, c_gu, u, value=-1.0)  # H g
-        per_sample = torch.linalg.vecdot(hg[..., 1:], tangent) * d_radial - hg[..., 0] * d_one_minus_w
-    # dL/dloc = -dL/du = c s g - c (g.u) (c s u - x)
-    grad_loc = torch.addcmul(c_s * grad, c_gu, torch.addcmul(-x, c_s, u), value=-1.0)
-    return per_sample.sum_to_size(kappa.shape), grad_loc.sum_to_size(loc.shape)
+def _tangent_vjp(grad, g, one_minus_w, radial, d_one_minus_w, d_radial, kappa, loc, w, g_mu, g_perp, inv_len, r, z):
+    """Gradients of (kappa, loc) for the incoming gradient ``grad``. With w = 1 - (1 - w), z = w loc + r g_perp:
+    dL/dkappa = -(grad.loc) d(1-w)/dkappa + (grad.g_perp) / |g_perp| dradial/dkappa; through g_perp (r depends
+    on it through 1/|g_perp|) dL/dg_perp = r grad - c g_perp, c = (grad.g_perp) r / |g_perp|^2, whose component
+    along loc is r (grad.loc) (g_perp.loc = 0), so dL/dloc = (w - (g.loc) r) grad + (g.loc) c g_perp
+    - r (grad.loc) g."""
+    grad_w = rowdot(grad, loc)
+    grad_r_len = rowdot(grad, g_perp) * inv_len
+    coef = grad_r_len * r * inv_len
+    grad_loc = torch.addcmul((w - g_mu * r).unsqueeze(-1) * grad, (g_mu * coef).unsqueeze(-1), g_perp)
+    grad_loc = torch.addcmul(grad_loc, (r * grad_w).unsqueeze(-1), g, value=-1.0)
+    grad_kappa = grad_r_len * d_radial - grad_w * d_one_minus_w
+    return grad_kappa.sum_to_size(kappa.shape), grad_loc.sum_to_size(loc.shape)
 
 
-_HouseholderSample = fused_sampler_node(
-    "_HouseholderSample",
-    _householder_parts,
-    _householder_vjp,
+_TangentSample = fused_sampler_node(
+    "_TangentSample",
+    _tangent_parts,
+    _tangent_vjp,
     n_noise=5,
     doc="(kappa, loc) -> z with the noise (and so w, radial and their kappa-derivatives) given: one autograd "
-    "node instead of ~25. apply(one_minus_w, radial, d_one_minus_w, d_radial, tangent, kappa, loc). Once "
+    "node instead of ~20. apply(g, one_minus_w, radial, d_one_minus_w, d_radial, kappa, loc). Once "
     "differentiable: the kappa-derivatives come in as noise.",
     twice_differentiable=False,
 )
@@ -385,8 +388,9 @@ class VonMisesFisher(SphericalDistribution):
 
     Sampling: w = loc.x by Wood's (1994) rejection sampler (with the cancellation-free
     b = (m-1) / (2 kappa + sqrt(4 kappa^2 + (m-1)^2))), or for m = 3 by the exact inverse CDF;
-    then x = (w, sqrt(1 - w^2) v) with v uniform on S^(m-2), reflected onto ``loc`` by a
-    Householder reflection (m = 2, the circle, works the same way), one fused autograd node. Everything runs on the
+    then x = w loc + sqrt(1 - w^2) e with e uniform on the unit sphere of the tangent space at ``loc`` (the
+    normalised tangent part of a standard normal vector; m = 2, the circle, works the same way), one fused
+    autograd node. Everything runs on the
     tensors' device and in their dtype, without numpy. Wood's proposals are drawn in vectorised
     blocks whose size comes from a lower bound on the acceptance rate (>= 0.62 for every m and
     kappa, ~0.99 for kappa << m):
@@ -478,8 +482,8 @@ class VonMisesFisher(SphericalDistribution):
             root_and_b = _wood_root_and_b(kappa, _constants(m, kappa.dtype, kappa.device))
             t = _accepted_beta(kappa.reshape(-1), m, b=root_and_b[1].reshape(-1)).reshape(shape)
             radial = _wood_radial(kappa, t, m, with_grad, root_and_b)
-        tangent = sample_uniform_sphere(shape, m - 1, dtype=kappa.dtype, device=kappa.device)
-        z = _HouseholderSample.sample(*radial, tangent, self.scale, self.loc)
+        g = torch.randn(shape + (m,), dtype=kappa.dtype, device=kappa.device)
+        z = _TangentSample.sample(g, *radial, self.scale, self.loc)
         if not with_correction:
             return z, None
         if exact:

@@ -228,7 +228,7 @@ def test_sample_assembly_gradcheck(m: int, exact: bool) -> None:
     kappa = (torch.rand(4, dtype=F64) * 5 + 0.2).requires_grad_()
     loc = torch.nn.functional.normalize(torch.randn(4, m, dtype=F64), dim=-1).requires_grad_()
     t = torch.rand(shape, dtype=F64) * 1.8 - 0.9
-    tangent = torch.nn.functional.normalize(torch.randn(*shape, m - 1, dtype=F64), dim=-1)
+    g = torch.randn(*shape, m, dtype=F64)
 
     def assemble(kappa, loc):
         if exact:
@@ -236,7 +236,7 @@ def test_sample_assembly_gradcheck(m: int, exact: bool) -> None:
             radial = vmf_module._exact_m3(kappa.detach().expand(shape), True)
         else:
             radial = vmf_module._wood_radial(kappa.detach().expand(shape), t, m, True)
-        return vmf_module._HouseholderSample.apply(*radial, tangent, kappa, loc)
+        return vmf_module._TangentSample.apply(g, *radial, kappa, loc)
 
     assert torch.autograd.gradcheck(assemble, (kappa, loc))
 
