@@ -51,7 +51,7 @@ _WOOD_ACCEPTANCE = (
 )
 #: Lower bounds on the acceptance of the Marsaglia-Tsang gamma proposal for shape (m-1)/2 (it
 #: rises with the shape: 0.952 at 1, 0.973 at 1.5, 0.982 at 2, 0.994 at 5, 0.999 at 32); m = 2
-#: needs no gamma. Rows: (smallest m, bound).
+#: needs no gamma, and neither does m = 5 (see :func:`_propose`). Rows: (smallest m, bound).
 _GAMMA_ACCEPTANCE = ((61, 0.998), (10, 0.99), (5, 0.98), (4, 0.97), (3, 0.95), (2, 1.0))
 #: Expected number of rows a CPU block leaves unaccepted (the rest go to a second, small block).
 _CPU_LEFTOVER_ROWS = 1.0
@@ -69,7 +69,8 @@ def _acceptance_lower_bound(m: int, kappa_max: float) -> float:
     r = kappa_max / (m - 1)
     column = 0 if m == 2 else 1 if m == 3 else 2 if m == 4 else 3 if m < 10 else 4
     wood = next(bounds[column] for limit, bounds in _WOOD_ACCEPTANCE if r <= limit)
-    gamma = next(bound for smallest, bound in _GAMMA_ACCEPTANCE if m >= smallest)
+    # (m = 5 draws its Beta proposal by the inverse CDF, without the Gamma proposal's rejection)
+    gamma = 1.0 if m == 5 else next(bound for smallest, bound in _GAMMA_ACCEPTANCE if m >= smallest)
     return wood * gamma
 
 
@@ -85,6 +86,7 @@ class _Constants:
         n = m - 1
         self.n, self.n_squared = c(float(n)), c(float(n * n))
         self.half, self.minus_half, self.one, self.two, self.minus_two = c(0.5), c(-0.5), c(1.0), c(2.0), c(-2.0)
+        self.minus_one, self.third = c(-1.0), c(1.0 / 3.0)
         self.tiny = torch.finfo(dtype).tiny
         if m > 2:  # Marsaglia-Tsang for Gamma((m-1)/2): d = shape - 1/3, c = 1/(3 sqrt(d))
             self.gamma_d = 0.5 * n - 1.0 / 3.0
@@ -115,7 +117,8 @@ def _wood_b(kappa: torch.Tensor, m: int) -> torch.Tensor:
 def _propose(b: torch.Tensor, m: int, block: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``block`` proposals per row: (t = 2e - 1, accepted), each of shape (rows, block).
 
-    ``b`` (Wood's b) has shape (rows, 1). The Beta((m-1)/2, (m-1)/2) proposal e is drawn as
+    ``b`` (Wood's b) has shape (rows, 1). For m = 5 the Beta(2, 2) proposal e is drawn by its inverse CDF
+    (below); otherwise the Beta((m-1)/2, (m-1)/2) proposal e is drawn as
     2e - 1 = z / sqrt(chi2 + z^2) with z ~ N(0, 1) and chi2 ~ chi^2_(m-1) (a symmetric Beta mapped
     to [-1, 1]); chi2 = 2G with G ~ Gamma((m-1)/2) from the Marsaglia-Tsang proposal (one normal),
     whose own accept test is folded into Wood's: a proposal is accepted when
@@ -124,19 +127,30 @@ def _propose(b: torch.Tensor, m: int, block: int) -> tuple[torch.Tensor, torch.T
     domain gives NaN, and NaN compares false: rejected.
     """
     consts = _constants(m, b.dtype, b.device)
-    normals = torch.randn(2, b.shape[0], block, dtype=b.dtype, device=b.device)
-    gauss, z = normals[0], normals[1]
-    g2 = gauss * gauss
-    if m == 2:
-        chi2, log_ratio = g2, None  # chi^2_1 is a squared normal: no rejection needed
+    if m == 5:
+        # Beta(2, 2) by its inverse CDF 3e^2 - 2e^3 = u: with e = 1/2 + y this is sin(3 theta) = 2u - 1 for
+        # y = sin(theta) (the triple-angle formula), so t = 2e - 1 = 2 sin(asin(2u - 1) / 3). One uniform per
+        # proposal and no Gamma rejection, where the general path below draws two normals and rejects some.
+        uniforms = torch.rand(2, b.shape[0], block, dtype=b.dtype, device=b.device)
+        t = torch.sin(torch.asin(torch.addcmul(consts.minus_one, uniforms[0], consts.two)) * consts.third) * consts.two
+        log_ratio, accept_uniform = None, uniforms[1]
     else:
-        y = gauss * consts.gamma_c
-        one_plus_y = y + consts.one
-        chi2 = one_plus_y * one_plus_y * (one_plus_y * consts.gamma_two_d)  # 2 d (1 + y)^3
-        # log of Marsaglia-Tsang's ratio, g^2/2 + d (1 - v + log v) with v = (1 + y)^3 = chi2/(2d):
-        # (g^2 - chi2)/2 + d + 3 d log1p(y) (<= 0).
-        log_ratio = torch.add(torch.addcmul(consts.gamma_d_t, g2 - chi2, consts.half), torch.log1p(y), alpha=3.0 * consts.gamma_d)
-    t = z * torch.rsqrt(torch.addcmul(chi2, z, z))  # 2e - 1
+        normals = torch.randn(2, b.shape[0], block, dtype=b.dtype, device=b.device)
+        gauss, z = normals[0], normals[1]
+        g2 = gauss * gauss
+        if m == 2:
+            chi2, log_ratio = g2, None  # chi^2_1 is a squared normal: no rejection needed
+        else:
+            y = gauss * consts.gamma_c
+            one_plus_y = y + consts.one
+            chi2 = one_plus_y * one_plus_y * (one_plus_y * consts.gamma_two_d)  # 2 d (1 + y)^3
+            # log of Marsaglia-Tsang's ratio, g^2/2 + d (1 - v + log v) with v = (1 + y)^3 = chi2/(2d):
+            # (g^2 - chi2)/2 + d + 3 d log1p(y) (<= 0).
+            log_ratio = torch.add(
+                torch.addcmul(consts.gamma_d_t, g2 - chi2, consts.half), torch.log1p(y), alpha=3.0 * consts.gamma_d
+            )
+        t = z * torch.rsqrt(torch.addcmul(chi2, z, z))  # 2e - 1
+        accept_uniform = torch.rand_like(t)
     # Wood's ratio: with D = 1 - (1-b) e = ((1+b) - (1-b) t)/2 and delta = (1-b) t / (2D), the log
     # of the acceptance ratio n (log t_w - t_w) + d_w (t_w = 2ab/D) equals n (log1p(delta) - delta).
     half_one_minus_b = torch.addcmul(consts.half, b, consts.minus_half)
@@ -144,7 +158,7 @@ def _propose(b: torch.Tensor, m: int, block: int) -> tuple[torch.Tensor, torch.T
     delta = half_one_minus_b * t / denom
     wood = torch.log1p(delta) - delta
     log_ratio = wood * consts.n if log_ratio is None else torch.add(log_ratio, wood, alpha=float(m - 1))
-    accepted = torch.rand_like(t).log_() < log_ratio
+    accepted = accept_uniform.log() < log_ratio
     return t, accepted
 
 

@@ -13,6 +13,7 @@ import functools
 import math
 
 import mpmath as mp
+import numpy as np
 import pytest
 import scipy.stats
 import torch
@@ -143,6 +144,34 @@ def test_wood_agrees_with_the_exact_sampler_at_m3(kappa: float) -> None:
     cdf = lambda w: (torch.expm1(kappa * (torch.as_tensor(w) + 1)) / math.expm1(2 * kappa)).numpy()  # noqa: E731
     assert scipy.stats.kstest(w_wood, cdf).pvalue > 1e-3
     assert scipy.stats.kstest(w_exact, cdf).pvalue > 1e-3
+
+
+def test_m5_beta_proposal_is_beta_2_2() -> None:
+    """m = 5 draws Wood's Beta(2, 2) proposal by its inverse CDF (trigonometric): KS against Beta(2, 2), with b = 1,
+    where Wood's ratio is 1 and every proposal is accepted."""
+    torch.manual_seed(17)
+    for dtype in (F64, torch.float32):
+        t, accepted = vmf_module._propose(torch.ones(50000, 1, dtype=dtype), 5, 1)
+        assert bool(accepted.all())
+        e = (0.5 + 0.5 * t.double()).flatten().numpy()
+        assert scipy.stats.kstest(e, scipy.stats.beta(2, 2).cdf).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("kappa", [0.5, 3.0, 40.0])
+@pytest.mark.parametrize("dtype", [F64, torch.float32])
+def test_m5_sampler_against_the_exact_cdf(kappa: float, dtype: torch.dtype) -> None:
+    """w = loc.x at m = 5 has density prop. to e^(k w) (1 - w^2), whose CDF is elementary:
+    F(w) prop. to e^(k w) [(1 - w^2)/k + 2 w/k^2 - 2/k^3] - (its value at w = -1)."""
+    torch.manual_seed(18)
+    loc = unit_vector(5).to(dtype)
+    w = (VonMisesFisher(loc, torch.tensor(kappa, dtype=dtype)).sample((30000,)) @ loc).double().numpy()
+
+    def antiderivative(s):
+        s = np.asarray(s, dtype=np.float64)
+        return np.exp(kappa * (s - 1.0)) * ((1 - s * s) / kappa + 2 * s / kappa**2 - 2 / kappa**3)
+
+    low, high = antiderivative(-1.0), antiderivative(1.0)
+    assert scipy.stats.kstest(w, lambda s: (antiderivative(s) - low) / (high - low)).pvalue > 1e-3
 
 
 @pytest.mark.parametrize("m,kappa", [(2, 0.5), (5, 2.0), (65, 1e3), (1025, 30.0)])
