@@ -315,7 +315,7 @@ def _tangent_parts(g, one_minus_w, radial, d_one_minus_w, d_radial, kappa, loc):
     g_perp = torch.addcmul(g, g_mu.unsqueeze(-1), loc, value=-1.0)
     inv_len = rowdot(g_perp, g_perp).rsqrt()
     r = radial * inv_len
-    w = 1.0 - one_minus_w
+    w = _constants(loc.shape[-1], loc.dtype, loc.device).one - one_minus_w  # (a cached 0-dim one: no float conversion)
     return w, g_mu, g_perp, inv_len, r, torch.addcmul(w.unsqueeze(-1) * loc, r.unsqueeze(-1), g_perp)
 
 
