@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
+from fractions import Fraction
 from typing import NamedTuple
 
 import torch
@@ -346,6 +347,78 @@ _TangentSample = fused_sampler_node(
 )
 
 
+#: m = 3 (order 1/2, where I_v is elementary): the KL's power series in kappa^2 below this kappa, the closed form
+#: in exp(-2 kappa) at and above it (where no term exceeds ~7 times the KL: within 2e-15 relative).
+_M3_SERIES_MAX = 1.0
+#: Terms of that series: its coefficients fall like pi^(-2n) (radius pi), so 18 leave < 1e-16 relative at kappa = 1.
+_M3_SERIES_TERMS = 18
+
+
+def _bernoulli_even(count: int) -> list[Fraction]:
+    """B_2, B_4, ..., B_(2 count), exactly (from sum_(k <= n) C(n + 1, k) B_k = 0)."""
+    numbers = [Fraction(1)]
+    for n in range(1, 2 * count + 1):
+        numbers.append(-sum(math.comb(n + 1, k) * numbers[k] for k in range(n)) / (n + 1))
+    return numbers[2::2]
+
+
+def _m3_series_coefficients() -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The coefficients, in powers y^0 .. y^(K-1) of y = kappa^2, of KL / y and (d KL / d kappa) / kappa.
+
+    With kappa coth kappa = sum_n 2^(2n) B_2n kappa^(2n) / (2n)! and log(sinh kappa / kappa) = the same sum with
+    each term divided by 2n, KL = kappa coth kappa - 1 - log(sinh kappa / kappa) = sum_(n >= 1) c_n kappa^(2n),
+    c_n = 2^(2n) B_2n (1 - 1/(2n)) / (2n)! (c_1 = 1/6: KL ~ kappa^2 / (2m)); d KL / d kappa = sum 2n c_n kappa^(2n-1).
+    """
+    c = [2 ** (2 * n) * b * (1 - Fraction(1, 2 * n)) / math.factorial(2 * n)
+         for n, b in enumerate(_bernoulli_even(_M3_SERIES_TERMS), start=1)]
+    return tuple(float(v) for v in c), tuple(float(2 * n * v) for n, v in enumerate(c, start=1))
+
+
+#: (computed at import, exactly, and rounded once: a compiled step never traces the rational arithmetic)
+_M3_SERIES_COEFFICIENTS = _m3_series_coefficients()
+
+
+@functools.lru_cache(maxsize=8)
+def _m3_series(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """:data:`_M3_SERIES_COEFFICIENTS` as a (2, K) tensor."""
+    return torch.tensor(_M3_SERIES_COEFFICIENTS, dtype=dtype, device=device)
+
+
+def _kl_m3_series(x: torch.Tensor, with_derivative: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    coef = _m3_series(x.dtype, x.device)
+    y = x * x
+    powers = y.unsqueeze(-1).expand(y.shape[0], _M3_SERIES_TERMS - 1).cumprod(-1)  # y, y^2, ..
+    sums = torch.addmm(coef[:, :1], coef[:, 1:], powers.t())
+    return y * sums[0], (x * sums[1] if with_derivative else None)
+
+
+def _kl_m3_closed(x: torch.Tensor, with_derivative: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """With e = exp(-2 kappa) and q = e / (1 - e): kappa coth kappa = kappa + 2 kappa q and
+    log(sinh kappa / kappa) = kappa + log1p(-e) - log(2 kappa), so KL = 2 kappa q - 1 + log(2 kappa) - log1p(-e);
+    d KL / d kappa = 1/kappa - kappa / sinh^2 kappa = 1/kappa - 4 kappa q / (1 - e)."""
+    e = torch.exp(x * -2.0)
+    one_minus_e = 1.0 - e
+    xq = x * e / one_minus_e
+    kl = torch.log(x + x) - torch.log1p(-e) + (xq + xq - 1.0)
+    return kl, (torch.reciprocal(x) - 4.0 * xq / one_minus_e if with_derivative else None)
+
+
+def _kl_m3(x: torch.Tensor, with_derivative: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """KL(vMF || uniform) on S^2 and its derivative, in elementary forms (no Bessel series: I_(1/2) and I_(3/2)
+    are sinh and cosh), for a 1-d float64 kappa. On the CPU only the form(s) some element needs are evaluated
+    (reading the mask back is free there); elsewhere, and in a compiled graph, both, on clamped arguments."""
+    below = x < _M3_SERIES_MAX
+    if x.device.type == "cpu" and not torch.compiler.is_compiling():
+        if x.numel() == 0 or bool(below.all()):
+            return _kl_m3_series(x, with_derivative)
+        if not bool(below.any()):
+            return _kl_m3_closed(x, with_derivative)
+    low = _kl_m3_series(x.clamp_max(_M3_SERIES_MAX), with_derivative)
+    high = _kl_m3_closed(x.clamp_min(_M3_SERIES_MAX), with_derivative)
+    kl = torch.where(below, low[0], high[0])
+    return kl, (torch.where(below, low[1], high[1]) if with_derivative else None)
+
+
 class _KLToUniform(torch.autograd.Function):
     """kappa -> KL(vMF(., kappa) || uniform on S^(m-1)) = kappa A - L, with v = m/2 - 1.
 
@@ -373,10 +446,15 @@ class _KLToUniform(torch.autograd.Function):
         # in float64 (where the device has it), converted here rather than around the node: two autograd
         # nodes (the casts) fewer per step; the derivative is rounded once to the caller's dtype
         x = in_float64(kappa)
-        out = evaluate_forms(v, x, with_derivative, kl_forms)
+        if v == 0.5:  # m = 3: elementary forms
+            kl, d_kl = _kl_m3(x.reshape(-1), with_derivative)
+            kl, d_kl = kl.reshape(x.shape), (d_kl.reshape(x.shape) if with_derivative else None)
+        else:
+            out = evaluate_forms(v, x, with_derivative, kl_forms)
+            kl, d_kl = out[0], (x * out[1] if with_derivative else None)  # d KL / d kappa = kappa A'(kappa)
         if with_derivative:
-            ctx.save_for_backward((x * out[1]).to(kappa.dtype))  # d KL / d kappa = kappa A'(kappa)
-        return out[0].to(kappa.dtype)
+            ctx.save_for_backward(d_kl.to(kappa.dtype))
+        return kl.to(kappa.dtype)
 
     @staticmethod
     @once_differentiable
