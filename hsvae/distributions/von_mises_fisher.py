@@ -14,6 +14,10 @@ v = m/2 - 1, in forms that neither overflow nor cancel: with L = log 0F1(; m/2; 
 * KL(vMF || uniform) = kappa A - L (used for kappa < v + 1, where it is ~kappa^2 / (2m) and both
   terms are small) = -kappa (1 - A) - (L - kappa) (used above, where kappa A and L are both ~kappa);
 * entropy = log|S^(m-1)| - KL.
+
+At m = 3 (v = 1/2, where I_v and I_(v+1) are elementary) the KL and its derivative skip the Bessel module:
+KL = kappa coth kappa - 1 - log(sinh kappa / kappa), as a power series in kappa^2 below kappa = 1 and in
+exp(-2 kappa) above (see :func:`_kl_m3`).
 """
 
 from __future__ import annotations
@@ -427,6 +431,7 @@ class _KLToUniform(torch.autograd.Function):
     kappa A - L (both small); for large kappa as -kappa (1 - A) - (L - kappa) (both moderate), so
     no form ever subtracts two numbers near kappa. The switch is kappa = v + 1 where the Bessel
     module uses Debye's expansion, and its own series/Hankel switch (kappa ~ 10-20) below that.
+    m = 3 (v = 1/2) uses the elementary forms of :func:`_kl_m3` instead.
     """
 
     @staticmethod
