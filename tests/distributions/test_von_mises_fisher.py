@@ -93,6 +93,20 @@ def test_kl_gradient_matches_closed_form() -> None:
         torch.testing.assert_close(grad, want, rtol=1e-8, atol=0)
 
 
+def test_m3_elementary_kl_matches_mpmath_on_both_sides_of_its_switch() -> None:
+    """m = 3's KL and d KL / d kappa (series below kappa = 1, closed form above), in one call holding both sides
+    (the CPU then evaluates both forms and selects), against kappa coth kappa - 1 - log(sinh kappa / kappa)."""
+    kappa = torch.tensor([1e-6, 0.3, 0.999999, 1.0, 1.000001, 3.0, 40.0, 1e5], dtype=F64, requires_grad=True)
+    kl = vmf_module.von_mises_fisher_kl_to_uniform(kappa, 3)
+    (grad,) = torch.autograd.grad(kl.sum(), kappa)
+    with mp.workdps(40):
+        for k, got, d_got in zip(kappa.tolist(), kl.tolist(), grad.tolist()):
+            x = mp.mpf(k)
+            want = x * mp.coth(x) - 1 - mp.log(mp.sinh(x) / x)
+            d_want = 1 / x - x / mp.sinh(x) ** 2
+            assert abs(got - want) <= 1e-14 * want and abs(d_got - d_want) <= 1e-14 * d_want, k
+
+
 def test_log_prob_against_the_density_formula() -> None:
     m, kappa = 7, 3.5
     loc = unit_vector(m)
