@@ -14,22 +14,27 @@ v = m/2 - 1, in forms that neither overflow nor cancel: with L = log 0F1(; m/2; 
 * KL(vMF || uniform) = kappa A - L (used for kappa < v + 1, where it is ~kappa^2 / (2m) and both
   terms are small) = -kappa (1 - A) - (L - kappa) (used above, where kappa A and L are both ~kappa);
 * entropy = log|S^(m-1)| - KL.
+
+At m = 3 (v = 1/2, where I_v and I_(v+1) are elementary) the KL and its derivative skip the Bessel module:
+KL = kappa coth kappa - 1 - log(sinh kappa / kappa), as a power series in kappa^2 below kappa = 1 and in
+exp(-2 kappa) above (see :func:`_kl_m3`).
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from fractions import Fraction
 from typing import NamedTuple
 
 import torch
 from torch.autograd.function import once_differentiable
 from torch.distributions import constraints
 
-from hsvae.special import autocast_off, bessel_iv_terms, evaluate_forms, prepare_argument, scalar
+from hsvae.special import bessel_iv_terms, evaluate_forms, prepare_argument, scalar
 
-from ._sphere import log_sphere_surface, sample_uniform_sphere, unit_vector
-from ._spherical_utils import SphericalDistribution, fused_sampler_node, in_float64
+from ._sphere import log_sphere_surface, unit_vector
+from ._spherical_utils import SphericalDistribution, fused_sampler_node, in_float64, rowdot
 
 __all__ = ["VonMisesFisher", "von_mises_fisher_kl_to_uniform"]
 
@@ -51,7 +56,7 @@ _WOOD_ACCEPTANCE = (
 )
 #: Lower bounds on the acceptance of the Marsaglia-Tsang gamma proposal for shape (m-1)/2 (it
 #: rises with the shape: 0.952 at 1, 0.973 at 1.5, 0.982 at 2, 0.994 at 5, 0.999 at 32); m = 2
-#: needs no gamma. Rows: (smallest m, bound).
+#: needs no gamma, and neither does m = 5 (see :func:`_propose`). Rows: (smallest m, bound).
 _GAMMA_ACCEPTANCE = ((61, 0.998), (10, 0.99), (5, 0.98), (4, 0.97), (3, 0.95), (2, 1.0))
 #: Expected number of rows a CPU block leaves unaccepted (the rest go to a second, small block).
 _CPU_LEFTOVER_ROWS = 1.0
@@ -69,7 +74,8 @@ def _acceptance_lower_bound(m: int, kappa_max: float) -> float:
     r = kappa_max / (m - 1)
     column = 0 if m == 2 else 1 if m == 3 else 2 if m == 4 else 3 if m < 10 else 4
     wood = next(bounds[column] for limit, bounds in _WOOD_ACCEPTANCE if r <= limit)
-    gamma = next(bound for smallest, bound in _GAMMA_ACCEPTANCE if m >= smallest)
+    # (m = 5 draws its Beta proposal by the inverse CDF, without the Gamma proposal's rejection)
+    gamma = 1.0 if m == 5 else next(bound for smallest, bound in _GAMMA_ACCEPTANCE if m >= smallest)
     return wood * gamma
 
 
@@ -85,7 +91,8 @@ class _Constants:
         n = m - 1
         self.n, self.n_squared = c(float(n)), c(float(n * n))
         self.half, self.minus_half, self.one, self.two, self.minus_two = c(0.5), c(-0.5), c(1.0), c(2.0), c(-2.0)
-        self.tiny, self.eps = torch.finfo(dtype).tiny, torch.finfo(dtype).eps
+        self.minus_one, self.third = c(-1.0), c(1.0 / 3.0)
+        self.tiny = torch.finfo(dtype).tiny
         if m > 2:  # Marsaglia-Tsang for Gamma((m-1)/2): d = shape - 1/3, c = 1/(3 sqrt(d))
             self.gamma_d = 0.5 * n - 1.0 / 3.0
             self.gamma_d_t, self.gamma_two_d = c(self.gamma_d), c(2.0 * self.gamma_d)
@@ -115,7 +122,8 @@ def _wood_b(kappa: torch.Tensor, m: int) -> torch.Tensor:
 def _propose(b: torch.Tensor, m: int, block: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``block`` proposals per row: (t = 2e - 1, accepted), each of shape (rows, block).
 
-    ``b`` (Wood's b) has shape (rows, 1). The Beta((m-1)/2, (m-1)/2) proposal e is drawn as
+    ``b`` (Wood's b) has shape (rows, 1). For m = 5 the Beta(2, 2) proposal e is drawn by its inverse CDF
+    (below); otherwise the Beta((m-1)/2, (m-1)/2) proposal e is drawn as
     2e - 1 = z / sqrt(chi2 + z^2) with z ~ N(0, 1) and chi2 ~ chi^2_(m-1) (a symmetric Beta mapped
     to [-1, 1]); chi2 = 2G with G ~ Gamma((m-1)/2) from the Marsaglia-Tsang proposal (one normal),
     whose own accept test is folded into Wood's: a proposal is accepted when
@@ -124,19 +132,30 @@ def _propose(b: torch.Tensor, m: int, block: int) -> tuple[torch.Tensor, torch.T
     domain gives NaN, and NaN compares false: rejected.
     """
     consts = _constants(m, b.dtype, b.device)
-    normals = torch.randn(2, b.shape[0], block, dtype=b.dtype, device=b.device)
-    gauss, z = normals[0], normals[1]
-    g2 = gauss * gauss
-    if m == 2:
-        chi2, log_ratio = g2, None  # chi^2_1 is a squared normal: no rejection needed
+    if m == 5:
+        # Beta(2, 2) by its inverse CDF 3e^2 - 2e^3 = u: with e = 1/2 + y this is sin(3 theta) = 2u - 1 for
+        # y = sin(theta) (the triple-angle formula), so t = 2e - 1 = 2 sin(asin(2u - 1) / 3). One uniform per
+        # proposal and no Gamma rejection, where the general path below draws two normals and rejects some.
+        uniforms = torch.rand(2, b.shape[0], block, dtype=b.dtype, device=b.device)
+        t = torch.sin(torch.asin(torch.addcmul(consts.minus_one, uniforms[0], consts.two)) * consts.third) * consts.two
+        log_ratio, accept_uniform = None, uniforms[1]
     else:
-        y = gauss * consts.gamma_c
-        one_plus_y = y + consts.one
-        chi2 = one_plus_y * one_plus_y * (one_plus_y * consts.gamma_two_d)  # 2 d (1 + y)^3
-        # log of Marsaglia-Tsang's ratio, g^2/2 + d (1 - v + log v) with v = (1 + y)^3 = chi2/(2d):
-        # (g^2 - chi2)/2 + d + 3 d log1p(y) (<= 0).
-        log_ratio = torch.add(torch.addcmul(consts.gamma_d_t, g2 - chi2, consts.half), torch.log1p(y), alpha=3.0 * consts.gamma_d)
-    t = z * torch.rsqrt(torch.addcmul(chi2, z, z))  # 2e - 1
+        normals = torch.randn(2, b.shape[0], block, dtype=b.dtype, device=b.device)
+        gauss, z = normals[0], normals[1]
+        g2 = gauss * gauss
+        if m == 2:
+            chi2, log_ratio = g2, None  # chi^2_1 is a squared normal: no rejection needed
+        else:
+            y = gauss * consts.gamma_c
+            one_plus_y = y + consts.one
+            chi2 = one_plus_y * one_plus_y * (one_plus_y * consts.gamma_two_d)  # 2 d (1 + y)^3
+            # log of Marsaglia-Tsang's ratio, g^2/2 + d (1 - v + log v) with v = (1 + y)^3 = chi2/(2d):
+            # (g^2 - chi2)/2 + d + 3 d log1p(y) (<= 0).
+            log_ratio = torch.add(
+                torch.addcmul(consts.gamma_d_t, g2 - chi2, consts.half), torch.log1p(y), alpha=3.0 * consts.gamma_d
+            )
+        t = z * torch.rsqrt(torch.addcmul(chi2, z, z))  # 2e - 1
+        accept_uniform = torch.rand_like(t)
     # Wood's ratio: with D = 1 - (1-b) e = ((1+b) - (1-b) t)/2 and delta = (1-b) t / (2D), the log
     # of the acceptance ratio n (log t_w - t_w) + d_w (t_w = 2ab/D) equals n (log1p(delta) - delta).
     half_one_minus_b = torch.addcmul(consts.half, b, consts.minus_half)
@@ -144,7 +163,7 @@ def _propose(b: torch.Tensor, m: int, block: int) -> tuple[torch.Tensor, torch.T
     delta = half_one_minus_b * t / denom
     wood = torch.log1p(delta) - delta
     log_ratio = wood * consts.n if log_ratio is None else torch.add(log_ratio, wood, alpha=float(m - 1))
-    accepted = torch.rand_like(t).log_() < log_ratio
+    accepted = accept_uniform.log() < log_ratio
     return t, accepted
 
 
@@ -289,44 +308,119 @@ def _exact_m3(kappa: torch.Tensor, with_derivative: bool) -> _Radial:
     return _Radial(one_minus_w, radial, d_one_minus_w, d_radial)
 
 
-def _householder_parts(one_minus_w, radial, d_one_minus_w, d_radial, tangent, kappa, loc):
-    """z = H(loc) x', x' = (w, radial v): the Householder reflection taking e1 to loc, applied to the sample
-    drawn around e1. H = I - c u u^T, u = e1 - loc, c = 2 / u.u (c = 0 when loc = e1 to rounding, making H the
-    identity); returns (u, c, c (x'.u), x', z) for the backward pass."""
-    consts = _constants(loc.shape[-1], loc.dtype, loc.device)
-    x = torch.cat([(consts.one - one_minus_w).unsqueeze(-1), radial.unsqueeze(-1) * tangent], dim=-1)
-    u = -loc
-    u[..., 0] += 1.0
-    with autocast_off(u):
-        uu = torch.linalg.vecdot(u, u).unsqueeze(-1)
-        coef = torch.where(uu > consts.eps, consts.two / uu, torch.zeros_like(uu))
-        c_s = coef * torch.linalg.vecdot(x, u).unsqueeze(-1)
-    return u, coef, c_s, x, torch.addcmul(x, c_s, u, value=-1.0)
+def _tangent_parts(g, one_minus_w, radial, d_one_minus_w, d_radial, kappa, loc):
+    """z = w loc + radial e with e = g_perp / |g_perp|, g_perp = g - (g.loc) loc, for Gaussian noise ``g``.
+
+    e is uniform on the unit sphere of the tangent space at loc (the tangent part of an isotropic
+    normal, normalised), which is all the sampler needs: no Householder reflection of e1 onto loc
+    (same law, about half the operations forward and backward, no special case at loc = e1).
+    Returns (w, g.loc, g_perp, 1/|g_perp|, radial/|g_perp|, z) for the backward pass.
+    """
+    g_mu = rowdot(g, loc)
+    g_perp = torch.addcmul(g, g_mu.unsqueeze(-1), loc, value=-1.0)
+    inv_len = rowdot(g_perp, g_perp).rsqrt()
+    r = radial * inv_len
+    w = _constants(loc.shape[-1], loc.dtype, loc.device).one - one_minus_w  # (a cached 0-dim one: no float conversion)
+    return w, g_mu, g_perp, inv_len, r, torch.addcmul(w.unsqueeze(-1) * loc, r.unsqueeze(-1), g_perp)
 
 
-def _householder_vjp(grad, one_minus_w, radial, d_one_minus_w, d_radial, tangent, kappa, loc, u, coef, c_s, x, z):
-    """Gradients of (kappa, loc), for the incoming gradient g: dL/dx' = H g (H is symmetric), so
-    dL/dkappa = (Hg)_0 dw/dkappa + ((Hg)_(1:) . v) dradial/dkappa; with s = x'.u,
-    dL/du = c^2 s (g.u) u - c (g.u) x' - c s g and dL/dloc = -dL/du."""
-    with autocast_off(u):
-        c_gu = coef * torch.linalg.vecdot(grad, u).unsqueeze(-1)
-        hg = torch.addcmul(grad, c_gu, u, value=-1.0)  # H g
-        per_sample = torch.linalg.vecdot(hg[..., 1:], tangent) * d_radial - hg[..., 0] * d_one_minus_w
-    # dL/dloc = -dL/du = c s g - c (g.u) (c s u - x)
-    grad_loc = torch.addcmul(c_s * grad, c_gu, torch.addcmul(-x, c_s, u), value=-1.0)
-    return per_sample.sum_to_size(kappa.shape), grad_loc.sum_to_size(loc.shape)
+def _tangent_vjp(grad, g, one_minus_w, radial, d_one_minus_w, d_radial, kappa, loc, w, g_mu, g_perp, inv_len, r, z):
+    """Gradients of (kappa, loc) for the incoming gradient ``grad``. With w = 1 - (1 - w), z = w loc + r g_perp:
+    dL/dkappa = -(grad.loc) d(1-w)/dkappa + (grad.g_perp) / |g_perp| dradial/dkappa; through g_perp (r depends
+    on it through 1/|g_perp|) dL/dg_perp = r grad - c g_perp, c = (grad.g_perp) r / |g_perp|^2, whose component
+    along loc is r (grad.loc) (g_perp.loc = 0), so dL/dloc = (w - (g.loc) r) grad + (g.loc) c g_perp
+    - r (grad.loc) g."""
+    grad_w = rowdot(grad, loc)
+    grad_r_len = rowdot(grad, g_perp) * inv_len
+    coef = grad_r_len * r * inv_len
+    grad_loc = torch.addcmul((w - g_mu * r).unsqueeze(-1) * grad, (g_mu * coef).unsqueeze(-1), g_perp)
+    grad_loc = torch.addcmul(grad_loc, (r * grad_w).unsqueeze(-1), g, value=-1.0)
+    grad_kappa = grad_r_len * d_radial - grad_w * d_one_minus_w
+    return grad_kappa.sum_to_size(kappa.shape), grad_loc.sum_to_size(loc.shape)
 
 
-_HouseholderSample = fused_sampler_node(
-    "_HouseholderSample",
-    _householder_parts,
-    _householder_vjp,
+_TangentSample = fused_sampler_node(
+    "_TangentSample",
+    _tangent_parts,
+    _tangent_vjp,
     n_noise=5,
     doc="(kappa, loc) -> z with the noise (and so w, radial and their kappa-derivatives) given: one autograd "
-    "node instead of ~25. apply(one_minus_w, radial, d_one_minus_w, d_radial, tangent, kappa, loc). Once "
+    "node instead of ~20. apply(g, one_minus_w, radial, d_one_minus_w, d_radial, kappa, loc). Once "
     "differentiable: the kappa-derivatives come in as noise.",
     twice_differentiable=False,
 )
+
+
+#: m = 3 (order 1/2, where I_v is elementary): the KL's power series in kappa^2 below this kappa, the closed form
+#: in exp(-2 kappa) at and above it (where no term exceeds ~7 times the KL: within 2e-15 relative).
+_M3_SERIES_MAX = 1.0
+#: Terms of that series: its coefficients fall like pi^(-2n) (radius pi), so 18 leave < 1e-16 relative at kappa = 1.
+_M3_SERIES_TERMS = 18
+
+
+def _bernoulli_even(count: int) -> list[Fraction]:
+    """B_2, B_4, ..., B_(2 count), exactly (from sum_(k <= n) C(n + 1, k) B_k = 0)."""
+    numbers = [Fraction(1)]
+    for n in range(1, 2 * count + 1):
+        numbers.append(-sum(math.comb(n + 1, k) * numbers[k] for k in range(n)) / (n + 1))
+    return numbers[2::2]
+
+
+def _m3_series_coefficients() -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The coefficients, in powers y^0 .. y^(K-1) of y = kappa^2, of KL / y and (d KL / d kappa) / kappa.
+
+    With kappa coth kappa = sum_n 2^(2n) B_2n kappa^(2n) / (2n)! and log(sinh kappa / kappa) = the same sum with
+    each term divided by 2n, KL = kappa coth kappa - 1 - log(sinh kappa / kappa) = sum_(n >= 1) c_n kappa^(2n),
+    c_n = 2^(2n) B_2n (1 - 1/(2n)) / (2n)! (c_1 = 1/6: KL ~ kappa^2 / (2m)); d KL / d kappa = sum 2n c_n kappa^(2n-1).
+    """
+    c = [2 ** (2 * n) * b * (1 - Fraction(1, 2 * n)) / math.factorial(2 * n)
+         for n, b in enumerate(_bernoulli_even(_M3_SERIES_TERMS), start=1)]
+    return tuple(float(v) for v in c), tuple(float(2 * n * v) for n, v in enumerate(c, start=1))
+
+
+#: (computed at import, exactly, and rounded once: a compiled step never traces the rational arithmetic)
+_M3_SERIES_COEFFICIENTS = _m3_series_coefficients()
+
+
+@functools.lru_cache(maxsize=8)
+def _m3_series(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """:data:`_M3_SERIES_COEFFICIENTS` as a (2, K) tensor."""
+    return torch.tensor(_M3_SERIES_COEFFICIENTS, dtype=dtype, device=device)
+
+
+def _kl_m3_series(x: torch.Tensor, with_derivative: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    coef = _m3_series(x.dtype, x.device)
+    y = x * x
+    powers = y.unsqueeze(-1).expand(y.shape[0], _M3_SERIES_TERMS - 1).cumprod(-1)  # y, y^2, ..
+    sums = torch.addmm(coef[:, :1], coef[:, 1:], powers.t())
+    return y * sums[0], (x * sums[1] if with_derivative else None)
+
+
+def _kl_m3_closed(x: torch.Tensor, with_derivative: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """With e = exp(-2 kappa) and q = e / (1 - e): kappa coth kappa = kappa + 2 kappa q and
+    log(sinh kappa / kappa) = kappa + log1p(-e) - log(2 kappa), so KL = 2 kappa q - 1 + log(2 kappa) - log1p(-e);
+    d KL / d kappa = 1/kappa - kappa / sinh^2 kappa = 1/kappa - 4 kappa q / (1 - e)."""
+    e = torch.exp(x * -2.0)
+    one_minus_e = 1.0 - e
+    xq = x * e / one_minus_e
+    kl = torch.log(x + x) - torch.log1p(-e) + (xq + xq - 1.0)
+    return kl, (torch.reciprocal(x) - 4.0 * xq / one_minus_e if with_derivative else None)
+
+
+def _kl_m3(x: torch.Tensor, with_derivative: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """KL(vMF || uniform) on S^2 and its derivative, in elementary forms (no Bessel series: I_(1/2) and I_(3/2)
+    are sinh and cosh), for a 1-d float64 kappa. On the CPU only the form(s) some element needs are evaluated
+    (reading the mask back is free there); elsewhere, and in a compiled graph, both, on clamped arguments."""
+    below = x < _M3_SERIES_MAX
+    if x.device.type == "cpu" and not torch.compiler.is_compiling():
+        if x.numel() == 0 or bool(below.all()):
+            return _kl_m3_series(x, with_derivative)
+        if not bool(below.any()):
+            return _kl_m3_closed(x, with_derivative)
+    low = _kl_m3_series(x.clamp_max(_M3_SERIES_MAX), with_derivative)
+    high = _kl_m3_closed(x.clamp_min(_M3_SERIES_MAX), with_derivative)
+    kl = torch.where(below, low[0], high[0])
+    return kl, (torch.where(below, low[1], high[1]) if with_derivative else None)
 
 
 class _KLToUniform(torch.autograd.Function):
@@ -337,11 +431,12 @@ class _KLToUniform(torch.autograd.Function):
     kappa A - L (both small); for large kappa as -kappa (1 - A) - (L - kappa) (both moderate), so
     no form ever subtracts two numbers near kappa. The switch is kappa = v + 1 where the Bessel
     module uses Debye's expansion, and its own series/Hankel switch (kappa ~ 10-20) below that.
+    m = 3 (v = 1/2) uses the elementary forms of :func:`_kl_m3` instead.
     """
 
     @staticmethod
     def forward(ctx, kappa: torch.Tensor, v: float) -> torch.Tensor:
-        with_derivative = kappa.requires_grad
+        with_derivative = ctx.needs_input_grad[0]
 
         def kl_forms(x: torch.Tensor, terms: list[torch.Tensor], method: str) -> list[torch.Tensor]:
             log_f, log_f_scaled, ratio, complement = terms[:4]
@@ -353,25 +448,34 @@ class _KLToUniform(torch.autograd.Function):
                 kl = torch.where(x < v + 1.0, x * ratio - log_f, -torch.addcmul(log_f_scaled, x, complement))
             return [kl, *terms[4:]]
 
-        out = evaluate_forms(v, kappa, with_derivative, kl_forms)
+        # in float64 (where the device has it), converted here rather than around the node: two autograd
+        # nodes (the casts) fewer per step; the derivative is rounded once to the caller's dtype
+        x = in_float64(kappa)
+        if v == 0.5:  # m = 3: elementary forms
+            kl, d_kl = _kl_m3(x.reshape(-1), with_derivative)
+            kl, d_kl = kl.reshape(x.shape), (d_kl.reshape(x.shape) if with_derivative else None)
+        else:
+            out = evaluate_forms(v, x, with_derivative, kl_forms)
+            kl, d_kl = out[0], (x * out[1] if with_derivative else None)  # d KL / d kappa = kappa A'(kappa)
         if with_derivative:
-            ctx.save_for_backward(kappa, out[1])
-        return out[0]
+            ctx.save_for_backward(d_kl.to(kappa.dtype))
+        return kl.to(kappa.dtype)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        kappa, d_ratio = ctx.saved_tensors
-        return grad * kappa * d_ratio, None
+        (d_kl,) = ctx.saved_tensors
+        return grad * d_kl, None
 
 
 def von_mises_fisher_kl_to_uniform(kappa: torch.Tensor, m: int) -> torch.Tensor:
     """KL(vMF(., kappa) || uniform on S^(m-1)) for concentrations ``kappa`` (any shape), in nats, with the
     Bessel-ratio gradient; the same function of kappa as its siblings' ``*_kl_to_uniform``."""
     x, dtype = prepare_argument(kappa)
-    # in float64 (where the device has it): the Bessel forms in float32 leave the KL and its derivative up to
-    # 1.8e-5 off (m = 3, kappa = 10); rounded once to the caller's dtype they are within its own rounding
-    return _KLToUniform.apply(in_float64(x), 0.5 * m - 1.0).to(dtype)
+    # in float64 (where the device has it, inside the node): the Bessel forms in float32 leave the KL and its
+    # derivative up to 1.8e-5 off (m = 3, kappa = 10); rounded once to the caller's dtype they are within its
+    # own rounding
+    return _KLToUniform.apply(x, 0.5 * m - 1.0).to(dtype)
 
 
 class VonMisesFisher(SphericalDistribution):
@@ -385,8 +489,9 @@ class VonMisesFisher(SphericalDistribution):
 
     Sampling: w = loc.x by Wood's (1994) rejection sampler (with the cancellation-free
     b = (m-1) / (2 kappa + sqrt(4 kappa^2 + (m-1)^2))), or for m = 3 by the exact inverse CDF;
-    then x = (w, sqrt(1 - w^2) v) with v uniform on S^(m-2), reflected onto ``loc`` by a
-    Householder reflection (m = 2, the circle, works the same way), one fused autograd node. Everything runs on the
+    then x = w loc + sqrt(1 - w^2) e with e uniform on the unit sphere of the tangent space at ``loc`` (the
+    normalised tangent part of a standard normal vector; m = 2, the circle, works the same way), one fused
+    autograd node. Everything runs on the
     tensors' device and in their dtype, without numpy. Wood's proposals are drawn in vectorised
     blocks whose size comes from a lower bound on the acceptance rate (>= 0.62 for every m and
     kappa, ~0.99 for kappa << m):
@@ -478,8 +583,8 @@ class VonMisesFisher(SphericalDistribution):
             root_and_b = _wood_root_and_b(kappa, _constants(m, kappa.dtype, kappa.device))
             t = _accepted_beta(kappa.reshape(-1), m, b=root_and_b[1].reshape(-1)).reshape(shape)
             radial = _wood_radial(kappa, t, m, with_grad, root_and_b)
-        tangent = sample_uniform_sphere(shape, m - 1, dtype=kappa.dtype, device=kappa.device)
-        z = _HouseholderSample.sample(*radial, tangent, self.scale, self.loc)
+        g = torch.randn(shape + (m,), dtype=kappa.dtype, device=kappa.device)
+        z = _TangentSample.sample(g, *radial, self.scale, self.loc)
         if not with_correction:
             return z, None
         if exact:

@@ -13,6 +13,7 @@ import functools
 import math
 
 import mpmath as mp
+import numpy as np
 import pytest
 import scipy.stats
 import torch
@@ -92,6 +93,20 @@ def test_kl_gradient_matches_closed_form() -> None:
         torch.testing.assert_close(grad, want, rtol=1e-8, atol=0)
 
 
+def test_m3_elementary_kl_matches_mpmath_on_both_sides_of_its_switch() -> None:
+    """m = 3's KL and d KL / d kappa (series below kappa = 1, closed form above), in one call holding both sides
+    (the CPU then evaluates both forms and selects), against kappa coth kappa - 1 - log(sinh kappa / kappa)."""
+    kappa = torch.tensor([1e-6, 0.3, 0.999999, 1.0, 1.000001, 3.0, 40.0, 1e5], dtype=F64, requires_grad=True)
+    kl = vmf_module.von_mises_fisher_kl_to_uniform(kappa, 3)
+    (grad,) = torch.autograd.grad(kl.sum(), kappa)
+    with mp.workdps(40):
+        for k, got, d_got in zip(kappa.tolist(), kl.tolist(), grad.tolist()):
+            x = mp.mpf(k)
+            want = x * mp.coth(x) - 1 - mp.log(mp.sinh(x) / x)
+            d_want = 1 / x - x / mp.sinh(x) ** 2
+            assert abs(got - want) <= 1e-14 * want and abs(d_got - d_want) <= 1e-14 * d_want, k
+
+
 def test_log_prob_against_the_density_formula() -> None:
     m, kappa = 7, 3.5
     loc = unit_vector(m)
@@ -143,6 +158,34 @@ def test_wood_agrees_with_the_exact_sampler_at_m3(kappa: float) -> None:
     cdf = lambda w: (torch.expm1(kappa * (torch.as_tensor(w) + 1)) / math.expm1(2 * kappa)).numpy()  # noqa: E731
     assert scipy.stats.kstest(w_wood, cdf).pvalue > 1e-3
     assert scipy.stats.kstest(w_exact, cdf).pvalue > 1e-3
+
+
+def test_m5_beta_proposal_is_beta_2_2() -> None:
+    """m = 5 draws Wood's Beta(2, 2) proposal by its inverse CDF (trigonometric): KS against Beta(2, 2), with b = 1,
+    where Wood's ratio is 1 and every proposal is accepted."""
+    torch.manual_seed(17)
+    for dtype in (F64, torch.float32):
+        t, accepted = vmf_module._propose(torch.ones(50000, 1, dtype=dtype), 5, 1)
+        assert bool(accepted.all())
+        e = (0.5 + 0.5 * t.double()).flatten().numpy()
+        assert scipy.stats.kstest(e, scipy.stats.beta(2, 2).cdf).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("kappa", [0.5, 3.0, 40.0])
+@pytest.mark.parametrize("dtype", [F64, torch.float32])
+def test_m5_sampler_against_the_exact_cdf(kappa: float, dtype: torch.dtype) -> None:
+    """w = loc.x at m = 5 has density prop. to e^(k w) (1 - w^2), whose CDF is elementary:
+    F(w) prop. to e^(k w) [(1 - w^2)/k + 2 w/k^2 - 2/k^3] - (its value at w = -1)."""
+    torch.manual_seed(18)
+    loc = unit_vector(5).to(dtype)
+    w = (VonMisesFisher(loc, torch.tensor(kappa, dtype=dtype)).sample((30000,)) @ loc).double().numpy()
+
+    def antiderivative(s):
+        s = np.asarray(s, dtype=np.float64)
+        return np.exp(kappa * (s - 1.0)) * ((1 - s * s) / kappa + 2 * s / kappa**2 - 2 / kappa**3)
+
+    low, high = antiderivative(-1.0), antiderivative(1.0)
+    assert scipy.stats.kstest(w, lambda s: (antiderivative(s) - low) / (high - low)).pvalue > 1e-3
 
 
 @pytest.mark.parametrize("m,kappa", [(2, 0.5), (5, 2.0), (65, 1e3), (1025, 30.0)])
@@ -228,7 +271,7 @@ def test_sample_assembly_gradcheck(m: int, exact: bool) -> None:
     kappa = (torch.rand(4, dtype=F64) * 5 + 0.2).requires_grad_()
     loc = torch.nn.functional.normalize(torch.randn(4, m, dtype=F64), dim=-1).requires_grad_()
     t = torch.rand(shape, dtype=F64) * 1.8 - 0.9
-    tangent = torch.nn.functional.normalize(torch.randn(*shape, m - 1, dtype=F64), dim=-1)
+    g = torch.randn(*shape, m, dtype=F64)
 
     def assemble(kappa, loc):
         if exact:
@@ -236,7 +279,7 @@ def test_sample_assembly_gradcheck(m: int, exact: bool) -> None:
             radial = vmf_module._exact_m3(kappa.detach().expand(shape), True)
         else:
             radial = vmf_module._wood_radial(kappa.detach().expand(shape), t, m, True)
-        return vmf_module._HouseholderSample.apply(*radial, tangent, kappa, loc)
+        return vmf_module._TangentSample.apply(g, *radial, kappa, loc)
 
     assert torch.autograd.gradcheck(assemble, (kappa, loc))
 
