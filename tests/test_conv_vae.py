@@ -1,5 +1,7 @@
-"""The convolutional VAE (model=conv_vae): shapes, bad input, a few training steps with every latent family on
-real MNIST, and the latent-comparison experiment's dimension-dependent learning rate."""
+"""The convolutional VAEs (model=conv_vae and the spherical-Cauchy authors' model=conv_vae_sc): shapes, bad input,
+the authors' parameter count, a few training steps with every latent family on real MNIST, and the
+latent-comparison experiment's protocol (dimension-dependent learning rate and warm-up, data split, selection,
+evaluators), composed and run."""
 
 from __future__ import annotations
 
@@ -9,8 +11,10 @@ import torch
 
 from hsvae.cli.registry import latent_families
 from hsvae.cli.resolvers import if_le
+from hsvae.cli.train import train
 from hsvae.data import load_mnist
 from hsvae.models import ConvDecoder, ConvEncoder
+from tests.conftest import FAST
 
 LATENTS = latent_families()
 
@@ -32,7 +36,13 @@ def test_shapes_and_leading_axes():
 
 def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="divisible by 8"):
-        ConvEncoder(image_shape=(1, 28, 28), channels=(8, 16, 32))
+        ConvDecoder(2, image_shape=(1, 28, 28), channels=(8, 16, 32))
+    with pytest.raises(ValueError, match="to nothing"):
+        ConvEncoder(image_shape=(1, 28, 28), channels=(8,) * 6)
+    with pytest.raises(ValueError, match="final_kernel_size must be an odd"):
+        ConvDecoder(2, final_kernel_size=4)
+    with pytest.raises(ValueError, match="kernel_size"):
+        ConvEncoder(kernel_size=1)
     with pytest.raises(ValueError, match="image_shape"):
         ConvDecoder(2, image_shape=(28, 28))
     with pytest.raises(ValueError, match="in_features"):
@@ -85,8 +95,79 @@ def test_learning_rate_follows_the_latent_dimension(compose_train):
     explicit = compose_train(["experiment=latent_comparison", "latent.dim=2", "model.optimizer.lr=5e-4"])
     assert explicit.model.optimizer.lr == 5e-4
     cfg = compose_train(["experiment=latent_comparison"])
-    assert cfg.model.optimizer._target_ == "torch.optim.AdamW" and cfg.model.scheduler.mode == "max"
+    assert cfg.model.optimizer._target_ == "torch.optim.AdamW"
     assert cfg.dataset.binarize == "none" and cfg.dataset.batch_size == 128 and cfg.trainer.max_epochs == 40
     assert set(cfg.hydra.sweeper.params) == {"latent", "latent.dim", "seed"}
     with pytest.raises(ValueError, match="x must be a number"):
         if_le("two", 3, 1, 2)
+
+
+def test_authors_backbone_has_their_parameter_count(compose_train):
+    """model=conv_vae_sc is the spherical-Cauchy authors' network (SC-VAE, experiments/mnist/vae.py, counted by hand
+    from their layers; weights + biases):
+
+    encoder  Conv(1->32, k4)      32*1*16 + 32      =     544
+             Conv(32->64, k4)     64*32*16 + 64     =  32 832
+             Conv(64->128, k4)    128*64*16 + 128   = 131 200   (28 -> 14 -> 7 -> 3: 128*3*3 = 1152 features)
+             Linear(1152->128)    1152*128 + 128    = 147 584   -> 312 160
+    heads    Gaussian, m = d = 2: fc_mu Linear(128, 2) + fc_logvar Linear(128, 2) = 2 * 258 = 516 (ours: one
+             Linear(128, 4), the same count); Power Spherical on S^3, m = 4: Linear(128, 4) + Linear(128, 1) = 645
+    decoder  Linear(m->128)       128*m + 128
+             Linear(128->6272)    128*6272 + 6272   = 809 088   (128 maps of 7x7)
+             ConvT(128->64, k3)   128*64*9 + 64     =  73 792
+             ConvT(64->32, k3)    64*32*9 + 32      =  18 464
+             Conv(32->1, k3)      32*9 + 1          =     289   -> 128*m + 901 761
+
+    Gaussian d = 2: 312 160 + 516 + 902 017 = 1 214 693; Power Spherical d = 3: 312 160 + 645 + 902 273 = 1 215 078.
+    """
+    expected = {("gaussian", 2): 1_214_693, ("power_spherical", 3): 1_215_078}
+    for (latent, d), count in expected.items():
+        cfg = compose_train(["experiment=latent_comparison", f"latent={latent}", f"latent.dim={d}"])
+        assert cfg.hydra.runtime.choices.model == "conv_vae_sc"
+        net = hydra.utils.instantiate(cfg.model).net
+        assert sum(p.numel() for p in net.parameters()) == count, latent
+        assert sum(p.numel() for p in net.encoder.parameters()) == 312_160
+    # the shapes: an image through the encoder's 3x3 maps and back to 1x28x28
+    encoder = ConvEncoder(channels=(32, 64, 128), hidden=128)
+    decoder = ConvDecoder(2, channels=(32, 64, 128), hidden=128, kernel_size=3, final_kernel_size=3)
+    x = torch.rand(5, 1, 28, 28)
+    assert encoder.conv(x).shape == (5, 128, 3, 3)
+    assert encoder(x).shape == (5, 128)
+    assert decoder(torch.randn(5, 2)).reshape(5, 1, 28, 28).shape == x.shape
+    assert net(x).reconstruction.shape == (5,)  # the Power Spherical VAE, end to end
+
+
+def test_latent_comparison_runs_the_authors_protocol(compose_train):
+    """59k training images and a 1000-image validation split, selection on the validation reconstruction, no
+    importance-sampled log-likelihood, and their learning rate: lr x (k + 1) / 200 at optimiser step k < 200 for
+    d <= 3, then constant; constant from the start above d = 3."""
+    cfg = compose_train(["experiment=latent_comparison", "latent.dim=2"])
+    assert cfg.dataset.val_size == 1000 and cfg.callbacks.model_checkpoint.monitor == "val/reconstruction"
+    assert set(cfg.evaluation) == {"m1"} and cfg.callbacks.early_stopping is None
+    for d, base, warm in ((2, 3.0e-4, True), (5, 1.0e-4, False)):
+        module = hydra.utils.instantiate(compose_train(["experiment=latent_comparison", f"latent.dim={d}"]).model)
+        configured = module.configure_optimizers()
+        assert configured["lr_scheduler"]["interval"] == "step"
+        optimizer, scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+        rates = []
+        for _ in range(300):
+            rates.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        if warm:
+            assert rates[0] == pytest.approx(base / 200) and rates[99] == pytest.approx(base / 2)
+            assert rates[198] == pytest.approx(base * 199 / 200)
+        assert rates[199:] == pytest.approx([base] * 101) and (warm or rates[:199] == pytest.approx([base] * 199))
+
+
+def test_latent_comparison_fast_dev_run(compose_train, data_dir):
+    """The experiment as configured (the authors' backbone, the split, the evaluators) trains and tests."""
+    cfg = compose_train(["experiment=latent_comparison", "latent=spcauchy", "latent.dim=2", f"paths.data_dir={data_dir}",
+                         "+trainer.fast_dev_run=true", *FAST])
+    data = hydra.utils.instantiate(cfg.dataset)
+    data.setup()
+    assert {k: len(v) for k, v in data.splits.items()} == {"train": 59000, "val": 1000, "test": 10000}
+    metrics = train(cfg)
+    assert "test/reconstruction" in metrics and "test/m1_knn_100" in metrics
+    assert not any("log_likelihood" in k for k in metrics)
+    assert -1000 < metrics["test/reconstruction"] < 0

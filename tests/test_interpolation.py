@@ -128,7 +128,7 @@ def trained_run(tmp_path_factory, data_dir):
             "train",
             ["experiment=latent_comparison", "latent=spcauchy", "latent.dim=2", f"paths.data_dir={data_dir}",
              "logger=wandb", "trainer.max_epochs=1", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=1",
-             "+trainer.limit_test_batches=1", "evaluation.ll.samples=2", "callbacks.latent_plot=null",
+             "+trainer.limit_test_batches=1", "callbacks.latent_plot=null",
              "callbacks.image_samples=null", "callbacks.interpolation.n_pairs=3", "callbacks.interpolation.steps=5",
              *FAST],
             out,

@@ -128,8 +128,10 @@ TREATMENTS: list[tuple[str, str, Treatment]] = [
     # its make_tables also reads the seed-1 runs, which the block only describes in a comment ("# seed 1: the same
     # with seed=1, into logs/latent_comparison/cpu_budget_seed1/"): that command, written out
     ("experiments/latent_comparison/README.md", r"make_tables\.py logs/latent_comparison/cpu_budget ",
-     Treatment(before=((None, "python train.py experiment=latent_comparison latent=gaussian latent.dim=2 seed=1 "
-                              "trainer.max_epochs=4 evaluation.ll.samples=100 callbacks.progress_bar=null "
+     Treatment(before=((None, "python train.py experiment=latent_comparison model=conv_vae dataset.val_size=10000 "
+                              "dataset.eval_batch_size=500 model.scheduler=null "
+                              "callbacks.model_checkpoint.monitor=val/elbo evaluation=[ll,m1] evaluation.ll.samples=100 "
+                              "latent=gaussian latent.dim=2 seed=1 trainer.max_epochs=4 callbacks.progress_bar=null "
                               "hydra.run.dir=logs/latent_comparison/cpu_budget_seed1/gaussian_d2", ()),))),
     # experiments/semisupervised: the next command reuses one of this sweep's M1s (combination=ss: a vMF, d = 10)
     ("experiments/semisupervised/README.md", r"^python train\.py -m experiment=semisupervised_table$",

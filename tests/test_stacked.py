@@ -227,6 +227,10 @@ def test_seeds_trains_a_stack_written_as_the_separate_runs(compose_train, tmp_pa
     (["seeds=[0,1]", "latent.prior=vmf"], r"^latent\.prior=vmf: the members of a stack share one latent family"),
     (["seeds=[0,1]", "experiment=link_prediction", "compile=true"], r"^compile: the stacked VGAE runs eager"),
     (["seeds=[0,1]", "ckpt_path=last.ckpt"], r"^ckpt_path: resuming a stack from a checkpoint is not supported"),
+    (["seeds=[0,1]", "model=conv_vae", "model.scheduler_interval=step"],
+     r"^model\.scheduler_interval=step: a stack steps each member's scheduler once per epoch"),
+    (["seeds=[0,1]", "experiment=latent_comparison"], r"selects and stops each member on val/elbo; this protocol "
+                                                       r"monitors \['val/reconstruction'\]"),
 ])
 def test_what_a_stack_does_not_support_is_refused_by_key(compose_train, overrides, message):
     from hsvae.utils.errors import ConfigError

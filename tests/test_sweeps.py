@@ -37,8 +37,8 @@ def run_train(args: list[str], cwd: Path = REPO, timeout: int = 600) -> subproce
 WITHOUT_DATA = {"synthetic_sphere"}
 
 
-#: The experiments whose fast_dev_run takes longest (a conv decoder's 500-sample test pass, a Transformer):
-#: slow tier, so that the default tier stays under 3 minutes.
+#: Slow tier, so that the default tier stays under 3 minutes: smiles (a Transformer's fast_dev_run takes long) and
+#: latent_comparison (its fast_dev_run runs in the default tier already: tests/test_conv_vae.py).
 HEAVY = {"smiles", "latent_comparison"}
 
 

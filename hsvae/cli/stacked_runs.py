@@ -11,9 +11,10 @@ members and their folders) and is not a run.
 
 What a stack supports (checked before anything is built): the VAE models (``model=mlp_vae`` / ``conv_vae``,
 selected and stopped on ``val/elbo``) and the VGAE (``model=vgae``, selected on its ``selection_metric``), an LR
-scheduler (one per member), a latent without learnt parameters, one device. ``compile=true`` compiles the stacked
-VAE's networks (``compile_networks``; CUDA graphs on a GPU; the members' draws stay eager), not the VGAE's. An
-interrupted stack continues when run again into its folder (:func:`stack_checkpoint`), not through ``ckpt_path``.
+scheduler stepped per epoch (one per member), a latent without learnt parameters, one device. ``compile=true``
+compiles the stacked VAE's networks (``compile_networks``; CUDA graphs on a GPU; the members' draws stay eager), not
+the VGAE's. An interrupted stack continues when run again into its folder (:func:`stack_checkpoint`), not through
+``ckpt_path``.
 """
 
 from __future__ import annotations
@@ -120,6 +121,10 @@ def check_stackable(cfg: DictConfig) -> None:
         raise ConfigError(f"seeds=[...] selects and stops each member on {selection}; this protocol monitors "
                           f"{sorted(monitors)} (callbacks.*.monitor): set them to {selection} or run the seeds "
                           f"separately")
+    interval = OmegaConf.select(cfg, "model.scheduler_interval", default="epoch")
+    if interval != "epoch":
+        raise ConfigError(f"model.scheduler_interval={interval}: a stack steps each member's scheduler once per epoch; "
+                          f"run the seeds separately")
     if links and cfg.get("compile", False):
         raise ConfigError("compile: the stacked VGAE runs eager (torch.compile does not trace its sparse adjacency, "
                           "and its step is the all-pairs loss); drop compile=true")

@@ -22,7 +22,8 @@ class ELBOTask(pl.LightningModule):
 
     What it owns:
 
-    - the optimiser and the scheduler, from partial constructors (Hydra ``_partial_: true``); a
+    - the optimiser and the scheduler, from partial constructors (Hydra ``_partial_: true``); the scheduler steps
+      after every epoch or after every optimiser step (``scheduler_interval``: a warm-up over steps); a
       ``ReduceLROnPlateau`` steps on :attr:`monitor`;
     - the KL warm-up, :meth:`beta`: the KL weight rises linearly from 0 to ``final_beta`` over ``warmup_epochs``
       (fractional epochs count);
@@ -40,6 +41,7 @@ class ELBOTask(pl.LightningModule):
         scheduler: optional partial LR scheduler constructor.
         warmup_epochs: epochs of the KL warm-up (0: none).
         final_beta: the KL weight after the warm-up (1 for the ELBO).
+        scheduler_interval: ``"epoch"`` or ``"step"``: when Lightning steps the scheduler.
     """
 
     #: the validation metric a ``ReduceLROnPlateau`` scheduler steps on
@@ -54,8 +56,11 @@ class ELBOTask(pl.LightningModule):
         scheduler: Callable | None = None,
         warmup_epochs: float = 0.0,
         final_beta: float = 1.0,
+        scheduler_interval: str = "epoch",
     ):
         super().__init__()
+        if scheduler_interval not in ("epoch", "step"):
+            raise ValueError(f"scheduler_interval must be 'epoch' or 'step' (when the scheduler steps), got {scheduler_interval!r}")
         if not warmup_epochs >= 0:
             raise ValueError(f"warmup_epochs must be >= 0 (0: no KL warm-up), got {warmup_epochs}")
         if not final_beta >= 0:
@@ -65,6 +70,7 @@ class ELBOTask(pl.LightningModule):
                                   frame=inspect.currentframe().f_back)
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.scheduler_interval = scheduler_interval
         self.warmup_epochs, self.final_beta = warmup_epochs, final_beta
         self._train_stats = EpochMeans()
         self._finite = FiniteLossGuard(self.nonfinite_hint)
@@ -77,7 +83,8 @@ class ELBOTask(pl.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor}}
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor, "interval": self.scheduler_interval}}
 
     def beta(self, batch_idx: int = 0) -> float:
         """The KL weight at the current epoch and batch (without a trainer: one batch per epoch)."""

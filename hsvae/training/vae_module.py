@@ -24,6 +24,8 @@ class VAEModule(ELBOTask):
         scheduler: optional partial LR scheduler constructor; ``ReduceLROnPlateau`` monitors ``val/elbo``.
         warmup_epochs: the KL weight beta rises linearly from 0 to 1 over this many epochs (0: no warm-up).
         final_beta: the KL weight after warm-up (1 for the ELBO; < 1 for a beta-VAE).
+        scheduler_interval: ``"epoch"`` (the scheduler steps after every epoch) or ``"step"`` (after every
+            optimiser step: a learning-rate warm-up over steps).
     """
 
     def __init__(
@@ -33,8 +35,9 @@ class VAEModule(ELBOTask):
         scheduler: Callable | None = None,
         warmup_epochs: float = 0.0,
         final_beta: float = 1.0,
+        scheduler_interval: str = "epoch",
     ):
-        super().__init__(net, optimizer, scheduler, warmup_epochs, final_beta)
+        super().__init__(net, optimizer, scheduler, warmup_epochs, final_beta, scheduler_interval)
 
     # -- steps ----------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
