@@ -179,3 +179,55 @@ def test_what_a_stack_does_not_support_is_refused_by_key(compose_train, override
     with pytest.raises(ConfigError, match=message):
         stack_seeds(cfg)
         check_stackable(cfg)
+
+
+@pytest.mark.parametrize("device", [pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                                 reason="needs a CUDA device"))])
+def test_the_stacked_step_on_a_cuda_device_never_waits(device):
+    """The stacked step (forward with every member's draws in one call, backward, Adam) reads nothing back to the
+    host (``set_sync_debug_mode("error")``), and member i alone on fixed noise is its model on the device."""
+    tasks = [_task("vmf", seed).to(device) for seed in (0, 1, 2)]
+    stack = StackedTask(tasks).to(device)
+    x = torch.bernoulli(torch.rand(2, 3, BATCH, PIXELS, device=device))
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        _fit(stack, x)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    tasks[1].net.load_state_dict(stack.member_state(1), strict=False)
+    torch.manual_seed(3)
+    expected = tasks[1].net(x[0, 1]).loss()
+    torch.manual_seed(3)
+    with stack.only(1):
+        assert torch.equal(stack.task.net(x[0, 1]).loss(), expected)
+
+
+def test_an_interrupted_stack_continues_where_it_stopped(compose_train, tmp_path, monkeypatch):
+    """Ctrl-C in epoch 2 of a 4-epoch stack, then the same command again: it continues from the stack's last
+    epoch (parameters, Adam, each member's selection, early stopping and history), each epoch is logged once in
+    each member's log, and the interruption's record is gone."""
+    import csv
+
+    from hsvae.cli.train import train
+    from hsvae.stack import MemberSelection
+
+    common = _train_args(tmp_path, "stack", ["trainer.max_epochs=4", "seeds=[0,2]"])
+
+    def interrupt(self, trainer, pl_module, batch, batch_idx):
+        if trainer.current_epoch == 2 and batch_idx == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(MemberSelection, "on_train_batch_start", interrupt, raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(compose_train(common, "stack"))
+    record = json.loads((tmp_path / "stack" / "results.json").read_text())
+    assert record["status"] == "interrupted" and not (tmp_path / "stack" / "seed_0" / "results.json").exists()
+    monkeypatch.undo()
+    train(compose_train(common, "stack"))
+    assert not (tmp_path / "stack" / "results.json").exists()
+    for seed in (0, 2):
+        results = json.loads((tmp_path / "stack" / f"seed_{seed}" / "results.json").read_text())
+        assert results["epochs"] == 4 and math.isfinite(results["metrics"]["test/elbo"])
+        rows = list(csv.DictReader((tmp_path / "stack" / f"seed_{seed}" / "csv" / "metrics.csv").open()))
+        assert [r["epoch"] for r in rows] == ["0", "1", "2", "3", "4"]

@@ -184,9 +184,10 @@ def run_stacked(cfg: DictConfig, output_dir: Path, seeds: list[int], started: fl
     selection = MemberSelection(len(seeds), *_selection_rule(cfg, module.task.monitor),
                                 stopping=_member_stopping(cfg))
     progress = cfg.trainer.get("enable_progress_bar", True) is not False
+    # (after the selection: the last checkpoint holds its epoch)
     last = ModelCheckpoint(dirpath=output_dir / STACK_CHECKPOINT.parent, filename=STACK_CHECKPOINT.stem, monitor=None,
                            save_top_k=1, every_n_epochs=1, enable_version_counter=False)
-    trainer = pl.Trainer(**_trainer_arguments(cfg), callbacks=[last, selection], logger=False,
+    trainer = pl.Trainer(**_trainer_arguments(cfg), callbacks=[selection, last], logger=False,
                          enable_progress_bar=progress, plugins=[AtomicCheckpointIO()])
     with lightning_interruptions(trainer):
         trainer.fit(module, datamodule=StackedData([m[3] for m in members]),
