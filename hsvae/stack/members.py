@@ -74,8 +74,9 @@ class MemberSplit(nn.Module):
     def forward(self, *args: torch.Tensor):
         skeleton = self._skeleton[0].train(self.training)
         params = self.stacked()
-        if self._active is not None:
-            return functional_call(skeleton, {n: p[self._active] for n, p in params.items()}, args)
+        active = 0 if self.k == 1 else self._active  # (one member: its own rows, without vmap's overhead)
+        if active is not None:
+            return functional_call(skeleton, {n: p[active] for n, p in params.items()}, args)
         for arg in args:
             if arg.shape[0] % self.k:
                 raise ValueError(f"a stacked part takes the members' rows as one batch (K * B = {self.k} * B), got "
