@@ -231,3 +231,29 @@ def test_an_interrupted_stack_continues_where_it_stopped(compose_train, tmp_path
         assert results["epochs"] == 4 and math.isfinite(results["metrics"]["test/elbo"])
         rows = list(csv.DictReader((tmp_path / "stack" / f"seed_{seed}" / "csv" / "metrics.csv").open()))
         assert [r["epoch"] for r in rows] == ["0", "1", "2", "3", "4"]
+
+
+def test_each_member_is_selected_and_stopped_on_its_own_metric():
+    """Member 0 improves every epoch; member 1 peaks at epoch 1 and stops after the run's patience (2) through its
+    own EarlyStopping; the fit ends once both have stopped, member 0 at its own patience after its plateau."""
+    from types import SimpleNamespace
+
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    from hsvae.stack import MemberSelection
+
+    selection = MemberSelection(2, "val/elbo", "max", lambda: EarlyStopping("val/elbo", mode="max", patience=2))
+    scores = [(-10.0, -9.0), (-9.0, -8.0), (-8.0, -8.5), (-7.0, -8.2), (-7.0, -7.0), (-7.5, -6.0)]
+    trainer = SimpleNamespace(global_step=0, current_epoch=0, callback_metrics={}, should_stop=False)
+    for epoch, (a, b) in enumerate(scores):
+        trainer.current_epoch = epoch
+        stack = SimpleNamespace(member_metrics={"val/elbo": torch.tensor([a, b])},
+                                member_state=lambda i, e=epoch: {"w": torch.tensor([float(e)])})
+        selection.on_train_epoch_end(trainer, stack)
+        if trainer.should_stop:
+            break
+    assert selection.best_epochs == [3, 1] and selection.best_scores == [-7.0, -8.0]
+    assert selection.stopped == [True, True] and epoch == 5  # member 1 stopped at epoch 3, member 0 at epoch 5
+    assert selection.best_states[1]["w"].item() == 1.0 and len(selection.rows[0]) == 6
+    with pytest.raises(ValueError, match="mode"):
+        MemberSelection(2, "val/elbo", "best")

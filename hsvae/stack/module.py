@@ -66,6 +66,7 @@ class StackedTask(pl.LightningModule):
     # -- the task's own hooks, on the stacked network -------------------------------------------------------------
     def setup(self, stage: str) -> None:
         self.task.trainer = self.trainer  # (its epoch, its KL warm-up, its logging)
+        self.task.setup(stage)
 
     def configure_callbacks(self):
         return self.task.configure_callbacks()

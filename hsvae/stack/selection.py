@@ -63,8 +63,9 @@ class MemberSelection(Checkpoint):
                 self.best_scores[i], self.best_epochs[i] = score, trainer.current_epoch
                 self.best_metrics[i] = {name: v[i] for name, v in values.items()}
                 self.best_states[i] = {k: v.detach().cpu().clone() for k, v in stack.member_state(i).items()}
-            if self.stoppers is not None:
-                self.stopped[i] = self.stoppers[i]._evaluate_stopping_criteria(torch.tensor(score))[0]
+            if self.stoppers is not None:  # (on its own monitor, which may differ from the selection's)
+                stopper = self.stoppers[i]
+                self.stopped[i] = stopper._evaluate_stopping_criteria(torch.tensor(values[stopper.monitor][i]))[0]
         if all(self.stopped):
             trainer.should_stop = True
 
