@@ -163,6 +163,15 @@ def test_seeds_writes_one_run_per_member_that_tables_and_eval_read(compose_train
     assert evaluated["test/elbo"] == pytest.approx(members[2]["metrics"]["test/elbo"], rel=1e-6)
 
 
+def test_a_task_that_builds_its_network_in_setup_is_refused_in_one_line(compose_train, data_dir):
+    from hsvae.cli.train import train
+    from hsvae.utils.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^seeds=\[\.\.\.\]: model hsvae\.training\.SMILESVAEModule does not "
+                                          r"stack \(tasks: SMILESVAEModule builds its network from the data"):
+        train(compose_train(["experiment=smiles", "seeds=[0,1]", f"paths.data_dir={data_dir}", *FAST], "smiles"))
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["seeds=[0,0]"], r"^seeds must be a list of distinct integers"),
     (["seeds=[0,1]", "experiment=link_prediction"], r"^seeds=\[\.\.\.\] stacks tasks whose batches are tuples"),

@@ -13,7 +13,8 @@ step sees the members' rows as one batch); its validation and test metrics are i
 
 A member is statistically, not bitwise, its separate run (its noise comes from the stack's stream). What a stack
 supports (checked before anything is built): a task whose batches are tuples of tensors (the VAE models; not the
-VGAE's graph), no stage (M1+M2), no LR scheduler, a latent without learnt parameters, eager, one device. An
+VGAE's graph), with its network built in its constructor (not the SMILES VAE's, built from the data; refused
+when the stack is built), no stage (M1+M2), no LR scheduler, a latent without learnt parameters, eager, one device. An
 interrupted stack continues when run again into its folder (:func:`stack_checkpoint`), not through ``ckpt_path``.
 """
 
@@ -180,7 +181,11 @@ def run_stacked(cfg: DictConfig, output_dir: Path, seeds: list[int], started: fl
     write_json_atomic(output_dir / "stack.json", {"seeds": seeds, "members": [f"seed_{s}" for s in seeds],
                                                    "identity": _identity(cfg)})
     pl.seed_everything(seeds[0], workers=True, verbose=False)  # the members' draws: one stream, from the first seed
-    module = StackedTask([m[4] for m in members])
+    try:
+        module = StackedTask([m[4] for m in members])
+    except ValueError as error:  # what the generic stack cannot take from this task, in the config's words
+        raise ConfigError(f"seeds=[...]: model {OmegaConf.select(cfg, 'model._target_')} does not stack ({error}); "
+                          f"run its seeds separately (seed=0,1,2 with -m)") from error
     selection = MemberSelection(len(seeds), *_selection_rule(cfg, module.task.monitor),
                                 stopping=_member_stopping(cfg))
     progress = cfg.trainer.get("enable_progress_bar", True) is not False

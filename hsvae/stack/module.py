@@ -43,6 +43,9 @@ class StackedTask(pl.LightningModule):
         if tasks[0].scheduler_factory is not None:
             raise ValueError("tasks: a learning-rate scheduler would step on the members' mean, not on each member's "
                              "own metric")
+        if tasks[0].net is None:
+            raise ValueError(f"tasks: {type(tasks[0]).__name__} builds its network from the data in setup(); a stack "
+                             f"stacks networks built in the constructor")
         self.k = len(tasks)
         self.task = copy.deepcopy(tasks[0])
         self.splits = split_network(self.task.net, [task.net for task in tasks])
