@@ -7,12 +7,10 @@
 #
 # Steps (each with its own time limit, its output in OUT_DIR/<step>.txt):
 #   1. environment: nvidia-smi, torch and CUDA versions;
-#   2. the CUDA tests (samplers and Bessel functions on the GPU; the stacked VAE and VGAE steps, each member's, under
-#      set_sync_debug_mode("error"));
+#   2. the CUDA tests (samplers and Bessel functions on the GPU, under set_sync_debug_mode("error"));
 #   3. scripts/bench_distributions.py --device cuda (each family vs the Gaussian, the sync-free check);
-#   4. scripts/bench_stacked.py --device cuda (K = 1, 4, 10 stacked runs vs K separate ones: the MLP VAE and the
-#      VGAE), then the MLP VAE stack again with its networks as CUDA graphs (--compile; its own step, so that a
-#      failure there costs the table nothing);
+#   4. scripts/bench_stacked.py --device cuda (K = 1, 4, 10: the MLP VAE as one stack (hsvae.stack) vs K separate
+#      runs in one process and as K processes);
 #   5. S-VAE Table 1 at the paper's protocol (experiment=mnist_table: early stopping after the 100-epoch warm-up),
 #      every cell's 10 seeds as one stack (seeds=[0..9]), the 10 cells side by side on the device (joblib), into
 #      OUT_DIR/mnist_table, until the time left runs out. Run again into the same OUT_DIR (a second lease): the
@@ -55,17 +53,14 @@ if [ $smoke = 1 ]; then
     step cuda_tests 120 python3 -m pytest -q -p no:cacheprovider -n 0 -m "" tests/distributions/test_no_host_sync.py -k spherical_cauchy
     step bench_distributions 120 python3 scripts/bench_distributions.py --device cpu --dims 3 --rounds 1 --inner 1 --warmup 1 --no-compile
     step bench_stacked 120 python3 scripts/bench_stacked.py --device cpu --stacks 1 2 --rounds 1 --steps 1
-    step bench_stacked_compiled 120 python3 scripts/bench_stacked.py --device cpu --stacks 2 --rounds 1 --steps 1 \
-        --models mlp_vae --compile
     table=(latent.dim=2 'seeds=[0,1]' trainer.max_epochs=1 +trainer.limit_train_batches=2 +trainer.limit_val_batches=2
            +trainer.limit_test_batches=1 evaluation.ll.samples=2 hydra.launcher.n_jobs=2)
 else
     device=cuda
     step environment 60 bash -c "nvidia-smi; python3 -c 'import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())'"
-    step cuda_tests 120 python3 -m pytest -q -p no:cacheprovider -n 0 -m "" tests/distributions/test_von_mises_fisher.py tests/special/test_bessel.py tests/test_stacked.py tests/test_stacked_vgae.py -k cuda
+    step cuda_tests 120 python3 -m pytest -q -p no:cacheprovider -n 0 -m "" tests/distributions/test_von_mises_fisher.py tests/special/test_bessel.py tests/test_stack.py -k cuda
     step bench_distributions 120 python3 scripts/bench_distributions.py --device cuda --rounds 10 --inner 5 --no-compile
-    step bench_stacked 120 python3 scripts/bench_stacked.py --device cuda --threads 0
-    step bench_stacked_compiled 90 python3 scripts/bench_stacked.py --device cuda --threads 0 --models mlp_vae --compile
+    step bench_stacked 150 python3 scripts/bench_stacked.py --device cuda --threads 0
     table=('seeds=[0,1,2,3,4,5,6,7,8,9]' trainer=gpu hydra.launcher.n_jobs=10)
 fi
 # the table: whatever time is left, less a minute for make_tables

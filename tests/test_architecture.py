@@ -20,6 +20,8 @@ ALLOWED: dict[str, set[str]] = {
     "data": {"evaluation", "utils", "pytorch_lightning"},
     "training": {"models", "latents", "distributions", "special", "data", "evaluation", "utils", "pytorch_lightning",
                  "lightning_fabric", "wandb"},
+    "stack": {"training", "models", "latents", "distributions", "special", "data", "evaluation", "utils",
+              "pytorch_lightning", "lightning_fabric"},
     "analysis": {"utils"},
     "sweeps": {"analysis", "utils", "hydra", "omegaconf"},
 }

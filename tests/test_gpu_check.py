@@ -20,7 +20,7 @@ def test_the_runbook_runs_through_on_the_cpu(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     steps = (out / "steps.txt").read_text().splitlines()
-    names = ["environment", "cuda_tests", "bench_distributions", "bench_stacked", "bench_stacked_compiled",
+    names = ["environment", "cuda_tests", "bench_distributions", "bench_stacked",
              "mnist_table", "make_tables"]
     assert [line.split(":")[0] for line in steps[:-1]] == names, steps
     assert all(": exit 0 after" in line for line in steps[:-1]), steps

@@ -35,7 +35,7 @@ from hsvae.cli.resume import run_dir_of
 from hsvae.cli.failures import recording_failures
 from hsvae.cli.phase_tracker import PhaseTracker
 from hsvae.cli.signals import lightning_interruptions, set_phase
-from hsvae.cli.stacked_runs import finished_stack_metrics, run_stacked, stack_checkpoint, stack_seeds
+from hsvae.cli.stack_runs import finished_stack_metrics, run_stacked, stack_checkpoint, stack_seeds
 from hsvae.analysis.results import PROGRESS_FILE
 from hsvae.cli.continuation import FolderPlan, claim_folder, plan_folder
 from hsvae.cli.records import save_run_config, write_failure

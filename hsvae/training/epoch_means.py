@@ -10,7 +10,7 @@ import torch
 
 
 class EpochMeans:
-    """Weighted running means of named tensors, scalars or vectors (e.g. a stack's members'; detached; no host
+    """Weighted running means of named tensors, scalars or vectors (detached; no host
     synchronisation). The names and shapes are those of the first :meth:`add` after a :meth:`reset`."""
 
     def __init__(self) -> None:

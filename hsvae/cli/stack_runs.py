@@ -1,20 +1,21 @@
-"""``python train.py ... seeds=[s_1,...,s_K]``: a run's seeds as one stacked fit, written as K runs.
+"""``python train.py ... seeds=[s_1,...,s_K]``: a run's seeds as one stacked fit (:mod:`hsvae.stack`), written as K
+runs.
 
-The members are built exactly as K separate runs with ``seed=s_i`` build theirs (seeded, data module, model), fit
-together as one computation (:mod:`hsvae.training.stacked`: each member's data, noise, KL warm-up, early stopping
-and best epoch its own), and then each member is written as its separate run would be, into
-``<output_dir>/seed_<s_i>/``: ``.hydra/config.yaml`` (``seed: s_i``), ``.hydra/overrides.yaml`` (the job's
-overrides with ``seeds=[...]`` replaced by ``seed=s_i``), ``checkpoints/best.ckpt`` (its best epoch on its own
-validation ELBO) and ``results.json`` (the test of that checkpoint, its draws started from the seed as in
-eval.py). ``make_tables`` and ``eval.py`` read them as K runs; the job's own folder holds ``stack.json`` (the
-members and their folders) and is not a run.
+The members are built as K separate runs with ``seed=s_i`` build theirs (seeded: data module, model), fit together
+as one computation (each member's data and its selection and early stopping on its own validation metric; the
+members' noise drawn together, from one stream seeded with the first seed), and then each member is written as its
+separate run would be, into ``<output_dir>/seed_<s_i>/``: ``.hydra/config.yaml`` (``seed: s_i``),
+``.hydra/overrides.yaml`` (the job's overrides with ``seeds=[...]`` replaced by ``seed=s_i``),
+``checkpoints/best.ckpt`` (its best epoch), ``results.json`` (the test of that checkpoint, its draws started from
+the seed as in eval.py) and its logs. A member's ``train/`` metrics are the stack's (the members' mean: the training
+step sees the members' rows as one batch); its validation and test metrics are its own. ``make_tables`` and
+``eval.py`` read the members as K runs; the job's own folder holds ``stack.json`` and is not a run.
 
-What a stack supports (checked before anything is built): the VAE models (``model=mlp_vae`` / ``conv_vae``,
-selected and stopped on ``val/elbo``) and the VGAE (``model=vgae``, selected on its ``selection_metric``), an LR
-scheduler stepped per epoch (one per member), a latent without learnt parameters, one device. ``compile=true``
-compiles the stacked VAE's networks (``compile_networks``; CUDA graphs on a GPU; the members' draws stay eager), not
-the VGAE's. An interrupted stack continues when run again into its folder (:func:`stack_checkpoint`), not through
-``ckpt_path``.
+A member is statistically, not bitwise, its separate run (its noise comes from the stack's stream). What a stack
+supports (checked before anything is built): a task whose batches are tuples of tensors (the VAE models; not the
+VGAE's graph), with its network built in its constructor (not the SMILES VAE's, built from the data; refused
+when the stack is built), no stage (M1+M2), no LR scheduler, a latent without learnt parameters, eager, one device. An
+interrupted stack continues when run again into its folder (:func:`stack_checkpoint`), not through ``ckpt_path``.
 """
 
 from __future__ import annotations
@@ -32,24 +33,18 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from hsvae.cli.instantiation import instantiate_model, targets
-from hsvae.cli.records import save_run_config
-from hsvae.cli.run_loggers import instantiate_loggers, log_hyperparameters
-from hsvae.cli.sweep_job import member_overrides
+from hsvae.cli.builders import (instantiate_loggers, instantiate_model, log_hyperparameters,
+                                 member_overrides, save_run_config, targets)
 from hsvae.cli.report import collect_metrics, write_results
 from hsvae.cli.continuation import finished_metrics
 from hsvae.cli.evaluators import instantiate_evaluators
 from hsvae.cli.signals import lightning_interruptions
 from hsvae.cli.stages import instantiate_datamodule
-from hsvae.models.stacked import MemberStreams, StackedVAE
-from hsvae.models.stacked_vgae import StackedVGAE
-from hsvae.training import LinkPredictionModule, VAEModule
+from hsvae.stack import MemberSelection, StackedData, StackedTask, member_metrics_at
+from hsvae.training import LinkPredictionModule
 from hsvae.training.callbacks import FigureCallback, FigureContext
 from hsvae.training.checkpoint_io import AtomicCheckpointIO
-from hsvae.training.stacked import MemberHistory, MemberSelection, StackedDataModule, StackedVAEModule
-from hsvae.training.stacked_links import StackedLinkPredictionModule
 from hsvae.utils.io import write_json_atomic, write_text_atomic
-from hsvae.utils.modules import configure_compile
 from hsvae.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -109,25 +104,18 @@ def _mean_metrics(members: list[dict[str, float]]) -> dict[str, float]:
 
 def check_stackable(cfg: DictConfig) -> None:
     """ConfigError, naming the key, for what a stack does not support (see the module docstring)."""
-    links = targets(cfg.get("model"), LinkPredictionModule)
-    if not (links or targets(cfg.get("model"), VAEModule)):
-        raise ConfigError(f"seeds=[...] stacks the VAE models (model=mlp_vae or conv_vae) and the VGAE (model=vgae); "
-                          f"model is {OmegaConf.select(cfg, 'model._target_')}: run its seeds separately (seed=0,1,2 "
-                          f"with -m)")
-    selection = OmegaConf.select(cfg, "model.selection_metric") if links else "val/elbo"
-    monitors = {OmegaConf.select(cfg, f"callbacks.{name}.monitor", default=None)
-                for name in ("model_checkpoint", "early_stopping")} - {None}
-    if monitors - {selection}:
-        raise ConfigError(f"seeds=[...] selects and stops each member on {selection}; this protocol monitors "
-                          f"{sorted(monitors)} (callbacks.*.monitor): set them to {selection} or run the seeds "
-                          f"separately")
-    interval = OmegaConf.select(cfg, "model.scheduler_interval", default="epoch")
-    if interval != "epoch":
-        raise ConfigError(f"model.scheduler_interval={interval}: a stack steps each member's scheduler once per epoch; "
-                          f"run the seeds separately")
-    if links and cfg.get("compile", False):
-        raise ConfigError("compile: the stacked VGAE runs eager (torch.compile does not trace its sparse adjacency, "
-                          "and its step is the all-pairs loss); drop compile=true")
+    if targets(cfg.get("model"), LinkPredictionModule):
+        raise ConfigError("seeds=[...] stacks tasks whose batches are tuples of tensors; model=vgae trains on a graph: "
+                          "run its seeds separately (seed=0,1,2 with -m)")
+    if cfg.get("m1") is not None:
+        raise ConfigError("seeds=[...]: an M1+M2 run trains its M1 first (a stage), which a stack does not run: run "
+                          "its seeds separately (seed=0,1,2 with -m)")
+    if OmegaConf.select(cfg, "model.scheduler", default=None) is not None:
+        raise ConfigError("model.scheduler: a stack's members share one optimiser, whose scheduler would follow the "
+                          "members' mean, not each member's metric: set model.scheduler=null or run the seeds "
+                          "separately (seed=0,1,2 with -m)")
+    if cfg.get("compile", False):
+        raise ConfigError("compile: a stack runs eager (its networks run under torch.vmap); drop compile=true")
     if OmegaConf.select(cfg, "ckpt_path", default=None) is not None:
         raise ConfigError("ckpt_path: resuming a stack from a checkpoint is not supported; run the same command into "
                           "the stack's folder again (it continues from its checkpoints/stack_last.ckpt)")
@@ -165,7 +153,7 @@ def _save_member_run_config(member_cfg: DictConfig, member_dir: Path, seed: int)
         write_text_atomic(member_dir / ".hydra" / "overrides.yaml", OmegaConf.to_yaml(overrides))
 
 
-def _save_member_checkpoint(model: VAEModule, path: Path, epoch: int, global_step: int) -> None:
+def _save_member_checkpoint(model: pl.LightningModule, path: Path, epoch: int, global_step: int) -> None:
     """The member's best state as the checkpoint a separate run's ModelCheckpoint writes (what eval.py and
     ``ckpt_path`` read: the module's state dict and hyperparameters)."""
     checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams), "epoch": epoch,
@@ -182,57 +170,53 @@ def run_stacked(cfg: DictConfig, output_dir: Path, seeds: list[int], started: fl
     if resume is not None:
         log.info("continuing the interrupted stack from %s", resume)
     members, evaluations = [], []
-    for seed in seeds:
+    for seed in seeds:  # each member built as its separate run builds it: its data split and initialisation
         member_dir = output_dir / f"seed_{seed}"
         member_cfg = _member_config(cfg, seed, member_dir)
         pl.seed_everything(seed, workers=True, verbose=False)
         datamodule = instantiate_datamodule(member_cfg)
         model = instantiate_model(member_cfg)
         evaluations.append(instantiate_evaluators(member_cfg, datamodule, model))  # (checked before the fit)
-        cuda_state = torch.cuda.get_rng_state() if torch.cuda.is_available() else None  # (a GPU's draws)
-        members.append((seed, member_dir, member_cfg, datamodule, model, (torch.get_rng_state(), cuda_state)))
+        members.append((seed, member_dir, member_cfg, datamodule, model))
     write_json_atomic(output_dir / "stack.json", {"seeds": seeds, "members": [f"seed_{s}" for s in seeds],
                                                    "identity": _identity(cfg)})
-
-    cuda_states = [cuda for *_, (_, cuda) in members]
-    streams = MemberStreams([cpu for *_, (cpu, _) in members], None if None in cuda_states else cuda_states)
-    module = _stacked_module([m[4] for m in members], streams)
-    if cfg.get("compile", False):
-        configure_compile()
-        accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="auto"))
-        on_gpu = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
-        # on a GPU the stacked step is launch-bound: CUDA graphs replay each network's kernels in one launch
-        module.net.compile_networks(mode="reduce-overhead" if on_gpu else "default")
-    patience = OmegaConf.select(cfg, "callbacks.early_stopping.patience", default=None)
-    selection, history = MemberSelection(patience), MemberHistory()
+    pl.seed_everything(seeds[0], workers=True, verbose=False)  # the members' draws: one stream, from the first seed
+    try:
+        module = StackedTask([m[4] for m in members])
+    except ValueError as error:  # what the generic stack cannot take from this task, in the config's words
+        raise ConfigError(f"seeds=[...]: model {OmegaConf.select(cfg, 'model._target_')} does not stack ({error}); "
+                          f"run its seeds separately (seed=0,1,2 with -m)") from error
+    selection = MemberSelection(len(seeds), *_selection_rule(cfg, module.task.monitor),
+                                stopping=_member_stopping(cfg))
     progress = cfg.trainer.get("enable_progress_bar", True) is not False
+    # (after the selection: the last checkpoint holds its epoch)
     last = ModelCheckpoint(dirpath=output_dir / STACK_CHECKPOINT.parent, filename=STACK_CHECKPOINT.stem, monitor=None,
                            save_top_k=1, every_n_epochs=1, enable_version_counter=False)
-    trainer = pl.Trainer(**_trainer_arguments(cfg), callbacks=[selection, history, last], logger=False,
+    trainer = pl.Trainer(**_trainer_arguments(cfg), callbacks=[selection, last], logger=False,
                          enable_progress_bar=progress, plugins=[AtomicCheckpointIO()])
     with lightning_interruptions(trainer):
-        trainer.fit(module, datamodule=StackedDataModule([m[3] for m in members], streams),
+        trainer.fit(module, datamodule=StackedData([m[3] for m in members]),
                     ckpt_path=None if resume is None else str(resume))
 
     all_metrics = []
-    for i, (seed, member_dir, member_cfg, datamodule, model, _) in enumerate(members):
+    for i, (seed, member_dir, member_cfg, datamodule, model) in enumerate(members):
         _save_member_run_config(member_cfg, member_dir, seed)
-        loggers = _member_loggers(member_cfg, seed, history.rows[i])
-        if not trainer.fast_dev_run:  # the final epoch's figures, drawn as its separate run's are, from its stream
-            model.net.load_state_dict(module.net.member(i))
+        loggers = _member_loggers(member_cfg, seed, selection.rows[i])
+        _load_member(model, module.member_state(i))
+        if not trainer.fast_dev_run:  # the final epoch's figures, drawn as its separate run's are
             context = FigureContext(datamodule, loggers, trainer.global_step)
-            with streams.member(i):
-                for callback in _figure_callbacks(member_cfg):
-                    callback.draw(context, model, "final")
-        model.net.load_state_dict(selection.best_states[i] or module.net.member(i))
+            for callback in _figure_callbacks(member_cfg):
+                callback.draw(context, model, "final")
+        if selection.best_states[i] is not None:
+            _load_member(model, selection.best_states[i])
         _save_member_checkpoint(model, member_dir / "checkpoints" / "best.ckpt", selection.best_epochs[i],
                                 trainer.global_step)
-        metrics = {**_last_train_metrics(history.rows[i]), **module.member_results(i, selection)}
+        metrics = {**member_metrics_at(selection.rows[i], "train/"), **member_metrics_at(selection.rows[i], "val/"),
+                   f"best/{selection.monitor.replace('/', '_')}": selection.best_scores[i]}
         if cfg.get("test", True):
             pl.seed_everything(seed, workers=True, verbose=False)  # as eval.py: the test's draws from the seed
             tester = pl.Trainer(**_trainer_arguments(member_cfg), logger=False, enable_checkpointing=False,
-                                enable_progress_bar=progress,
-                                callbacks=[evaluations[i]])
+                                enable_progress_bar=progress, callbacks=[evaluations[i]])
             tester.test(model, datamodule=datamodule)
             metrics = collect_metrics(tester, metrics)
         _close_member_loggers(loggers, metrics, trainer.global_step, trainer.current_epoch)
@@ -248,13 +232,22 @@ def run_stacked(cfg: DictConfig, output_dir: Path, seeds: list[int], started: fl
     return _mean_metrics(all_metrics)
 
 
-def _last_train_metrics(rows: list[tuple[int, dict[str, float]]]) -> dict[str, float]:
-    """The ``train/`` metrics of a member's last epoch (what a separate run's results.json reports)."""
-    for _, row in reversed(rows):
-        train = {k: v for k, v in row.items() if k.startswith("train/")}
-        if train:
-            return train
-    return {}
+def _load_member(model: pl.LightningModule, state: dict[str, torch.Tensor]) -> None:
+    """Member i's network parameters (a stack's, under its network's names) into its own task."""
+    model.net.load_state_dict(state, strict=False)
+
+
+def _selection_rule(cfg: DictConfig, monitor: str) -> tuple[str, str]:
+    """The run's checkpoint selection (``callbacks.model_checkpoint``'s monitor and mode; else the task's monitor,
+    higher is better)."""
+    node = OmegaConf.select(cfg, "callbacks.model_checkpoint", default=None) or {}
+    return node.get("monitor") or monitor, node.get("mode") or "max"
+
+
+def _member_stopping(cfg: DictConfig):
+    """Makes a member's EarlyStopping from the run's ``callbacks.early_stopping`` (None when it has none)."""
+    node = OmegaConf.select(cfg, "callbacks.early_stopping", default=None)
+    return None if node is None else (lambda: hydra.utils.instantiate(node))
 
 
 def _member_loggers(member_cfg: DictConfig, seed: int, rows: list[tuple[int, dict[str, float]]]) -> list:
@@ -288,20 +281,6 @@ def _figure_callbacks(member_cfg: DictConfig) -> list[FigureCallback]:
     """The member's figure callbacks (latent plot, image samples, interpolations), as its config builds them."""
     return [hydra.utils.instantiate(node) for node in (member_cfg.get("callbacks") or {}).values()
             if targets(node, FigureCallback)]
-
-
-def _stacked_module(models: list[VAEModule | LinkPredictionModule],
-                    streams: MemberStreams) -> StackedVAEModule | StackedLinkPredictionModule:
-    """The members' Lightning modules as one stacked module, with the first member's training settings (the same
-    config for every member)."""
-    first = models[0]
-    if isinstance(first, LinkPredictionModule):
-        return StackedLinkPredictionModule(StackedVGAE([m.net for m in models], streams),
-                                           optimizer=first.optimizer_factory, scheduler=first.scheduler_factory,
-                                           selection_metric=first.monitor)
-    return StackedVAEModule(StackedVAE([m.net for m in models], streams), optimizer=first.optimizer_factory,
-                            scheduler=first.scheduler_factory, warmup_epochs=first.warmup_epochs,
-                            final_beta=first.final_beta)
 
 
 #: up to this many members, the summary has a column per member (more do not fit a terminal's width)
