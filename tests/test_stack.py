@@ -151,7 +151,8 @@ def test_seeds_writes_one_run_per_member_that_tables_and_eval_read(compose_train
     members = {s: json.loads((tmp_path / "stack" / f"seed_{s}" / "results.json").read_text()) for s in (0, 1, 2)}
     for seed, results in members.items():
         assert results["seed"] == seed and results["config"]["seed"] == seed
-        assert set(results["metrics"]) == set(separate)
+        # a separate run's keys, its train/ metrics as the stack's (stack/train/...): none is the member's own
+        assert set(results["metrics"]) == {f"stack/{k}" if k.startswith("train/") else k for k in separate}
         rows = list(csv.DictReader((tmp_path / "stack" / f"seed_{seed}" / "csv" / "metrics.csv").open()))
         assert [r["epoch"] for r in rows] == ["0", "1", "2"] and rows[-1]["test/elbo"]
     assert members[0]["metrics"]["test/elbo"] != members[1]["metrics"]["test/elbo"]

@@ -7,8 +7,9 @@ members' noise drawn together, from one stream seeded with the first seed), and 
 separate run would be, into ``<output_dir>/seed_<s_i>/``: ``.hydra/config.yaml`` (``seed: s_i``),
 ``.hydra/overrides.yaml`` (the job's overrides with ``seeds=[...]`` replaced by ``seed=s_i``),
 ``checkpoints/best.ckpt`` (its best epoch), ``results.json`` (the test of that checkpoint, its draws started from
-the seed as in eval.py) and its logs. A member's ``train/`` metrics are the stack's (the members' mean: the training
-step sees the members' rows as one batch); its validation and test metrics are its own. ``make_tables`` and
+the seed as in eval.py) and its logs. A member has no ``train/`` metrics of its own (the training step sees the
+members' rows as one batch): its record carries the stack's mean as ``stack/train/...``; its validation and test
+metrics are its own. ``make_tables`` and
 ``eval.py`` read the members as K runs; the job's own folder holds ``stack.json`` and is not a run.
 
 A member is statistically, not bitwise, its separate run (its noise comes from the stack's stream). What a stack
@@ -33,8 +34,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from hsvae.cli.builders import (instantiate_loggers, instantiate_model, log_hyperparameters,
-                                 member_overrides, save_run_config, targets)
+from hsvae.cli.instantiation import instantiate_model, targets
+from hsvae.cli.records import save_run_config
+from hsvae.cli.run_loggers import instantiate_loggers, log_hyperparameters
+from hsvae.cli.sweep_job import member_overrides
 from hsvae.cli.report import collect_metrics, write_results
 from hsvae.cli.continuation import finished_metrics
 from hsvae.cli.evaluators import instantiate_evaluators
@@ -211,7 +214,7 @@ def run_stacked(cfg: DictConfig, output_dir: Path, seeds: list[int], started: fl
             _load_member(model, selection.best_states[i])
         _save_member_checkpoint(model, member_dir / "checkpoints" / "best.ckpt", selection.best_epochs[i],
                                 trainer.global_step)
-        metrics = {**member_metrics_at(selection.rows[i], "train/"), **member_metrics_at(selection.rows[i], "val/"),
+        metrics = {**member_metrics_at(selection.rows[i], "stack/train/"), **member_metrics_at(selection.rows[i], "val/"),
                    f"best/{selection.monitor.replace('/', '_')}": selection.best_scores[i]}
         if cfg.get("test", True):
             pl.seed_everything(seed, workers=True, verbose=False)  # as eval.py: the test's draws from the seed

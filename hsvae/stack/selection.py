@@ -51,7 +51,9 @@ class MemberSelection(Checkpoint):
         metrics = stack.member_metrics
         stack.member_metrics = None
         step = max(trainer.global_step - 1, 0)
-        train = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+        # the training step sees the members' rows as one batch: its train/ metrics are the stack's mean, recorded
+        # under stack/ so that no member's record carries them as its own
+        train = {f"stack/{k}": float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
         values = {name: v.tolist() for name, v in (metrics or {}).items()}  # one host read per epoch
         for i in range(self.k):
             row = {**{name: v[i] for name, v in values.items()}, **train, "epoch": trainer.current_epoch}
