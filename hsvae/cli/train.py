@@ -143,7 +143,6 @@ class _Run:
     loggers: list
     run_state: RunState
     pruning: pl.Callback | None
-    checkpoint: dict | None
 
 
 def _fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, in_place: bool, started: float,
@@ -199,7 +198,7 @@ def _build(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, in_place: b
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                                   plugins=[AtomicCheckpointIO()])
     log_hyperparameters(cfg, loggers)
-    return _Run(datamodule, model, trainer, loggers, run_state, pruning, checkpoint)
+    return _Run(datamodule, model, trainer, loggers, run_state, pruning)
 
 
 def _fit(cfg: DictConfig, run: _Run, ckpt_path: str | None, in_place: bool) -> dict[str, Any]:

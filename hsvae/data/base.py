@@ -22,7 +22,6 @@ class SizedPoints(Protocol):
     def input_dim(self) -> int | None: ...
 
 
-
 @dataclass
 class Split:
     x: torch.Tensor

@@ -60,7 +60,8 @@ class ELBOTask(pl.LightningModule):
     ):
         super().__init__()
         if scheduler_interval not in ("epoch", "step"):
-            raise ValueError(f"scheduler_interval must be 'epoch' or 'step' (when the scheduler steps), got {scheduler_interval!r}")
+            raise ValueError(f"scheduler_interval must be 'epoch' or 'step' (when the scheduler steps), "
+                             f"got {scheduler_interval!r}")
         if not warmup_epochs >= 0:
             raise ValueError(f"warmup_epochs must be >= 0 (0: no KL warm-up), got {warmup_epochs}")
         if not final_beta >= 0:
