@@ -18,6 +18,10 @@ class Likelihood(nn.Module):
     def mean(self, params: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def log_prob_table(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """log p(x_i | params_j) for every pair: ``x`` ``(B, ...)``, ``params`` ``(G, n)`` -> ``(B, G)``."""
+        return self.log_prob(x, params[:, None, :].expand(-1, x.shape[0], -1)).T
+
 
 class BernoulliLikelihood(Likelihood):
     """Bernoulli on each pixel, ``params`` are logits; x in [0, 1] (binary, or grey levels as in BCE)."""
@@ -28,6 +32,10 @@ class BernoulliLikelihood(Likelihood):
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(params)
+
+    def log_prob_table(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        # -BCE(l, x) = x l - softplus(l) for any x in [0, 1]: one matrix product for all pairs
+        return x.reshape(x.shape[0], -1) @ params.T - F.softplus(params).sum(-1)
 
 
 class GaussianLikelihood(Likelihood):
@@ -47,3 +55,8 @@ class GaussianLikelihood(Likelihood):
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
         return params
+
+    def log_prob_table(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(x.shape[0], -1)
+        sq = x.pow(2).sum(-1, keepdim=True) - 2 * x @ params.T + params.pow(2).sum(-1)
+        return -0.5 * sq / self.sigma**2 - params.shape[-1] * (math.log(self.sigma) + 0.5 * math.log(2 * math.pi))
