@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -126,6 +126,13 @@ class PhaseProgress:
 
     def advance(self, amount: float = 1.0) -> None:
         self.update(self.completed + amount)
+
+    def stepper(self, done: float, size: float) -> Callable[[float], None] | None:
+        """A callback moving the bar through a chunk of ``size`` after ``done`` by the fraction of it finished
+        (e.g. a network's ``generate(on_step=...)``); None when nothing is displayed."""
+        if not self.shown:
+            return None
+        return lambda fraction: self.update(done + fraction * size)
 
     def close(self) -> None:
         backend, self._backend = self._backend, None
