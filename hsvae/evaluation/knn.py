@@ -66,10 +66,6 @@ class KNNAccuracy(Evaluator):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.k, self.train_points = k, train_points
-        self.data: LabelledSplits | None = None
-
-    def setup(self, datamodule: LabelledSplits) -> None:
-        self.data = datamodule
 
     def test_end(self, trainer: Any, module: Any) -> Metrics:
         train, test = self.data.splits["train"], self.data.splits["test"]

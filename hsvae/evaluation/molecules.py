@@ -131,11 +131,10 @@ class MoleculeMetrics(Evaluator):
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
         self.n_samples, self.n_reconstructions, self.every_n_epochs = n_samples, n_reconstructions, every_n_epochs
         self.batch_size, self.greedy, self.temperature = batch_size, greedy, temperature
-        self.data: SMILESCorpus | None = None
         self._training_smiles: set[str] = set()
 
     def setup(self, datamodule: SMILESCorpus) -> None:
-        self.data = datamodule
+        super().setup(datamodule)
         self._training_smiles = set(datamodule.smiles["train"])
 
     def validation_end(self, trainer: Any, module: Any) -> Metrics:
