@@ -32,18 +32,12 @@ USAGE_ERROR = 2
 RUNTIME_ERROR = 1
 
 
-def _usage_types() -> tuple[type[BaseException], ...]:
-    from hydra.errors import HydraException
-    from lightning_fabric.utilities.exceptions import MisconfigurationException
-    from omegaconf.errors import OmegaConfBaseException
-
-    # MisconfigurationException: Lightning's refusal of trainer settings (trainer=gpu without a GPU, ...)
-    return (ConfigError, EvaluationError, BudgetError, HydraException, OmegaConfBaseException, FileExistsError, EmptySweepError,
-            SearchSpaceError, MissingMetricError, MisconfigurationException)
-
-
-def _runtime_types() -> tuple[type[BaseException], ...]:
-    return (DatasetNotFoundError, MalformedDatasetError, NonFiniteLossError, CheckpointError, FileNotFoundError)
+#: usage and configuration errors besides Hydra's and OmegaConf's own (and Lightning's refusal of trainer settings:
+#: classify() imports it only when it gets that far)
+_USAGE_TYPES = (ConfigError, EvaluationError, BudgetError, FileExistsError, EmptySweepError, SearchSpaceError,
+                MissingMetricError)
+#: runtime failures
+_RUNTIME_TYPES = (DatasetNotFoundError, MalformedDatasetError, NonFiniteLossError, CheckpointError, FileNotFoundError)
 
 
 def _unwrap(err: BaseException) -> BaseException:
@@ -79,9 +73,12 @@ def classify(err: BaseException) -> tuple[int, str]:
         # the config's own errors (an unknown option or key): classified without importing the run's libraries,
         # so that a typo is one line at once
         return USAGE_ERROR, f"error: {text}"
-    if isinstance(inner, _runtime_types()):
+    if isinstance(inner, _RUNTIME_TYPES):
         return RUNTIME_ERROR, f"error: {text}"
-    if isinstance(inner, _usage_types()):
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    # MisconfigurationException: Lightning's refusal of trainer settings (trainer=gpu without a GPU, ...)
+    if isinstance(inner, (*_USAGE_TYPES, MisconfigurationException)):
         return USAGE_ERROR, f"error: {text}"
     if inner is not err and isinstance(err, InstantiationException) and isinstance(inner, (ValueError, TypeError)):
         # a constructor's argument check: its message names the config key (dataset.batch_size, ...)

@@ -1,7 +1,7 @@
 """The M1 of an M1+M2 run: a trained MNIST VAE, loaded from its checkpoint or trained first in the same job.
 
 Stage 1 of ``task=m1_m2`` (``dataset=mnist_m1``): train.py runs it as a step before the run's data are built
-(:func:`m1_stage_config`, when :func:`m1_checkpoint` finds no M1), and :func:`hsvae.cli.stages.earlier_stages`
+(:func:`m1_stage_config`, when :func:`m1_checkpoint` finds no M1), and :func:`hsvae.cli.stages.instantiate_datamodule`
 hands the M1 (:func:`trained_m1`) to the data module:
 
 * ``m1.ckpt_path=<run>/checkpoints/best.ckpt``: that VAE, rebuilt from its run's config

@@ -1,10 +1,5 @@
-"""Which config file set each protocol value of a run: the lines under "set by" in the start banner.
-
-    model=vgae (from task=link_prediction, via dataset=cora)
-    latent.dim=5 (command line)
-    trainer.max_epochs=200 (from task=link_prediction, via dataset=cora)
-    callbacks.early_stopping=null (from task=link_prediction, via dataset=cora)
-    callbacks.model_checkpoint.monitor=val/auc_ap (from task=link_prediction, via dataset=cora)
+"""Which config file set each protocol value of a run: the lines under "set by" in the start banner
+(hsvae/cli/banner.py shows them), e.g. ``trainer.max_epochs=200 (from task=link_prediction, via dataset=cora)``.
 
 Hydra records which option of each group a run chose (``hydra.runtime.choices``), not which file set a key. So
 the defaults list is computed again from the run's overrides (Hydra's own composition order: a later entry wins,
@@ -27,6 +22,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from hsvae.cli import CONFIG_DIR
+from hsvae.cli.resume import override_key
 
 _UNKNOWN = "?"
 _ABSENT = object()
@@ -74,10 +70,6 @@ def _sets(content: DictConfig, relative: str) -> bool:
         return False
 
 
-def _override_key(item: str) -> str:
-    return item.lstrip("+~").split("=", 1)[0].strip()
-
-
 class Provenance:
     """The sources of a composed run's values, from its choices, overrides and the defaults list Hydra builds."""
 
@@ -119,7 +111,7 @@ class Provenance:
     # -- sources -----------------------------------------------------------------------------------------------
     def _command_line(self, key: str) -> str | None:
         for item in reversed(self.task_overrides):
-            name = _override_key(item)
+            name = override_key(item).strip()
             if name.split("@")[0] in self.groups or name in self.groups:
                 continue  # a group's option: its file is in the defaults list
             if key == name or key.startswith(name + "."):

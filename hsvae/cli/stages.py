@@ -17,18 +17,11 @@ from hsvae.data.base import SizedPoints
 from hsvae.utils.errors import ConfigError
 
 
-def earlier_stages(cfg: DictConfig) -> dict[str, object]:
-    """The data module's arguments that earlier stages produce: ``{"m1": <the M1 VAE>}`` for an M1+M2 task,
-    else nothing."""
-    if cfg.get("m1") is None:
-        return {}
-    return {"m1": trained_m1(cfg)}
-
-
 def instantiate_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
-    """``cfg.dataset``, given what the task's earlier stages produced; ``data_spec.input_dim`` is then read from
-    it (see :func:`read_input_dim`)."""
-    datamodule = instantiate_node(cfg, "dataset", **earlier_stages(cfg))
+    """``cfg.dataset``, given what the task's earlier stages produced (an M1+M2 task's M1, as the data module's
+    ``m1``); ``data_spec.input_dim`` is then read from it (see :func:`read_input_dim`)."""
+    produced = {"m1": trained_m1(cfg)} if cfg.get("m1") is not None else {}
+    datamodule = instantiate_node(cfg, "dataset", **produced)
     read_input_dim(cfg, datamodule)
     return datamodule
 
