@@ -222,15 +222,13 @@ def protocol_lines(cfg: DictConfig, choices: Mapping[str, str | None], task_over
     except Exception:
         provenance = None
 
-    def where(find, name: str) -> str:
-        if provenance is None:
-            return _UNKNOWN
+    def where(method: str, name: str) -> str:
         try:
-            return find(name)
-        except Exception:
+            return getattr(provenance, method)(name)
+        except Exception:  # (no provenance at all included)
             return _UNKNOWN
 
-    lines = [f"model={choices.get('model') or _UNKNOWN} ({where(lambda g: provenance.of_group(g), 'model')})"]
+    lines = [f"model={choices.get('model') or _UNKNOWN} ({where('of_group', 'model')})"]
     stopping = _value(cfg, "callbacks.early_stopping")
     for key in PROTOCOL_KEYS:
         value = _value(cfg, key)
@@ -239,12 +237,12 @@ def protocol_lines(cfg: DictConfig, choices: Mapping[str, str | None], task_over
                 continue  # on: its monitor and patience say where it comes from
             if isinstance(stopping, DictConfig):  # settings without a callback (e.g. callbacks=none): off
                 lines.append(f"callbacks.early_stopping: no _target_ (callbacks={choices.get('callbacks')}, "
-                             f"{where(lambda g: provenance.of_group(g), 'callbacks')})")
+                             f"{where('of_group', 'callbacks')})")
                 continue
             value = None  # null or absent: no early stopping
         elif key.startswith("callbacks.early_stopping.") and not _is_on(stopping):
             continue
         if value is _ABSENT:
             continue
-        lines.append(f"{key}={_show(value)} ({where(lambda k: provenance.of_key(k), key)})")
+        lines.append(f"{key}={_show(value)} ({where('of_key', key)})")
     return lines

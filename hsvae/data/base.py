@@ -11,7 +11,6 @@ import pytorch_lightning as pl
 import torch
 
 from .loaders import TensorLoader
-from hsvae.utils.errors import DatasetNotFoundError
 
 
 @runtime_checkable

@@ -205,9 +205,6 @@ class TokenCodes:
     placeholders: dict[str, int]
     ends: np.ndarray
 
-    def __len__(self) -> int:
-        return self.ends.size
-
     def rows(self, lo: int, hi: int) -> TokenCodes:
         """Strings ``lo`` to ``hi - 1`` (a view, no copy)."""
         start = int(self.ends[lo - 1]) + 1 if lo > 0 else 0

@@ -17,7 +17,8 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from hsvae.evaluation.protocols import LabelledSplits
 from hsvae.utils.modules import evaluating
-from hsvae.utils.plotting import image_grid, image_rows, latent_space, plot_latent, save_figure
+from hsvae.latents.base import latent_space
+from hsvae.utils.plotting import image_grid, image_rows, plot_latent, save_figure
 
 
 def log_figure(trainer: pl.Trainer, key: str, fig, step: int) -> None:

@@ -11,8 +11,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from hsvae.latents.base import latent_space  # noqa: E402,F401  (re-exported for the figure titles)
-
 
 def _pca2(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The mean of ``points``, the first two principal axes (rows) and the fraction of the variance each explains."""
