@@ -137,10 +137,6 @@ def run_script(main: Callable[[], Any]) -> None:
     raise SystemExit(result if isinstance(result, int) else 0)
 
 
-def full_error_requested() -> bool:
-    return os.environ.get("HYDRA_FULL_ERROR") == "1" or "--verbose" in sys.argv
-
-
 def record_failure(output_dir: str | Path, log_name: str, err: BaseException, cfg: Any = None,
                    status: str = "failed", cause: BaseException | None = None) -> None:
     """Append the error and its traceback to ``<output_dir>/<log_name>`` and write ``results.json`` with the
@@ -246,7 +242,7 @@ def run_entry_point(hydra_main: Callable[[], Any], prepare: Callable[[], None] |
     lets this function choose the message and the exit code. A user who set ``HYDRA_FULL_ERROR=1`` (or passed
     ``--verbose``) gets the traceback as well.
     """
-    verbose = full_error_requested()
+    verbose = os.environ.get("HYDRA_FULL_ERROR") == "1" or "--verbose" in sys.argv
     multirun = any(arg in ("-m", "--multirun") for arg in sys.argv[1:])
     if "--verbose" in sys.argv:
         sys.argv.remove("--verbose")

@@ -1,9 +1,6 @@
-"""What a task runs before its data exist, and the data module built from it.
-
-An M1+M2 task (``task=m1_m2``, which declares ``m1``) has two stages. Stage 1 is the M1 VAE: loaded from
-``m1.ckpt_path``, or trained first as a complete run of its own into ``<output_dir>/m1/`` (a step train.py runs
-before this run's data: :func:`hsvae.cli.m1.m1_stage_config`). Stage 2 is this run: the M2, trained on the M1's
-codes, whose data module receives the M1 here. The dataset config describes the data alone; no stage runs inside data construction.
+"""The data module, given what the task's earlier stages produced: an M1+M2 task's M1 (stage 1, loaded or trained
+first by train.py: hsvae/cli/m1.py) is handed to the data of stage 2, the M2. The dataset config describes the data
+alone; no stage runs inside data construction.
 """
 
 from __future__ import annotations
