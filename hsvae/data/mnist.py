@@ -62,18 +62,14 @@ def load_mnist(data_dir: str | Path, download: bool = True, verify: bool = True,
 
     data_dir = Path(data_dir).expanduser()
     raw = data_dir / "MNIST" / "raw"
-    missing = _missing(raw)
+    missing, download_error = _missing(raw), ""
     if missing and download:
         try:
             MNIST(str(data_dir), train=True, download=True)
             MNIST(str(data_dir), train=False, download=True)
         except Exception as err:  # network, permissions, mirrors: all end in the same advice
             download_error = f" (download failed: {type(err).__name__}: {err})"
-        else:
-            download_error = ""
         missing = _missing(raw)
-    else:
-        download_error = ""
     if missing:
         raise DatasetNotFoundError(
             f"MNIST not found in {raw}: missing {', '.join(missing)}{download_error}. "

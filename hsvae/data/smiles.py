@@ -436,14 +436,13 @@ class SMILESDataModule(InMemoryDataModule):
             if self.verify and self.md5:  # the published list's checksum (a stamp in the cache: hashed once)
                 verify_file(self.path, self.md5, self.cache_dir, f"Replace it with an intact copy (from {self.url}).")
             return
+        reason = ""
         if self.download and self.url:
             try:
                 download_file(self.url, self.path, self.md5)
                 return
             except Exception as err:  # network, permissions, a moved URL: the same advice follows
                 reason = f" (download from {self.url} failed: {type(err).__name__}: {err})"
-        else:
-            reason = ""
         raise DatasetNotFoundError(
             f"SMILES file {self.path} not found{reason}. Put the ZINC250k SMILES list there "
             f"(250k_rndm_zinc_drugs_clean.smi.gz, from {ZINC250K_URL}), set HSVAE_DATA_DIR / paths.data_dir to the "
