@@ -34,10 +34,8 @@ def knn_predict(
     ref = torch.nn.functional.normalize(train_x, dim=-1) if metric == "cosine" else train_x
     for start in range(0, query_x.shape[0], chunk):
         q = query_x[start : start + chunk]
-        if metric == "cosine":
-            score = torch.nn.functional.normalize(q, dim=-1) @ ref.T  # larger = nearer
-        else:
-            score = -torch.cdist(q, ref)
+        # larger = nearer
+        score = torch.nn.functional.normalize(q, dim=-1) @ ref.T if metric == "cosine" else -torch.cdist(q, ref)
         idx = score.topk(k, dim=1).indices
         votes = torch.nn.functional.one_hot(train_y[idx], n_classes).sum(1)
         preds.append(votes.argmax(1))

@@ -111,9 +111,7 @@ class LatentPlotCallback(FigureCallback):
         latent = net.latent
         family = type(latent).__name__.replace("Latent", "")
         space = latent_space(latent.spheres, latent.dim)
-        prior_samples = None
-        if latent.prior_is_learnt:
-            prior_samples = latent.prior(points).sample((len(points),))
+        prior_samples = latent.prior(points).sample((len(points),)) if latent.prior_is_learnt else None
         fig = plot_latent(points, y, latent.spherical, title=f"latent means: {family}, {space}",
                           prior_samples=prior_samples)
         log_figure(trainer, "latent", fig, trainer.global_step)
