@@ -55,9 +55,6 @@ class SphericalLatent(LatentFamily):
         loc = direction / direction.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(raw.dtype).tiny)
         return loc, s
 
-    def make_prior(self, device: torch.device, dtype: torch.dtype) -> Distribution:
-        return self.prior_module.distribution(device, dtype)
-
     def extra_repr(self) -> str:
         kl = f", kl={self.kl_estimator}" if self.kl_estimator != "auto" else ""
         return super().extra_repr() + kl
