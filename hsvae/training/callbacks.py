@@ -115,7 +115,6 @@ class LatentPlotCallback(FigureCallback):
         fig = plot_latent(points, y, latent.spherical, title=f"latent means: {family}, {space}",
                           prior_samples=prior_samples)
         log_figure(trainer, "latent", fig, trainer.global_step)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
         save_figure(fig, self.output_dir / f"latent_{tag}.png")
 
 
@@ -141,7 +140,6 @@ class ImageSamplesCallback(FigureCallback):
                 z = net.latent.prior().sample((x.shape[0],))
                 figures["samples"] = image_grid(net.likelihood.mean(net.decode(z)).reshape(x.shape), nrow=16,
                                                 title="samples from the prior")
-        self.output_dir.mkdir(parents=True, exist_ok=True)
         for key, fig in figures.items():
             log_figure(trainer, key, fig, trainer.global_step)
             save_figure(fig, self.output_dir / f"{key}_{tag}.png")

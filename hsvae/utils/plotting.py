@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -147,5 +149,6 @@ def image_rows(groups, nrow: int = 8, title: str = "") -> Figure:
 
 
 def save_figure(fig: Figure, path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
