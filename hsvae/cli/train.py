@@ -33,7 +33,6 @@ from hsvae.cli.checkpoints import check_fits, load_checkpoint
 from hsvae.cli.evaluators import instantiate_evaluators
 from hsvae.cli.resume import run_dir_of
 from hsvae.cli.failures import recording_failures
-from hsvae.cli.phase_tracker import PhaseTracker
 from hsvae.cli.signals import lightning_interruptions, set_phase
 from hsvae.cli.stack_runs import finished_stack_metrics, run_stacked, stack_checkpoint, stack_seeds
 from hsvae.analysis.results import PROGRESS_FILE
@@ -128,6 +127,26 @@ def _earlier_stages(cfg: DictConfig) -> None:
     from its checkpoint (hsvae/cli/stages.py)."""
     if cfg.get("m1") is not None and m1_checkpoint(cfg) is None:
         train(m1_stage_config(cfg))
+
+
+class PhaseTracker(pl.Callback):
+    """Names the phase of a fit or test as Lightning goes through it (for a signal's record)."""
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        set_phase("starting the fit")
+
+    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        set_phase("checking the validation step")
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        set_phase(f"training (epoch {trainer.current_epoch})")
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            set_phase(f"validating (epoch {trainer.current_epoch})")
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        set_phase("testing")
 
 
 @dataclass
