@@ -325,7 +325,7 @@ def test_verbose_shows_the_traceback(tmp_path):
     assert proc.returncode == 2 and "Traceback" in proc.stderr and "error: latent.dim" in proc.stderr
 
 
-#: lines that tell a user nothing about their run (hsvae/cli/console.py keeps them in the run's log file)
+#: lines that tell a user nothing about their run (hsvae/cli/entry_points.py keeps them in the run's log file)
 NOISE = ("litlogger", "litmodels", "LeafSpec", "callbacks used to create the checkpoint", "GPU available",
          "The dirpath has changed")
 

@@ -138,7 +138,7 @@ def test_without_rdkit_validity_is_skipped_with_one_warning(monkeypatch):
     evaluator = molecules.MoleculeMetrics()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert evaluator.validity_checker() is None and evaluator.validity_checker() is None
+        assert evaluator.validity_checker is None and evaluator.validity_checker is None
     assert sum(issubclass(w.category, RDKitMissingWarning) for w in caught) == 1
 
 
@@ -246,7 +246,7 @@ def test_reconstruction_metrics_decode_exactly_the_first_n_strings(zinc, monkeyp
     monkeypatch.setattr(module.net, "embed", lambda batch: (current.update(batch=batch), embed(batch))[1])
     monkeypatch.setattr(module.net, "generate", generate)
     trainer = SimpleNamespace(fast_dev_run=False, default_root_dir=None, is_global_zero=True)
-    monkeypatch.setattr(molecules, "_DecodingProgress", lambda description, strings, trainer: __import__(
+    monkeypatch.setattr(molecules, "PhaseProgress", lambda *args, **kwargs: __import__(
         "contextlib").nullcontext(SimpleNamespace(stepper=lambda done, rows: None)))
     metrics = evaluator.decoding_metrics(trainer, module, "val")
     assert decoded_rows == [5, 2]

@@ -62,24 +62,12 @@ class Search:
     sweeper_result: dict[str, Any] | None = None
 
     @property
-    def metric(self) -> str:
-        return self.metrics[0]
-
-    @property
-    def direction(self) -> str:
-        return self.directions[0]
-
-    @property
     def multi_objective(self) -> bool:
         return len(self.metrics) > 1
 
     @property
     def completed(self) -> list[Trial]:
         return [t for t in self.trials if t.values is not None]
-
-    @property
-    def pruned(self) -> list[Trial]:
-        return [t for t in self.trials if t.pruned]
 
     def _signed(self, trial: Trial) -> list[float]:
         """The trial's values, each turned into one to minimise."""
@@ -169,7 +157,7 @@ def report(search: Search) -> str:
     """The text :func:`main` prints: the best trial (the Pareto front of a multi-objective search), the sweeper's
     agreement, and a table of all trials."""
     names = list(search.space)
-    done, pruned = search.completed, search.pruned
+    done, pruned = search.completed, [t for t in search.trials if t.pruned]
     objectives = ", ".join(f"{d} {m}" for d, m in zip(search.directions, search.metrics))
     lines = [
         f"search: {search.directory}",
@@ -186,7 +174,7 @@ def report(search: Search) -> str:
     elif best is None:
         lines.append("best trial: none completed")
     else:
-        lines.append(f"best trial: {best.number}  {search.metric} = {best.value!r}  ({best.directory})")
+        lines.append(f"best trial: {best.number}  {search.metrics[0]} = {best.value!r}  ({best.directory})")
         lines.extend(f"    {name}={best.params[name]}" for name in names)
     if search.sweeper_result is None:
         lines.append(f"the sweeper wrote no {RESULTS_FILE}: the search was interrupted or is still running "
@@ -228,11 +216,7 @@ def plot_pareto(search: Search, path: str | Path) -> Path:
     ax.legend(fontsize="small")
     ax.set_title(f"{search.description.get('study_name') or search.directory.name}: {len(done)} completed trials",
                  fontsize="medium")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_search(search: Search, path: str | Path) -> Path:
@@ -291,14 +275,19 @@ def plot_search(search: Search, path: str | Path) -> Path:
     for ax in list(axes.flat)[len(names):]:
         ax.set_visible(False)
     for ax in axes[:, 0]:
-        ax.set_ylabel(search.metric)
-    fig.suptitle(f"{search.description.get('study_name') or search.directory.name}: {search.direction} "
-                 f"{search.metric} ({len(search.completed)} completed trials)", fontsize="medium")
+        ax.set_ylabel(search.metrics[0])
+    fig.suptitle(f"{search.description.get('study_name') or search.directory.name}: {search.directions[0]} "
+                 f"{search.metrics[0]} ({len(search.completed)} completed trials)", fontsize="medium")
+    return _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    path = Path(path)
     fig.savefig(path, dpi=120)
     plt.close(fig)
-    return path
+    return Path(path)
 
 
 def main(argv: list[str] | None = None) -> int:

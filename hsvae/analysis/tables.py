@@ -85,8 +85,6 @@ def find_jobs(roots: list[Path]) -> list[Job]:
                 job.problem = f"corrupt results.json ({err})"
         if job.problem:
             warnings.warn(f"{job_dir}: {job.problem}; counted as missing", stacklevel=2)
-        if not job.overrides and job.results is not None:
-            job.overrides = {}
         jobs.append(job)
     return jobs
 

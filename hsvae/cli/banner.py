@@ -55,9 +55,9 @@ def _choice(cfg: DictConfig, group: str) -> str | None:
 def _sources(cfg: DictConfig) -> tuple[dict, list[str], bool] | None:
     """The group choices, the job's overrides and whether it is a sweep's job, of the Hydra job that composed
     ``cfg``: from its Hydra node, else from the running app's when ``cfg`` is that job's (same output folder)."""
-    hydra_node = _get(cfg, "hydra")
-    if hydra_node is None:
-        try:
+    try:
+        hydra_node = _get(cfg, "hydra")
+        if hydra_node is None:
             from hydra.core.hydra_config import HydraConfig
 
             if not HydraConfig.initialized():
@@ -65,12 +65,9 @@ def _sources(cfg: DictConfig) -> tuple[dict, list[str], bool] | None:
             hydra_node = HydraConfig.get()
             if str(_get(cfg, "paths.output_dir")) != str(hydra_node.runtime.output_dir):
                 return None
-        except Exception:
-            return None
-    try:
         choices = OmegaConf.to_container(hydra_node.runtime.choices)
         overrides = [str(o) for o in hydra_node.overrides.task]
-        multirun = str(_get(hydra_node, "mode")) == "RunMode.MULTIRUN" or str(_get(hydra_node, "mode")) == "MULTIRUN"
+        multirun = str(_get(hydra_node, "mode")) in ("RunMode.MULTIRUN", "MULTIRUN")
     except Exception:
         return None
     return choices, overrides, multirun

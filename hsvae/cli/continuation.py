@@ -22,12 +22,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from hsvae.analysis.results import DONE_STATUSES, LOCK_FILE, RESULTS_FORMAT, read_status
-from hsvae.cli.resume import run_dir_of
+from hsvae.cli.resume import override_key, run_dir_of
 
 log = logging.getLogger(__name__)
 
@@ -46,19 +47,11 @@ def check_output_dir(output_dir: str | Path, allow_overwrite: bool) -> None:
         )
 
 
-def continues_in_place(cfg: DictConfig) -> bool:
-    """Whether this run continues what its folder holds when that is the same run (``auto_resume``)."""
-    return bool(cfg.get("auto_resume", True))
-
-
-def _key(override: str) -> str:
-    return override.partition("=")[0].lstrip("+~")
-
-
 def run_identity(overrides: list[str], exclude: list[str]) -> dict[str, str]:
     """``{key: override}`` of the overrides that say which run this is (``exclude`` and ``hydra.*`` left out)."""
     left_out = set(exclude)
-    return {_key(o): o for o in overrides if _key(o) not in left_out and not _key(o).startswith("hydra.")}
+    return {override_key(o): o for o in overrides
+            if override_key(o) not in left_out and not override_key(o).startswith("hydra.")}
 
 
 def identity_difference(output_dir: Path) -> str | None:
@@ -106,7 +99,7 @@ def plan_folder(cfg: DictConfig, output_dir: Path) -> FolderPlan:
     found = [name for name in RUN_MARKERS if (output_dir / name).exists()]
     if not found or allow_overwrite:
         return FolderPlan()
-    if not continues_in_place(cfg):
+    if not cfg.get("auto_resume", True):  # only the same run continues in place
         check_output_dir(output_dir, allow_overwrite=False)
     difference = identity_difference(output_dir)
     if difference is not None:
@@ -132,16 +125,6 @@ class FolderInUseError(FileExistsError):
     """Another live process holds the run folder."""
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
-
-
 @contextlib.contextmanager
 def claim_folder(output_dir: Path) -> Iterator[None]:
     """Hold ``output_dir`` for this process: ``.lock`` is created exclusively (an atomic create: of two commands
@@ -160,7 +143,8 @@ def claim_folder(output_dir: Path) -> Iterator[None]:
                 holder = json.loads(lock.read_text())
             except (OSError, ValueError):
                 holder = {}
-            stale = holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) and not _alive(holder["pid"])
+            pid = holder.get("pid")
+            stale = holder.get("host") == me["host"] and isinstance(pid, int) and not psutil.pid_exists(pid)
             if not stale and holder:
                 raise FolderInUseError(
                     f"{output_dir} is in use by another run (pid {holder.get('pid')} on {holder.get('host')}, since "

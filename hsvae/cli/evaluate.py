@@ -19,12 +19,11 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hsvae.cli.banner import start_banner
-from hsvae.cli.continuation import check_output_dir
+from hsvae.cli.continuation import check_output_dir, claim_folder
 from hsvae.cli.instantiation import instantiate_model, validate
 from hsvae.cli.records import save_run_config
 from hsvae.cli.run_loggers import instantiate_loggers
 from hsvae.cli.checkpoints import find_run_config, load_checkpoint
-from hsvae.cli.continuation import claim_folder
 from hsvae.cli.evaluators import adopt_legacy_evaluation, instantiate_evaluators
 from hsvae.cli.failures import recording_failures
 from hsvae.cli.m1 import m1_checkpoint

@@ -32,18 +32,12 @@ USAGE_ERROR = 2
 RUNTIME_ERROR = 1
 
 
-def _usage_types() -> tuple[type[BaseException], ...]:
-    from hydra.errors import HydraException
-    from lightning_fabric.utilities.exceptions import MisconfigurationException
-    from omegaconf.errors import OmegaConfBaseException
-
-    # MisconfigurationException: Lightning's refusal of trainer settings (trainer=gpu without a GPU, ...)
-    return (ConfigError, EvaluationError, BudgetError, HydraException, OmegaConfBaseException, FileExistsError, EmptySweepError,
-            SearchSpaceError, MissingMetricError, MisconfigurationException)
-
-
-def _runtime_types() -> tuple[type[BaseException], ...]:
-    return (DatasetNotFoundError, MalformedDatasetError, NonFiniteLossError, CheckpointError, FileNotFoundError)
+#: usage and configuration errors besides Hydra's and OmegaConf's own (and Lightning's refusal of trainer settings:
+#: classify() imports it only when it gets that far)
+_USAGE_TYPES = (ConfigError, EvaluationError, BudgetError, FileExistsError, EmptySweepError, SearchSpaceError,
+                MissingMetricError)
+#: runtime failures
+_RUNTIME_TYPES = (DatasetNotFoundError, MalformedDatasetError, NonFiniteLossError, CheckpointError, FileNotFoundError)
 
 
 def _unwrap(err: BaseException) -> BaseException:
@@ -79,9 +73,12 @@ def classify(err: BaseException) -> tuple[int, str]:
         # the config's own errors (an unknown option or key): classified without importing the run's libraries,
         # so that a typo is one line at once
         return USAGE_ERROR, f"error: {text}"
-    if isinstance(inner, _runtime_types()):
+    if isinstance(inner, _RUNTIME_TYPES):
         return RUNTIME_ERROR, f"error: {text}"
-    if isinstance(inner, _usage_types()):
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    # MisconfigurationException: Lightning's refusal of trainer settings (trainer=gpu without a GPU, ...)
+    if isinstance(inner, (*_USAGE_TYPES, MisconfigurationException)):
         return USAGE_ERROR, f"error: {text}"
     if inner is not err and isinstance(err, InstantiationException) and isinstance(inner, (ValueError, TypeError)):
         # a constructor's argument check: its message names the config key (dataset.batch_size, ...)
@@ -138,10 +135,6 @@ def run_script(main: Callable[[], Any]) -> None:
         print(message, file=sys.stderr)
         raise SystemExit(code) from None
     raise SystemExit(result if isinstance(result, int) else 0)
-
-
-def full_error_requested() -> bool:
-    return os.environ.get("HYDRA_FULL_ERROR") == "1" or "--verbose" in sys.argv
 
 
 def record_failure(output_dir: str | Path, log_name: str, err: BaseException, cfg: Any = None,
@@ -249,7 +242,7 @@ def run_entry_point(hydra_main: Callable[[], Any], prepare: Callable[[], None] |
     lets this function choose the message and the exit code. A user who set ``HYDRA_FULL_ERROR=1`` (or passed
     ``--verbose``) gets the traceback as well.
     """
-    verbose = full_error_requested()
+    verbose = os.environ.get("HYDRA_FULL_ERROR") == "1" or "--verbose" in sys.argv
     multirun = any(arg in ("-m", "--multirun") for arg in sys.argv[1:])
     if "--verbose" in sys.argv:
         sys.argv.remove("--verbose")

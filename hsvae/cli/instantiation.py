@@ -27,10 +27,9 @@ def validate(cfg: DictConfig) -> None:
     lr = optimizer.get("lr")
     if lr is not None and not lr > 0:
         raise ConfigError(f"model.optimizer.lr must be > 0, got {lr}")
-    for key in ("weight_decay",):
-        value = optimizer.get(key)
-        if value is not None and value < 0:
-            raise ConfigError(f"model.optimizer.{key} must be >= 0, got {value}")
+    weight_decay = optimizer.get("weight_decay")
+    if weight_decay is not None and weight_decay < 0:
+        raise ConfigError(f"model.optimizer.weight_decay must be >= 0, got {weight_decay}")
     max_epochs = cfg.get("trainer", {}).get("max_epochs")
     if max_epochs is not None and not (isinstance(max_epochs, int) and (max_epochs >= 1 or max_epochs == -1)):
         raise ConfigError(f"trainer.max_epochs must be an integer >= 1 (or -1 for no limit), got {max_epochs!r}")

@@ -112,7 +112,6 @@ def main(argv: list[str] | None = None) -> int:
     kind = "slerp" if latent.spheres else "straight line"
     title = f"{type(latent).__name__.replace('Latent', '')}, d={latent.dim}: {kind} between {args.split} images"
     fig = image_grid(images.flatten(0, 1), nrow=args.steps, title=title)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     save_figure(fig, args.out)
     print(f"wrote {args.out}")
     return 0

@@ -1,7 +1,7 @@
 """The M1 of an M1+M2 run: a trained MNIST VAE, loaded from its checkpoint or trained first in the same job.
 
 Stage 1 of ``task=m1_m2`` (``dataset=mnist_m1``): train.py runs it as a step before the run's data are built
-(:func:`m1_stage_config`, when :func:`m1_checkpoint` finds no M1), and :func:`hsvae.cli.stages.earlier_stages`
+(:func:`m1_stage_config`, when :func:`m1_checkpoint` finds no M1), and :func:`hsvae.cli.stages.instantiate_datamodule`
 hands the M1 (:func:`trained_m1`) to the data module:
 
 * ``m1.ckpt_path=<run>/checkpoints/best.ckpt``: that VAE, rebuilt from its run's config
@@ -49,11 +49,6 @@ def _expected(latent: DictConfig):
         raise ConfigError(f"m1.latent is not a valid latent config ({type(err).__name__}: {err}): {latent}") from err
 
 
-def run_config(ckpt: Path, train_config: str | None = None) -> tuple[DictConfig, Path]:
-    """The training config of the run that wrote ``ckpt``, and where it was found."""
-    return find_run_config(ckpt, train_config, explicit_key="m1.train_config")
-
-
 def load_m1(ckpt_path: str | Path, latent: DictConfig, train_config: str | None = None) -> VAE:
     """The VAE saved in ``ckpt_path`` (frozen, eval mode, on the CPU), after checking that its latent is the
     one ``latent`` (the ``m1.latent`` config) describes."""
@@ -65,7 +60,7 @@ def load_m1(ckpt_path: str | Path, latent: DictConfig, train_config: str | None 
             f"{_describe(expected)} (m1.latent), written by train.py (e.g. <run dir>/checkpoints/best.ckpt). "
             "Set m1.ckpt_path=null to train the M1 in this job."
         )
-    cfg, source = run_config(ckpt, train_config)
+    cfg, source = find_run_config(ckpt, train_config, explicit_key="m1.train_config")
     target = str(OmegaConf.select(cfg, "model._target_", default=""))
     if not targets(cfg.get("model"), VAEModule):
         raise ConfigError(
@@ -151,22 +146,15 @@ class FinalCheckpoint(pl.Callback):
         trainer.save_checkpoint(self.path)
 
 
-def _trained_checkpoint(m1_dir: Path) -> Path | None:
-    for name in ("best.ckpt", "final.ckpt"):
-        path = m1_dir / "checkpoints" / name
-        if path.is_file():
-            return path
-    return None
-
-
 def m1_checkpoint(cfg: DictConfig) -> Path | None:
     """The checkpoint of an M1+M2 run's M1 (``cfg.m1``): ``m1.ckpt_path``, or the M1 this run trained earlier into
     ``<output_dir>/m1/`` (a finished run there: its results.json), or None when it has still to be trained."""
     if cfg.m1.get("ckpt_path"):
         return Path(cfg.m1.ckpt_path)
     m1_dir = Path(cfg.paths.output_dir) / "m1"
-    found = _trained_checkpoint(m1_dir)
-    return found if found is not None and (m1_dir / "results.json").is_file() else None
+    if not (m1_dir / "results.json").is_file():
+        return None
+    return next((p for p in (m1_dir / "checkpoints" / n for n in ("best.ckpt", "final.ckpt")) if p.is_file()), None)
 
 
 def m1_refusal(cfg: DictConfig) -> str | None:

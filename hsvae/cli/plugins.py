@@ -42,8 +42,8 @@ def missing_plugin(argv: list[str]) -> str | None:
     return None
 
 
-def exit_if_plugin_missing(argv: list[str] | None = None) -> None:
-    message = missing_plugin(sys.argv[1:] if argv is None else argv)
+def exit_if_plugin_missing() -> None:
+    message = missing_plugin(sys.argv[1:])
     if message:
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2)

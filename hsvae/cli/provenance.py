@@ -1,10 +1,5 @@
-"""Which config file set each protocol value of a run: the lines under "set by" in the start banner.
-
-    model=vgae (from task=link_prediction, via dataset=cora)
-    latent.dim=5 (command line)
-    trainer.max_epochs=200 (from task=link_prediction, via dataset=cora)
-    callbacks.early_stopping=null (from task=link_prediction, via dataset=cora)
-    callbacks.model_checkpoint.monitor=val/auc_ap (from task=link_prediction, via dataset=cora)
+"""Which config file set each protocol value of a run: the lines under "set by" in the start banner
+(hsvae/cli/banner.py shows them), e.g. ``trainer.max_epochs=200 (from task=link_prediction, via dataset=cora)``.
 
 Hydra records which option of each group a run chose (``hydra.runtime.choices``), not which file set a key. So
 the defaults list is computed again from the run's overrides (Hydra's own composition order: a later entry wins,
@@ -27,6 +22,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from hsvae.cli import CONFIG_DIR
+from hsvae.cli.resume import override_key
 
 _UNKNOWN = "?"
 _ABSENT = object()
@@ -74,10 +70,6 @@ def _sets(content: DictConfig, relative: str) -> bool:
         return False
 
 
-def _override_key(item: str) -> str:
-    return item.lstrip("+~").split("=", 1)[0].strip()
-
-
 class Provenance:
     """The sources of a composed run's values, from its choices, overrides and the defaults list Hydra builds."""
 
@@ -119,7 +111,7 @@ class Provenance:
     # -- sources -----------------------------------------------------------------------------------------------
     def _command_line(self, key: str) -> str | None:
         for item in reversed(self.task_overrides):
-            name = _override_key(item)
+            name = override_key(item).strip()
             if name.split("@")[0] in self.groups or name in self.groups:
                 continue  # a group's option: its file is in the defaults list
             if key == name or key.startswith(name + "."):
@@ -230,15 +222,13 @@ def protocol_lines(cfg: DictConfig, choices: Mapping[str, str | None], task_over
     except Exception:
         provenance = None
 
-    def where(find, name: str) -> str:
-        if provenance is None:
-            return _UNKNOWN
+    def where(method: str, name: str) -> str:
         try:
-            return find(name)
-        except Exception:
+            return getattr(provenance, method)(name)
+        except Exception:  # (no provenance at all included)
             return _UNKNOWN
 
-    lines = [f"model={choices.get('model') or _UNKNOWN} ({where(lambda g: provenance.of_group(g), 'model')})"]
+    lines = [f"model={choices.get('model') or _UNKNOWN} ({where('of_group', 'model')})"]
     stopping = _value(cfg, "callbacks.early_stopping")
     for key in PROTOCOL_KEYS:
         value = _value(cfg, key)
@@ -247,12 +237,12 @@ def protocol_lines(cfg: DictConfig, choices: Mapping[str, str | None], task_over
                 continue  # on: its monitor and patience say where it comes from
             if isinstance(stopping, DictConfig):  # settings without a callback (e.g. callbacks=none): off
                 lines.append(f"callbacks.early_stopping: no _target_ (callbacks={choices.get('callbacks')}, "
-                             f"{where(lambda g: provenance.of_group(g), 'callbacks')})")
+                             f"{where('of_group', 'callbacks')})")
                 continue
             value = None  # null or absent: no early stopping
         elif key.startswith("callbacks.early_stopping.") and not _is_on(stopping):
             continue
         if value is _ABSENT:
             continue
-        lines.append(f"{key}={_show(value)} ({where(lambda k: provenance.of_key(k), key)})")
+        lines.append(f"{key}={_show(value)} ({where('of_key', key)})")
     return lines

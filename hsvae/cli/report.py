@@ -14,8 +14,6 @@ from hsvae.analysis.results import RESULTS_FORMAT
 from hsvae.utils.io import write_json_atomic
 from hsvae.utils.run_info import git_commit, hardware
 
-#: Bumped when results.json changes shape; make_tables refuses other versions.
-
 
 def _number(v) -> float:
     return float(v.detach().cpu()) if isinstance(v, torch.Tensor) else float(v)

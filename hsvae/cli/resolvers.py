@@ -38,12 +38,9 @@ def best_metric(monitor: str | None) -> str | None:
 
 def register_resolvers() -> None:
     """Register the ``hsvae.*`` resolvers once (idempotent)."""
-    if not OmegaConf.has_resolver("hsvae.if_le"):
-        OmegaConf.register_new_resolver("hsvae.if_le", if_le)
-    if not OmegaConf.has_resolver("hsvae.best_metric"):
-        OmegaConf.register_new_resolver("hsvae.best_metric", best_metric)
-    if not OmegaConf.has_resolver("hsvae.cwd"):
-        OmegaConf.register_new_resolver("hsvae.cwd", os.getcwd)
+    for name, resolver in (("hsvae.if_le", if_le), ("hsvae.best_metric", best_metric), ("hsvae.cwd", os.getcwd)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 register_resolvers()

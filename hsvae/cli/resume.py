@@ -21,7 +21,8 @@ def run_dir_of(ckpt: str | Path) -> Path:
     return Path(ckpt).resolve().parent.parent
 
 
-def _key(override: str) -> str:
+def override_key(override: str) -> str:
+    """An override's key, without ``+``/``~``."""
     return override.partition("=")[0].lstrip("+~")
 
 
@@ -47,7 +48,7 @@ def resume_arguments(argv: list[str]) -> list[str]:
         return argv  # each job of a sweep resumes its own last.ckpt (auto_resume)
     flags = [a for a in argv if a.startswith("-")]
     overrides = [a for a in argv if not a.startswith("-")]
-    ckpt = next((_value(o) for o in overrides if _key(o) == "ckpt_path" and "=" in o), None)
+    ckpt = next((_value(o) for o in overrides if override_key(o) == "ckpt_path" and "=" in o), None)
     if not ckpt or ckpt == "null":
         return argv
     run_dir = run_dir_of(ckpt)
@@ -60,10 +61,10 @@ def resume_arguments(argv: list[str]) -> list[str]:
         return argv
     merged: dict[str, str] = {}
     for override in original:
-        if _key(override) not in ("ckpt_path", "allow_overwrite"):
-            merged[_key(override)] = override
+        if override_key(override) not in ("ckpt_path", "allow_overwrite"):
+            merged[override_key(override)] = override
     for override in overrides:
-        key = _key(override)
+        key = override_key(override)
         previous = merged.get(key)
         if previous is not None and previous.startswith("+") and not override.startswith(("+", "~")):
             override = "+" + override  # the run added this key; the new value replaces it

@@ -64,7 +64,7 @@ FORWARD_WAIT_S = 300.0
 #: how long no job of the sweep may hold its folder before the launcher stops waiting
 _SETTLE_S = 1.0
 
-#: the phase of a multirun's launching process while its jobs run (see :func:`running_sweep`)
+#: the phase of a multirun's launching process while its jobs run (see :class:`SweepSignals`)
 SWEEP_PHASE = "running the sweep's jobs"
 
 _phase = "composing the config"
@@ -90,14 +90,6 @@ def _inject_fault(phase: str) -> None:
         if phase.startswith(at):
             del os.environ["HSVAE_FAULT_SIGNAL"]  # once
             os.kill(os.getpid(), getattr(signal, name))
-
-
-def running_sweep(sweep_dir: Path) -> None:
-    """In a multirun's launching process, as its jobs start: a signal from now on is forwarded to the jobs that
-    run in ``sweep_dir`` in processes of their own (each one holds its folder's lock)."""
-    global _sweep_dir
-    _sweep_dir = Path(sweep_dir)
-    set_phase(SWEEP_PHASE)
 
 
 def running_sweep_dir() -> Path | None:
@@ -208,7 +200,11 @@ class SweepSignals(Callback):
     run, so that a signal sent to it alone is forwarded to the jobs that run in processes of their own."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
-        running_sweep(Path(config.hydra.sweep.dir))
+        # as its jobs start: a signal from now on is forwarded to the jobs that run in the sweep folder in processes
+        # of their own (each one holds its folder's lock)
+        global _sweep_dir
+        _sweep_dir = Path(config.hydra.sweep.dir)
+        set_phase(SWEEP_PHASE)
 
     def on_job_end(self, config: DictConfig, job_return: object, **kwargs: object) -> None:
         # the basic launcher runs the jobs in this process: between two of them, the sweep is the phase again

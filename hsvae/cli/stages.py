@@ -1,9 +1,6 @@
-"""What a task runs before its data exist, and the data module built from it.
-
-An M1+M2 task (``task=m1_m2``, which declares ``m1``) has two stages. Stage 1 is the M1 VAE: loaded from
-``m1.ckpt_path``, or trained first as a complete run of its own into ``<output_dir>/m1/`` (a step train.py runs
-before this run's data: :func:`hsvae.cli.m1.m1_stage_config`). Stage 2 is this run: the M2, trained on the M1's
-codes, whose data module receives the M1 here. The dataset config describes the data alone; no stage runs inside data construction.
+"""The data module, given what the task's earlier stages produced: an M1+M2 task's M1 (stage 1, loaded or trained
+first by train.py: hsvae/cli/m1.py) is handed to the data of stage 2, the M2. The dataset config describes the data
+alone; no stage runs inside data construction.
 """
 
 from __future__ import annotations
@@ -17,18 +14,11 @@ from hsvae.data.base import SizedPoints
 from hsvae.utils.errors import ConfigError
 
 
-def earlier_stages(cfg: DictConfig) -> dict[str, object]:
-    """The data module's arguments that earlier stages produce: ``{"m1": <the M1 VAE>}`` for an M1+M2 task,
-    else nothing."""
-    if cfg.get("m1") is None:
-        return {}
-    return {"m1": trained_m1(cfg)}
-
-
 def instantiate_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
-    """``cfg.dataset``, given what the task's earlier stages produced; ``data_spec.input_dim`` is then read from
-    it (see :func:`read_input_dim`)."""
-    datamodule = instantiate_node(cfg, "dataset", **earlier_stages(cfg))
+    """``cfg.dataset``, given what the task's earlier stages produced (an M1+M2 task's M1, as the data module's
+    ``m1``); ``data_spec.input_dim`` is then read from it (see :func:`read_input_dim`)."""
+    produced = {"m1": trained_m1(cfg)} if cfg.get("m1") is not None else {}
+    datamodule = instantiate_node(cfg, "dataset", **produced)
     read_input_dim(cfg, datamodule)
     return datamodule
 

@@ -33,7 +33,6 @@ from hsvae.cli.checkpoints import check_fits, load_checkpoint
 from hsvae.cli.evaluators import instantiate_evaluators
 from hsvae.cli.resume import run_dir_of
 from hsvae.cli.failures import recording_failures
-from hsvae.cli.phase_tracker import PhaseTracker
 from hsvae.cli.signals import lightning_interruptions, set_phase
 from hsvae.cli.stack_runs import finished_stack_metrics, run_stacked, stack_checkpoint, stack_seeds
 from hsvae.analysis.results import PROGRESS_FILE
@@ -80,9 +79,7 @@ def _train(cfg: DictConfig) -> dict[str, Any] | None:
     if rank_zero_only.rank != 0:
         # a DDP worker that Lightning started by re-running this command into rank zero's directory: rank zero
         # checked and claimed it, and records the run's outcome
-        ckpt_path = cfg.get("ckpt_path") or None
-        in_place = ckpt_path is not None and run_dir_of(ckpt_path) == output_dir.resolve()
-        return _fit_and_test(cfg, output_dir, ckpt_path, in_place, started, commit)
+        return _fit_and_test(cfg, output_dir, cfg.get("ckpt_path") or None, started, commit)
     # one run per folder: claimed before anything is written there, released when the run ends
     with claim_folder(output_dir):
         return _claimed(cfg, output_dir, started, commit)
@@ -104,8 +101,7 @@ def _claimed(cfg: DictConfig, output_dir: Path, started: float, commit: str | No
         print(f"{output_dir} already finished (its results.json): nothing to do.", file=sys.stderr)
         return plan.finished
     ckpt_path = plan.checkpoint
-    in_place = ckpt_path is not None and run_dir_of(ckpt_path) == output_dir.resolve()
-    if in_place and not cfg.get("ckpt_path"):
+    if ckpt_path is not None and not cfg.get("ckpt_path"):  # auto_resume's checkpoint: its own last.ckpt
         log.info("continuing the interrupted run in %s from %s", output_dir, ckpt_path)
     refusal = budget_refusal(cfg, output_dir, started)
     if refusal is not None:
@@ -122,7 +118,7 @@ def _claimed(cfg: DictConfig, output_dir: Path, started: float, commit: str | No
         if seeds is not None:  # the seeds as one stacked fit, written as one run per seed (no M2: no stages)
             return run_stacked(cfg, output_dir, seeds, started, commit, resume=stack_resume)
         _earlier_stages(cfg)
-        return _fit_and_test(cfg, output_dir, ckpt_path, in_place, started, commit)
+        return _fit_and_test(cfg, output_dir, ckpt_path, started, commit)
 
 
 def _earlier_stages(cfg: DictConfig) -> None:
@@ -131,6 +127,26 @@ def _earlier_stages(cfg: DictConfig) -> None:
     from its checkpoint (hsvae/cli/stages.py)."""
     if cfg.get("m1") is not None and m1_checkpoint(cfg) is None:
         train(m1_stage_config(cfg))
+
+
+class PhaseTracker(pl.Callback):
+    """Names the phase of a fit or test as Lightning goes through it (for a signal's record)."""
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        set_phase("starting the fit")
+
+    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        set_phase("checking the validation step")
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        set_phase(f"training (epoch {trainer.current_epoch})")
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            set_phase(f"validating (epoch {trainer.current_epoch})")
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        set_phase("testing")
 
 
 @dataclass
@@ -145,9 +161,10 @@ class _Run:
     pruning: pl.Callback | None
 
 
-def _fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, in_place: bool, started: float,
+def _fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, started: float,
                   commit: str | None) -> dict[str, Any]:
     """The steps of a run whose folder is claimed and whose config is checked: build, fit, evaluate, record."""
+    in_place = ckpt_path is not None and run_dir_of(ckpt_path) == output_dir.resolve()  # resumed in its own folder
     validate(cfg)
     assign_job_gpu(cfg)
     if rank_zero_only.rank == 0:

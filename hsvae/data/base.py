@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import math
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -10,7 +11,6 @@ import pytorch_lightning as pl
 import torch
 
 from .loaders import TensorLoader
-from hsvae.utils.errors import DatasetNotFoundError
 
 
 @runtime_checkable
@@ -65,12 +65,7 @@ class InMemoryDataModule(pl.LightningDataModule, abc.ABC):
     def input_dim(self) -> int | None:
         """The size of one data point, flattened (what a model's input layer is built for); None for data without
         a fixed size (token strings)."""
-        if not self.input_shape:
-            return None
-        n = 1
-        for s in self.input_shape:
-            n *= s
-        return n
+        return math.prod(self.input_shape) if self.input_shape else None
 
     def fixed_inputs(self, x: torch.Tensor, seed: int) -> torch.Tensor:
         """Inputs ``x`` of a split as the model sees them, drawn once with ``seed`` where a subclass draws them

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from hsvae.utils.errors import DatasetNotFoundError
+from hsvae.utils.io import write_text_atomic
 
 #: file name -> MD5 of the file as published
 KNOWN_MD5 = {
@@ -69,17 +70,13 @@ def _stamp_path(cache_dir: Path, path: Path) -> Path:
     return cache_dir / "verified" / f"{path.name}.{key}.json"
 
 
-def _identity(path: Path) -> dict:
-    stat = path.stat()
-    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
 def verify_file(path: Path, expected: str, cache_dir: str | Path | None, fix: str) -> None:
     """Raise :class:`DatasetNotFoundError` unless ``path``'s MD5 is ``expected`` (a matching stamp in
     ``cache_dir`` skips the hashing)."""
     path = Path(path)
     stamp = _stamp_path(Path(cache_dir).expanduser(), path) if cache_dir is not None else None
-    identity = {**_identity(path), "md5": expected}
+    stat = path.stat()
+    identity = {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "md5": expected}
     if stamp is not None:
         try:
             if json.loads(stamp.read_text()) == identity:
@@ -93,10 +90,7 @@ def verify_file(path: Path, expected: str, cache_dir: str | Path | None, fix: st
             f"another version). {fix} A copy of your own: dataset.verify=false.")
     if stamp is not None:
         try:
-            stamp.parent.mkdir(parents=True, exist_ok=True)
-            tmp = stamp.with_suffix(".tmp")
-            tmp.write_text(json.dumps(identity))
-            tmp.replace(stamp)
+            write_text_atomic(stamp, json.dumps(identity))
         except OSError:
             pass  # a read-only cache: the file is hashed again next time
 

@@ -148,10 +148,6 @@ class M1CodesDataModule(InMemoryDataModule):
         device = next(self.m1.parameters()).device
         return torch.cat([fn(b.to(device)).cpu() for b in x.split(1000)])
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """M1 latent means of images ``x`` (computed on the M1's device), on the CPU."""
-        return self._through_m1(self.m1.embed, x)
-
     @torch.no_grad()
     def _encode_params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The M1 posterior parameters of images ``x`` and the posterior locations, on the CPU."""
@@ -174,7 +170,7 @@ class M1CodesDataModule(InMemoryDataModule):
                 params, locations = self._encode_params(s.x.cpu())
                 splits[name] = Split(locations, s.y.cpu())
             else:
-                splits[name] = Split(self.encode(s.x.cpu()), s.y.cpu())
+                splits[name] = Split(self._through_m1(self.m1.embed, s.x.cpu()), s.y.cpu())
         train = splits["train"]
         idx = balanced_subset(train.y, self.n_labels, seed=self.seed, num_classes=self.num_classes)
         unlabelled = torch.ones(len(train), dtype=torch.bool)

@@ -62,18 +62,14 @@ def load_mnist(data_dir: str | Path, download: bool = True, verify: bool = True,
 
     data_dir = Path(data_dir).expanduser()
     raw = data_dir / "MNIST" / "raw"
-    missing = _missing(raw)
+    missing, download_error = _missing(raw), ""
     if missing and download:
         try:
             MNIST(str(data_dir), train=True, download=True)
             MNIST(str(data_dir), train=False, download=True)
         except Exception as err:  # network, permissions, mirrors: all end in the same advice
             download_error = f" (download failed: {type(err).__name__}: {err})"
-        else:
-            download_error = ""
         missing = _missing(raw)
-    else:
-        download_error = ""
     if missing:
         raise DatasetNotFoundError(
             f"MNIST not found in {raw}: missing {', '.join(missing)}{download_error}. "
@@ -81,7 +77,7 @@ def load_mnist(data_dir: str | Path, download: bool = True, verify: bool = True,
             "mirrors) there, or set HSVAE_DATA_DIR / paths.data_dir to a directory containing MNIST/raw/, "
             "or run once with network access (dataset.download=true)."
         )
-    for name in RAW_FILES:
+    for name in RAW_FILES:  # (the shapes torchvision then reads are these headers')
         check_idx_header(raw / name)
     if verify:  # against the published checksums (a stamp in cache_dir keeps later runs from hashing again)
         verify_known(raw, list(RAW_FILES), cache_dir, "Replace it with an intact copy (torchvision's mirrors), or "
@@ -96,12 +92,6 @@ def load_mnist(data_dir: str | Path, download: bool = True, verify: bool = True,
                 f"MNIST files in {raw} are unreadable or corrupt ({type(err).__name__}: {err}). "
                 "Delete them and download again (dataset.download=true), or replace them with intact copies."
             ) from err
-        expected = 60000 if train else 10000
-        if images.shape != (expected, 28, 28) or labels.shape != (expected,):
-            raise DatasetNotFoundError(
-                f"MNIST {split} files in {raw} have shape {tuple(images.shape)} / {tuple(labels.shape)}, "
-                f"expected ({expected}, 28, 28) / ({expected},): the files are truncated or corrupt; replace them."
-            )
         out[split] = (images, labels)
     return out
 

@@ -66,7 +66,6 @@ ZINC250K_URL = (
 ZINC250K_MD5 = "4bf25482eeec1548af228ccacb47dbf6"
 
 
-
 # -- reading ---------------------------------------------------------------------------------------------------
 
 
@@ -205,9 +204,6 @@ class TokenCodes:
     placeholders: dict[str, int]
     ends: np.ndarray
 
-    def __len__(self) -> int:
-        return self.ends.size
-
     def rows(self, lo: int, hi: int) -> TokenCodes:
         """Strings ``lo`` to ``hi - 1`` (a view, no copy)."""
         start = int(self.ends[lo - 1]) + 1 if lo > 0 else 0
@@ -256,10 +252,6 @@ def to_codes(smiles: Sequence[str]) -> TokenCodes:
 _NUMPY_DTYPES = {torch.uint8: np.uint8, torch.int16: np.int16, torch.int32: np.int32}
 
 
-def _storage_dtype(vocab_size: int) -> torch.dtype:
-    return torch.uint8 if vocab_size <= 256 else torch.int16 if vocab_size <= 32767 else torch.int32
-
-
 class SMILESTokenizer:
     """Maps SMILES strings to token ids and back (see the module docstring for the tokens).
 
@@ -280,13 +272,9 @@ class SMILESTokenizer:
         self.token_to_id = {t: i for i, t in enumerate(tokens)}
 
     @classmethod
-    def from_smiles(cls, smiles: Sequence[str]) -> SMILESTokenizer:
-        """The vocabulary of ``smiles`` (e.g. the training split): the special tokens, then its tokens sorted."""
-        return cls.from_codes(to_codes(smiles))
-
-    @classmethod
     def from_codes(cls, corpus: TokenCodes) -> SMILESTokenizer:
-        """The vocabulary of a corpus tokenised by :func:`to_codes`."""
+        """The vocabulary of a corpus tokenised by :func:`to_codes` (e.g. the training split): the special tokens,
+        then its tokens sorted."""
         present = np.flatnonzero(np.bincount(corpus.codes))
         found = sorted(corpus.token_name(c) for c in present if c != 10)
         return cls((*SPECIAL_TOKENS, *found))
@@ -298,7 +286,8 @@ class SMILESTokenizer:
     @property
     def dtype(self) -> torch.dtype:
         """The smallest integer dtype that holds every id (uint8 for ZINC250k's 66 tokens)."""
-        return _storage_dtype(self.vocab_size)
+        n = self.vocab_size
+        return torch.uint8 if n <= 256 else torch.int16 if n <= 32767 else torch.int32
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, SMILESTokenizer) and other.tokens == self.tokens
@@ -306,32 +295,14 @@ class SMILESTokenizer:
     def __repr__(self) -> str:
         return f"SMILESTokenizer(vocab_size={self.vocab_size})"
 
-    # -- single strings --------------------------------------------------------------------------------------
-    def encode(self, smiles: str) -> list[int]:
-        """``[<bos>, ids..., <eos>]``; unknown tokens become ``<unk>``."""
-        return [BOS_ID, *(self.token_to_id.get(t, UNK_ID) for t in tokenize(smiles)), EOS_ID]
-
-    def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
-        """The string of ``ids``: stops at the first ``<eos>``, skips ``<bos>`` and ``<pad>``."""
-        out = []
-        for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids):
-            if i == EOS_ID:
-                break
-            if i not in (BOS_ID, PAD_ID):
-                out.append(self.tokens[i] if 0 <= i < len(self.tokens) else UNK)
-        return "".join(out)
-
     # -- whole corpora ------------------------------------------------------------------------------------------
-    def encode_batch(self, smiles: Sequence[str], length: int | None = None) -> EncodedSMILES:
-        """Encode many strings at once into ``(N, L)`` ids, ``L = length`` or the longest sequence.
+    def encode_codes(self, corpus: TokenCodes, length: int | None = None) -> EncodedSMILES:
+        """Encode a corpus tokenised by :func:`to_codes` at once into ``(N, L)`` ids, ``L = length`` or the longest
+        sequence (unknown tokens become ``<unk>``).
 
         Raises:
             ValueError: a string needs more than ``length`` positions.
         """
-        return self.encode_codes(to_codes(smiles), length)
-
-    def encode_codes(self, corpus: TokenCodes, length: int | None = None) -> EncodedSMILES:
-        """:meth:`encode_batch` of a corpus tokenised by :func:`to_codes`."""
         codes, placeholders, ends = corpus.codes, corpus.placeholders, corpus.ends
         n = ends.size
         np_dtype = _NUMPY_DTYPES[self.dtype]
@@ -367,7 +338,8 @@ class SMILESTokenizer:
         )
 
     def decode_batch(self, ids: torch.Tensor) -> list[str]:
-        """Decode every row of ``ids (N, L)`` as :meth:`decode` does (``<unk>`` spelt out), in one pass."""
+        """The strings of every row of ``ids (N, L)``, in one pass: each stops at its first ``<eos>`` and skips
+        ``<bos>`` and ``<pad>``; ``<unk>`` (and an id outside the vocabulary) is spelt out."""
         a = ids.detach().cpu().numpy().astype(np.int64)
         if a.ndim != 2:
             raise ValueError(f"decode_batch expects ids of shape (N, L), got {tuple(a.shape)}")
@@ -463,14 +435,13 @@ class SMILESDataModule(InMemoryDataModule):
             if self.verify and self.md5:  # the published list's checksum (a stamp in the cache: hashed once)
                 verify_file(self.path, self.md5, self.cache_dir, f"Replace it with an intact copy (from {self.url}).")
             return
+        reason = ""
         if self.download and self.url:
             try:
                 download_file(self.url, self.path, self.md5)
                 return
             except Exception as err:  # network, permissions, a moved URL: the same advice follows
                 reason = f" (download from {self.url} failed: {type(err).__name__}: {err})"
-        else:
-            reason = ""
         raise DatasetNotFoundError(
             f"SMILES file {self.path} not found{reason}. Put the ZINC250k SMILES list there "
             f"(250k_rndm_zinc_drugs_clean.smi.gz, from {ZINC250K_URL}), set HSVAE_DATA_DIR / paths.data_dir to the "

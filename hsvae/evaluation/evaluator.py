@@ -27,8 +27,8 @@ class Evaluator:
 
     Hooks (``trainer`` and ``module`` are Lightning's; the module's network is ``module.net``):
 
-    - :meth:`setup`: the data module, once it holds its data, before fit or test (checks of values against the
-      data, e.g. labelled-set sizes);
+    - :meth:`setup`: the data module (:attr:`data`), once it holds its data, before fit or test (checks of values
+      against the data, e.g. labelled-set sizes);
     - :meth:`test_batch`: per test batch, after the module's ``test_step`` (for draws that must follow the step's own,
       batch by batch): ``(metrics, batch size)`` averaged over the epoch by the batch sizes, or None;
     - :meth:`test_end`: once, at the end of the test epoch: metrics of the whole split;
@@ -43,6 +43,8 @@ class Evaluator:
     module_needs: tuple[type, ...] = ()
     #: what the data must be, for the message when it is not (e.g. "labelled splits (dataset=synthetic|mnist)")
     needs_text: str = ""
+    #: the data module, from :meth:`setup` on
+    data: Any = None
 
     def check(self, name: str, datamodule: Any, module: Any) -> None:
         """EvaluationError, in one line naming the config key and the fix, when the data or the model lacks what
@@ -60,7 +62,9 @@ class Evaluator:
             )
 
     def setup(self, datamodule: Any) -> None:
-        """Checks against the data, once it is loaded (before fit or test)."""
+        """Keeps the data module (:attr:`data`), once it is loaded (before fit or test); a subclass checks values
+        against it here."""
+        self.data = datamodule
 
     def test_start(self, trainer: Any, module: Any) -> None:
         """Before the first test batch."""

@@ -77,12 +77,6 @@ class CircleGeometry(Evaluator):
     model_needs = (Embeds,)
     needs_text = "data generated on a circle with known angles (dataset=synthetic) and a VAE's latent means"
 
-    def __init__(self) -> None:
-        self.data: KnownAngles | None = None
-
-    def setup(self, datamodule: KnownAngles) -> None:
-        self.data = datamodule
-
     def test_end(self, trainer: Any, module: Any) -> Metrics:
         points = latent_means(module, self.data.splits["test"].x)
         truth = self.data.angles["test"].to(points.device)

@@ -34,10 +34,8 @@ def knn_predict(
     ref = torch.nn.functional.normalize(train_x, dim=-1) if metric == "cosine" else train_x
     for start in range(0, query_x.shape[0], chunk):
         q = query_x[start : start + chunk]
-        if metric == "cosine":
-            score = torch.nn.functional.normalize(q, dim=-1) @ ref.T  # larger = nearer
-        else:
-            score = -torch.cdist(q, ref)
+        # larger = nearer
+        score = torch.nn.functional.normalize(q, dim=-1) @ ref.T if metric == "cosine" else -torch.cdist(q, ref)
         idx = score.topk(k, dim=1).indices
         votes = torch.nn.functional.one_hot(train_y[idx], n_classes).sum(1)
         preds.append(votes.argmax(1))
@@ -66,10 +64,6 @@ class KNNAccuracy(Evaluator):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.k, self.train_points = k, train_points
-        self.data: LabelledSplits | None = None
-
-    def setup(self, datamodule: LabelledSplits) -> None:
-        self.data = datamodule
 
     def test_end(self, trainer: Any, module: Any) -> Metrics:
         train, test = self.data.splits["train"], self.data.splits["test"]

@@ -7,6 +7,7 @@ warning line when RDKit is not installed; the other metrics never need it.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
@@ -130,13 +131,10 @@ class MoleculeMetrics(Evaluator):
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
         self.n_samples, self.n_reconstructions, self.every_n_epochs = n_samples, n_reconstructions, every_n_epochs
         self.batch_size, self.greedy, self.temperature = batch_size, greedy, temperature
-        self.data: SMILESCorpus | None = None
         self._training_smiles: set[str] = set()
-        self._is_valid: Callable[[str], bool] | None = None
-        self._validity_checked = False
 
     def setup(self, datamodule: SMILESCorpus) -> None:
-        self.data = datamodule
+        super().setup(datamodule)
         self._training_smiles = set(datamodule.smiles["train"])
 
     def validation_end(self, trainer: Any, module: Any) -> Metrics:
@@ -150,12 +148,10 @@ class MoleculeMetrics(Evaluator):
         metrics["test/unknown_strings"] = float(self.data.unknown_strings.get("test", 0))
         return metrics
 
+    @functools.cached_property
     def validity_checker(self) -> Callable[[str], bool] | None:
         """RDKit's validity check, looked up once (one warning line when RDKit is missing)."""
-        if not self._validity_checked:
-            self._is_valid = rdkit_validity()
-            self._validity_checked = True
-        return self._is_valid
+        return rdkit_validity()
 
     def decoding_metrics(self, trainer: Any, module: Any, split: str) -> Metrics:
         """Greedy reconstructions of the split's first strings and strings generated from the prior, under the
@@ -168,7 +164,7 @@ class MoleculeMetrics(Evaluator):
             n = min(limit(self.n_reconstructions), len(data))
             if n > 0:
                 correct = tokens = exact = 0
-                with _DecodingProgress(f"decoding {n} reconstructions", n, trainer) as progress:
+                with PhaseProgress(f"decoding {n} reconstructions", n, trainer, unit="string") as progress:
                     for lo in range(0, n, size):
                         hi = min(lo + size, n)  # the split's first n strings, no more
                         # without the padding columns beyond their longest string (one host read)
@@ -181,14 +177,14 @@ class MoleculeMetrics(Evaluator):
             n = limit(self.n_samples)
             if n > 0:
                 samples: list[str] = []
-                with _DecodingProgress(f"decoding {n} prior samples", n, trainer) as progress:
+                with PhaseProgress(f"decoding {n} prior samples", n, trainer, unit="string") as progress:
                     for lo in range(0, n, size):
                         rows = min(size, n - lo)
                         z = net.latent.prior().sample((rows,))
                         ids = net.generate(z, greedy=self.greedy, temperature=self.temperature,
                                            on_step=progress.stepper(lo, rows))
                         samples += self.data.tokenizer.decode_batch(ids)
-                quality = sample_metrics(samples, self._training_smiles, self.validity_checker())
+                quality = sample_metrics(samples, self._training_smiles, self.validity_checker)
                 metrics.update({f"{split}/prior_{k}": v for k, v in quality.items()})
                 _write_samples(trainer, samples, split)
         return metrics
@@ -202,22 +198,3 @@ def _write_samples(trainer: Any, samples: list[str], stage: str) -> None:
     path = Path(root) / f"smiles_samples_{stage}.txt"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(samples) + "\n")
-
-
-class _DecodingProgress:
-    """A bar counting decoded strings, moved within a batch by the network's ``generate(on_step=...)``."""
-
-    def __init__(self, description: str, strings: int, trainer: Any):
-        self.bar = PhaseProgress(description, strings, trainer=trainer, unit="string")
-
-    def stepper(self, done: int, rows: int) -> Callable[[float], None] | None:
-        """``on_step`` for a batch of ``rows`` strings after ``done`` (None when nothing is displayed)."""
-        if not self.bar.shown:
-            return None
-        return lambda fraction: self.bar.update(done + fraction * rows)
-
-    def __enter__(self) -> _DecodingProgress:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.bar.close()

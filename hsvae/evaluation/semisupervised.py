@@ -141,13 +141,12 @@ class M1Accuracy(Evaluator):
         if k > min(labels):
             raise ValueError(f"k={k} neighbours exceeds the smallest labelled set of labels={labels}")
         self.labels, self.k, self.seed = labels, k, seed
-        self.data: LabelledSplits | None = None
 
     def _seed(self) -> int:
         return self.data.seed if self.seed is None else self.seed
 
     def setup(self, datamodule: LabelledSplits) -> None:
-        self.data = datamodule
+        super().setup(datamodule)
         labels = datamodule.splits["train"].y
         for n in self.labels:  # before a long training rather than after it
             try:

@@ -120,9 +120,10 @@ class LatentFamily(nn.Module, abc.ABC):
     def posterior(self, raw: torch.Tensor) -> Distribution:
         """The posterior q(z | x) from raw encoder outputs of shape ``(..., raw_size)``."""
 
-    @abc.abstractmethod
     def make_prior(self, device: torch.device, dtype: torch.dtype) -> Distribution:
-        """The prior p(z) on ``device`` in ``dtype``, with batch shape ``()``."""
+        """The prior p(z) on ``device`` in ``dtype``, with batch shape ``()``: by default that of the family's
+        ``prior_module`` (:mod:`hsvae.latents.priors`, the Gaussian and spherical families' choice of prior)."""
+        return self.prior_module.distribution(device, dtype)
 
     def prior(self, like: torch.Tensor | None = None) -> Distribution:
         """The prior p(z), batch shape ``()``, on ``like``'s device and dtype (default: this module's)."""

@@ -5,8 +5,6 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from torch.distributions import Distribution
-
 from hsvae.distributions import DiagonalNormal
 from hsvae.special import at_least_float32
 
@@ -47,6 +45,3 @@ class GaussianLatent(LatentFamily):
     def posterior(self, raw: torch.Tensor) -> DiagonalNormal:
         loc, s = at_least_float32(raw).split(self.dim, dim=-1)  # (a half-precision head under autocast)
         return DiagonalNormal(loc, F.softplus(s) + self.min_scale)
-
-    def make_prior(self, device: torch.device, dtype: torch.dtype) -> Distribution:
-        return self.prior_module.distribution(device, dtype)

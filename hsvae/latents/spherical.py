@@ -55,15 +55,31 @@ class SphericalLatent(LatentFamily):
         loc = direction / direction.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(raw.dtype).tiny)
         return loc, s
 
-    def make_prior(self, device: torch.device, dtype: torch.dtype) -> Distribution:
-        return self.prior_module.distribution(device, dtype)
-
     def extra_repr(self) -> str:
         kl = f", kl={self.kl_estimator}" if self.kl_estimator != "auto" else ""
         return super().extra_repr() + kl
 
 
-class VonMisesFisherLatent(SphericalLatent):
+class _SoftplusConcentration(SphericalLatent):
+    """The families whose concentration is kappa = softplus(s) + ``min_concentration`` (:attr:`family` of the
+    direction and kappa): the vMF and the Power Spherical."""
+
+    family: type[Distribution]
+
+    def __init__(self, dim: int, min_concentration: float = 1.0, prior: str = "uniform", prior_components: int = 10,
+                 kl: str = "auto"):
+        super().__init__(dim, prior, prior_components, kl)
+        if min_concentration < 0:
+            raise ValueError(f"min_concentration must be >= 0, got {min_concentration}")
+        self.min_concentration = min_concentration
+        self._choose_kl_estimator()
+
+    def posterior(self, raw: torch.Tensor) -> Distribution:
+        loc, s = self.split(raw)
+        return self.family(loc, F.softplus(s) + self.min_concentration)
+
+
+class VonMisesFisherLatent(_SoftplusConcentration):
     """q(z|x) = vMF(mu, kappa), p(z) = uniform on S^d (Davidson et al., 2018) or a learnt vMF (``prior``).
 
     kappa = softplus(s) + ``min_concentration``; the S-VAE authors' code uses 1, which keeps the
@@ -77,18 +93,12 @@ class VonMisesFisherLatent(SphericalLatent):
         prior, prior_components, kl: see :class:`SphericalLatent`.
     """
 
+    family = VonMisesFisher
+
     def __init__(self, dim: int, min_concentration: float = 1.0, grad_correction: bool = False,
                  prior: str = "uniform", prior_components: int = 10, kl: str = "auto"):
-        super().__init__(dim, prior, prior_components, kl)
-        if min_concentration < 0:
-            raise ValueError(f"min_concentration must be >= 0, got {min_concentration}")
-        self.min_concentration = min_concentration
+        super().__init__(dim, min_concentration, prior, prior_components, kl)
         self.grad_correction = grad_correction
-        self._choose_kl_estimator()
-
-    def posterior(self, raw: torch.Tensor) -> VonMisesFisher:
-        loc, s = self.split(raw)
-        return VonMisesFisher(loc, F.softplus(s) + self.min_concentration)
 
     def rsample(self, q: Distribution, sample_shape: torch.Size | tuple = torch.Size()) -> PosteriorSample:
         if not self.grad_correction:
@@ -117,22 +127,11 @@ class SphericalCauchyLatent(SphericalLatent):
         return SphericalCauchy(loc, self.max_rho * torch.sigmoid(s))
 
 
-class PowerSphericalLatent(SphericalLatent):
+class PowerSphericalLatent(_SoftplusConcentration):
     """q(z|x) = PowerSpherical(mu, kappa), p(z) = uniform on S^d (De Cao and Aziz, 2020) or a learnt prior.
 
     kappa = softplus(s) + ``min_concentration`` (1 in the authors' example). ``prior``, ``prior_components``,
     ``kl``: see :class:`SphericalLatent`.
     """
 
-    def __init__(self, dim: int, min_concentration: float = 1.0, prior: str = "uniform", prior_components: int = 10,
-                 kl: str = "auto"):
-        super().__init__(dim, prior, prior_components, kl)
-        if min_concentration < 0:
-            raise ValueError(f"min_concentration must be >= 0, got {min_concentration}")
-        self.min_concentration = min_concentration
-        self._choose_kl_estimator()
-
-    def posterior(self, raw: torch.Tensor) -> PowerSpherical:
-        loc, s = self.split(raw)
-        return PowerSpherical(loc, F.softplus(s) + self.min_concentration)
-
+    family = PowerSpherical

@@ -27,7 +27,6 @@ from hsvae.utils.io import write_json_atomic
 from hsvae.utils.errors import BudgetError
 
 
-
 def budget_minutes(cfg: DictConfig) -> float | None:
     value = cfg.get("budget_minutes")
     if value is None:

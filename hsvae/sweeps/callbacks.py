@@ -14,7 +14,6 @@ from hsvae.sweeps.budget import start_sweep_budget
 from hsvae.utils.errors import EmptySweepError
 
 
-
 #: Set by :class:`SweepChecks` in the launching process; ``hsvae.cli.entry_points.train_main`` exits non-zero on it
 #: (Hydra turns exceptions raised in callbacks into warnings).
 sweep_problem: str | None = None

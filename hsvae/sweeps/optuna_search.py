@@ -20,6 +20,7 @@ trial (the Pareto front of a multi-objective search) at the end.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Sequence
@@ -187,13 +188,10 @@ class Search:
         self._finish()
 
     def _claim_batch(self) -> list[Trial]:
-        batch = []
-        for _ in range(int(self.settings.n_jobs)):
-            trial = studies.claim(self.study, int(self.settings.n_trials), self.storage, self.distributions)
-            if trial is None:
-                break
-            batch.append(trial)
-        return batch
+        """Up to ``n_jobs`` trials, claimed one after the other until the search is complete."""
+        claims = (studies.claim(self.study, int(self.settings.n_trials), self.storage, self.distributions)
+                  for _ in range(int(self.settings.n_jobs)))
+        return list(itertools.takewhile(lambda trial: trial is not None, claims))
 
     def _tell(self, batch: list[Trial], returns: Sequence[JobReturn]) -> None:
         failures = []

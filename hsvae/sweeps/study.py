@@ -37,7 +37,8 @@ HOST, PID, INTERRUPTED, SURPLUS, PRUNED_AT = "host", "pid", "interrupted", "surp
 
 SAMPLERS = {"tpe": "TPESampler", "gp": "GPSampler", "cmaes": "CmaEsSampler", "random": "RandomSampler",
             "nsga2": "NSGAIISampler"}
-PRUNERS = ("median", "successive_halving", "hyperband", "none")
+PRUNERS = {"median": "MedianPruner", "successive_halving": "SuccessiveHalvingPruner", "hyperband": "HyperbandPruner",
+           "none": "NopPruner"}
 
 
 # -- storage -------------------------------------------------------------------------------------------
@@ -109,15 +110,12 @@ def pruner_options(cfg: Any) -> tuple[str, dict[str, Any]]:
 
 def build_pruner(cfg: Any, max_epochs: int | None = None) -> optuna.pruners.BasePruner:
     name, options = pruner_options(cfg)
+    if name == "none":
+        return optuna.pruners.NopPruner()  # (the other pruners' settings may be left in the config)
+    if name == "hyperband":
+        options.setdefault("max_resource", max_epochs or "auto")
     try:
-        if name == "median":
-            return optuna.pruners.MedianPruner(**options)
-        if name == "successive_halving":
-            return optuna.pruners.SuccessiveHalvingPruner(**options)
-        if name == "hyperband":
-            options.setdefault("max_resource", max_epochs or "auto")
-            return optuna.pruners.HyperbandPruner(**options)
-        return optuna.pruners.NopPruner()
+        return getattr(optuna.pruners, PRUNERS[name])(**options)
     except TypeError as err:
         raise SearchSpaceError(f"hydra.sweeper.pruner: {err}") from None
 

@@ -17,7 +17,8 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from hsvae.evaluation.protocols import LabelledSplits
 from hsvae.utils.modules import evaluating
-from hsvae.utils.plotting import image_grid, image_rows, latent_space, plot_latent, save_figure
+from hsvae.latents.base import latent_space
+from hsvae.utils.plotting import image_grid, image_rows, plot_latent, save_figure
 
 
 def log_figure(trainer: pl.Trainer, key: str, fig, step: int) -> None:
@@ -110,13 +111,10 @@ class LatentPlotCallback(FigureCallback):
         latent = net.latent
         family = type(latent).__name__.replace("Latent", "")
         space = latent_space(latent.spheres, latent.dim)
-        prior_samples = None
-        if latent.prior_is_learnt:
-            prior_samples = latent.prior(points).sample((len(points),))
+        prior_samples = latent.prior(points).sample((len(points),)) if latent.prior_is_learnt else None
         fig = plot_latent(points, y, latent.spherical, title=f"latent means: {family}, {space}",
                           prior_samples=prior_samples)
         log_figure(trainer, "latent", fig, trainer.global_step)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
         save_figure(fig, self.output_dir / f"latent_{tag}.png")
 
 
@@ -142,7 +140,6 @@ class ImageSamplesCallback(FigureCallback):
                 z = net.latent.prior().sample((x.shape[0],))
                 figures["samples"] = image_grid(net.likelihood.mean(net.decode(z)).reshape(x.shape), nrow=16,
                                                 title="samples from the prior")
-        self.output_dir.mkdir(parents=True, exist_ok=True)
         for key, fig in figures.items():
             log_figure(trainer, key, fig, trainer.global_step)
             save_figure(fig, self.output_dir / f"{key}_{tag}.png")

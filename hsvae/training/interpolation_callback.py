@@ -40,5 +40,4 @@ class InterpolationCallback(FigureCallback):
         name = f"{type(latent).__name__.replace('Latent', '')}, d={latent.dim}"
         fig = image_grid(images.flatten(0, 1), nrow=self.steps, title=f"interpolation ({kind}; {name})")
         log_figure(trainer, "interpolation", fig, trainer.global_step)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
         save_figure(fig, self.output_dir / f"interpolation_{tag}.png")

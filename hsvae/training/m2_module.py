@@ -33,8 +33,7 @@ class M2Module(ELBOTask):
 
     Args:
         net: the M2.
-        optimizer: a partial ``torch.optim`` constructor (``optimizer(params=...)``).
-        scheduler: optional partial LR scheduler constructor; ``ReduceLROnPlateau`` monitors ``val/accuracy``.
+        optimizer, scheduler: as :class:`ELBOTask` (a ``ReduceLROnPlateau`` monitors ``val/accuracy``).
         alpha: weight of the classifier's log-likelihood on labelled codes, per point (0.1 in Kingma et al.).
         labelled_weight: w above, in [0, 1]; null: N_l / N from the data module.
         warmup_epochs: the weight of z2's KL term in the training objective rises linearly from 0 to 1 over
@@ -103,12 +102,6 @@ class M2Module(ELBOTask):
             {f"{stage}/elbo": bound.mean(), f"{stage}/accuracy": (logits.argmax(-1) == y).float().mean()},
             prog_bar=stage == "val", batch_size=z1.shape[0], sync_dist=True,
         )
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
 
     def latent_points(self, datamodule, n_points: int) -> tuple[torch.Tensor, torch.Tensor]:
         """For the latent plot: z2 locations of validation codes given their predicted class, and true labels."""

@@ -38,10 +38,8 @@ class SMILESVAEModule(ELBOTask):
 
     Args:
         net: a :class:`SMILESVAE` or a partial constructor of one (see above).
-        optimizer: a partial ``torch.optim`` constructor (``optimizer(params=...)``).
-        scheduler: optional partial LR scheduler constructor; ``ReduceLROnPlateau`` monitors ``val/elbo``.
-        warmup_epochs: the KL weight beta rises linearly from 0 to ``final_beta`` over this many epochs.
-        final_beta: the KL weight after the warm-up (0.015 in the spherical-Cauchy paper's setup).
+        optimizer, scheduler, warmup_epochs, final_beta: as :class:`ELBOTask` (``final_beta``: 0.015 in the
+            spherical-Cauchy paper's setup).
     """
 
     def __init__(
@@ -150,14 +148,8 @@ class SMILESVAEModule(ELBOTask):
             self.log_dict({f"{stage}/{k}": v for k, v in self._metrics(means).items()}, prog_bar=stage == "val",
                           sync_dist=True)
 
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
     def on_validation_epoch_end(self) -> None:
         self._log_eval("val")
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
 
     def on_test_epoch_end(self) -> None:
         self._log_eval("test")

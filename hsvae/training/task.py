@@ -95,6 +95,16 @@ class ELBOTask(pl.LightningModule):
         progress = (self.current_epoch + batch_idx / max(batches, 1)) / self.warmup_epochs
         return self.final_beta * min(1.0, progress)
 
+    def _evaluate(self, batch, stage: str) -> None:
+        """A validation (``stage="val"``) or test batch's metrics, logged under ``<stage>/``."""
+        raise NotImplementedError
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
     def evaluating(self) -> AbstractContextManager[nn.Module]:
         """``with self.evaluating() as net:`` the network in eval mode, without autograd; its mode is restored."""
         return evaluating(self.net)

@@ -20,12 +20,8 @@ class VAEModule(ELBOTask):
 
     Args:
         net: the VAE.
-        optimizer: a partial ``torch.optim`` constructor (``optimizer(params=...)``).
-        scheduler: optional partial LR scheduler constructor; ``ReduceLROnPlateau`` monitors ``val/elbo``.
-        warmup_epochs: the KL weight beta rises linearly from 0 to 1 over this many epochs (0: no warm-up).
-        final_beta: the KL weight after warm-up (1 for the ELBO; < 1 for a beta-VAE).
-        scheduler_interval: ``"epoch"`` (the scheduler steps after every epoch) or ``"step"`` (after every
-            optimiser step: a learning-rate warm-up over steps).
+        optimizer, scheduler, warmup_epochs, final_beta, scheduler_interval: as :class:`ELBOTask` (a
+            ``ReduceLROnPlateau`` monitors ``val/elbo``; ``final_beta`` < 1: a beta-VAE).
     """
 
     def __init__(
@@ -63,9 +59,3 @@ class VAEModule(ELBOTask):
             batch_size=x.shape[0],
             sync_dist=True,
         )
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "test")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -10,8 +12,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-
-from hsvae.latents.base import latent_space  # noqa: E402,F401  (re-exported for the figure titles)
 
 
 def _pca2(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -149,5 +149,6 @@ def image_rows(groups, nrow: int = 8, title: str = "") -> Figure:
 
 
 def save_figure(fig: Figure, path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,7 +1,7 @@
 """Progress, with an ETA, of long phases that Lightning's own bars do not cover (the importance-sampled
 log-likelihood, SMILES decoding, reading many runs).
 
-    with phase_progress("test: decoding 1000 prior samples", total=1000, trainer=self.trainer) as bar:
+    with PhaseProgress("test: decoding 1000 prior samples", total=1000, trainer=self.trainer) as bar:
         for ...:
             bar.advance(500)          # or bar.update(completed=...)
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -127,6 +127,13 @@ class PhaseProgress:
     def advance(self, amount: float = 1.0) -> None:
         self.update(self.completed + amount)
 
+    def stepper(self, done: float, size: float) -> Callable[[float], None] | None:
+        """A callback moving the bar through a chunk of ``size`` after ``done`` by the fraction of it finished
+        (e.g. a network's ``generate(on_step=...)``); None when nothing is displayed."""
+        if not self.shown:
+            return None
+        return lambda fraction: self.update(done + fraction * size)
+
     def close(self) -> None:
         backend, self._backend = self._backend, None
         if backend == "tqdm":
@@ -152,16 +159,9 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def phase_progress(description: str, total: float | None, trainer: Any = None, unit: str = "it") -> PhaseProgress:
-    """A :class:`PhaseProgress` (use it with ``with``)."""
-    return PhaseProgress(description, total, trainer, unit)
-
-
-def track(items: Iterable[T], description: str, total: int | None = None, trainer: Any = None) -> Iterator[T]:
-    """Iterate over ``items`` with a progress bar (``total`` defaults to ``len(items)`` when it has one)."""
-    if total is None and hasattr(items, "__len__"):
-        total = len(items)  # type: ignore[arg-type]
-    with PhaseProgress(description, total, trainer) as bar:
+def track(items: Sequence[T], description: str) -> Iterator[T]:
+    """Iterate over ``items`` with a progress bar (outside a Lightning run)."""
+    with PhaseProgress(description, len(items)) as bar:
         for item in items:
             yield item
             bar.advance()
