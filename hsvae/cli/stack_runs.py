@@ -13,9 +13,11 @@ metrics are its own. ``make_tables`` and
 ``eval.py`` read the members as K runs; the job's own folder holds ``stack.json`` and is not a run.
 
 A member is statistically, not bitwise, its separate run (its noise comes from the stack's stream). What a stack
-supports (checked before anything is built): a task whose batches are tuples of tensors (the VAE models; not the
-VGAE's graph), with its network built in its constructor (not the SMILES VAE's, built from the data; refused
-when the stack is built), no stage (M1+M2), no LR scheduler, a latent without learnt parameters, eager, one device. An
+supports (checked before anything is built): a task whose batches are tuples of tensors (the VAE models) or join
+(the VGAE's graphs, as one block-diagonal graph), with its network built in its constructor (not the SMILES VAE's,
+built from the data; refused when the stack is built), no stage (M1+M2), a torch.optim.lr_scheduler (one that
+reads no metric is every member's, a ReduceLROnPlateau each member's own), a latent without learnt parameters,
+eager, one device. An
 interrupted stack continues when run again into its folder (:func:`stack_checkpoint`), not through ``ckpt_path``.
 """
 
@@ -44,7 +46,6 @@ from hsvae.cli.evaluators import instantiate_evaluators
 from hsvae.cli.signals import lightning_interruptions
 from hsvae.cli.stages import instantiate_datamodule
 from hsvae.stack import MemberSelection, StackedData, StackedTask, member_metrics_at
-from hsvae.training import LinkPredictionModule
 from hsvae.training.callbacks import FigureCallback, FigureContext
 from hsvae.training.checkpoint_io import AtomicCheckpointIO
 from hsvae.utils.io import write_json_atomic, write_text_atomic
@@ -107,16 +108,14 @@ def _mean_metrics(members: list[dict[str, float]]) -> dict[str, float]:
 
 def check_stackable(cfg: DictConfig) -> None:
     """ConfigError, naming the key, for what a stack does not support (see the module docstring)."""
-    if targets(cfg.get("model"), LinkPredictionModule):
-        raise ConfigError("seeds=[...] stacks tasks whose batches are tuples of tensors; model=vgae trains on a graph: "
-                          "run its seeds separately (seed=0,1,2 with -m)")
     if cfg.get("m1") is not None:
         raise ConfigError("seeds=[...]: an M1+M2 run trains its M1 first (a stage), which a stack does not run: run "
                           "its seeds separately (seed=0,1,2 with -m)")
-    if OmegaConf.select(cfg, "model.scheduler", default=None) is not None:
-        raise ConfigError("model.scheduler: a stack's members share one optimiser, whose scheduler would follow the "
-                          "members' mean, not each member's metric: set model.scheduler=null or run the seeds "
-                          "separately (seed=0,1,2 with -m)")
+    scheduler = OmegaConf.select(cfg, "model.scheduler._target_", default=None)
+    if scheduler is not None and not (scheduler.startswith("torch.optim.lr_scheduler.") and issubclass(
+            hydra.utils.get_class(scheduler), torch.optim.lr_scheduler.LRScheduler)):
+        raise ConfigError(f"model.scheduler._target_={scheduler}: a stack knows its members' rates under a "
+                          f"torch.optim.lr_scheduler class only: use one, or run the seeds separately (seed=0,1,2 -m)")
     if cfg.get("compile", False):
         raise ConfigError("compile: a stack runs eager (its networks run under torch.vmap); drop compile=true")
     if OmegaConf.select(cfg, "ckpt_path", default=None) is not None:

@@ -56,12 +56,11 @@ class LinkPredictionModule(ELBOTask):
         datamodule = self.trainer.datamodule if self._trainer is not None else None
         if datamodule is None:
             return
-        if not isinstance(datamodule, LinkPredictionDataModule):
-            raise ValueError(
-                "model=vgae trains on a graph data module (dataset=cora|citeseer|pubmed); "
-                f"got {type(datamodule).__name__}"
-            )
-        datamodule.setup(stage)
+        for graphs in getattr(datamodule, "members", [datamodule]):  # (a stack's data: its members')
+            if not isinstance(graphs, LinkPredictionDataModule):
+                raise ValueError("model=vgae trains on a graph data module (dataset=cora|citeseer|pubmed); "
+                                 f"got {type(graphs).__name__}")
+            graphs.setup(stage)
 
     def inputs(self, graph: LinkSplit) -> tuple[torch.Tensor, torch.Tensor]:
         """``(features, normalised training adjacency)``, built once per graph (messages: training edges only)."""
@@ -74,10 +73,11 @@ class LinkPredictionModule(ELBOTask):
 
     # -- steps ----------------------------------------------------------------------------------------------
     def training_step(self, graph: LinkSplit, batch_idx: int) -> torch.Tensor:
-        terms = self.net(*self.inputs(graph), graph.train_pos)
+        terms = self.net(*self.inputs(graph), graph.train_pos, graph.graphs)
         loss = terms.loss()
+        # (a stacked network's scale is its members': their mean, as its loss is theirs)
         self.observe({"loss": loss, "reconstruction": terms.reconstruction, "kl": terms.kl.mean()}, batch_idx,
-                     extra={"scale": self.net.scale})
+                     extra={"scale": self.net.scale.mean()})
         return loss
 
     def pair_scores(self, graph: LinkSplit, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
