@@ -9,7 +9,7 @@ separate run would be, into ``<output_dir>/seed_<s_i>/``: ``.hydra/config.yaml``
 ``checkpoints/best.ckpt`` (its best epoch), ``results.json`` (the test of that checkpoint, its draws started from
 the seed as in eval.py) and its logs. A member has no ``train/`` metrics of its own (the training step sees the
 members' rows as one batch): its record carries the stack's mean as ``stack/train/...``; its validation and test
-metrics are its own. ``make_tables`` and
+metrics are its own, with its best epoch's (``best/epoch``, ``best/val_...``). ``make_tables`` and
 ``eval.py`` read the members as K runs; the job's own folder holds ``stack.json`` and is not a run.
 
 A member is statistically, not bitwise, its separate run (its noise comes from the stack's stream). What a stack
@@ -213,8 +213,11 @@ def run_stacked(cfg: DictConfig, output_dir: Path, seeds: list[int], started: fl
             _load_member(model, selection.best_states[i])
         _save_member_checkpoint(model, member_dir / "checkpoints" / "best.ckpt", selection.best_epochs[i],
                                 trainer.global_step)
+        # its best epoch and its validation metrics there (what a VGAE's run records as best/...)
+        best = {f"best/{k.replace('/', '_')}": v for k, v in selection.best_metrics[i].items()}
         metrics = {**member_metrics_at(selection.rows[i], "stack/train/"), **member_metrics_at(selection.rows[i], "val/"),
-                   f"best/{selection.monitor.replace('/', '_')}": selection.best_scores[i]}
+                   **best, f"best/{selection.monitor.replace('/', '_')}": selection.best_scores[i],
+                   "best/epoch": float(selection.best_epochs[i])}
         if cfg.get("test", True):
             pl.seed_everything(seed, workers=True, verbose=False)  # as eval.py: the test's draws from the seed
             tester = pl.Trainer(**_trainer_arguments(member_cfg), logger=False, enable_checkpointing=False,
