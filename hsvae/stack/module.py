@@ -77,8 +77,11 @@ class StackedTask(pl.LightningModule):
 
     # -- the task's own hooks, on the stacked network -------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        data = self.trainer.datamodule
+        for member in data.members if isinstance(data, StackedData) else [data]:  # (its checks of its data)
+            self.task.trainer = _MemberTrainer(self.trainer, member)
+            self.task.setup(stage)
         self.task.trainer = self.trainer  # (its epoch, its KL warm-up, its logging)
-        self.task.setup(stage)
 
     def configure_callbacks(self):
         return self.task.configure_callbacks()
@@ -173,6 +176,16 @@ class StackedTask(pl.LightningModule):
             yield
         finally:
             del self.task.log, self.task.log_dict
+
+
+class _MemberTrainer:
+    """The trainer as a member's task sees it in its setup: with the member's data module as its ``datamodule``."""
+
+    def __init__(self, trainer: pl.Trainer, datamodule: pl.LightningDataModule):
+        self._trainer, self.datamodule = trainer, datamodule
+
+    def __getattr__(self, name: str):
+        return getattr(self._trainer, name)
 
 
 def join_batches(batches: Sequence):

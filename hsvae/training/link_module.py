@@ -56,11 +56,12 @@ class LinkPredictionModule(ELBOTask):
         datamodule = self.trainer.datamodule if self._trainer is not None else None
         if datamodule is None:
             return
-        for graphs in getattr(datamodule, "members", [datamodule]):  # (a stack's data: its members')
-            if not isinstance(graphs, LinkPredictionDataModule):
-                raise ValueError("model=vgae trains on a graph data module (dataset=cora|citeseer|pubmed); "
-                                 f"got {type(graphs).__name__}")
-            graphs.setup(stage)
+        if not isinstance(datamodule, LinkPredictionDataModule):
+            raise ValueError(
+                "model=vgae trains on a graph data module (dataset=cora|citeseer|pubmed); "
+                f"got {type(datamodule).__name__}"
+            )
+        datamodule.setup(stage)
 
     def inputs(self, graph: LinkSplit) -> tuple[torch.Tensor, torch.Tensor]:
         """``(features, normalised training adjacency)``, built once per graph (messages: training edges only)."""
