@@ -122,3 +122,22 @@ def test_a_members_rate_scales_its_own_slice_of_the_update_exactly():
     for i, task in enumerate(tasks):
         for name, value in task.net.encoder.named_parameters():
             torch.testing.assert_close(stack.splits["encoder"].member_state(i)[name], value, rtol=1e-5, atol=1e-7)
+
+
+def test_each_members_plateau_continues_from_the_stacks_checkpoint():
+    """The members' plateau schedules (their rates, best values and patience counts) are in the stack's last
+    checkpoint, and a stack built again from it continues them (an interrupted stack run again into its folder)."""
+    plateau = functools.partial(ReduceLROnPlateau, mode="max", factor=0.5, patience=0)
+    tasks = [_with_scheduler(_task("gaussian", seed), plateau) for seed in range(K)]
+    stack = StackedTask(tasks)
+    stack.configure_optimizers()
+    for metrics in ([1.0, 1.0], [0.0, 2.0]):  # member 0 gets worse once: its rate halves
+        for schedule, value in zip(stack._plateaus, metrics):
+            schedule.step(value)
+    checkpoint = {}
+    stack.on_save_checkpoint(checkpoint)
+    again = StackedTask(tasks)
+    again.on_load_checkpoint(checkpoint)
+    again.configure_optimizers()
+    assert again.lr_factors == [0.5, 1.0]
+    assert [p.best for p in again._plateaus] == [1.0, 2.0]
