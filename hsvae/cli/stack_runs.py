@@ -112,8 +112,7 @@ def check_stackable(cfg: DictConfig) -> None:
         raise ConfigError("seeds=[...]: an M1+M2 run trains its M1 first (a stage), which a stack does not run: run "
                           "its seeds separately (seed=0,1,2 with -m)")
     scheduler = OmegaConf.select(cfg, "model.scheduler._target_", default=None)
-    if scheduler is not None and not (scheduler.startswith("torch.optim.lr_scheduler.") and issubclass(
-            hydra.utils.get_class(scheduler), torch.optim.lr_scheduler.LRScheduler)):
+    if scheduler is not None and not scheduler.startswith("torch.optim.lr_scheduler."):
         raise ConfigError(f"model.scheduler._target_={scheduler}: a stack knows its members' rates under a "
                           f"torch.optim.lr_scheduler class only: use one, or run the seeds separately (seed=0,1,2 -m)")
     if cfg.get("compile", False):
