@@ -107,7 +107,8 @@ def test_a_members_rate_scales_its_own_slice_of_the_update_exactly():
     stack = StackedTask(tasks)
     stack.lr_factors = [0.5, 1.0]
     optimizer = stack.configure_optimizers()
-    separate = [torch.optim.Adam(task.net.encoder.parameters(), lr=1e-2 * f) for task, f in zip(tasks, stack.lr_factors)]
+    separate = [torch.optim.Adam(task.net.encoder.parameters(), lr=1e-2 * factor)
+                for task, factor in zip(tasks, stack.lr_factors)]
     x = torch.bernoulli(torch.rand(3, K, BATCH, PIXELS, generator=torch.Generator().manual_seed(0)))
     for step in range(3):
         encoder = stack.splits["encoder"]

@@ -127,8 +127,8 @@ def test_the_sampled_loss_of_a_batch_of_graphs_is_their_mean():
 def test_a_checkpoint_of_the_earlier_layout_loads():
     """Checkpoints written before the GCN's linear maps, bias and decoder scale were modules of their own load."""
     net = VGAE(FEATURES, build_latent("vmf", 3), hidden=8)
-    old = {k.replace("linear.weight", "weight").replace("bias.bias", "bias").replace("decoder.log_scale", "log_scale"): v
-           for k, v in net.state_dict().items()}
+    renamed = {"linear.weight": "weight", "bias.bias": "bias", "decoder.log_scale": "log_scale"}
+    old = {functools.reduce(lambda k, r: k.replace(*r), renamed.items(), k): v for k, v in net.state_dict().items()}
     assert "log_scale" in old and "encoder.conv1.weight" in old and "encoder.conv2.bias" in old
     fresh = VGAE(FEATURES, build_latent("vmf", 3), hidden=8)
     fresh.load_state_dict({k: v + 1 for k, v in old.items()})

@@ -46,8 +46,8 @@ class StackedTask(pl.LightningModule):
             raise ValueError("tasks: the members of a stack are one task (one class)")
         kind = getattr(tasks[0].scheduler_factory, "func", tasks[0].scheduler_factory)  # (a partial's class)
         if kind is not None and not (isinstance(kind, type) and issubclass(kind, LRScheduler)):
-            raise ValueError(f"tasks: the scheduler {kind!r} is no torch.optim.lr_scheduler class, whose members' rates "
-                             f"a stack knows: use one, or run the seeds separately")
+            raise ValueError(f"tasks: the scheduler {kind!r} is no torch.optim.lr_scheduler class, whose members' "
+                             f"rates a stack knows: use one, or run the seeds separately")
         self.plateau = isinstance(kind, type) and issubclass(kind, ReduceLROnPlateau)
         self.lr_factors = [1.0] * len(tasks)  # member i's rate: lr_factors[i] times the optimiser's
         self._plateaus: list[ReduceLROnPlateau] = []
