@@ -144,7 +144,7 @@ class LogitScale(nn.Module):
             self.register_buffer("log_scale", log_scale)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return z * (0.5 * self.log_scale).exp()
+        return z * self.log_scale.exp().sqrt()  # (exp then sqrt: the rounding the all-pairs loss always had)
 
 
 # -- reconstruction losses ------------------------------------------------------------------------------------
