@@ -166,7 +166,7 @@ def test_every_latent_family_trains_through_the_interface(latent, reconstruction
     assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads.values()), grads.keys()
     # latents on spheres: unit-norm samples (per factor on a product) and a learnable decoder scale; Gaussian:
     # no scale parameter
-    assert ("log_scale" in grads) == bool(family.spheres)
+    assert ("decoder.log_scale" in grads) == bool(family.spheres)
     for block in terms.z.split(family.spheres, dim=-1) if family.spheres else ():
         torch.testing.assert_close(block.norm(dim=-1), torch.ones(40), rtol=0, atol=1e-5)
     z = net.embed(x, adjacency)

@@ -72,8 +72,8 @@ def test_the_stacked_loss_is_k_times_the_rows_mean_and_members_must_match():
     assert sum(p.numel() for p in stack.parameters()) == sum(p.numel() for t in tasks for p in t.parameters())
     with pytest.raises(ValueError, match="member 1 is not built like member 0"):
         StackedTask([tasks[0], _task("gaussian", 1, hidden=16)])
-    with pytest.raises(ValueError, match="scheduler"):
-        StackedTask([VAEModule(tasks[0].net, tasks[0].optimizer_factory, scheduler=torch.optim.lr_scheduler.StepLR)])
+    with pytest.raises(ValueError, match="^tasks: the scheduler .* is no torch.optim.lr_scheduler class"):
+        StackedTask([VAEModule(tasks[0].net, tasks[0].optimizer_factory, scheduler=lambda optimizer: None)])
     with pytest.raises(ValueError, match="K \\* B"):
         stack.splits["encoder"](torch.zeros(3, PIXELS))
     assert isinstance(stack.task.net.decoder, MemberSplit)
@@ -84,7 +84,10 @@ def _fit(task, batches: torch.Tensor) -> None:
     for a stack), binarised dynamically, with nothing else of a run."""
     optimizer = task.configure_optimizers()
     for step, images in enumerate(batches):
-        loss = task.training_step((torch.bernoulli(images), torch.zeros(images.shape[:-1])), step)
+        batch = (torch.bernoulli(images), torch.zeros(images.shape[:-1]))
+        if isinstance(task, StackedTask):  # (a stack's batch: the list of its members')
+            batch = [tuple(part[i] for part in batch) for i in range(task.k)]
+        loss = task.training_step(batch, step)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -151,8 +154,11 @@ def test_seeds_writes_one_run_per_member_that_tables_and_eval_read(compose_train
     members = {s: json.loads((tmp_path / "stack" / f"seed_{s}" / "results.json").read_text()) for s in (0, 1, 2)}
     for seed, results in members.items():
         assert results["seed"] == seed and results["config"]["seed"] == seed
-        # a separate run's keys, its train/ metrics as the stack's (stack/train/...): none is the member's own
-        assert set(results["metrics"]) == {f"stack/{k}" if k.startswith("train/") else k for k in separate}
+        # a separate run's keys, its train/ metrics as the stack's (stack/train/...): none is the member's own;
+        # and its best epoch's record
+        keys = {f"stack/{k}" if k.startswith("train/") else k for k in separate}
+        assert keys <= set(results["metrics"]) and all(k.startswith("best/") for k in set(results["metrics"]) - keys)
+        assert results["metrics"]["best/epoch"] == results["stack"]["best_epoch"]
         rows = list(csv.DictReader((tmp_path / "stack" / f"seed_{seed}" / "csv" / "metrics.csv").open()))
         assert [r["epoch"] for r in rows] == ["0", "1", "2"] and rows[-1]["test/elbo"]
     assert members[0]["metrics"]["test/elbo"] != members[1]["metrics"]["test/elbo"]
@@ -175,11 +181,10 @@ def test_a_task_that_builds_its_network_in_setup_is_refused_in_one_line(compose_
 
 @pytest.mark.parametrize("overrides, message", [
     (["seeds=[0,0]"], r"^seeds must be a list of distinct integers"),
-    (["seeds=[0,1]", "experiment=link_prediction"], r"^seeds=\[\.\.\.\] stacks tasks whose batches are tuples"),
     (["seeds=[0,1]", "latent.prior=vmf"], r"^latent\.prior=vmf: the members of a stack share one latent family"),
     (["seeds=[0,1]", "compile=true"], r"^compile: a stack runs eager"),
     (["seeds=[0,1]", "ckpt_path=last.ckpt"], r"^ckpt_path: resuming a stack from a checkpoint is not supported"),
-    (["seeds=[0,1]", "experiment=latent_comparison"], r"^model\.scheduler: a stack's members share one optimiser"),
+    (["seeds=[0,1]", "+model.scheduler._target_=hsvae.Nope"], r"^model\.scheduler\._target_=hsvae\.Nope: a stack "),
 ])
 def test_what_a_stack_does_not_support_is_refused_by_key(compose_train, overrides, message):
     from hsvae.cli.stack_runs import check_stackable, stack_seeds

@@ -9,13 +9,15 @@ separate run would be, into ``<output_dir>/seed_<s_i>/``: ``.hydra/config.yaml``
 ``checkpoints/best.ckpt`` (its best epoch), ``results.json`` (the test of that checkpoint, its draws started from
 the seed as in eval.py) and its logs. A member has no ``train/`` metrics of its own (the training step sees the
 members' rows as one batch): its record carries the stack's mean as ``stack/train/...``; its validation and test
-metrics are its own. ``make_tables`` and
+metrics are its own, with its best epoch's (``best/epoch``, ``best/val_...``). ``make_tables`` and
 ``eval.py`` read the members as K runs; the job's own folder holds ``stack.json`` and is not a run.
 
 A member is statistically, not bitwise, its separate run (its noise comes from the stack's stream). What a stack
-supports (checked before anything is built): a task whose batches are tuples of tensors (the VAE models; not the
-VGAE's graph), with its network built in its constructor (not the SMILES VAE's, built from the data; refused
-when the stack is built), no stage (M1+M2), no LR scheduler, a latent without learnt parameters, eager, one device. An
+supports (checked before anything is built): a task whose batches are tuples of tensors (the VAE models) or join
+(the VGAE's graphs, as one block-diagonal graph), with its network built in its constructor (not the SMILES VAE's,
+built from the data; refused when the stack is built), no stage (M1+M2), a torch.optim.lr_scheduler (one that
+reads no metric is every member's, a ReduceLROnPlateau each member's own), a latent without learnt parameters,
+eager, one device. An
 interrupted stack continues when run again into its folder (:func:`stack_checkpoint`), not through ``ckpt_path``.
 """
 
@@ -44,7 +46,6 @@ from hsvae.cli.evaluators import instantiate_evaluators
 from hsvae.cli.signals import lightning_interruptions
 from hsvae.cli.stages import instantiate_datamodule
 from hsvae.stack import MemberSelection, StackedData, StackedTask, member_metrics_at
-from hsvae.training import LinkPredictionModule
 from hsvae.training.callbacks import FigureCallback, FigureContext
 from hsvae.training.checkpoint_io import AtomicCheckpointIO
 from hsvae.utils.io import write_json_atomic, write_text_atomic
@@ -107,16 +108,13 @@ def _mean_metrics(members: list[dict[str, float]]) -> dict[str, float]:
 
 def check_stackable(cfg: DictConfig) -> None:
     """ConfigError, naming the key, for what a stack does not support (see the module docstring)."""
-    if targets(cfg.get("model"), LinkPredictionModule):
-        raise ConfigError("seeds=[...] stacks tasks whose batches are tuples of tensors; model=vgae trains on a graph: "
-                          "run its seeds separately (seed=0,1,2 with -m)")
     if cfg.get("m1") is not None:
         raise ConfigError("seeds=[...]: an M1+M2 run trains its M1 first (a stage), which a stack does not run: run "
                           "its seeds separately (seed=0,1,2 with -m)")
-    if OmegaConf.select(cfg, "model.scheduler", default=None) is not None:
-        raise ConfigError("model.scheduler: a stack's members share one optimiser, whose scheduler would follow the "
-                          "members' mean, not each member's metric: set model.scheduler=null or run the seeds "
-                          "separately (seed=0,1,2 with -m)")
+    scheduler = OmegaConf.select(cfg, "model.scheduler._target_", default=None)
+    if scheduler is not None and not scheduler.startswith("torch.optim.lr_scheduler."):
+        raise ConfigError(f"model.scheduler._target_={scheduler}: a stack knows its members' rates under a "
+                          f"torch.optim.lr_scheduler class only: use one, or run the seeds separately (seed=0,1,2 -m)")
     if cfg.get("compile", False):
         raise ConfigError("compile: a stack runs eager (its networks run under torch.vmap); drop compile=true")
     if OmegaConf.select(cfg, "ckpt_path", default=None) is not None:
@@ -214,8 +212,11 @@ def run_stacked(cfg: DictConfig, output_dir: Path, seeds: list[int], started: fl
             _load_member(model, selection.best_states[i])
         _save_member_checkpoint(model, member_dir / "checkpoints" / "best.ckpt", selection.best_epochs[i],
                                 trainer.global_step)
+        # its best epoch and its validation metrics there (what a VGAE's run records as best/...)
+        best = {f"best/{k.replace('/', '_')}": v for k, v in selection.best_metrics[i].items()}
         metrics = {**member_metrics_at(selection.rows[i], "stack/train/"), **member_metrics_at(selection.rows[i], "val/"),
-                   f"best/{selection.monitor.replace('/', '_')}": selection.best_scores[i]}
+                   **best, f"best/{selection.monitor.replace('/', '_')}": selection.best_scores[i],
+                   "best/epoch": float(selection.best_epochs[i])}
         if cfg.get("test", True):
             pl.seed_everything(seed, workers=True, verbose=False)  # as eval.py: the test's draws from the seed
             tester = pl.Trainer(**_trainer_arguments(member_cfg), logger=False, enable_checkpointing=False,

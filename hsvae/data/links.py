@@ -18,7 +18,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 
 import pytorch_lightning as pl
@@ -31,6 +31,7 @@ class LinkSplit:
     (never used in training: only for plots); the rest are node pairs ``(2, k)`` with ``i < j``.
 
     The full graph's edge list is deliberately not kept: what the model can see is ``x`` and ``train_pos``.
+    ``graphs``: the number of disjoint, equally large graphs it is (:meth:`join`), 1 for one graph.
     """
 
     x: torch.Tensor
@@ -40,6 +41,7 @@ class LinkSplit:
     val_neg: torch.Tensor
     test_pos: torch.Tensor
     test_neg: torch.Tensor
+    graphs: int = 1
     #: derived tensors computed once per run (and per device) by :meth:`cached`
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -85,10 +87,31 @@ class LinkSplit:
         device = torch.device(device)
         if self.x.device == device:
             return self
-        moved = {
-            f.name: getattr(self, f.name).to(device, non_blocking=non_blocking) for f in fields(self) if f.name != "_cache"
-        }
-        return LinkSplit(**moved)
+        moved = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "_cache"}
+        return LinkSplit(**{name: value.to(device, non_blocking=non_blocking) if torch.is_tensor(value) else value
+                            for name, value in moved.items()})
+
+    @staticmethod
+    def join(graphs: Sequence[LinkSplit]) -> LinkSplit:
+        """The graphs (each one graph, with as many nodes and pairs of each kind) as one graph of ``len(graphs)``
+        disjoint blocks, in order: graph g's node i is node ``g N + i``, its pairs of each kind (edges within its
+        own block) follow graph g - 1's. The block-diagonal graph of a stack of link-prediction runs: what a
+        model computes over it (messages over its edges, losses per graph: ``graphs``) is each graph's own. Built
+        once for the same graphs (kept in the first one's cache)."""
+        first = graphs[0]
+        pairs = ("train_pos", "val_pos", "val_neg", "test_pos", "test_neg")
+        shapes = {(g.graphs, *g.x.shape, *(getattr(g, name).shape[1] for name in pairs)) for g in graphs}
+        if len(shapes) != 1 or first.graphs != 1:
+            raise ValueError(f"graphs: joined graphs are single graphs of equal sizes (graphs, nodes, features and "
+                             f"pairs of each kind), got {sorted(shapes)}")
+        n = first.num_nodes
+
+        def build() -> LinkSplit:
+            shifted = {name: torch.cat([getattr(g, name) + i * n for i, g in enumerate(graphs)], 1) for name in pairs}
+            return LinkSplit(torch.cat([g.x for g in graphs]), torch.cat([g.y for g in graphs]), **shifted,
+                             graphs=len(graphs))
+
+        return first.cached(("join", *map(id, graphs)), build)
 
 
 def undirected_edges(edge_index: torch.Tensor, num_nodes: int) -> torch.Tensor:

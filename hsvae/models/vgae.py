@@ -73,31 +73,54 @@ def encoder_features(x: torch.Tensor, max_density: float = 0.5) -> torch.Tensor:
     return _to_csr(x) if density <= max_density else x
 
 
+class NodeMap(nn.Module):
+    """``x @ weight (+ bias)``, node by node (either may be absent): a graph convolution's parts that act on each
+    node alone (a stack of networks splits these per member; the propagation between nodes is shared)."""
+
+    def __init__(self, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None):
+        super().__init__()
+        self.weight = None if weight is None else nn.Parameter(weight)
+        self.bias = None if bias is None else nn.Parameter(bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x if self.weight is None else x @ self.weight
+        return out if self.bias is None else out + self.bias
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{name}={tuple(p.shape)}" for name, p in self.named_parameters())
+
+
 class GraphConvolution(nn.Module):
     """``adjacency @ (x @ W) (+ b)``, W Glorot-initialised as in Kipf's ``GraphConvolution`` layer (which has no
     bias); a bias, when asked for, starts uniform in +-1/sqrt(in_features) as ``nn.Linear``'s."""
 
+    #: its output rows (nodes) mix through the adjacency; its parts ``linear`` and ``bias`` act node by node
+    mixes_rows = True
+
     def __init__(self, in_features: int, out_features: int, bias: bool = False):
         super().__init__()
         bound = math.sqrt(6.0 / (in_features + out_features))
-        self.weight = nn.Parameter(torch.empty(in_features, out_features).uniform_(-bound, bound))
-        if bias:
-            limit = 1.0 / math.sqrt(in_features)
-            self.bias = nn.Parameter(torch.empty(out_features).uniform_(-limit, limit))
-        else:
-            self.bias = None
+        self.linear = NodeMap(weight=torch.empty(in_features, out_features).uniform_(-bound, bound))
+        limit = 1.0 / math.sqrt(in_features)
+        self.bias = NodeMap(bias=torch.empty(out_features).uniform_(-limit, limit)) if bias else None
 
     def forward(self, x: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
-        out = adjacency @ (x @ self.weight)
-        return out if self.bias is None else out + self.bias
+        out = adjacency @ self.linear(x)
+        return out if self.bias is None else self.bias(out)
 
-    def extra_repr(self) -> str:
-        return f"in_features={self.weight.shape[0]}, out_features={self.weight.shape[1]}, bias={self.bias is not None}"
+    def _load_from_state_dict(self, state_dict, prefix, *args):
+        # a checkpoint of the layer before its parts were modules of their own (weight, bias)
+        for old, new in (("weight", "linear.weight"), ("bias", "bias.bias")):
+            if prefix + old in state_dict:
+                state_dict[prefix + new] = state_dict.pop(prefix + old)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
 
 class GCNEncoder(nn.Module):
     """Two graph convolutions with a ReLU between: ``(N, F) -> (N, hidden) -> (N, out_features)``; the second
     with a bias when ``output_bias``."""
+
+    mixes_rows = True  # (its graph convolutions)
 
     def __init__(self, in_features: int, hidden: int, out_features: int, output_bias: bool = False):
         super().__init__()
@@ -106,6 +129,22 @@ class GCNEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
         return self.conv2(torch.relu(self.conv1(x, adjacency)), adjacency)
+
+
+class LogitScale(nn.Module):
+    """``z -> sqrt(scale) z``, node by node: the inner product of two scaled points is the decoder's logit
+    ``scale * <z_i, z_j>``. ``log_scale`` is a parameter when learnt, else a buffer."""
+
+    def __init__(self, init_scale: float, learn: bool):
+        super().__init__()
+        log_scale = torch.tensor(math.log(init_scale))
+        if learn:
+            self.log_scale = nn.Parameter(log_scale)
+        else:
+            self.register_buffer("log_scale", log_scale)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.log_scale.exp().sqrt()  # (exp then sqrt: the rounding the all-pairs loss always had)
 
 
 # -- reconstruction losses ------------------------------------------------------------------------------------
@@ -210,28 +249,38 @@ def sample_pairs(num_nodes: int, count: int, exclude: torch.Tensor | None = None
     return torch.stack([lo, hi])
 
 
-def pair_logits(z: torch.Tensor, pairs: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """``scale * <z_i, z_j>`` for each pair of ``pairs`` ``(2, k)``; shape ``(k,)``."""
-    return scale * (z[pairs[0]] * z[pairs[1]]).sum(-1)
+def pair_logits(z: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+    """``<z_i, z_j>`` for each pair of ``pairs`` ``(2, k)``; shape ``(k,)``."""
+    return (z[pairs[0]] * z[pairs[1]]).sum(-1)
 
 
 def pair_reconstruction_loss(
     z: torch.Tensor,
-    scale: torch.Tensor,
     train_pos: torch.Tensor,
     reconstruction: str = "all_pairs",
     negatives_per_positive: int = 1,
     block_rows: int = 256,
     per_node: bool = False,
+    graphs: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The inner-product decoder's loss of ``z`` ``(N, k)`` with logit scale ``scale`` (see :class:`VGAE` for the
-    arguments): ``(loss, per-node loss terms or None)``; ``"sampled"`` draws its non-edges from the global RNG."""
+    """The inner-product decoder's loss of ``z`` ``(N, k)`` (scaled: the logit of a pair is ``<z_i, z_j>``; see
+    :class:`VGAE` for the arguments): ``(loss, per-node loss terms or None)``; ``"sampled"`` draws its non-edges
+    from the global RNG. ``graphs`` > 1: ``z`` and ``train_pos`` are a batch of that many disjoint graphs of equally
+    many nodes and training edges (graph g: nodes ``[g n, (g + 1) n)``, edges ``[g e, (g + 1) e)``), and the loss
+    is the mean of theirs (no pair between two graphs is a pair of either)."""
+    if graphs > 1:
+        n, e = z.shape[0] // graphs, train_pos.shape[1] // graphs
+        parts = [pair_reconstruction_loss(z[g * n:(g + 1) * n], train_pos[:, g * e:(g + 1) * e] - g * n,
+                                          reconstruction, negatives_per_positive, block_rows, per_node)
+                 for g in range(graphs)]
+        loss = torch.stack([loss for loss, _ in parts]).mean()
+        return loss, torch.cat([node for _, node in parts]) / graphs if per_node else None
     if reconstruction == "all_pairs":
-        out = all_pairs_reconstruction_loss(z * scale.sqrt(), train_pos, block_rows, per_node)
+        out = all_pairs_reconstruction_loss(z, train_pos, block_rows, per_node)
         return out if per_node else (out, None)
     negatives = sample_pairs(z.shape[0], negatives_per_positive * train_pos.shape[1], train_pos, z.device)
-    pos_terms = F.softplus(-pair_logits(z, train_pos, scale)) / train_pos.shape[1]
-    neg_terms = F.softplus(pair_logits(z, negatives, scale)) / max(negatives.shape[1], 1)
+    pos_terms = F.softplus(-pair_logits(z, train_pos)) / train_pos.shape[1]
+    neg_terms = F.softplus(pair_logits(z, negatives)) / max(negatives.shape[1], 1)
     loss = pos_terms.sum() + neg_terms.sum()
     if not per_node:
         return loss, None
@@ -248,13 +297,15 @@ def pair_reconstruction_loss(
 class VGAETerms:
     """One training evaluation: the reconstruction loss (a scalar), the KL per node ``(N,)``, the draw and its
     estimator, and per node i the part of the reconstruction loss that depends on z_i (only when the latent's
-    estimator uses it: ``sample.needs_per_draw_terms``)."""
+    estimator uses it: ``sample.needs_per_draw_terms``); ``graphs``: the number of equally large graphs the nodes
+    are (the loss is the mean of theirs)."""
 
     reconstruction: torch.Tensor
     kl: torch.Tensor
     sample: PosteriorSample
     posterior: Distribution
     node_reconstruction: torch.Tensor | None = None
+    graphs: int = 1
 
     @property
     def z(self) -> torch.Tensor:
@@ -266,7 +317,7 @@ class VGAETerms:
         The estimator gets each node's own part of the loss: with the whole loss for every node, the vMF's
         correction term is too noisy to train on (about 79 test AUC on Cora instead of 93)."""
         reconstruction = self.sample.surrogate(self.reconstruction, self.node_reconstruction)
-        return reconstruction + self.kl.mean() / self.kl.shape[0]
+        return reconstruction + self.kl.mean() / (self.kl.shape[0] // self.graphs)  # (N: one graph's nodes)
 
 
 class VGAE(nn.Module):
@@ -323,17 +374,18 @@ class VGAE(nn.Module):
         self.reconstruction = reconstruction
         self.negatives_per_positive = negatives_per_positive
         self.block_rows = block_rows
-        learn_scale = on_spheres if learn_scale is None else learn_scale
-        log_scale = torch.tensor(math.log(init_scale))
-        if learn_scale:
-            self.log_scale = nn.Parameter(log_scale)
-        else:
-            self.register_buffer("log_scale", log_scale)
+        self.decoder = LogitScale(init_scale, on_spheres if learn_scale is None else learn_scale)
 
     @property
     def scale(self) -> torch.Tensor:
         """The decoder's logit scale (learnable for spherical latents by default)."""
-        return self.log_scale.exp()
+        return self.decoder.log_scale.exp()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args):
+        # a checkpoint of the model before its scale was a module of its own
+        if prefix + "log_scale" in state_dict:
+            state_dict[prefix + "decoder.log_scale"] = state_dict.pop(prefix + "log_scale")
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def posterior(self, x: torch.Tensor, adjacency: torch.Tensor) -> Distribution:
         """q(z_i | X, A) for every node (batch shape ``(N,)``); ``adjacency`` from :func:`gcn_normalized_adjacency`."""
@@ -347,21 +399,23 @@ class VGAE(nn.Module):
 
     def logits(self, z: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
         """``scale * <z_i, z_j>`` for each pair of ``pairs`` ``(2, k)``; shape ``(k,)``."""
-        return pair_logits(z, pairs, self.scale)
+        return pair_logits(self.decoder(z), pairs)
 
     def reconstruction_loss(
-        self, z: torch.Tensor, train_pos: torch.Tensor, per_node: bool = False
+        self, z: torch.Tensor, train_pos: torch.Tensor, per_node: bool = False, graphs: int = 1
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(loss, per-node loss terms or None)``; see :func:`all_pairs_reconstruction_loss` for ``per_node``."""
-        return pair_reconstruction_loss(z, self.scale, train_pos, self.reconstruction, self.negatives_per_positive,
-                                        self.block_rows, per_node)
+        """``(loss, per-node loss terms or None)``; see :func:`all_pairs_reconstruction_loss` for ``per_node`` and
+        :func:`pair_reconstruction_loss` for ``graphs``."""
+        return pair_reconstruction_loss(self.decoder(z), train_pos, self.reconstruction, self.negatives_per_positive,
+                                        self.block_rows, per_node, graphs)
 
-    def forward(self, x: torch.Tensor, adjacency: torch.Tensor, train_pos: torch.Tensor) -> VGAETerms:
-        """Loss terms of one full-batch step; ``train_pos`` ``(2, E_train)``: the training edges, i < j."""
+    def forward(self, x: torch.Tensor, adjacency: torch.Tensor, train_pos: torch.Tensor, graphs: int = 1) -> VGAETerms:
+        """Loss terms of one full-batch step; ``train_pos`` ``(2, E_train)``: the training edges, i < j; ``graphs``:
+        the number of disjoint, equally large graphs the nodes and edges are, in order (the loss is their mean)."""
         q = self.posterior(x, adjacency)
         sample = self.latent.rsample(q)
-        reconstruction, per_node = self.reconstruction_loss(sample.z, train_pos, per_node=sample.needs_per_draw_terms)
-        return VGAETerms(reconstruction, self.latent.kl(q, sample), sample, q, per_node)
+        reconstruction, per_node = self.reconstruction_loss(sample.z, train_pos, sample.needs_per_draw_terms, graphs)
+        return VGAETerms(reconstruction, self.latent.kl(q, sample), sample, q, per_node, graphs)
 
 
 # -- ranking metrics ----------------------------------------------------------------------------------------

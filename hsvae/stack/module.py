@@ -1,16 +1,19 @@
 """K runs of one task as one Lightning fit: :class:`StackedTask` (the task's own steps on the members' networks)
 and :class:`StackedData` (the members' data modules as one).
 
-The stack trains through the task's unchanged ``training_step``: the members' batches are one batch of their rows
-(:mod:`hsvae.stack.members`), whose loss is the mean over all rows, ``(1/K) sum_i loss_i``; K times it is the sum of
-the members' losses, whose gradient in member i's parameters is member i's own gradient, and an elementwise optimiser
-(Adam) over the stacked parameters is K independent optimisers. Validation runs the task's ``validation_step`` once
+The stack trains through the task's unchanged ``training_step``: the members' batches are one batch
+(:func:`join_batches`: their rows, or a batch type's own ``join``, e.g. a graph's block-diagonal union), whose loss
+is the members' mean, ``(1/K) sum_i loss_i``; K times it is the sum of the members' losses, whose gradient in member
+i's parameters is member i's own gradient, and an elementwise optimiser (Adam) over the stacked parameters is K
+independent optimisers. A learning-rate schedule that reads no metric is every member's; a ``ReduceLROnPlateau``
+is each member's own (:meth:`StackedTask.optimizer_step`). Validation runs the task's ``validation_step`` once
 per member, on its own batch, with what the step logs collected per member (``member_metrics``), which
 :class:`~hsvae.stack.selection.MemberSelection` selects and stops on. A task stacks when its step is a pure function
 of the parameters, the batch and the noise, its network's parameterised parts act row by row, and its batches are
-tuples of tensors: nothing here names a task.
+tuples of tensors or know how to join: nothing here names a task.
 
-Dimension convention: a stacked batch is a tuple of tensors ``(K, B, ...)``; the training step sees ``(K * B, ...)``.
+Dimension convention: a stacked batch is the list of the members' K batches; the training step sees them joined,
+``(K * B, ...)`` per tensor.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from contextlib import ExitStack, contextmanager
 
 import pytorch_lightning as pl
 import torch
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from hsvae.training.task import ELBOTask
 
@@ -40,9 +44,14 @@ class StackedTask(pl.LightningModule):
             raise ValueError("tasks: a stack needs at least one member")
         if len({type(task) for task in tasks}) != 1:
             raise ValueError("tasks: the members of a stack are one task (one class)")
-        if tasks[0].scheduler_factory is not None:
-            raise ValueError("tasks: a learning-rate scheduler would step on the members' mean, not on each member's "
-                             "own metric")
+        kind = getattr(tasks[0].scheduler_factory, "func", tasks[0].scheduler_factory)  # (a partial's class)
+        if kind is not None and not (isinstance(kind, type) and issubclass(kind, LRScheduler)):
+            raise ValueError(f"tasks: the scheduler {kind!r} is no torch.optim.lr_scheduler class, whose members' "
+                             f"rates a stack knows: use one, or run the seeds separately")
+        self.plateau = isinstance(kind, type) and issubclass(kind, ReduceLROnPlateau)
+        self.lr_factors = [1.0] * len(tasks)  # member i's rate: lr_factors[i] times the optimiser's
+        self._plateaus: list[ReduceLROnPlateau] = []
+        self._plateau_states: list | None = None
         if tasks[0].net is None:
             raise ValueError(f"tasks: {type(tasks[0]).__name__} builds its network from the data in setup(); a stack "
                              f"stacks networks built in the constructor")
@@ -68,14 +77,52 @@ class StackedTask(pl.LightningModule):
 
     # -- the task's own hooks, on the stacked network -------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        data = self.trainer.datamodule
+        for member in data.members if isinstance(data, StackedData) else [data]:  # (its checks of its data)
+            self.task.trainer = _MemberTrainer(self.trainer, member)
+            self.task.setup(stage)
         self.task.trainer = self.trainer  # (its epoch, its KL warm-up, its logging)
-        self.task.setup(stage)
 
     def configure_callbacks(self):
         return self.task.configure_callbacks()
 
     def configure_optimizers(self):
-        return self.task.configure_optimizers()
+        config = self.task.configure_optimizers()
+        if not self.plateau:
+            return config  # (a schedule that reads no metric is every member's)
+        # each member's own copy of the run's ReduceLROnPlateau, on a stand-in optimiser at the run's rate, stepped
+        # on its own metric; the stack's optimiser keeps the run's rate (see optimizer_step)
+        optimizer = config["optimizer"]
+        self._base_lr = optimizer.param_groups[0]["lr"]
+        self._plateaus = [self.task.scheduler_factory(optimizer=torch.optim.SGD([torch.zeros(1)], lr=self._base_lr))
+                          for _ in range(self.k)]
+        for plateau, (state, lr) in zip(self._plateaus, self._plateau_states or ()):  # (a resumed stack)
+            plateau.load_state_dict(state)
+            plateau.optimizer.param_groups[0]["lr"] = lr
+        self._factors_from_plateaus()
+        return optimizer
+
+    def _factors_from_plateaus(self) -> None:
+        self.lr_factors = [p.optimizer.param_groups[0]["lr"] / self._base_lr for p in self._plateaus]
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        """The optimiser's step, member i's slice of it scaled by ``lr_factors[i]``: the step of Adam (AdamW, SGD)
+        is linear in the rate, and its moments do not depend on it, so member i follows its own rate exactly."""
+        if all(f == 1.0 for f in self.lr_factors):
+            return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        params = [p for split in self.splits.values() for p in split.parameters()]
+        before = [p.detach().clone() for p in params]
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        factors = torch.tensor(self.lr_factors, device=self.device)
+        with torch.no_grad():
+            for p, start in zip(params, before):
+                p.copy_(torch.lerp(start, p, factors.view(-1, *[1] * (p.dim() - 1)).to(p.dtype)))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["member_plateaus"] = [(p.state_dict(), p.optimizer.param_groups[0]["lr"]) for p in self._plateaus]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._plateau_states = checkpoint.get("member_plateaus")  # (restored before configure_optimizers)
 
     def _hook(self, name: str, *args):
         self.task._current_fx_name = self._current_fx_name  # its self.log goes where the stack's would
@@ -88,16 +135,15 @@ class StackedTask(pl.LightningModule):
         self._hook("on_train_epoch_end")
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        rows = tuple(part.flatten(0, 1) for part in batch)
-        return self.k * self._hook("training_step", rows, batch_idx)
+        return self.k * self._hook("training_step", join_batches(batch), batch_idx)
 
     def on_validation_epoch_start(self) -> None:
         self._sums, self._counts = {}, {}
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        for i in range(self.k):
-            member_batch = tuple(part[i] for part in batch)
-            with self.only(i), self._collecting(i, member_batch[0].shape[0]):
+        for i, member_batch in enumerate(batch):
+            size = len(member_batch[0]) if isinstance(member_batch, (tuple, list)) else 1
+            with self.only(i), self._collecting(i, size):
                 self._hook("validation_step", member_batch, batch_idx)
 
     def on_validation_epoch_end(self) -> None:
@@ -105,6 +151,10 @@ class StackedTask(pl.LightningModule):
             return
         self.member_metrics = {name: self._sums[name] / self._counts[name] for name in self._sums}
         self.log_dict({name: values.mean() for name, values in self.member_metrics.items()})  # (the members' mean)
+        if self._plateaus:
+            for plateau, value in zip(self._plateaus, self.member_metrics[self.task.monitor].tolist()):
+                plateau.step(value)
+            self._factors_from_plateaus()
 
     @contextmanager
     def _collecting(self, i: int, batch_size: int) -> Iterator[None]:
@@ -128,8 +178,30 @@ class StackedTask(pl.LightningModule):
             del self.task.log, self.task.log_dict
 
 
+class _MemberTrainer:
+    """The trainer as a member's task sees it in its setup: with the member's data module as its ``datamodule``."""
+
+    def __init__(self, trainer: pl.Trainer, datamodule: pl.LightningDataModule):
+        self._trainer, self.datamodule = trainer, datamodule
+
+    def __getattr__(self, name: str):
+        return getattr(self._trainer, name)
+
+
+def join_batches(batches: Sequence):
+    """The members' batches as one: tuples of tensors as their rows (``(K * B, ...)`` per part), anything else by
+    its type's ``join`` (a graph's: the members' graphs as one block-diagonal graph)."""
+    if all(isinstance(b, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in b) for b in batches):
+        return tuple(torch.cat(parts) for parts in zip(*batches))
+    join = getattr(type(batches[0]), "join", None)
+    if join is None:
+        raise ValueError(f"a stack joins batches that are tuples of tensors or have a join(batches) method, got "
+                         f"{type(batches[0]).__name__}")
+    return join(batches)
+
+
 class StackedLoader:
-    """K loaders of equally many batches as one: a step's batches stacked, ``(K, B, ...)`` per part."""
+    """K loaders of equally many batches as one: a step's batches, as the list of the members'."""
 
     def __init__(self, loaders: Sequence):
         lengths = {len(loader) for loader in loaders}
@@ -141,11 +213,8 @@ class StackedLoader:
     def __len__(self) -> int:
         return len(self.loaders[0])
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        for batches in zip(*self.loaders):
-            if not all(isinstance(b, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in b) for b in batches):
-                raise ValueError(f"a stack takes batches that are tuples of tensors, got {type(batches[0]).__name__}")
-            yield tuple(torch.stack(parts) for parts in zip(*batches))
+    def __iter__(self) -> Iterator[list]:
+        yield from map(list, zip(*self.loaders))
 
 
 class StackedData(pl.LightningDataModule):
@@ -174,6 +243,4 @@ class StackedData(pl.LightningDataModule):
         return StackedLoader([m.val_dataloader() for m in self.members])
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        parts = [m.on_after_batch_transfer(tuple(t[i] for t in batch), dataloader_idx)
-                 for i, m in enumerate(self.members)]
-        return tuple(torch.stack(column) for column in zip(*parts))
+        return [m.on_after_batch_transfer(b, dataloader_idx) for m, b in zip(self.members, batch)]

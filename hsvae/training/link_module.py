@@ -74,10 +74,11 @@ class LinkPredictionModule(ELBOTask):
 
     # -- steps ----------------------------------------------------------------------------------------------
     def training_step(self, graph: LinkSplit, batch_idx: int) -> torch.Tensor:
-        terms = self.net(*self.inputs(graph), graph.train_pos)
+        terms = self.net(*self.inputs(graph), graph.train_pos, graph.graphs)
         loss = terms.loss()
+        # (a stacked network's scale is its members': their mean, as its loss is theirs)
         self.observe({"loss": loss, "reconstruction": terms.reconstruction, "kl": terms.kl.mean()}, batch_idx,
-                     extra={"scale": self.net.scale})
+                     extra={"scale": self.net.scale.mean()})
         return loss
 
     def pair_scores(self, graph: LinkSplit, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
