@@ -58,8 +58,11 @@ _WOOD_ACCEPTANCE = (
 #: rises with the shape: 0.952 at 1, 0.973 at 1.5, 0.982 at 2, 0.994 at 5, 0.999 at 32); m = 2
 #: needs no gamma, and neither does m = 5 (see :func:`_propose`). Rows: (smallest m, bound).
 _GAMMA_ACCEPTANCE = ((61, 0.998), (10, 0.99), (5, 0.98), (4, 0.97), (3, 0.95), (2, 1.0))
-#: Expected number of rows a CPU block leaves unaccepted (the rest go to a second, small block).
-_CPU_LEFTOVER_ROWS = 1.0
+#: Expected number of rows the first CPU block leaves unaccepted, and each further (small) block: fewer
+#: proposals in the first block, and a second block for a few rows (a few us per op at that size), cost less
+#: than a first block so long that the second is rarely needed.
+_CPU_LEFTOVER_ROWS = 0.2
+_CPU_RETRY_LEFTOVER_ROWS = 1e-3
 #: Probability, per call, that the sync-free (accelerator) path leaves any row unaccepted.
 _ACCELERATOR_FAILURE_PROBABILITY = 1e-12
 #: Cap on proposals held in memory at once on the sync-free path (rows x block).
@@ -120,9 +123,11 @@ def _wood_b(kappa: torch.Tensor, m: int) -> torch.Tensor:
 
 
 def _propose(b: torch.Tensor, m: int, block: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``block`` proposals per row: (t = 2e - 1, accepted), each of shape (rows, block).
+    """``block`` proposals per row: (t = 2e - 1, accepted as 1.0 / 0.0), each of shape (block, rows).
 
-    ``b`` (Wood's b) has shape (rows, 1). For m = 5 the Beta(2, 2) proposal e is drawn by its inverse CDF
+    ``b`` (Wood's b) has shape (rows,); the proposals run along the leading axis, so that per-row
+    quantities broadcast along an outer axis (on the CPU, broadcasting along the inner one costs ~4 times a
+    plain op). For m = 5 the Beta(2, 2) proposal e is drawn by its inverse CDF
     (below); otherwise the Beta((m-1)/2, (m-1)/2) proposal e is drawn as
     2e - 1 = z / sqrt(chi2 + z^2) with z ~ N(0, 1) and chi2 ~ chi^2_(m-1) (a symmetric Beta mapped
     to [-1, 1]); chi2 = 2G with G ~ Gamma((m-1)/2) from the Marsaglia-Tsang proposal (one normal),
@@ -136,11 +141,11 @@ def _propose(b: torch.Tensor, m: int, block: int) -> tuple[torch.Tensor, torch.T
         # Beta(2, 2) by its inverse CDF 3e^2 - 2e^3 = u: with e = 1/2 + y this is sin(3 theta) = 2u - 1 for
         # y = sin(theta) (the triple-angle formula), so t = 2e - 1 = 2 sin(asin(2u - 1) / 3). One uniform per
         # proposal and no Gamma rejection, where the general path below draws two normals and rejects some.
-        uniforms = torch.rand(2, b.shape[0], block, dtype=b.dtype, device=b.device)
+        uniforms = torch.rand(2, block, b.shape[0], dtype=b.dtype, device=b.device)
         t = torch.sin(torch.asin(torch.addcmul(consts.minus_one, uniforms[0], consts.two)) * consts.third) * consts.two
         log_ratio, accept_uniform = None, uniforms[1]
     else:
-        normals = torch.randn(2, b.shape[0], block, dtype=b.dtype, device=b.device)
+        normals = torch.randn(2, block, b.shape[0], dtype=b.dtype, device=b.device)
         gauss, z = normals[0], normals[1]
         g2 = gauss * gauss
         if m == 2:
@@ -163,15 +168,16 @@ def _propose(b: torch.Tensor, m: int, block: int) -> tuple[torch.Tensor, torch.T
     delta = half_one_minus_b * t / denom
     wood = torch.log1p(delta) - delta
     log_ratio = wood * consts.n if log_ratio is None else torch.add(log_ratio, wood, alpha=float(m - 1))
-    accepted = accept_uniform.log() < log_ratio
+    # (a comparison written into a float tensor costs less than one into bool, and float max below is cheaper)
+    accepted = torch.lt(accept_uniform.log(), log_ratio, out=torch.empty_like(t))
     return t, accepted
 
 
 def _first_accepted(t: torch.Tensor, accepted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row, one accepted proposal and whether the row has one (uint8). (Any rule that looks
+    """Per row, one accepted proposal and whether the row has one (1.0 / 0.0). (Any rule that looks
     only at *which* proposals were accepted gives an exact draw, as the proposals are i.i.d.)"""
-    found, index = torch.max(accepted.to(torch.uint8), dim=-1)
-    return t.gather(-1, index.unsqueeze(-1)).squeeze(-1), found
+    found, index = torch.max(accepted, dim=0, keepdim=True)
+    return t.gather(0, index)[0], found[0]
 
 
 def _block_size(expected_left: float, rows: int, acceptance: float) -> int:
@@ -209,7 +215,7 @@ def _accepted_beta(
         sync_free = kappa.device.type != "cpu" or torch.compiler.is_compiling()
     if rows == 0:
         return torch.empty_like(kappa)
-    b = (_wood_b(kappa, m) if b is None else b).unsqueeze(-1)
+    b = _wood_b(kappa, m) if b is None else b
     if sync_free:
         acceptance = _acceptance_lower_bound(m, math.inf)
         total = _block_size(_ACCELERATOR_FAILURE_PROBABILITY, rows, acceptance)
@@ -235,18 +241,13 @@ def _accepted_beta(
     t, found = _first_accepted(*_propose(b, m, _block_size(_CPU_LEFTOVER_ROWS, rows, acceptance)))
     if not_finite is None and bool(found.all()):
         return t
-    found = found.bool() if not_finite is None else found.bool() | not_finite
-    left = (~found).nonzero().squeeze(-1)
+    left = (found.bool() if not_finite is None else found.bool() | not_finite).logical_not_().nonzero().squeeze(-1)
     for _ in range(_MAX_ROUNDS):
         if left.shape[0] == 0:
             return t
-        block = _block_size(_CPU_LEFTOVER_ROWS, left.shape[0], acceptance)
-        found_t, found = _first_accepted(*_propose(b[left], m, block))
-        found = found.bool()
-        t[left[found]] = found_t[found]
-        left = left[~found]
-    if left.shape[0] == 0:
-        return t
+        found_t, found = _first_accepted(*_propose(b[left], m, _block_size(_CPU_RETRY_LEFTOVER_ROWS, left.shape[0], acceptance)))
+        t[left] = found_t  # (the rows still unaccepted are drawn again in the next round)
+        left = left[found == 0]
     raise RuntimeError("von Mises-Fisher sampler: rows still unaccepted after many rounds")
 
 
@@ -263,25 +264,22 @@ class _Radial(NamedTuple):
 def _wood_radial(kappa: torch.Tensor, t: torch.Tensor, m: int, with_derivative: bool, root_and_b=None) -> _Radial:
     """From an accepted t = 2e - 1, the sample's w = (1 - (1+b) e) / (1 - (1-b) e) (no autograd).
 
-    1 - w = 2 b e / D and 1 - w^2 = 4 b e (1 - e) / D^2 with D = 1 - (1-b) e = (1 - e) + b e: no
-    cancellation near w = 1 (large kappa). Derivatives: db/dkappa = -2b / sqrt(4 kappa^2 + n^2),
-    d(1-w)/db = 2 e (1-e) / D^2, d radial/db = radial (1/(2b) - e/D).
+    With P = (1 - t) + b (1 + t) (twice 1 - (1-b) e; both terms >= 0): 1 - w = 2 b (1+t) / P and
+    1 - w^2 = 4 b (1 - t^2) / P^2, with no cancellation near w = 1 (large kappa). Derivatives, e held fixed:
+    d(1-w)/db = 2 (1 - t^2) / P^2 and db/dkappa = -2b / root (root = sqrt(4 kappa^2 + n^2)), so
+    d(1-w)/dkappa = -(1 - w^2) / root and d radial/dkappa = (w / radial) d(1-w)/dkappa = -w radial / root.
     """
     consts = _constants(m, t.dtype, t.device)
     root, b = _wood_root_and_b(kappa, consts) if root_and_b is None else root_and_b
-    e = torch.addcmul(consts.half, t, consts.half)
-    one_minus_e = torch.addcmul(consts.half, t, consts.minus_half)
-    inv_denom = torch.addcmul(one_minus_e, b, e).reciprocal()
-    e_one_minus_e = e * one_minus_e
-    two_e_inv_denom = (e + e) * inv_denom
-    one_minus_w = b * two_e_inv_denom
-    radial = torch.sqrt(b * e_one_minus_e) * (inv_denom + inv_denom)
+    one_minus_t = consts.one - t
+    b_one_plus_t = torch.addcmul(b, b, t)
+    two_over_p = consts.two / (one_minus_t + b_one_plus_t)
+    one_minus_w = b_one_plus_t * two_over_p
+    radial = torch.sqrt(b_one_plus_t * one_minus_t) * two_over_p
     if not with_derivative:
         return _Radial(one_minus_w, radial, None, None)
-    db = -(b + b) / root
-    d_one_minus_w = db * (e_one_minus_e + e_one_minus_e) * inv_denom * inv_denom
-    d_radial = db * radial * (consts.half / b - e * inv_denom)
-    return _Radial(one_minus_w, radial, d_one_minus_w, d_radial)
+    radial_over_root = radial / root
+    return _Radial(one_minus_w, radial, -(radial * radial_over_root), (one_minus_w - consts.one) * radial_over_root)
 
 
 def _exact_m3(kappa: torch.Tensor, with_derivative: bool) -> _Radial:
