@@ -252,13 +252,13 @@ def _accepted_beta(
 
 
 class _Radial(NamedTuple):
-    """w = loc.x as 1 - w (exact near w = 1), the radius sqrt(1 - w^2) of the tangent part, and
-    (when a gradient is needed) their derivatives in kappa with the noise held fixed."""
+    """w = loc.x as 1 - w (exact near w = 1), the radius sqrt(1 - w^2) of the tangent part, and (when a
+    gradient is needed) c = -(d(1-w)/dkappa) / radial with the noise held fixed: as radial^2 = 1 - w^2,
+    d(1-w)/dkappa = -radial c and d radial/dkappa = -w c, so one tensor carries both derivatives."""
 
     one_minus_w: torch.Tensor
     radial: torch.Tensor
-    d_one_minus_w: torch.Tensor | None
-    d_radial: torch.Tensor | None
+    derivative: torch.Tensor | None
 
 
 def _wood_radial(kappa: torch.Tensor, t: torch.Tensor, m: int, with_derivative: bool, root_and_b=None) -> _Radial:
@@ -267,7 +267,7 @@ def _wood_radial(kappa: torch.Tensor, t: torch.Tensor, m: int, with_derivative: 
     With P = (1 - t) + b (1 + t) (twice 1 - (1-b) e; both terms >= 0): 1 - w = 2 b (1+t) / P and
     1 - w^2 = 4 b (1 - t^2) / P^2, with no cancellation near w = 1 (large kappa). Derivatives, e held fixed:
     d(1-w)/db = 2 (1 - t^2) / P^2 and db/dkappa = -2b / root (root = sqrt(4 kappa^2 + n^2)), so
-    d(1-w)/dkappa = -(1 - w^2) / root and d radial/dkappa = (w / radial) d(1-w)/dkappa = -w radial / root.
+    d(1-w)/dkappa = -(1 - w^2) / root: c = radial / root (see :class:`_Radial`).
     """
     consts = _constants(m, t.dtype, t.device)
     root, b = _wood_root_and_b(kappa, consts) if root_and_b is None else root_and_b
@@ -277,16 +277,16 @@ def _wood_radial(kappa: torch.Tensor, t: torch.Tensor, m: int, with_derivative: 
     one_minus_w = b_one_plus_t * two_over_p
     radial = torch.sqrt(b_one_plus_t * one_minus_t) * two_over_p
     if not with_derivative:
-        return _Radial(one_minus_w, radial, None, None)
-    radial_over_root = radial / root
-    return _Radial(one_minus_w, radial, -(radial * radial_over_root), (one_minus_w - consts.one) * radial_over_root)
+        return _Radial(one_minus_w, radial, None)
+    return _Radial(one_minus_w, radial, radial / root)
 
 
 def _exact_m3(kappa: torch.Tensor, with_derivative: bool) -> _Radial:
     """Inverse-CDF sample for m = 3: w = 1 + log(1 - V (1 - e^(-2 kappa))) / kappa, V ~ U(0, 1).
 
     With f = log1p(V expm1(-2 kappa)): 1 - w = -f / kappa and d(1-w)/dkappa = -(1-w + f') / kappa,
-    f' = -2 V e^(-2 kappa) / (1 + V expm1(-2 kappa)).
+    f' = -2 V e^(-2 kappa) / (1 + V expm1(-2 kappa)); c = (1-w + f') / (kappa radial) (see :class:`_Radial`;
+    radial >= sqrt(tiny) keeps it finite, and where that clamp is active d(1-w)/dkappa = 0).
     """
     # kappa = 0 (an underflowed softplus, say) is the uniform limit w = 1 - 2V, not 0/0.
     consts = _constants(3, kappa.dtype, kappa.device)
@@ -297,16 +297,12 @@ def _exact_m3(kappa: torch.Tensor, with_derivative: bool) -> _Radial:
     one_minus_w = -torch.log1p(inner) / kappa
     radial = torch.sqrt((one_minus_w * (consts.two - one_minus_w)).clamp_min(consts.tiny))
     if not with_derivative:
-        return _Radial(one_minus_w, radial, None, None)
+        return _Radial(one_minus_w, radial, None)
     df = consts.minus_two * uniform * (expm1 + consts.one) / (inner + consts.one)
-    d_one_minus_w = -(one_minus_w + df) / kappa
-    # d radial = (1 - s) / radial * ds with s = 1 - w (radial >= sqrt(tiny) keeps it finite; where
-    # the clamp is active, ds = 0).
-    d_radial = (consts.one - one_minus_w) / radial * d_one_minus_w
-    return _Radial(one_minus_w, radial, d_one_minus_w, d_radial)
+    return _Radial(one_minus_w, radial, (one_minus_w + df) / (kappa * radial))
 
 
-def _tangent_parts(g, one_minus_w, radial, d_one_minus_w, d_radial, kappa, loc):
+def _tangent_parts(g, one_minus_w, radial, derivative, kappa, loc):
     """z = w loc + radial e with e = g_perp / |g_perp|, g_perp = g - (g.loc) loc, for Gaussian noise ``g``.
 
     e is uniform on the unit sphere of the tangent space at loc (the tangent part of an isotropic
@@ -322,9 +318,10 @@ def _tangent_parts(g, one_minus_w, radial, d_one_minus_w, d_radial, kappa, loc):
     return w, g_mu, g_perp, inv_len, r, torch.addcmul(w.unsqueeze(-1) * loc, r.unsqueeze(-1), g_perp)
 
 
-def _tangent_vjp(grad, g, one_minus_w, radial, d_one_minus_w, d_radial, kappa, loc, w, g_mu, g_perp, inv_len, r, z):
+def _tangent_vjp(grad, g, one_minus_w, radial, derivative, kappa, loc, w, g_mu, g_perp, inv_len, r, z):
     """Gradients of (kappa, loc) for the incoming gradient ``grad``. With w = 1 - (1 - w), z = w loc + r g_perp:
-    dL/dkappa = -(grad.loc) d(1-w)/dkappa + (grad.g_perp) / |g_perp| dradial/dkappa; through g_perp (r depends
+    dL/dkappa = -(grad.loc) d(1-w)/dkappa + (grad.g_perp) / |g_perp| dradial/dkappa
+    = c ((grad.loc) radial - (grad.g_perp) / |g_perp| w) (c: ``derivative``, see :class:`_Radial`); through g_perp (r depends
     on it through 1/|g_perp|) dL/dg_perp = r grad - c g_perp, c = (grad.g_perp) r / |g_perp|^2, whose component
     along loc is r (grad.loc) (g_perp.loc = 0), so dL/dloc = (w - (g.loc) r) grad + (g.loc) c g_perp
     - r (grad.loc) g."""
@@ -333,7 +330,7 @@ def _tangent_vjp(grad, g, one_minus_w, radial, d_one_minus_w, d_radial, kappa, l
     coef = grad_r_len * r * inv_len
     grad_loc = torch.addcmul((w - g_mu * r).unsqueeze(-1) * grad, (g_mu * coef).unsqueeze(-1), g_perp)
     grad_loc = torch.addcmul(grad_loc, (r * grad_w).unsqueeze(-1), g, value=-1.0)
-    grad_kappa = grad_r_len * d_radial - grad_w * d_one_minus_w
+    grad_kappa = torch.addcmul(grad_w * radial, grad_r_len, w, value=-1.0) * derivative
     return grad_kappa.sum_to_size(kappa.shape), grad_loc.sum_to_size(loc.shape)
 
 
@@ -341,9 +338,9 @@ _TangentSample = fused_sampler_node(
     "_TangentSample",
     _tangent_parts,
     _tangent_vjp,
-    n_noise=5,
-    doc="(kappa, loc) -> z with the noise (and so w, radial and their kappa-derivatives) given: one autograd "
-    "node instead of ~20. apply(g, one_minus_w, radial, d_one_minus_w, d_radial, kappa, loc). Once "
+    n_noise=4,
+    doc="(kappa, loc) -> z with the noise (and so w, radial and their kappa-derivative) given: one autograd "
+    "node instead of ~20. apply(g, one_minus_w, radial, derivative, kappa, loc). Once "
     "differentiable: the kappa-derivatives come in as noise.",
     twice_differentiable=False,
 )
