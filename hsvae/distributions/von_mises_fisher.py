@@ -239,7 +239,7 @@ def _accepted_beta(
         not_finite = ~torch.isfinite(kappa)
     acceptance = _acceptance_lower_bound(m, kappa_max)
     t, found = _first_accepted(*_propose(b, m, _block_size(_CPU_LEFTOVER_ROWS, rows, acceptance)))
-    if not_finite is None and bool(found.all()):
+    if not_finite is None and bool(found.min()):  # (all rows found; min, unlike all, needs no cast to bool)
         return t
     left = (found.bool() if not_finite is None else found.bool() | not_finite).logical_not_().nonzero().squeeze(-1)
     for _ in range(_MAX_ROUNDS):
