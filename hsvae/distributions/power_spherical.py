@@ -403,7 +403,6 @@ def _beta_product_parts(g: torch.Tensor, log_u: torch.Tensor, loc: torch.Tensor,
     implicit gradient. t = 2 B - 1 and sqrt(1 - t^2) = 2 sqrt(B (1 - B)) = 2 B sqrt(expm1(w))
     keep their digits at large kappa (where w -> 0). The tangent direction is g_perp / |g_perp|.
     """
-    # (cached 0-dim constants: an op with a python float converts it, on the CPU at a cost near the op's own)
     one, two, minus_one = (scalar(value, loc.dtype, loc.device) for value in (1.0, 2.0, -1.0))
     if loc.shape[-1] == 3:  # beta = 1: w = -log U / (kappa + 1), log_u has no beta axis
         neg_inv = torch.div(minus_one, kappa + one)

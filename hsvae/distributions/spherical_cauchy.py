@@ -32,11 +32,9 @@ Measured against mpmath at 40 digits (tests/distributions/test_mpmath_exact.py):
 derivative, the mean resultant length, the entropy and KL(SC || SC) within 1e-13 relative (measured
 worst ~2e-15) in float64 for m = 2 ... 1025 and rho from 1e-6 to 1 - 1e-12.
 
-Speed: the sampler and the KL are single autograd nodes with hand-written backward passes (at
-small m the cost is dominated by the number of tensor operations, not by their size); both are
-checked against plain autograd, including double backward. The exact KL costs more operations than the
-quadrature it replaced: rsample + KL + backward at B = 1024 on one CPU thread measured 1.47-1.51x the
-Gaussian's step at m = 3 (1.35x before), 1.90x at m = 5 (1.56x), 1.65x at m = 11 (1.34x) (issue 26).
+Speed: the sampler and the KL are single autograd nodes with hand-written backward passes (at small m the cost
+is the number of tensor operations, not their size: constants are cached 0-dim tensors); both are checked
+against plain autograd, including double backward. scripts/bench_distributions.py times them (issue 26).
 """
 
 from __future__ import annotations
@@ -86,8 +84,7 @@ _SINGLE_BLOCK = 40
 
 
 def _c(value: float, like: torch.Tensor) -> torch.Tensor:
-    """``value`` as a cached 0-dim tensor of ``like``'s dtype and device: an op with a python float converts it
-    first, on the CPU at a cost near the op's own (these scalar forms are a few dozen such ops per step)."""
+    """``value`` as a cached 0-dim tensor like ``like`` (an op with a python float converts it first, on the CPU)."""
     return scalar(value, like.dtype, like.device)
 
 
@@ -189,7 +186,7 @@ _PSI_SWITCH = {1: (0.04, 11), 2: (0.05, 12)}
 
 
 @functools.lru_cache(maxsize=16)
-def _psi_coefficients(k: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+def _psi_coefficients(k: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, list]:
     """The series' coefficients 1 / (2(j + k) + 1), the first (0-dim) and the rest (a vector), and those of the
     direct form's polynomial sum_(i<k) x^i / (2i + 1) (highest first)."""
     series = torch.tensor([1.0 / (2 * (j + k) + 1) for j in range(_PSI_SWITCH[k][1])], dtype=dtype, device=device)
@@ -204,8 +201,7 @@ def _psi(k: int, r: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     first, rest, head = _psi_coefficients(k, r.dtype, r.device)
     direct_side = x > switch
     x_s = torch.where(direct_side, _c(switch, x), x).reshape(-1)
-    # the series' positive terms from the powers x^1 .. x^(K-1) (one cumulative product) and one matrix-vector
-    # product: two ops where Horner's scheme takes one per term
+    # (positive terms: powers by one cumulative product and one matrix-vector product, not Horner's op per term)
     powers = x_s.unsqueeze(-1).expand(x_s.shape[0], rest.shape[0]).cumprod(-1)
     with autocast_off(x):
         series = torch.addmv(first, powers, rest).reshape(x.shape)

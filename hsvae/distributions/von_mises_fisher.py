@@ -58,9 +58,8 @@ _WOOD_ACCEPTANCE = (
 #: rises with the shape: 0.952 at 1, 0.973 at 1.5, 0.982 at 2, 0.994 at 5, 0.999 at 32); m = 2
 #: needs no gamma, and neither does m = 5 (see :func:`_propose`). Rows: (smallest m, bound).
 _GAMMA_ACCEPTANCE = ((61, 0.998), (10, 0.99), (5, 0.98), (4, 0.97), (3, 0.95), (2, 1.0))
-#: Expected number of rows the first CPU block leaves unaccepted, and each further (small) block: fewer
-#: proposals in the first block, and a second block for a few rows (a few us per op at that size), cost less
-#: than a first block so long that the second is rarely needed.
+#: Expected rows left unaccepted by the first CPU block and by each further one: a block costs its ~20 ops, not
+#: its length, so the first is long enough that a second is rarely needed, and that one is sized to finish.
 _CPU_LEFTOVER_ROWS = 0.2
 _CPU_RETRY_LEFTOVER_ROWS = 1e-3
 #: Probability, per call, that the sync-free (accelerator) path leaves any row unaccepted.
@@ -125,10 +124,9 @@ def _wood_b(kappa: torch.Tensor, m: int) -> torch.Tensor:
 def _propose(b: torch.Tensor, m: int, block: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``block`` proposals per row: (t = 2e - 1, accepted as 1.0 / 0.0), each of shape (block, rows).
 
-    ``b`` (Wood's b) has shape (rows,); the proposals run along the leading axis, so that per-row
-    quantities broadcast along an outer axis (on the CPU, broadcasting along the inner one costs ~4 times a
-    plain op). For m = 5 the Beta(2, 2) proposal e is drawn by its inverse CDF
-    (below); otherwise the Beta((m-1)/2, (m-1)/2) proposal e is drawn as
+    ``b`` (Wood's b) has shape (rows,), broadcast along the outer axis (on the CPU, along the inner one it costs
+    ~4 plain ops). For m = 5 the Beta(2, 2) proposal e is drawn by its inverse CDF (below); otherwise the
+    Beta((m-1)/2, (m-1)/2) proposal e is drawn as
     2e - 1 = z / sqrt(chi2 + z^2) with z ~ N(0, 1) and chi2 ~ chi^2_(m-1) (a symmetric Beta mapped
     to [-1, 1]); chi2 = 2G with G ~ Gamma((m-1)/2) from the Marsaglia-Tsang proposal (one normal),
     whose own accept test is folded into Wood's: a proposal is accepted when
@@ -199,8 +197,8 @@ def _accepted_beta(
     (``b``: Wood's b for it, if already computed).
 
     CPU (host syncs are free): one block sized from the batch's acceptance rate so that about
-    ``_CPU_LEFTOVER_ROWS`` rows are expected to be left, then blocks for the rows left, until
-    none is: the exact rejection sampler, vectorised.
+    ``_CPU_LEFTOVER_ROWS`` rows are expected to be left, then blocks for the rows left (each expected to
+    leave ``_CPU_RETRY_LEFTOVER_ROWS``), until none is: the exact rejection sampler, vectorised.
 
     Accelerators (``sync_free``): reading back "is any row left?" would stall the device, so one
     pass draws enough proposals (by the worst-case acceptance rate over kappa, >= 0.62) that the
@@ -233,28 +231,25 @@ def _accepted_beta(
             raise RuntimeError("von Mises-Fisher sampler: a row was never accepted")
         return t
     kappa_max = float(kappa.max())
-    not_finite = None
-    if not math.isfinite(kappa_max):
-        kappa_max = math.inf
-        not_finite = ~torch.isfinite(kappa)
-    acceptance = _acceptance_lower_bound(m, kappa_max)
+    acceptance = _acceptance_lower_bound(m, kappa_max if math.isfinite(kappa_max) else math.inf)
     t, found = _first_accepted(*_propose(b, m, _block_size(_CPU_LEFTOVER_ROWS, rows, acceptance)))
-    if not_finite is None and bool(found.min()):  # (all rows found; min, unlike all, needs no cast to bool)
+    if bool(found.min()):  # (every row accepted; min, unlike all, needs no cast to bool)
         return t
-    left = (found.bool() if not_finite is None else found.bool() | not_finite).logical_not_().nonzero().squeeze(-1)
+    # (a row with a non-finite kappa is never accepted: it keeps a proposal, and its sample is NaN)
+    left = ((found == 0) & torch.isfinite(kappa)).nonzero().squeeze(-1)
     for _ in range(_MAX_ROUNDS):
         if left.shape[0] == 0:
             return t
-        found_t, found = _first_accepted(*_propose(b[left], m, _block_size(_CPU_RETRY_LEFTOVER_ROWS, left.shape[0], acceptance)))
+        block = _block_size(_CPU_RETRY_LEFTOVER_ROWS, left.shape[0], acceptance)
+        found_t, found = _first_accepted(*_propose(b[left], m, block))
         t[left] = found_t  # (the rows still unaccepted are drawn again in the next round)
         left = left[found == 0]
     raise RuntimeError("von Mises-Fisher sampler: rows still unaccepted after many rounds")
 
 
 class _Radial(NamedTuple):
-    """w = loc.x as 1 - w (exact near w = 1), the radius sqrt(1 - w^2) of the tangent part, and (when a
-    gradient is needed) c = -(d(1-w)/dkappa) / radial with the noise held fixed: as radial^2 = 1 - w^2,
-    d(1-w)/dkappa = -radial c and d radial/dkappa = -w c, so one tensor carries both derivatives."""
+    """w = loc.x as 1 - w (exact near w = 1), the radius sqrt(1 - w^2) of the tangent part, and (for a gradient)
+    c with d(1-w)/dkappa = -radial c and so d radial/dkappa = -w c (radial^2 = 1 - w^2), the noise held fixed."""
 
     one_minus_w: torch.Tensor
     radial: torch.Tensor
@@ -264,10 +259,9 @@ class _Radial(NamedTuple):
 def _wood_radial(kappa: torch.Tensor, t: torch.Tensor, m: int, with_derivative: bool, root_and_b=None) -> _Radial:
     """From an accepted t = 2e - 1, the sample's w = (1 - (1+b) e) / (1 - (1-b) e) (no autograd).
 
-    With P = (1 - t) + b (1 + t) (twice 1 - (1-b) e; both terms >= 0): 1 - w = 2 b (1+t) / P and
-    1 - w^2 = 4 b (1 - t^2) / P^2, with no cancellation near w = 1 (large kappa). Derivatives, e held fixed:
-    d(1-w)/db = 2 (1 - t^2) / P^2 and db/dkappa = -2b / root (root = sqrt(4 kappa^2 + n^2)), so
-    d(1-w)/dkappa = -(1 - w^2) / root: c = radial / root (see :class:`_Radial`).
+    With P = (1 - t) + b (1 + t) (twice 1 - (1-b) e; both terms >= 0): 1 - w = 2 b (1+t) / P and 1 - w^2 =
+    4 b (1 - t^2) / P^2, no cancellation near w = 1 (large kappa). With e fixed, d(1-w)/db = 2 (1 - t^2) / P^2
+    and db/dkappa = -2b / sqrt(4 kappa^2 + n^2), so d(1-w)/dkappa = -(1 - w^2) / root: c = radial / root.
     """
     consts = _constants(m, t.dtype, t.device)
     root, b = _wood_root_and_b(kappa, consts) if root_and_b is None else root_and_b
@@ -491,8 +485,8 @@ class VonMisesFisher(SphericalDistribution):
     blocks whose size comes from a lower bound on the acceptance rate (>= 0.62 for every m and
     kappa, ~0.99 for kappa << m):
 
-    * CPU, where reading a flag back costs nothing: the block leaves about one row unaccepted
-      on average; those rows get further blocks until none is left. Exact, and it cannot hang
+    * CPU, where reading a flag back costs nothing: the block leaves a row unaccepted in under one call
+      in five; those rows get further blocks until none is left. Exact, and it cannot hang
       (non-finite kappa, possible with validation off, gives NaN samples).
     * Accelerators, where ``if (~accepted).any()`` would stall the device every call: a single
       pass of ~30-40 proposals per row makes an unaccepted row a < 1e-12 event per call, and
