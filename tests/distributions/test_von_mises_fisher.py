@@ -201,6 +201,19 @@ def test_sync_free_block_sampler_is_exact(m: int, kappa: float) -> None:
     assert ok, f"E[w] off by {score:.1f} standard errors"
 
 
+@pytest.mark.parametrize("m,kappa", [(5, 2.0), (11, 1e3)])
+def test_cpu_retry_blocks_are_exact(m: int, kappa: float, monkeypatch) -> None:
+    """The CPU path with a first block of one proposal per row, which leaves ~30% of the rows to the retry
+    blocks (t[left] written, the unaccepted left again): same law of w."""
+    monkeypatch.setattr(vmf_module, "_CPU_LEFTOVER_ROWS", 1e9)
+    torch.manual_seed(19)
+    k = torch.full((20000,), kappa, dtype=F64)
+    t = vmf_module._accepted_beta(k, m, sync_free=False)
+    radial = vmf_module._wood_radial(k, t, m, with_derivative=False)
+    ok, score = _within(1.0 - radial.one_minus_w, _mp_vmf(m, kappa)[0])
+    assert ok, f"E[w] off by {score:.1f} standard errors"
+
+
 @pytest.mark.parametrize("m,kappa", [(2, 1e4), (3, 1e4), (4, 5.0), (5, 1e3), (10, 20.0), (65, 1e4), (4097, 2e3)])
 def test_acceptance_rate_bounds_hold(m: int, kappa: float) -> None:
     """The block sizes rest on lower bounds of the acceptance rate: check them empirically."""
