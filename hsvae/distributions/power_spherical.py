@@ -44,7 +44,7 @@ from typing import NamedTuple
 import torch
 from torch.distributions import constraints
 
-from hsvae.special import autocast_off
+from hsvae.special import autocast_off, scalar
 
 from ._sphere import check_ambient_dim, log_sphere_surface, unit_vector
 from ._spherical_utils import SphericalDistribution, _ones, fused_sampler_node, in_float64, rowdot
@@ -403,19 +403,20 @@ def _beta_product_parts(g: torch.Tensor, log_u: torch.Tensor, loc: torch.Tensor,
     implicit gradient. t = 2 B - 1 and sqrt(1 - t^2) = 2 sqrt(B (1 - B)) = 2 B sqrt(expm1(w))
     keep their digits at large kappa (where w -> 0). The tangent direction is g_perp / |g_perp|.
     """
+    one, two, minus_one = (scalar(value, loc.dtype, loc.device) for value in (1.0, 2.0, -1.0))
     if loc.shape[-1] == 3:  # beta = 1: w = -log U / (kappa + 1), log_u has no beta axis
-        neg_inv = torch.reciprocal(-1.0 - kappa)
+        neg_inv = torch.div(minus_one, kappa + one)
         w = log_u * neg_inv
     else:
         c, _ = _rising_offsets(loc.shape[-1], loc.dtype, loc.device)
-        neg_inv = torch.reciprocal(-c - kappa.unsqueeze(-1))  # -1 / (kappa + c_j)
+        neg_inv = torch.div(minus_one, kappa.unsqueeze(-1) + c)  # -1 / (kappa + c_j)
         w = rowdot(log_u, neg_inv)
     # w = 0 only if every U_j is 1 (1 - U for a uniform draw U of exactly 0, p ~ 6e-8 per float32 draw):
     # there B = 1 and the pathwise derivative of sqrt(1 - t^2) is infinite. The smallest normal
     # number keeps it finite (its factor dw/dkappa is 0 there) and moves no sample measurably.
     w = w.clamp_min(torch.finfo(w.dtype).tiny)
-    b2 = 2.0 * torch.exp(-w)  # 2 B
-    t = b2 - 1.0
+    b2 = torch.exp(-w) * two  # 2 B
+    t = b2 - one
     s = b2 * torch.expm1(w).sqrt()
     g_mu = rowdot(g, loc)
     g_perp = torch.addcmul(g, g_mu.unsqueeze(-1), loc, value=-1.0)

@@ -32,11 +32,9 @@ Measured against mpmath at 40 digits (tests/distributions/test_mpmath_exact.py):
 derivative, the mean resultant length, the entropy and KL(SC || SC) within 1e-13 relative (measured
 worst ~2e-15) in float64 for m = 2 ... 1025 and rho from 1e-6 to 1 - 1e-12.
 
-Speed: the sampler and the KL are single autograd nodes with hand-written backward passes (at
-small m the cost is dominated by the number of tensor operations, not by their size); both are
-checked against plain autograd, including double backward. The exact KL costs more operations than the
-quadrature it replaced: rsample + KL + backward at B = 1024 on one CPU thread measured 1.47-1.51x the
-Gaussian's step at m = 3 (1.35x before), 1.90x at m = 5 (1.56x), 1.65x at m = 11 (1.34x) (issue 26).
+Speed: the sampler and the KL are single autograd nodes with hand-written backward passes (at small m the cost
+is the number of tensor operations, not their size: constants are cached 0-dim tensors); both are checked
+against plain autograd, including double backward. scripts/bench_distributions.py times them (issue 26).
 """
 
 from __future__ import annotations
@@ -48,7 +46,7 @@ from typing import NamedTuple
 
 import torch
 
-from hsvae.special import autocast_off
+from hsvae.special import autocast_off, scalar
 
 from ._sphere import check_ambient_dim, log_sphere_surface, unit_vector
 from ._spherical_utils import SphericalDistribution, fused_sampler_node, in_float64, rowdot
@@ -83,6 +81,11 @@ _CLOSED_FORMS: dict[int, tuple[tuple[float, ...], ...]] = {
 _CLOSED_FORM_X = {7: 0.25}
 #: Series with more terms than this are evaluated in blocks (about sqrt(K) powers of x and of x^b).
 _SINGLE_BLOCK = 40
+
+
+def _c(value: float, like: torch.Tensor) -> torch.Tensor:
+    """``value`` as a cached 0-dim tensor like ``like`` (an op with a python float converts it first, on the CPU)."""
+    return scalar(value, like.dtype, like.device)
 
 
 @functools.lru_cache(maxsize=None)
@@ -198,15 +201,16 @@ def _psi(k: int, r: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     switch = _PSI_SWITCH[k][0]
     series_coef, head = _psi_coefficients(k, r.dtype, r.device)
     direct_side = x > switch
-    x_s = torch.where(direct_side, switch, x)
+    x_s = torch.where(direct_side, _c(switch, x), x)
+    # (Horner: a cumulative product of the powers, along the last axis, costs as much as these ops on the CPU)
     series = series_coef[0]
     for c in series_coef[1:]:
         series = torch.addcmul(c, series, x_s)
-    r_c = torch.where(direct_side, r, switch ** 0.5)
+    r_c = torch.where(direct_side, r, _c(switch ** 0.5, r))
     x_c = r_c * r_c
-    polynomial = head[0]
+    polynomial = _c(head[0], x)
     for c in head[1:]:
-        polynomial = x_c * polynomial + c
+        polynomial = torch.addcmul(_c(c, x), x_c, polynomial)
     direct = (torch.atanh(r_c) / r_c - polynomial) / (x_c if k == 1 else x_c.pow(k))
     return torch.where(direct_side, direct, series)
 
@@ -216,8 +220,8 @@ def _g_and_h_3(r: torch.Tensor, x: torch.Tensor, one_m_x: torch.Tensor) -> tuple
     G = x (1 + (1 + x) psi_1) and H = ((3 - x) - (1 - x)^2 psi_1) / 2 (>= 1; the subtraction cancels at most a
     third)."""
     psi = _psi(1, r, x)
-    g = torch.addcmul(x, x * (1.0 + x), psi)
-    h = torch.addcmul(1.5 - 0.5 * x, one_m_x * one_m_x, psi, value=-0.5)
+    g = torch.addcmul(x, x * (x + _c(1.0, x)), psi)
+    h = torch.addcmul(torch.addcmul(_c(1.5, x), x, _c(-0.5, x)), one_m_x * one_m_x, psi, value=-0.5)
     return g, h
 
 
@@ -228,11 +232,13 @@ def _g_and_h_5(r: torch.Tensor, x: torch.Tensor, one_m_x: torch.Tensor) -> tuple
     13/8 - 1/40 and 8/5 (G ~ 8x/5, H -> 2 (m-1)/m); near x = 1 the psi_2 terms grow like atanh(rho) in G and
     vanish with (1 - x)^4 in H."""
     psi = _psi(2, r, x)
-    pg = (1.0 + x) * torch.addcmul(torch.ones_like(x), x, x - 10.0).mul_(-0.125)
-    g = x * torch.addcmul(torch.addcmul(x * 0.25 + 1.625, x, x, value=-1.0 / 24.0), pg, psi)
+    one = _c(1.0, x)
+    pg_times_minus_8 = (x + one) * torch.addcmul(one, x, x - _c(10.0, x))
+    g_poly = torch.addcmul(torch.addcmul(_c(1.625, x), x, _c(0.25, x)), x, x, value=-1.0 / 24.0)
+    g = x * torch.addcmul(g_poly, pg_times_minus_8, psi, value=-0.125)
     om2 = one_m_x * one_m_x
-    h_poly = torch.addcmul(torch.addcmul(25.0 - 9.0 * x, x, x, value=-1.0), x, x * x) * 0.0625
-    h = torch.addcmul(h_poly, om2 * om2, psi, value=0.1875)
+    h_poly_times_16 = torch.addcmul(torch.addcmul(torch.addcmul(_c(25.0, x), x, _c(-9.0, x)), x, x, value=-1.0), x, x * x)
+    h = torch.addcmul(h_poly_times_16, om2 * om2, psi, value=3.0) * _c(0.0625, x)
     return g, h
 
 
@@ -248,7 +254,8 @@ def _g_and_h(r: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor, torch
     m: the series, truncated where its tail is below 1e-18 at x = 1.
     Branches are chosen with ``torch.where`` on clamped arguments (no host sync, no NaN in either branch).
     """
-    one_m_x = (1.0 - r) * (1.0 + r)
+    one = _c(1.0, r)
+    one_m_x = (one - r) * (r + one)
     x = r * r
     if m == 2:  # S = 0, H = 1
         return torch.log1p(x / one_m_x), torch.ones_like(r), one_m_x
@@ -257,7 +264,7 @@ def _g_and_h(r: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor, torch
     if m == 5:
         return *_g_and_h_5(r, x, one_m_x), one_m_x
     if m == 4:  # S = -x / 2, H = 3/2 - x/2
-        return torch.log1p(x / one_m_x).add_(x, alpha=0.5), 1.5 - 0.5 * x, one_m_x
+        return torch.log1p(x / one_m_x).add_(x, alpha=0.5), torch.addcmul(_c(1.5, x), x, _c(-0.5, x)), one_m_x
     plan = _series_plan(m, r.dtype, r.device)
     if m not in _CLOSED_FORMS:
         gh = _series(x, plan)
@@ -288,10 +295,10 @@ def _kl_and_derivative(r: torch.Tensor, m: int, derivative: bool) -> tuple[torch
     d KL / d rho = 2 (m - 1) E[mu.x] / (1 - rho^2) links the derivative to the mean: E[mu.x] = rho H.
     """
     g, h, one_m_x = _g_and_h(r, m)
-    kl = (m - 1) * g
+    kl = g * _c(m - 1.0, g)
     if not derivative:
         return kl, None
-    return kl, (2.0 * (m - 1)) * r * h / one_m_x
+    return kl, torch.addcdiv(_c(0.0, r), r * h, one_m_x, value=2.0 * (m - 1))
 
 
 class _SphericalCauchyKL(torch.autograd.Function):
@@ -366,7 +373,8 @@ def _mobius_parts(g: torch.Tensor, loc: torch.Tensor, rho: torch.Tensor):
     a = (rho * g_len).unsqueeze(-1)
     v = torch.addcmul(g, a, loc)
     n = rowdot(v, v)
-    one_m_r2 = (1.0 - rho) * (1.0 + rho)
+    one = _c(1.0, rho)
+    one_m_r2 = (one - rho) * (rho + one)
     k_rho = torch.reciprocal(g_len * one_m_r2)  # k / rho, finite at rho = 0 (for the backward)
     k = rho * k_rho
     c = (k * n).unsqueeze(-1)

@@ -58,8 +58,10 @@ _WOOD_ACCEPTANCE = (
 #: rises with the shape: 0.952 at 1, 0.973 at 1.5, 0.982 at 2, 0.994 at 5, 0.999 at 32); m = 2
 #: needs no gamma, and neither does m = 5 (see :func:`_propose`). Rows: (smallest m, bound).
 _GAMMA_ACCEPTANCE = ((61, 0.998), (10, 0.99), (5, 0.98), (4, 0.97), (3, 0.95), (2, 1.0))
-#: Expected number of rows a CPU block leaves unaccepted (the rest go to a second, small block).
-_CPU_LEFTOVER_ROWS = 1.0
+#: Expected rows left unaccepted by the first CPU block and by each further one: a block costs its ~20 ops, not
+#: its length, so the first is long enough that a second is rarely needed, and that one is sized to finish.
+_CPU_LEFTOVER_ROWS = 0.2
+_CPU_RETRY_LEFTOVER_ROWS = 1e-3
 #: Probability, per call, that the sync-free (accelerator) path leaves any row unaccepted.
 _ACCELERATOR_FAILURE_PROBABILITY = 1e-12
 #: Cap on proposals held in memory at once on the sync-free path (rows x block).
@@ -120,10 +122,11 @@ def _wood_b(kappa: torch.Tensor, m: int) -> torch.Tensor:
 
 
 def _propose(b: torch.Tensor, m: int, block: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``block`` proposals per row: (t = 2e - 1, accepted), each of shape (rows, block).
+    """``block`` proposals per row: (t = 2e - 1, accepted as 1.0 / 0.0), each of shape (block, rows).
 
-    ``b`` (Wood's b) has shape (rows, 1). For m = 5 the Beta(2, 2) proposal e is drawn by its inverse CDF
-    (below); otherwise the Beta((m-1)/2, (m-1)/2) proposal e is drawn as
+    ``b`` (Wood's b) has shape (rows,), broadcast along the outer axis (on the CPU, along the inner one it costs
+    ~4 plain ops). For m = 5 the Beta(2, 2) proposal e is drawn by its inverse CDF (below); otherwise the
+    Beta((m-1)/2, (m-1)/2) proposal e is drawn as
     2e - 1 = z / sqrt(chi2 + z^2) with z ~ N(0, 1) and chi2 ~ chi^2_(m-1) (a symmetric Beta mapped
     to [-1, 1]); chi2 = 2G with G ~ Gamma((m-1)/2) from the Marsaglia-Tsang proposal (one normal),
     whose own accept test is folded into Wood's: a proposal is accepted when
@@ -136,11 +139,11 @@ def _propose(b: torch.Tensor, m: int, block: int) -> tuple[torch.Tensor, torch.T
         # Beta(2, 2) by its inverse CDF 3e^2 - 2e^3 = u: with e = 1/2 + y this is sin(3 theta) = 2u - 1 for
         # y = sin(theta) (the triple-angle formula), so t = 2e - 1 = 2 sin(asin(2u - 1) / 3). One uniform per
         # proposal and no Gamma rejection, where the general path below draws two normals and rejects some.
-        uniforms = torch.rand(2, b.shape[0], block, dtype=b.dtype, device=b.device)
+        uniforms = torch.rand(2, block, b.shape[0], dtype=b.dtype, device=b.device)
         t = torch.sin(torch.asin(torch.addcmul(consts.minus_one, uniforms[0], consts.two)) * consts.third) * consts.two
         log_ratio, accept_uniform = None, uniforms[1]
     else:
-        normals = torch.randn(2, b.shape[0], block, dtype=b.dtype, device=b.device)
+        normals = torch.randn(2, block, b.shape[0], dtype=b.dtype, device=b.device)
         gauss, z = normals[0], normals[1]
         g2 = gauss * gauss
         if m == 2:
@@ -163,15 +166,16 @@ def _propose(b: torch.Tensor, m: int, block: int) -> tuple[torch.Tensor, torch.T
     delta = half_one_minus_b * t / denom
     wood = torch.log1p(delta) - delta
     log_ratio = wood * consts.n if log_ratio is None else torch.add(log_ratio, wood, alpha=float(m - 1))
-    accepted = accept_uniform.log() < log_ratio
+    # (a comparison written into a float tensor costs less than one into bool, and float max below is cheaper)
+    accepted = torch.lt(accept_uniform.log(), log_ratio, out=torch.empty_like(t))
     return t, accepted
 
 
 def _first_accepted(t: torch.Tensor, accepted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row, one accepted proposal and whether the row has one (uint8). (Any rule that looks
+    """Per row, one accepted proposal and whether the row has one (1.0 / 0.0). (Any rule that looks
     only at *which* proposals were accepted gives an exact draw, as the proposals are i.i.d.)"""
-    found, index = torch.max(accepted.to(torch.uint8), dim=-1)
-    return t.gather(-1, index.unsqueeze(-1)).squeeze(-1), found
+    found, index = torch.max(accepted, dim=0, keepdim=True)
+    return t.gather(0, index)[0], found[0]
 
 
 def _block_size(expected_left: float, rows: int, acceptance: float) -> int:
@@ -193,8 +197,8 @@ def _accepted_beta(
     (``b``: Wood's b for it, if already computed).
 
     CPU (host syncs are free): one block sized from the batch's acceptance rate so that about
-    ``_CPU_LEFTOVER_ROWS`` rows are expected to be left, then blocks for the rows left, until
-    none is: the exact rejection sampler, vectorised.
+    ``_CPU_LEFTOVER_ROWS`` rows are expected to be left, then blocks for the rows left (each expected to
+    leave ``_CPU_RETRY_LEFTOVER_ROWS``), until none is: the exact rejection sampler, vectorised.
 
     Accelerators (``sync_free``): reading back "is any row left?" would stall the device, so one
     pass draws enough proposals (by the worst-case acceptance rate over kappa, >= 0.62) that the
@@ -209,7 +213,7 @@ def _accepted_beta(
         sync_free = kappa.device.type != "cpu" or torch.compiler.is_compiling()
     if rows == 0:
         return torch.empty_like(kappa)
-    b = (_wood_b(kappa, m) if b is None else b).unsqueeze(-1)
+    b = _wood_b(kappa, m) if b is None else b
     if sync_free:
         acceptance = _acceptance_lower_bound(m, math.inf)
         total = _block_size(_ACCELERATOR_FAILURE_PROBABILITY, rows, acceptance)
@@ -227,68 +231,56 @@ def _accepted_beta(
             raise RuntimeError("von Mises-Fisher sampler: a row was never accepted")
         return t
     kappa_max = float(kappa.max())
-    not_finite = None
-    if not math.isfinite(kappa_max):
-        kappa_max = math.inf
-        not_finite = ~torch.isfinite(kappa)
-    acceptance = _acceptance_lower_bound(m, kappa_max)
+    acceptance = _acceptance_lower_bound(m, kappa_max if math.isfinite(kappa_max) else math.inf)
     t, found = _first_accepted(*_propose(b, m, _block_size(_CPU_LEFTOVER_ROWS, rows, acceptance)))
-    if not_finite is None and bool(found.all()):
+    if bool(found.min()):  # (every row accepted; min, unlike all, needs no cast to bool)
         return t
-    found = found.bool() if not_finite is None else found.bool() | not_finite
-    left = (~found).nonzero().squeeze(-1)
+    # (a row with a non-finite kappa is never accepted: it keeps a proposal, and its sample is NaN)
+    left = ((found == 0) & torch.isfinite(kappa)).nonzero().squeeze(-1)
     for _ in range(_MAX_ROUNDS):
         if left.shape[0] == 0:
             return t
-        block = _block_size(_CPU_LEFTOVER_ROWS, left.shape[0], acceptance)
+        block = _block_size(_CPU_RETRY_LEFTOVER_ROWS, left.shape[0], acceptance)
         found_t, found = _first_accepted(*_propose(b[left], m, block))
-        found = found.bool()
-        t[left[found]] = found_t[found]
-        left = left[~found]
-    if left.shape[0] == 0:
-        return t
+        t[left] = found_t  # (the rows still unaccepted are drawn again in the next round)
+        left = left[found == 0]
     raise RuntimeError("von Mises-Fisher sampler: rows still unaccepted after many rounds")
 
 
 class _Radial(NamedTuple):
-    """w = loc.x as 1 - w (exact near w = 1), the radius sqrt(1 - w^2) of the tangent part, and
-    (when a gradient is needed) their derivatives in kappa with the noise held fixed."""
+    """w = loc.x as 1 - w (exact near w = 1), the radius sqrt(1 - w^2) of the tangent part, and (for a gradient)
+    c with d(1-w)/dkappa = -radial c and so d radial/dkappa = -w c (radial^2 = 1 - w^2), the noise held fixed."""
 
     one_minus_w: torch.Tensor
     radial: torch.Tensor
-    d_one_minus_w: torch.Tensor | None
-    d_radial: torch.Tensor | None
+    derivative: torch.Tensor | None
 
 
 def _wood_radial(kappa: torch.Tensor, t: torch.Tensor, m: int, with_derivative: bool, root_and_b=None) -> _Radial:
     """From an accepted t = 2e - 1, the sample's w = (1 - (1+b) e) / (1 - (1-b) e) (no autograd).
 
-    1 - w = 2 b e / D and 1 - w^2 = 4 b e (1 - e) / D^2 with D = 1 - (1-b) e = (1 - e) + b e: no
-    cancellation near w = 1 (large kappa). Derivatives: db/dkappa = -2b / sqrt(4 kappa^2 + n^2),
-    d(1-w)/db = 2 e (1-e) / D^2, d radial/db = radial (1/(2b) - e/D).
+    With P = (1 - t) + b (1 + t) (twice 1 - (1-b) e; both terms >= 0): 1 - w = 2 b (1+t) / P and 1 - w^2 =
+    4 b (1 - t^2) / P^2, no cancellation near w = 1 (large kappa). With e fixed, d(1-w)/db = 2 (1 - t^2) / P^2
+    and db/dkappa = -2b / sqrt(4 kappa^2 + n^2), so d(1-w)/dkappa = -(1 - w^2) / root: c = radial / root.
     """
     consts = _constants(m, t.dtype, t.device)
     root, b = _wood_root_and_b(kappa, consts) if root_and_b is None else root_and_b
-    e = torch.addcmul(consts.half, t, consts.half)
-    one_minus_e = torch.addcmul(consts.half, t, consts.minus_half)
-    inv_denom = torch.addcmul(one_minus_e, b, e).reciprocal()
-    e_one_minus_e = e * one_minus_e
-    two_e_inv_denom = (e + e) * inv_denom
-    one_minus_w = b * two_e_inv_denom
-    radial = torch.sqrt(b * e_one_minus_e) * (inv_denom + inv_denom)
+    one_minus_t = consts.one - t
+    b_one_plus_t = torch.addcmul(b, b, t)
+    two_over_p = consts.two / (one_minus_t + b_one_plus_t)
+    one_minus_w = b_one_plus_t * two_over_p
+    radial = torch.sqrt(b_one_plus_t * one_minus_t) * two_over_p
     if not with_derivative:
-        return _Radial(one_minus_w, radial, None, None)
-    db = -(b + b) / root
-    d_one_minus_w = db * (e_one_minus_e + e_one_minus_e) * inv_denom * inv_denom
-    d_radial = db * radial * (consts.half / b - e * inv_denom)
-    return _Radial(one_minus_w, radial, d_one_minus_w, d_radial)
+        return _Radial(one_minus_w, radial, None)
+    return _Radial(one_minus_w, radial, radial / root)
 
 
 def _exact_m3(kappa: torch.Tensor, with_derivative: bool) -> _Radial:
     """Inverse-CDF sample for m = 3: w = 1 + log(1 - V (1 - e^(-2 kappa))) / kappa, V ~ U(0, 1).
 
     With f = log1p(V expm1(-2 kappa)): 1 - w = -f / kappa and d(1-w)/dkappa = -(1-w + f') / kappa,
-    f' = -2 V e^(-2 kappa) / (1 + V expm1(-2 kappa)).
+    f' = -2 V e^(-2 kappa) / (1 + V expm1(-2 kappa)); c = (1-w + f') / (kappa radial) (see :class:`_Radial`;
+    radial >= sqrt(tiny) keeps it finite, and where that clamp is active d(1-w)/dkappa = 0).
     """
     # kappa = 0 (an underflowed softplus, say) is the uniform limit w = 1 - 2V, not 0/0.
     consts = _constants(3, kappa.dtype, kappa.device)
@@ -299,16 +291,12 @@ def _exact_m3(kappa: torch.Tensor, with_derivative: bool) -> _Radial:
     one_minus_w = -torch.log1p(inner) / kappa
     radial = torch.sqrt((one_minus_w * (consts.two - one_minus_w)).clamp_min(consts.tiny))
     if not with_derivative:
-        return _Radial(one_minus_w, radial, None, None)
+        return _Radial(one_minus_w, radial, None)
     df = consts.minus_two * uniform * (expm1 + consts.one) / (inner + consts.one)
-    d_one_minus_w = -(one_minus_w + df) / kappa
-    # d radial = (1 - s) / radial * ds with s = 1 - w (radial >= sqrt(tiny) keeps it finite; where
-    # the clamp is active, ds = 0).
-    d_radial = (consts.one - one_minus_w) / radial * d_one_minus_w
-    return _Radial(one_minus_w, radial, d_one_minus_w, d_radial)
+    return _Radial(one_minus_w, radial, (one_minus_w + df) / (kappa * radial))
 
 
-def _tangent_parts(g, one_minus_w, radial, d_one_minus_w, d_radial, kappa, loc):
+def _tangent_parts(g, one_minus_w, radial, derivative, kappa, loc):
     """z = w loc + radial e with e = g_perp / |g_perp|, g_perp = g - (g.loc) loc, for Gaussian noise ``g``.
 
     e is uniform on the unit sphere of the tangent space at loc (the tangent part of an isotropic
@@ -324,9 +312,10 @@ def _tangent_parts(g, one_minus_w, radial, d_one_minus_w, d_radial, kappa, loc):
     return w, g_mu, g_perp, inv_len, r, torch.addcmul(w.unsqueeze(-1) * loc, r.unsqueeze(-1), g_perp)
 
 
-def _tangent_vjp(grad, g, one_minus_w, radial, d_one_minus_w, d_radial, kappa, loc, w, g_mu, g_perp, inv_len, r, z):
+def _tangent_vjp(grad, g, one_minus_w, radial, derivative, kappa, loc, w, g_mu, g_perp, inv_len, r, z):
     """Gradients of (kappa, loc) for the incoming gradient ``grad``. With w = 1 - (1 - w), z = w loc + r g_perp:
-    dL/dkappa = -(grad.loc) d(1-w)/dkappa + (grad.g_perp) / |g_perp| dradial/dkappa; through g_perp (r depends
+    dL/dkappa = -(grad.loc) d(1-w)/dkappa + (grad.g_perp) / |g_perp| dradial/dkappa
+    = c ((grad.loc) radial - (grad.g_perp) / |g_perp| w) (c: ``derivative``, see :class:`_Radial`); through g_perp (r depends
     on it through 1/|g_perp|) dL/dg_perp = r grad - c g_perp, c = (grad.g_perp) r / |g_perp|^2, whose component
     along loc is r (grad.loc) (g_perp.loc = 0), so dL/dloc = (w - (g.loc) r) grad + (g.loc) c g_perp
     - r (grad.loc) g."""
@@ -335,7 +324,7 @@ def _tangent_vjp(grad, g, one_minus_w, radial, d_one_minus_w, d_radial, kappa, l
     coef = grad_r_len * r * inv_len
     grad_loc = torch.addcmul((w - g_mu * r).unsqueeze(-1) * grad, (g_mu * coef).unsqueeze(-1), g_perp)
     grad_loc = torch.addcmul(grad_loc, (r * grad_w).unsqueeze(-1), g, value=-1.0)
-    grad_kappa = grad_r_len * d_radial - grad_w * d_one_minus_w
+    grad_kappa = torch.addcmul(grad_w * radial, grad_r_len, w, value=-1.0) * derivative
     return grad_kappa.sum_to_size(kappa.shape), grad_loc.sum_to_size(loc.shape)
 
 
@@ -343,9 +332,9 @@ _TangentSample = fused_sampler_node(
     "_TangentSample",
     _tangent_parts,
     _tangent_vjp,
-    n_noise=5,
-    doc="(kappa, loc) -> z with the noise (and so w, radial and their kappa-derivatives) given: one autograd "
-    "node instead of ~20. apply(g, one_minus_w, radial, d_one_minus_w, d_radial, kappa, loc). Once "
+    n_noise=4,
+    doc="(kappa, loc) -> z with the noise (and so w, radial and their kappa-derivative) given: one autograd "
+    "node instead of ~20. apply(g, one_minus_w, radial, derivative, kappa, loc). Once "
     "differentiable: the kappa-derivatives come in as noise.",
     twice_differentiable=False,
 )
@@ -496,8 +485,8 @@ class VonMisesFisher(SphericalDistribution):
     blocks whose size comes from a lower bound on the acceptance rate (>= 0.62 for every m and
     kappa, ~0.99 for kappa << m):
 
-    * CPU, where reading a flag back costs nothing: the block leaves about one row unaccepted
-      on average; those rows get further blocks until none is left. Exact, and it cannot hang
+    * CPU, where reading a flag back costs nothing: the block leaves a row unaccepted in under one call
+      in five; those rows get further blocks until none is left. Exact, and it cannot hang
       (non-finite kappa, possible with validation off, gives NaN samples).
     * Accelerators, where ``if (~accepted).any()`` would stall the device every call: a single
       pass of ~30-40 proposals per row makes an unaccepted row a < 1e-12 event per call, and
