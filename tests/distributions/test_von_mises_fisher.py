@@ -194,11 +194,7 @@ def test_m5_sampler_against_the_exact_cdf(kappa: float, dtype: torch.dtype) -> N
 def test_sync_free_block_sampler_is_exact(m: int, kappa: float) -> None:
     """The accelerator path (one pass, no host sync) run on CPU: same law of w."""
     torch.manual_seed(4)
-    k = torch.full((20000,), kappa, dtype=F64)
-    t = vmf_module._accepted_beta(k, m, sync_free=True)
-    radial = vmf_module._wood_radial(k, t, m, with_derivative=False)
-    ok, score = _within(1.0 - radial.one_minus_w, _mp_vmf(m, kappa)[0])
-    assert ok, f"E[w] off by {score:.1f} standard errors"
+    _assert_mean_w_exact(m, kappa, sync_free=True)
 
 
 @pytest.mark.parametrize("m,kappa", [(5, 2.0), (11, 1e3)])
@@ -207,8 +203,13 @@ def test_cpu_retry_blocks_are_exact(m: int, kappa: float, monkeypatch) -> None:
     blocks (t[left] written, the unaccepted left again): same law of w."""
     monkeypatch.setattr(vmf_module, "_CPU_LEFTOVER_ROWS", 1e9)
     torch.manual_seed(19)
+    _assert_mean_w_exact(m, kappa, sync_free=False)
+
+
+def _assert_mean_w_exact(m: int, kappa: float, sync_free: bool) -> None:
+    """E[w] of 20000 draws of the rejection sampler's path against mpmath, within its standard error."""
     k = torch.full((20000,), kappa, dtype=F64)
-    t = vmf_module._accepted_beta(k, m, sync_free=False)
+    t = vmf_module._accepted_beta(k, m, sync_free=sync_free)
     radial = vmf_module._wood_radial(k, t, m, with_derivative=False)
     ok, score = _within(1.0 - radial.one_minus_w, _mp_vmf(m, kappa)[0])
     assert ok, f"E[w] off by {score:.1f} standard errors"
