@@ -46,7 +46,7 @@ def _task(args, seed: int, device: torch.device) -> VAEModule:
     return VAEModule(net, functools.partial(torch.optim.Adam, lr=1e-3)).to(device)
 
 
-def _stepper(task, batch: tuple[torch.Tensor, torch.Tensor]) -> Step:
+def _stepper(task, batch) -> Step:
     optimizer = task.configure_optimizers()
 
     def step() -> None:
@@ -125,7 +125,7 @@ def main() -> None:
           f"{'stack/K processes':>18}")
     for k in args.stacks:
         stack = _stepper(StackedTask([_task(args, seed, device) for seed in range(k)]),
-                         _images(args, (k, args.batch), device))
+                         [_images(args, (args.batch,), device) for _ in range(k)])  # (a stack's batch: its members')
         separate = [_stepper(_task(args, seed, device), _images(args, (args.batch,), device)) for seed in range(k)]
         rates: dict[str, list[float]] = {"stack": [], "one": []}
         for _ in range(args.rounds):
