@@ -76,6 +76,7 @@ class GridLogLikelihood(Evaluator):
                              f"chunk={chunk}")
         self.step, self.radius, self.points, self.samples, self.chunk = step, radius, points, samples, chunk
         self._seen = 0
+        self._grid: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def check(self, name: str, datamodule: Any, module: Any) -> None:
         super().check(name, datamodule, module)
@@ -90,6 +91,11 @@ class GridLogLikelihood(Evaluator):
 
     def test_start(self, trainer: Any, module: Any) -> None:
         self._seen = 0
+        # the nodes and their log weights (quadrature weight times prior density) are every test batch's: built once
+        latent = module.net.latent
+        z, log_cell = latent_grid(latent.event_size, bool(latent.spheres), self.step, self.radius,
+                                  device=next(module.net.parameters()).device)
+        self._grid = (z, log_cell + latent.prior(z).log_prob(z).double()) if latent.has_prior else None
 
     @torch.no_grad()
     def test_batch(self, trainer: Any, module: Any, batch: Any, batch_idx: int) -> tuple[Metrics, int] | None:
@@ -100,15 +106,12 @@ class GridLogLikelihood(Evaluator):
         if x.shape[0] == 0 or not net.latent.has_prior:
             return None
         self._seen += x.shape[0]
-        z, log_cell = latent_grid(net.latent.event_size, bool(net.latent.spheres), self.step, self.radius,
-                                  device=x.device)
-        prior = net.latent.prior(x)
+        z, log_weight = self._grid
         flat_x = x.reshape(x.shape[0], -1)
         parts = []
-        for zc, cc in zip(z.split(self.chunk), log_cell.split(self.chunk)):
-            zc = zc.to(flat_x.dtype)
-            table = net.likelihood.log_prob_table(flat_x, net.decode(zc))  # (B, chunk)
-            parts.append(torch.logsumexp(table.double() + (prior.log_prob(zc).double() + cc), dim=-1))
+        for zc, wc in zip(z.split(self.chunk), log_weight.split(self.chunk)):
+            table = net.likelihood.log_prob_table(flat_x, net.decode(zc.to(flat_x.dtype)))  # (B, chunk)
+            parts.append(torch.logsumexp(table.double() + wc, dim=-1))
         grid = torch.logsumexp(torch.stack(parts, -1), dim=-1)
         with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
             sampled = net.log_likelihood(x, self.samples)
