@@ -32,13 +32,13 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
-import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from hsvae.cli.instantiation import instantiate_model, targets
 from hsvae.cli.records import save_run_config
-from hsvae.cli.run_loggers import instantiate_loggers, log_hyperparameters
+from hsvae.cli.run_loggers import finish_wandb, instantiate_loggers, log_hyperparameters
 from hsvae.cli.sweep_job import member_overrides
 from hsvae.cli.report import collect_metrics, write_results
 from hsvae.cli.continuation import finished_metrics
@@ -129,15 +129,6 @@ def check_stackable(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.devices={devices}: a stack runs on one device (its members share it)")
 
 
-def _member_overrides(seed: int) -> list[str] | None:
-    """The job's command-line overrides with ``seeds=...`` (and any ``seed=``) replaced by ``seed=<seed>``."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return None
-    return member_overrides(list(HydraConfig.get().overrides.task), seed)
-
-
 def _member_config(cfg: DictConfig, seed: int, member_dir: Path) -> DictConfig:
     member = copy.deepcopy(cfg)
     with open_dict(member):
@@ -148,9 +139,10 @@ def _member_config(cfg: DictConfig, seed: int, member_dir: Path) -> DictConfig:
 
 
 def _save_member_run_config(member_cfg: DictConfig, member_dir: Path, seed: int) -> None:
+    """Its config, and the job's overrides with ``seeds=...`` (and any ``seed=``) replaced by ``seed=<seed>``."""
     save_run_config(member_cfg, member_dir)
-    overrides = _member_overrides(seed)
-    if overrides is not None:
+    if HydraConfig.initialized():
+        overrides = member_overrides(list(HydraConfig.get().overrides.task), seed)
         write_text_atomic(member_dir / ".hydra" / "overrides.yaml", OmegaConf.to_yaml(overrides))
 
 
@@ -203,13 +195,14 @@ def run_stacked(cfg: DictConfig, output_dir: Path, seeds: list[int], started: fl
     for i, (seed, member_dir, member_cfg, datamodule, model) in enumerate(members):
         _save_member_run_config(member_cfg, member_dir, seed)
         loggers = _member_loggers(member_cfg, seed, selection.rows[i])
-        _load_member(model, module.member_state(i))
+        model.net.load_state_dict(module.member_state(i), strict=False)  # its parameters, under its network's names
         if not trainer.fast_dev_run:  # the final epoch's figures, drawn as its separate run's are
             context = FigureContext(datamodule, loggers, trainer.global_step)
-            for callback in _figure_callbacks(member_cfg):
-                callback.draw(context, model, "final")
+            for node in (member_cfg.get("callbacks") or {}).values():
+                if targets(node, FigureCallback):
+                    hydra.utils.instantiate(node).draw(context, model, "final")
         if selection.best_states[i] is not None:
-            _load_member(model, selection.best_states[i])
+            model.net.load_state_dict(selection.best_states[i], strict=False)
         _save_member_checkpoint(model, member_dir / "checkpoints" / "best.ckpt", selection.best_epochs[i],
                                 trainer.global_step)
         # its best epoch and its validation metrics there (what a VGAE's run records as best/...)
@@ -234,11 +227,6 @@ def run_stacked(cfg: DictConfig, output_dir: Path, seeds: list[int], started: fl
     if stale.is_file():
         stale.unlink()
     return _mean_metrics(all_metrics)
-
-
-def _load_member(model: pl.LightningModule, state: dict[str, torch.Tensor]) -> None:
-    """Member i's network parameters (a stack's, under its network's names) into its own task."""
-    model.net.load_state_dict(state, strict=False)
 
 
 def _selection_rule(cfg: DictConfig, monitor: str) -> tuple[str, str]:
@@ -268,23 +256,12 @@ def _member_loggers(member_cfg: DictConfig, seed: int, rows: list[tuple[int, dic
 def _close_member_loggers(loggers: list, metrics: dict[str, float], step: int, epoch: int) -> None:
     """The member's test metrics, as its separate run logs them after its fit; then its loggers are closed (one
     member's W&B run at a time)."""
-    from pytorch_lightning.loggers import WandbLogger
-
     test = {k: v for k, v in metrics.items() if k.startswith("test/")}
     for logger in loggers:
         if test:
             logger.log_metrics({**test, "epoch": epoch}, step)
         logger.finalize("success")
-    if any(isinstance(logger, WandbLogger) for logger in loggers):
-        import wandb
-
-        wandb.finish()
-
-
-def _figure_callbacks(member_cfg: DictConfig) -> list[FigureCallback]:
-    """The member's figure callbacks (latent plot, image samples, interpolations), as its config builds them."""
-    return [hydra.utils.instantiate(node) for node in (member_cfg.get("callbacks") or {}).values()
-            if targets(node, FigureCallback)]
+    finish_wandb(loggers)
 
 
 #: up to this many members, the summary has a column per member (more do not fit a terminal's width)

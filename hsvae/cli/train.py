@@ -21,12 +21,11 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 
-from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from hsvae.cli.banner import start_banner
 from hsvae.cli.instantiation import instantiate_callbacks, instantiate_model, validate
-from hsvae.cli.run_loggers import continue_history, instantiate_loggers, log_hyperparameters, logged_final_metrics
+from hsvae.cli.run_loggers import continue_history, finish_wandb, instantiate_loggers, log_hyperparameters, logged_final_metrics
 from hsvae.cli.sweep_job import assign_job_gpu
 from hsvae.utils.errors import ConfigError
 from hsvae.cli.checkpoints import check_fits, load_checkpoint
@@ -177,11 +176,7 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, star
     metrics = collect_metrics(run.trainer, fit_metrics)
     if run.trainer.is_global_zero:
         _record(cfg, output_dir, run, metrics, commit, test_ckpt, pruned_at)
-    for logger in run.loggers:
-        if isinstance(logger, WandbLogger):
-            import wandb  # (only with a W&B logger: its import costs a second)
-
-            wandb.finish()
+    finish_wandb(run.loggers)
     return metrics
 
 
