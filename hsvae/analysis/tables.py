@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from hsvae.analysis.results import RESULTS_FORMAT, read_overrides, unfinished_reason
+from hsvae.analysis.search_summary import pyplot, save
 from hsvae.utils.progress import track
 
 #: Config keys that legitimately differ between runs of one table.
@@ -228,11 +229,6 @@ def markdown_table(
 
 
 def plot(by: list[str], cells: dict[tuple, Cell], metric: str, x_key: str, path: Path, scale: float) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     if x_key not in by:
         raise ValueError(f"--plot {x_key}: not a grouping key (grouping keys: {by})")
     xi = by.index(x_key)
@@ -244,7 +240,7 @@ def plot(by: list[str], cells: dict[tuple, Cell], metric: str, x_key: str, path:
         rest = key[:xi] + key[xi + 1 :]
         sd = statistics.stdev(values) if len(values) > 1 else 0.0
         series[rest].append((float(key[xi]), statistics.fmean(values) * scale, sd * abs(scale)))
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = pyplot().subplots(figsize=(5.5, 4))
     rest_names = by[:xi] + by[xi + 1 :]
     for rest, pts in sorted(series.items(), key=lambda kv: _sort_key(kv[0])):
         pts.sort()
@@ -254,9 +250,7 @@ def plot(by: list[str], cells: dict[tuple, Cell], metric: str, x_key: str, path:
     ax.set_ylabel(metric if scale == 1 else f"{metric} x {scale:g}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

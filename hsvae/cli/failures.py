@@ -69,19 +69,18 @@ def classify(err: BaseException) -> tuple[int, str]:
     text = text.split(" Config search path:")[0]
     if isinstance(inner, OverrideParseException):
         return USAGE_ERROR, f"error: {text}. {QUOTING_HINT}"
-    if isinstance(inner, (HydraException, OmegaConfBaseException)):
-        # the config's own errors (an unknown option or key): classified without importing the run's libraries,
-        # so that a typo is one line at once
-        return USAGE_ERROR, f"error: {text}"
     if isinstance(inner, _RUNTIME_TYPES):
         return RUNTIME_ERROR, f"error: {text}"
+    # the config's own errors (an unknown option or key) are classified without importing the run's libraries, so
+    # that a typo is one line at once; a constructor's argument check (unwrapped from Hydra's error) names the
+    # config key (dataset.batch_size, ...)
+    if isinstance(inner, (HydraException, OmegaConfBaseException)) or (
+            inner is not err and isinstance(err, InstantiationException) and isinstance(inner, (ValueError, TypeError))):
+        return USAGE_ERROR, f"error: {text}"
     from lightning_fabric.utilities.exceptions import MisconfigurationException
 
     # MisconfigurationException: Lightning's refusal of trainer settings (trainer=gpu without a GPU, ...)
     if isinstance(inner, (*_USAGE_TYPES, MisconfigurationException)):
-        return USAGE_ERROR, f"error: {text}"
-    if inner is not err and isinstance(err, InstantiationException) and isinstance(inner, (ValueError, TypeError)):
-        # a constructor's argument check: its message names the config key (dataset.batch_size, ...)
         return USAGE_ERROR, f"error: {text}"
     return RUNTIME_ERROR, (f"error: unexpected {type(inner).__name__}: {text} -- probably a bug in hsvae; "
                            "the traceback is in the run's log file (HYDRA_FULL_ERROR=1 prints it)")
