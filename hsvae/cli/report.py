@@ -58,19 +58,26 @@ def _objective_record(name: Any, metrics: dict) -> dict:
 
 
 def print_metrics(metrics: dict, output_dir: Path) -> None:
+    contents = output_contents(output_dir)
+    listing = f"  ({', '.join(contents)})" if contents else ""
+    print_table("hsvae results", ["value"], [(key, [metrics[key]]) for key in sorted(metrics)],
+                f"{output_dir}{listing}")
+
+
+def print_table(title: str, columns: list[str], rows: list[tuple[str, list[float]]], outputs: str) -> None:
+    """A table of metrics (a row per metric, a column per value) and the line saying where the outputs are."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="hsvae results", show_lines=False)
+    table = Table(title=title, show_lines=False)
     table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key in sorted(metrics):
-        table.add_row(key, f"{metrics[key]:.4f}")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for key, values in rows:
+        table.add_row(key, *(f"{v:.4f}" for v in values))
     console = Console()
     console.print(table)
-    contents = output_contents(output_dir)
-    listing = f"  ({', '.join(contents)})" if contents else ""
-    console.print(f"outputs: {output_dir}{listing}", highlight=False, markup=False)
+    console.print(f"outputs: {outputs}", highlight=False, markup=False)
 
 
 def output_contents(output_dir: Path, limit: int = 8) -> list[str]:

@@ -40,7 +40,7 @@ from hsvae.cli.instantiation import instantiate_model, targets
 from hsvae.cli.records import save_run_config
 from hsvae.cli.run_loggers import finish_wandb, instantiate_loggers, log_hyperparameters
 from hsvae.cli.sweep_job import member_overrides
-from hsvae.cli.report import collect_metrics, write_results
+from hsvae.cli.report import collect_metrics, print_table, write_results
 from hsvae.cli.continuation import finished_metrics
 from hsvae.cli.evaluators import instantiate_evaluators
 from hsvae.cli.signals import lightning_interruptions
@@ -223,9 +223,7 @@ def run_stacked(cfg: DictConfig, output_dir: Path, seeds: list[int], started: fl
                              "stack": {"seeds": seeds, "member": i, "best_epoch": selection.best_epochs[i]}})
         all_metrics.append(metrics)
     _print_members(seeds, all_metrics, output_dir)
-    stale = output_dir / "results.json"  # an earlier attempt's record (interrupted, failed): this stack is done
-    if stale.is_file():
-        stale.unlink()
+    (output_dir / "results.json").unlink(missing_ok=True)  # an earlier attempt's record (interrupted, failed)
     return _mean_metrics(all_metrics)
 
 
@@ -273,32 +271,21 @@ def _print_members(seeds: list[int], all_metrics: list[dict[str, float]], output
     mean, standard deviation, minimum and maximum (more), and where the members' runs are."""
     import statistics
 
-    from rich.console import Console
-    from rich.table import Table
-
-    keys = sorted(k for k in all_metrics[0] if k.startswith("test/") or k.startswith("best/"))
-    table = Table(title=f"hsvae stack of {len(seeds)} runs (seeds {seeds})", show_lines=False)
-    table.add_column("metric")
     per_member = len(seeds) <= _MEMBER_COLUMNS
-    columns = [f"seed {seed}" for seed in seeds] if per_member else ["mean", "std", "min", "max"]
-    for column in columns:
-        table.add_column(column, justify="right")
-    for key in keys:
+    rows = []
+    for key in sorted(k for k in all_metrics[0] if k.startswith("test/") or k.startswith("best/")):
         values = [metrics.get(key, float("nan")) for metrics in all_metrics]
-        if not per_member:
-            values = [statistics.fmean(values), statistics.stdev(values), min(values), max(values)]
-        table.add_row(key, *(f"{v:.4f}" for v in values))
-    console = Console()
-    console.print(table)
-    console.print(f"outputs: {output_dir}/seed_<seed>/ (results.json, checkpoints/best.ckpt), one folder per seed",
-                  highlight=False, markup=False)
+        rows.append((key, values if per_member else
+                     [statistics.fmean(values), statistics.stdev(values), min(values), max(values)]))
+    print_table(f"hsvae stack of {len(seeds)} runs (seeds {seeds})",
+                [f"seed {seed}" for seed in seeds] if per_member else ["mean", "std", "min", "max"], rows,
+                f"{output_dir}/seed_<seed>/ (results.json, checkpoints/best.ckpt), one folder per seed")
 
 
 def _trainer_arguments(cfg: DictConfig) -> dict[str, Any]:
     """The run's ``trainer`` settings a stack's Lightning trainer takes as they are (its callbacks, logger and
     checkpointing are the stack's own)."""
     arguments = OmegaConf.to_container(cfg.trainer, resolve=True)
-    arguments.pop("_target_", None)
-    for key in ("callbacks", "logger", "enable_checkpointing", "enable_progress_bar", "plugins"):
+    for key in ("_target_", "callbacks", "logger", "enable_checkpointing", "enable_progress_bar", "plugins"):
         arguments.pop(key, None)
     return arguments

@@ -219,11 +219,7 @@ class StackedLoader:
 
 class StackedData(pl.LightningDataModule):
     """The members' data modules (each built as its separate run builds it: its split, its shuffling) as one;
-    each member's per-batch transform (MNIST's dynamic binarisation) is its own data module's.
-
-    Args:
-        members: the members' data modules.
-    """
+    each member's per-batch transform (MNIST's dynamic binarisation) is its own data module's."""
 
     def __init__(self, members: Sequence[pl.LightningDataModule]):
         super().__init__()
