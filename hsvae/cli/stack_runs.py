@@ -13,12 +13,9 @@ metrics are its own, with its best epoch's (``best/epoch``, ``best/val_...``). `
 ``eval.py`` read the members as K runs; the job's own folder holds ``stack.json`` and is not a run.
 
 A member is statistically, not bitwise, its separate run (its noise comes from the stack's stream). What a stack
-supports (checked before anything is built): a task whose batches are tuples of tensors (the VAE models) or join
-(the VGAE's graphs, as one block-diagonal graph), with its network built in its constructor (not the SMILES VAE's,
-built from the data; refused when the stack is built), no stage (M1+M2), a torch.optim.lr_scheduler (one that
-reads no metric is every member's, a ReduceLROnPlateau each member's own), a latent without learnt parameters,
-eager, one device. An
-interrupted stack continues when run again into its folder (:func:`stack_checkpoint`), not through ``ckpt_path``.
+supports is checked before anything is built (:func:`check_stackable`; a task's batches and network when the stack
+is built: docs/ARCHITECTURE.md, "The stack"). An interrupted stack continues when run again into its folder
+(:func:`stack_checkpoint`), not through ``ckpt_path``.
 """
 
 from __future__ import annotations
@@ -107,7 +104,8 @@ def _mean_metrics(members: list[dict[str, float]]) -> dict[str, float]:
 
 
 def check_stackable(cfg: DictConfig) -> None:
-    """ConfigError, naming the key, for what a stack does not support (see the module docstring)."""
+    """ConfigError, naming the key, for what a stack does not support: a stage (M1+M2), a scheduler outside
+    torch.optim.lr_scheduler, compile, ckpt_path, a learnt prior, several devices."""
     if cfg.get("m1") is not None:
         raise ConfigError("seeds=[...]: an M1+M2 run trains its M1 first (a stage), which a stack does not run: run "
                           "its seeds separately (seed=0,1,2 with -m)")
