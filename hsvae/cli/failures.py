@@ -74,8 +74,8 @@ def classify(err: BaseException) -> tuple[int, str]:
     # the config's own errors (an unknown option or key) are classified without importing the run's libraries, so
     # that a typo is one line at once; a constructor's argument check (unwrapped from Hydra's error) names the
     # config key (dataset.batch_size, ...)
-    if isinstance(inner, (HydraException, OmegaConfBaseException)) or (
-            inner is not err and isinstance(err, InstantiationException) and isinstance(inner, (ValueError, TypeError))):
+    argument_check = isinstance(inner, (ValueError, TypeError)) and isinstance(err, InstantiationException)
+    if isinstance(inner, (HydraException, OmegaConfBaseException)) or argument_check:
         return USAGE_ERROR, f"error: {text}"
     from lightning_fabric.utilities.exceptions import MisconfigurationException
 

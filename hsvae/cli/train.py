@@ -25,7 +25,8 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from hsvae.cli.banner import start_banner
 from hsvae.cli.instantiation import instantiate_callbacks, instantiate_model, validate
-from hsvae.cli.run_loggers import continue_history, finish_wandb, instantiate_loggers, log_hyperparameters, logged_final_metrics
+from hsvae.cli.run_loggers import (continue_history, finish_wandb, instantiate_loggers, log_hyperparameters,
+                                   logged_final_metrics)
 from hsvae.cli.sweep_job import assign_job_gpu
 from hsvae.utils.errors import ConfigError
 from hsvae.cli.checkpoints import check_fits, load_checkpoint
