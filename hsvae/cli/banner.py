@@ -163,14 +163,9 @@ def evaluators(cfg: DictConfig) -> str:
 
 
 def start_banner(cfg: DictConfig, ckpt_path: str | None = None) -> str:
-    """A few lines describing the run ``cfg`` is about to start (see the module docstring).
-
-    Args:
-        cfg: the composed train.py config (or, for eval.py, the training run's config with the evaluation's
-            paths, trainer and ``task_name=eval``).
-        ckpt_path: the checkpoint actually used, when the caller resolved it (``auto_resume``, eval.py's
-            ``ckpt_path``); default ``cfg.ckpt_path``.
-    """
+    """A few lines describing the run ``cfg`` is about to start (see the module docstring): ``cfg`` is the composed
+    train.py config (for eval.py, the training run's with the evaluation's paths, trainer and ``task_name=eval``);
+    ``ckpt_path`` the checkpoint the caller resolved (``auto_resume``, eval.py's), default ``cfg.ckpt_path``."""
     task = _get(cfg, "task_name", "train")
     evaluating = task == "eval" or not _get(cfg, "train", True)
     seed = _get(cfg, "seed")

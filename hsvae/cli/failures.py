@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hsvae.analysis.results import read_status, unfinished_reason
-from hsvae.cli.records import write_failure
+from hsvae.cli.records import write_record
 from hsvae.cli.signals import SWEEP_PHASE, as_interruption, received, running_sweep_dir
 from hsvae.cli.signals import install as install_signal_handlers
 from hsvae.utils.errors import (BudgetError, CheckpointError, ConfigError, DatasetNotFoundError, EmptySweepError,
@@ -153,7 +153,7 @@ def record_failure(output_dir: str | Path, log_name: str, err: BaseException, cf
     with open(output_dir / log_name, "a") as log:
         log.write(f"{message}\n")
         log.write("".join(traceback.format_exception(err)))
-    write_failure(output_dir, cfg, status=status, reason=message.removeprefix("error: "), exit_code=code, extra=extra)
+    write_record(output_dir, cfg, status, {}, reason=message.removeprefix("error: "), exit_code=code, **extra)
     for raised in {id(err): err, id(cause): cause}.values():  # (the cause is what goes on being raised)
         raised.hsvae_recorded = str(output_dir)  # type: ignore[attr-defined]  (pickled with the exception)
         raised.hsvae_outcome = (code, message)  # type: ignore[attr-defined]  (what the command then prints)

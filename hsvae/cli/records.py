@@ -1,5 +1,5 @@
-"""A run's records in its folder: its config (``.hydra/``), and the record of a run that did not finish (light: the
-failure path of every entry point writes it, before torch may have been imported)."""
+"""A run's records in its folder: its config (``.hydra/``) and its results.json (light: the failure path of every
+entry point writes one, before torch may have been imported)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ def write_record(output_dir: Path, cfg: DictConfig | None, status: str, metrics:
                  **fields) -> Path:
     """Write ``<output_dir>/results.json``: the status, the metrics, the seed, the commit (read when the run
     *started*, the code it imported; else now), the hardware, ``fields`` and the resolved config (unresolved when
-    the config is the thing that failed to resolve)."""
+    the config is the thing that failed to resolve). A run that did not finish ("failed", "interrupted",
+    "skipped") has no metrics, and a one-line ``reason`` and its ``exit_code`` (an interruption's signal and phase
+    too), so that a table lists it with its reason instead of an unexplained gap."""
     resolved = None
     if cfg is not None:
         try:
@@ -32,14 +34,6 @@ def write_record(output_dir: Path, cfg: DictConfig | None, status: str, metrics:
     path = Path(output_dir) / "results.json"
     write_json_atomic(path, data)
     return path
-
-
-def write_failure(output_dir: Path, cfg: DictConfig | None, status: str, reason: str, exit_code: int,
-                  extra: dict | None = None) -> Path:
-    """Write results.json for a run that did not finish: ``status`` ("failed", "interrupted" or "skipped"), the
-    one-line reason, the exit code and ``extra`` (an interruption's signal and phase), so that a table lists the
-    run with its reason instead of an unexplained gap."""
-    return write_record(output_dir, cfg, status, {}, reason=reason, exit_code=exit_code, **(extra or {}))
 
 
 def save_run_config(cfg: DictConfig, output_dir: str | Path) -> None:

@@ -37,7 +37,7 @@ from hsvae.cli.signals import lightning_interruptions, set_phase
 from hsvae.cli.stack_runs import finished_stack_metrics, run_stacked, stack_checkpoint, stack_seeds
 from hsvae.analysis.results import PROGRESS_FILE
 from hsvae.cli.continuation import FolderPlan, claim_folder, plan_folder
-from hsvae.cli.records import save_run_config, write_failure
+from hsvae.cli.records import save_run_config, write_record
 from hsvae.cli.report import collect_metrics, print_metrics, write_results
 from hsvae.utils.modules import configure_compile
 from hsvae.sweeps.budget import budget_refusal
@@ -107,7 +107,7 @@ def _claimed(cfg: DictConfig, output_dir: Path, started: float, commit: str | No
     if refusal is not None:
         # not started: a record says why, and the same command run again (with time left) replaces it by the run
         print(f"{output_dir}: skipped by the time budget: {refusal}.", file=sys.stderr)
-        write_failure(output_dir, cfg, status="skipped", reason=f"time budget: {refusal}", exit_code=0)
+        write_record(output_dir, cfg, "skipped", {}, reason=f"time budget: {refusal}", exit_code=0)
         return None
     # from here on the directory is this run's: its config, its log, and a record if it fails
     save_run_config(cfg, output_dir)

@@ -25,11 +25,8 @@ class MemberSplit(nn.Module):
     batch; it must hold no buffers (a batch norm's running statistics would be updated inside vmap).
 
     ``forward`` takes the members' rows as one batch (``(K * B, ...)``, each positional argument) and runs member i
-    on its rows; under :meth:`only` it runs one member on that member's own batch (``(B, ...)``).
-
-    Args:
-        parts: the members' copies, each built (initialised) as its separate run built it.
-    """
+    on its rows; under :meth:`only` it runs one member on that member's own batch (``(B, ...)``). ``parts``: the
+    members' copies, each built (initialised) as its separate run built it."""
 
     def __init__(self, parts: Sequence[nn.Module]):
         super().__init__()

@@ -22,11 +22,8 @@ from .members import split_network
 
 
 class StackedTask(pl.LightningModule):
-    """The members' tasks (K instances of one task class, each built as its separate run builds it) as one module.
-
-    Args:
-        tasks: the members' tasks; the first one's settings (optimiser, KL warm-up, ...) are every member's.
-    """
+    """The members' tasks (K instances of one task class, each built as its separate run builds it) as one module;
+    the first one's settings (optimiser, KL warm-up, ...) are every member's."""
 
     def __init__(self, tasks: Sequence[ELBOTask]):
         super().__init__()
