@@ -221,7 +221,7 @@ def run_stacked(cfg: DictConfig, output_dir: Path, seeds: list[int], started: fl
                              "stack": {"seeds": seeds, "member": i, "best_epoch": selection.best_epochs[i]}})
         all_metrics.append(metrics)
     _print_members(seeds, all_metrics, output_dir)
-    (output_dir / "results.json").unlink(missing_ok=True)  # an earlier attempt's record (interrupted, failed)
+    (output_dir / "results.json").unlink(missing_ok=True)  # an earlier attempt's record: this stack is done
     return _mean_metrics(all_metrics)
 
 

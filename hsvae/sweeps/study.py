@@ -1,19 +1,12 @@
-"""The Optuna side of a search: where the study lives, how it samples and prunes, and which trials count.
+"""The Optuna side of a search: where the study lives (``hydra.sweeper.storage``), its sampler and pruner by name
+(:data:`SAMPLERS`, :data:`PRUNERS`; the settings are README's "Hyperparameter search"; a pruner's warm-up is applied
+by the run, hsvae/training/pruning.py), and which trials count.
 
-- **Storage** (``hydra.sweeper.storage``): ``sqlite:///<file>`` (the default: ``optuna.db`` in the sweep folder),
-  ``journal://<file>`` (Optuna's journal file: for searches whose processes share a file system, such as a SLURM
-  array over several nodes), any other database URL (``postgresql://...``), or null (in memory: nothing persists,
-  no pruning across processes).
-- **Samplers** by name (``sampler.name``): ``tpe`` (seeded; ``multivariate: true`` for its joint model), ``gp``,
-  ``cmaes``, ``random``, ``nsga2`` (multi-objective); the other keys go to the sampler's constructor.
-- **Pruners** by name (``pruner.name``): ``median``, ``successive_halving``, ``hyperband``, ``none``. Their warm-up
-  is applied by the run (hsvae/training/pruning.py): ``warmup_epochs: kl`` waits for the run's own KL warm-up.
-- **Counting trials**: a search runs until ``n_trials`` trials count: complete, pruned, running, or failed by a
-  crash or a diverged metric. A trial left running by a process that died on this host is failed as
-  ``interrupted`` (it does not count: its settings are tried again as a new trial). Several processes on one
-  study claim trials under a lock beside a file storage; a trial asked beyond ``n_trials`` in a race on a
-  database storage is closed at once as ``surplus`` (never run). So ``n_trials`` is exact, and trial numbers are
-  never reused (Optuna numbers them in the storage).
+A search runs until ``n_trials`` trials count: complete, pruned, running, or failed by a crash or a diverged metric.
+A trial left running by a process that died on this host is failed as ``interrupted`` (it does not count: its
+settings are tried again as a new trial). Processes sharing a file storage claim trials under a lock beside it; a
+trial asked beyond ``n_trials`` in a race on a database storage is closed at once as ``surplus`` (never run). So
+``n_trials`` is exact, and trial numbers are never reused (Optuna numbers them in the storage).
 """
 
 from __future__ import annotations
