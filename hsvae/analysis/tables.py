@@ -91,12 +91,9 @@ def find_jobs(roots: list[Path]) -> list[Job]:
 
 
 def _flatten(node, prefix: str = "") -> dict[str, object]:
-    if isinstance(node, dict):
-        out = {}
-        for k, v in node.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: node}
+    if not isinstance(node, dict):
+        return {prefix[:-1]: node}
+    return {k: v for key, value in node.items() for k, v in _flatten(value, f"{prefix}{key}.").items()}
 
 
 def _ignored(key: str) -> bool:
