@@ -64,15 +64,6 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
         torch.distributions.Distribution.set_default_validate_args(previous)
 
 
-def _stack_seeds(cfg: DictConfig) -> list[int] | None:
-    """The stack's seeds (``seeds=[...]``), or None for an ordinary run or an invalid list (reported later, with
-    the run's record)."""
-    try:
-        return stack_seeds(cfg)
-    except ConfigError:
-        return None
-
-
 def _train(cfg: DictConfig) -> dict[str, Any] | None:
     started, commit = time.time(), git_commit()
     output_dir = Path(cfg.paths.output_dir)
@@ -86,7 +77,10 @@ def _train(cfg: DictConfig) -> dict[str, Any] | None:
 
 
 def _claimed(cfg: DictConfig, output_dir: Path, started: float, commit: str | None) -> dict[str, Any] | None:
-    seeds = _stack_seeds(cfg)
+    try:
+        seeds = stack_seeds(cfg)  # a stack's seeds (seeds=[...]), or None for an ordinary run
+    except ConfigError:  # an invalid list: reported below, with the run's record
+        seeds = None
     stack_done = finished_stack_metrics(output_dir, seeds) if seeds is not None else None
     # an interrupted stack of this config continues in its own folder from its last epoch
     stack_resume = stack_checkpoint(cfg, output_dir, seeds) if seeds is not None else None
