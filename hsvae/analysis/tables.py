@@ -102,17 +102,9 @@ def _ignored(key: str) -> bool:
 
 def mixed_keys(jobs: list[Job]) -> list[str]:
     """Config keys on which the finished runs of one cell disagree (seed, paths and loggers aside)."""
-    reference: dict | None = None
-    differing: set[str] = set()
-    for job in jobs:
-        if job.results is None:
-            continue
-        flat = {k: v for k, v in _flatten(job.results.get("config", {})).items() if not _ignored(k)}
-        if reference is None:
-            reference = flat
-            continue
-        differing |= {key for key in set(flat) | set(reference) if flat.get(key) != reference.get(key)}
-    return sorted(differing)
+    flats = [{k: v for k, v in _flatten(job.results.get("config", {})).items() if not _ignored(k)}
+             for job in jobs if job.results is not None]
+    return sorted({k for flat in flats[1:] for k in set(flat) | set(flats[0]) if flat.get(k) != flats[0].get(k)})
 
 
 def group(jobs: list[Job], by: list[str] | None, metrics: list[str],
