@@ -45,12 +45,18 @@ def saved_task_name(run_dir: Path) -> str | None:
     return str(name) if name is not None else None
 
 
-def read_status(output_dir: Path) -> dict | None:
-    """The results.json of a run directory as a dict (None when absent or unreadable)."""
+def read_json(path: Path) -> dict | None:
+    """A JSON file's object (None when absent, unreadable or not an object)."""
     try:
-        return json.loads((Path(output_dir) / "results.json").read_text())
+        data = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
+    return data if isinstance(data, dict) else None
+
+
+def read_status(output_dir: Path) -> dict | None:
+    """The results.json of a run directory as a dict (None when absent or unreadable)."""
+    return read_json(Path(output_dir) / "results.json")
 
 
 #: Overrides that say how a run was run, not which run it is (the launcher, the time budget, the device, the

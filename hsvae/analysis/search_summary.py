@@ -199,12 +199,7 @@ def report(search: Search) -> str:
 
 def plot_pareto(search: Search, path: str | Path) -> Path:
     """The first two objectives of every completed trial, the Pareto front joined and starred."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.2, 4.2))
+    fig, ax = pyplot().subplots(figsize=(5.2, 4.2))
     done, front = search.completed, search.pareto_front()
     ax.scatter([t.values[0] for t in done], [t.values[1] for t in done], s=22, alpha=0.7, label="completed")
     ordered = sorted(front, key=lambda t: t.values[0])
@@ -216,21 +211,16 @@ def plot_pareto(search: Search, path: str | Path) -> Path:
     ax.legend(fontsize="small")
     ax.set_title(f"{search.description.get('study_name') or search.directory.name}: {len(done)} completed trials",
                  fontsize="medium")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_search(search: Search, path: str | Path) -> Path:
     """The metric of every completed trial against each searched parameter (one panel each; the best trial
     starred; log x axis for log-sampled parameters, one position per choice for categorical ones)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = list(search.space) or ["(none)"]
     columns = min(3, len(names))
     rows = math.ceil(len(names) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False, sharey=True)
+    fig, axes = pyplot().subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False, sharey=True)
     from matplotlib.ticker import NullFormatter
 
     best = search.best()
@@ -278,15 +268,23 @@ def plot_search(search: Search, path: str | Path) -> Path:
         ax.set_ylabel(search.metrics[0])
     fig.suptitle(f"{search.description.get('study_name') or search.directory.name}: {search.directions[0]} "
                  f"{search.metrics[0]} ({len(search.completed)} completed trials)", fontsize="medium")
-    return _save(fig, path)
+    return save(fig, path)
 
 
-def _save(fig, path: str | Path) -> Path:
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (imported when a tool draws: a summary without a plot needs none)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save(fig, path: str | Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
+    pyplot().close(fig)
     return Path(path)
 
 

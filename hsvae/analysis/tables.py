@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from hsvae.analysis.results import RESULTS_FORMAT, read_overrides, unfinished_reason
+from hsvae.analysis.search_summary import pyplot, save
 from hsvae.utils.progress import track
 
 #: Config keys that legitimately differ between runs of one table.
@@ -90,12 +91,9 @@ def find_jobs(roots: list[Path]) -> list[Job]:
 
 
 def _flatten(node, prefix: str = "") -> dict[str, object]:
-    if isinstance(node, dict):
-        out = {}
-        for k, v in node.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: node}
+    if not isinstance(node, dict):
+        return {prefix[:-1]: node}
+    return {k: v for key, value in node.items() for k, v in _flatten(value, f"{prefix}{key}.").items()}
 
 
 def _ignored(key: str) -> bool:
@@ -104,17 +102,9 @@ def _ignored(key: str) -> bool:
 
 def mixed_keys(jobs: list[Job]) -> list[str]:
     """Config keys on which the finished runs of one cell disagree (seed, paths and loggers aside)."""
-    reference: dict | None = None
-    differing: set[str] = set()
-    for job in jobs:
-        if job.results is None:
-            continue
-        flat = {k: v for k, v in _flatten(job.results.get("config", {})).items() if not _ignored(k)}
-        if reference is None:
-            reference = flat
-            continue
-        differing |= {key for key in set(flat) | set(reference) if flat.get(key) != reference.get(key)}
-    return sorted(differing)
+    flats = [{k: v for k, v in _flatten(job.results.get("config", {})).items() if not _ignored(k)}
+             for job in jobs if job.results is not None]
+    return sorted({k for flat in flats[1:] for k in set(flat) | set(flats[0]) if flat.get(k) != flats[0].get(k)})
 
 
 def group(jobs: list[Job], by: list[str] | None, metrics: list[str],
@@ -228,11 +218,6 @@ def markdown_table(
 
 
 def plot(by: list[str], cells: dict[tuple, Cell], metric: str, x_key: str, path: Path, scale: float) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     if x_key not in by:
         raise ValueError(f"--plot {x_key}: not a grouping key (grouping keys: {by})")
     xi = by.index(x_key)
@@ -244,7 +229,7 @@ def plot(by: list[str], cells: dict[tuple, Cell], metric: str, x_key: str, path:
         rest = key[:xi] + key[xi + 1 :]
         sd = statistics.stdev(values) if len(values) > 1 else 0.0
         series[rest].append((float(key[xi]), statistics.fmean(values) * scale, sd * abs(scale)))
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = pyplot().subplots(figsize=(5.5, 4))
     rest_names = by[:xi] + by[xi + 1 :]
     for rest, pts in sorted(series.items(), key=lambda kv: _sort_key(kv[0])):
         pts.sort()
@@ -254,9 +239,7 @@ def plot(by: list[str], cells: dict[tuple, Cell], metric: str, x_key: str, path:
     ax.set_ylabel(metric if scale == 1 else f"{metric} x {scale:g}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

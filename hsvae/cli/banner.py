@@ -44,12 +44,12 @@ def _class_name(target: object | None) -> str:
     return str(target).rsplit(".", 1)[-1] if target else _UNKNOWN
 
 
-def _choice(cfg: DictConfig, group: str) -> str | None:
-    """The config-group option a run chose (``dataset=mnist``), when ``cfg`` carries Hydra's node (a config
+def _chosen(cfg: DictConfig, group: str, text: str) -> str:
+    """``text (dataset=mnist)``: the config-group option a run chose, when ``cfg`` carries Hydra's node (a config
     composed with ``return_hydra_config``). Not from the running app's HydraConfig: an M1 trained inside an
     M1+M2 job has its own config, whose choices are not the app's."""
     choice = _get(cfg, f"hydra.runtime.choices.{group}")
-    return str(choice) if choice not in (None, "null") else None
+    return f"{text} ({group}={choice})" if choice not in (None, "null") else text
 
 
 def _sources(cfg: DictConfig) -> tuple[dict, list[str], bool] | None:
@@ -102,21 +102,11 @@ def describe_latent(latent: DictConfig | None) -> str:
     return f"{family}, d={dim}: {latent_space(spheres, dim)}"
 
 
-def _named(cfg: DictConfig, key: str, group: str, suffix: str = "") -> str:
-    name = _class_name(_get(cfg, f"{key}._target_"))
-    if suffix and name.endswith(suffix) and name != suffix:
-        name = name.removesuffix(suffix)
-    choice = _choice(cfg, group)
-    return f"{name} ({group}={choice})" if choice else name
-
-
 def describe_model(cfg: DictConfig) -> str:
     """``"VAEModule: VAE, ConvEncoder (model=conv_vae)"``: the Lightning module, its network and encoder."""
     targets = (_get(cfg, "model.net._target_"), _get(cfg, "model.net.encoder._target_"))
     parts = [_class_name(t) for t in targets if t]
-    text = _class_name(_get(cfg, "model._target_")) + (f": {', '.join(parts)}" if parts else "")
-    choice = _choice(cfg, "model")
-    return f"{text} (model={choice})" if choice else text
+    return _chosen(cfg, "model", _class_name(_get(cfg, "model._target_")) + (f": {', '.join(parts)}" if parts else ""))
 
 
 def stopping_rule(cfg: DictConfig) -> str:
@@ -173,14 +163,9 @@ def evaluators(cfg: DictConfig) -> str:
 
 
 def start_banner(cfg: DictConfig, ckpt_path: str | None = None) -> str:
-    """A few lines describing the run ``cfg`` is about to start (see the module docstring).
-
-    Args:
-        cfg: the composed train.py config (or, for eval.py, the training run's config with the evaluation's
-            paths, trainer and ``task_name=eval``).
-        ckpt_path: the checkpoint actually used, when the caller resolved it (``auto_resume``, eval.py's
-            ``ckpt_path``); default ``cfg.ckpt_path``.
-    """
+    """A few lines describing the run ``cfg`` is about to start (see the module docstring): ``cfg`` is the composed
+    train.py config (for eval.py, the training run's with the evaluation's paths, trainer and ``task_name=eval``);
+    ``ckpt_path`` the checkpoint the caller resolved (``auto_resume``, eval.py's), default ``cfg.ckpt_path``."""
     task = _get(cfg, "task_name", "train")
     evaluating = task == "eval" or not _get(cfg, "train", True)
     seed = _get(cfg, "seed")
@@ -194,7 +179,8 @@ def start_banner(cfg: DictConfig, ckpt_path: str | None = None) -> str:
         m1_ckpt = _get(cfg, "m1.ckpt_path")
         add("M1", describe_latent(_get(cfg, "m1.latent"))
             + (f" (checkpoint {m1_ckpt})" if m1_ckpt else " (trained first, in this job)"))
-    add("data", _named(cfg, "dataset", "dataset", suffix="DataModule"))
+    data = _class_name(_get(cfg, "dataset._target_"))
+    add("data", _chosen(cfg, "dataset", data.removesuffix("DataModule") or data))
     add("model", describe_model(cfg))
     add("training", "none: tests the checkpoint" if evaluating else stopping_rule(cfg))
     if not evaluating:

@@ -27,7 +27,7 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from hsvae.analysis.results import DONE_STATUSES, LOCK_FILE, RESULTS_FORMAT, read_status
+from hsvae.analysis.results import DONE_STATUSES, LOCK_FILE, RESULTS_FORMAT, read_json, read_status
 from hsvae.cli.resume import override_key, run_dir_of
 
 log = logging.getLogger(__name__)
@@ -139,10 +139,7 @@ def claim_folder(output_dir: Path) -> Iterator[None]:
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            try:
-                holder = json.loads(lock.read_text())
-            except (OSError, ValueError):
-                holder = {}
+            holder = read_json(lock) or {}
             pid = holder.get("pid")
             stale = holder.get("host") == me["host"] and isinstance(pid, int) and not psutil.pid_exists(pid)
             if not stale and holder:
@@ -164,5 +161,5 @@ def claim_folder(output_dir: Path) -> Iterator[None]:
         yield
     finally:
         with contextlib.suppress(OSError):
-            if json.loads(lock.read_text()).get("pid") == me["pid"]:
+            if (read_json(lock) or {}).get("pid") == me["pid"]:
                 lock.unlink()

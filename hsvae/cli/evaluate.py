@@ -43,22 +43,20 @@ def training_config(cfg: DictConfig) -> DictConfig:
     ckpt = Path(cfg.ckpt_path)
     load_checkpoint(ckpt)  # a missing or foreign file is named before its run's config is looked for
     train_cfg, _ = find_run_config(ckpt, cfg.get("train_config"))
-    if train_cfg.get("m1") is not None and not train_cfg.m1.get("ckpt_path"):
-        # an M1+M2 run that trained its M1 into <its run dir>/m1: evaluated with that M1
-        with open_dict(train_cfg):
+    with open_dict(train_cfg):
+        if train_cfg.get("m1") is not None and not train_cfg.m1.get("ckpt_path"):
+            # an M1+M2 run that trained its M1 into <its run dir>/m1: evaluated with that M1
             train_cfg.paths.output_dir = str(run_dir_of(ckpt))
             trained = m1_checkpoint(train_cfg)
             train_cfg.m1.ckpt_path = None if trained is None else str(trained)
-    with open_dict(train_cfg):
         # This evaluation's own output directory and trainer; the model, data (and by default seed) as trained.
         train_cfg.paths = cfg.paths
         train_cfg.trainer = cfg.trainer
         if cfg.get("seed") is not None:
             train_cfg.seed = cfg.seed
         train_cfg.task_name = cfg.task_name
-    adopt_legacy_evaluation(train_cfg)
-    if cfg.get("evaluation") is not None:
-        with open_dict(train_cfg):
+        adopt_legacy_evaluation(train_cfg)
+        if cfg.get("evaluation") is not None:
             train_cfg.evaluation = cfg.evaluation
     return train_cfg
 

@@ -23,6 +23,9 @@ LEGACY_KEYS = {
     "decode_every_n_epochs": ("molecules", "every_n_epochs"), "decode_batch_size": ("molecules", "batch_size"),
     "greedy": ("molecules", "greedy"), "temperature": ("molecules", "temperature"),
 }
+#: whether a legacy config's settings of an evaluator switched it on
+SWITCHED_ON = {"ll": lambda s: s.get("samples", 0) > 0, "knn": lambda s: s.get("k", 0) > 0,
+               "m1": lambda s: bool(s.get("labels")), "molecules": lambda s: True}
 #: evaluator key -> its class (what a legacy config's evaluators are built as)
 TARGETS = {"ll": "hsvae.evaluation.LogLikelihood", "knn": "hsvae.evaluation.KNNAccuracy",
            "m1": "hsvae.evaluation.M1Accuracy", "geometry": "hsvae.evaluation.CircleGeometry",
@@ -61,15 +64,7 @@ def adopt_legacy_evaluation(cfg: DictConfig) -> None:
             if key in cfg.model:
                 settings.setdefault(name, {})[argument] = OmegaConf.to_container(cfg.model, resolve=True)[key]
                 del cfg.model[key]
-        chosen = {}
-        if settings.get("ll", {}).get("samples", 0) > 0:
-            chosen["ll"] = settings["ll"]
-        if settings.get("knn", {}).get("k", 0) > 0:
-            chosen["knn"] = settings["knn"]
-        if settings.get("m1", {}).get("labels"):
-            chosen["m1"] = settings["m1"]
-        if "molecules" in settings:
-            chosen["molecules"] = settings["molecules"]
+        chosen = {name: arguments for name, arguments in settings.items() if SWITCHED_ON[name](arguments)}
         if target.endswith("LinkPredictionModule"):
             chosen["links"] = {}
         if str(OmegaConf.select(cfg, "dataset._target_", default="")).endswith("SyntheticSphereDataModule"):

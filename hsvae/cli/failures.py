@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hsvae.analysis.results import read_status, unfinished_reason
-from hsvae.cli.records import write_failure
+from hsvae.cli.records import write_record
 from hsvae.cli.signals import SWEEP_PHASE, as_interruption, received, running_sweep_dir
 from hsvae.cli.signals import install as install_signal_handlers
 from hsvae.utils.errors import (BudgetError, CheckpointError, ConfigError, DatasetNotFoundError, EmptySweepError,
@@ -69,19 +69,18 @@ def classify(err: BaseException) -> tuple[int, str]:
     text = text.split(" Config search path:")[0]
     if isinstance(inner, OverrideParseException):
         return USAGE_ERROR, f"error: {text}. {QUOTING_HINT}"
-    if isinstance(inner, (HydraException, OmegaConfBaseException)):
-        # the config's own errors (an unknown option or key): classified without importing the run's libraries,
-        # so that a typo is one line at once
-        return USAGE_ERROR, f"error: {text}"
     if isinstance(inner, _RUNTIME_TYPES):
         return RUNTIME_ERROR, f"error: {text}"
+    # the config's own errors (an unknown option or key) are classified without importing the run's libraries, so
+    # that a typo is one line at once; a constructor's argument check (unwrapped from Hydra's error) names the
+    # config key (dataset.batch_size, ...)
+    argument_check = isinstance(inner, (ValueError, TypeError)) and isinstance(err, InstantiationException)
+    if isinstance(inner, (HydraException, OmegaConfBaseException)) or argument_check:
+        return USAGE_ERROR, f"error: {text}"
     from lightning_fabric.utilities.exceptions import MisconfigurationException
 
     # MisconfigurationException: Lightning's refusal of trainer settings (trainer=gpu without a GPU, ...)
     if isinstance(inner, (*_USAGE_TYPES, MisconfigurationException)):
-        return USAGE_ERROR, f"error: {text}"
-    if inner is not err and isinstance(err, InstantiationException) and isinstance(inner, (ValueError, TypeError)):
-        # a constructor's argument check: its message names the config key (dataset.batch_size, ...)
         return USAGE_ERROR, f"error: {text}"
     return RUNTIME_ERROR, (f"error: unexpected {type(inner).__name__}: {text} -- probably a bug in hsvae; "
                            "the traceback is in the run's log file (HYDRA_FULL_ERROR=1 prints it)")
@@ -154,7 +153,7 @@ def record_failure(output_dir: str | Path, log_name: str, err: BaseException, cf
     with open(output_dir / log_name, "a") as log:
         log.write(f"{message}\n")
         log.write("".join(traceback.format_exception(err)))
-    write_failure(output_dir, cfg, status=status, reason=message.removeprefix("error: "), exit_code=code, extra=extra)
+    write_record(output_dir, cfg, status, {}, reason=message.removeprefix("error: "), exit_code=code, **extra)
     for raised in {id(err): err, id(cause): cause}.values():  # (the cause is what goes on being raised)
         raised.hsvae_recorded = str(output_dir)  # type: ignore[attr-defined]  (pickled with the exception)
         raised.hsvae_outcome = (code, message)  # type: ignore[attr-defined]  (what the command then prints)

@@ -19,11 +19,11 @@ import os
 import sys
 from pathlib import Path
 
+import hydra
 import torch
 from omegaconf import DictConfig, open_dict
 
-import hsvae.cli  # noqa: F401  (registers the configs' resolvers)
-from hsvae.cli.checkpoints import find_run_config
+from hsvae.cli.checkpoints import find_run_config, load_checkpoint
 from hsvae.cli.resume import run_dir_of
 from hsvae.cli.stages import instantiate_datamodule
 from hsvae.evaluation.interpolation import decode_interpolations
@@ -51,13 +51,9 @@ def run_config(ckpt: Path, config: Path | None = None, data_dir: Path | None = N
 
 
 def load_model(ckpt: Path, cfg: DictConfig):
-    import hydra
-
     model = hydra.utils.instantiate(cfg.model)
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
-    model.load_state_dict(state)
-    model.eval()
-    return model
+    model.load_state_dict(load_checkpoint(ckpt)["state_dict"])
+    return model.eval()
 
 
 def choose_pairs(n_images: int, pairs: int, indices: list[int] | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,7 +15,6 @@ hands the M1 (:func:`trained_m1`) to the data module:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
@@ -95,47 +94,6 @@ def _compose_train(overrides: list[str]) -> DictConfig:
         return compose(config_name="train", overrides=overrides)
 
 
-def m1_train_config(
-    latent: DictConfig,
-    overrides: Sequence[str],
-    output_dir: Path,
-    paths: DictConfig,
-    trainer: DictConfig | None,
-    progress_bar: DictConfig | None,
-    seed: int,
-) -> DictConfig:
-    """The train.py config of the in-job M1: ``dataset=mnist`` and ``overrides``, with ``latent`` as its latent,
-    this job's paths (output in ``output_dir``), seed and trainer settings (except the M2's epochs, and those
-    that ``overrides`` sets)."""
-    overrides = list(overrides or [])
-    keys = [item.lstrip("+~").split("=")[0] for item in overrides]
-    for item, key in zip(overrides, keys):
-        if key in LATENT_KEYS:
-            raise ConfigError(
-                f"m1.overrides sets {item!r}: the M1 latent is m1.latent (latent@m1.latent=..., m1.latent.dim=...)"
-            )
-    try:
-        cfg = _compose_train(["dataset=mnist", *overrides])
-    except Exception as err:
-        raise ConfigError(f"m1.overrides={overrides} do not compose with train.py's config: {err}") from err
-    with open_dict(cfg):
-        cfg.latent = OmegaConf.create(OmegaConf.to_container(latent))
-        cfg.seed = seed
-        cfg.task_name = "m1"
-        # a rerun of this job continues an M1 that stopped part-way (its last.ckpt), or starts it again
-        cfg.auto_resume = True
-        cfg.paths = OmegaConf.merge(paths, {"output_dir": str(output_dir)})
-        for key, value in (trainer or {}).items():
-            if key not in M2_ONLY_TRAINER_KEYS and f"trainer.{key}" not in keys:
-                cfg.trainer[key] = value
-        cfg.callbacks.progress_bar = progress_bar
-        if cfg.trainer.get("fast_dev_run"):
-            # fast_dev_run writes no checkpoint; this callback keeps the (one-step) model for the M2
-            cfg.callbacks.m1_final_checkpoint = {"_target_": "hsvae.cli.m1.FinalCheckpoint",
-                                                 "path": str(output_dir / "checkpoints" / "final.ckpt")}
-    return cfg
-
-
 class FinalCheckpoint(pl.Callback):
     """Saves the model at the end of fit (for fast_dev_run, where ModelCheckpoint writes nothing)."""
 
@@ -171,14 +129,40 @@ def m1_refusal(cfg: DictConfig) -> str | None:
 
 def m1_stage_config(cfg: DictConfig) -> DictConfig:
     """The train.py config that trains an M1+M2 run's M1 into ``<output_dir>/m1/`` (stage 1: run by the pipeline
-    before this run's data are built, when :func:`m1_checkpoint` finds none)."""
-    m1, refusal = cfg.m1, m1_refusal(cfg)
+    before this run's data are built, when :func:`m1_checkpoint` finds none): ``dataset=mnist`` and
+    ``m1.overrides``, with ``m1.latent`` as its latent, this job's paths, seed and trainer settings (except the M2's
+    epochs, and those that ``m1.overrides`` sets)."""
+    refusal = m1_refusal(cfg)
     if refusal is not None:
         raise ConfigError(refusal)
     m1_dir = Path(cfg.paths.output_dir) / "m1"
-    stage = m1_train_config(m1.latent, list(m1.get("overrides") or ()), m1_dir, cfg.paths, cfg.trainer,
-                            OmegaConf.select(cfg, "callbacks.progress_bar", default=None), cfg.seed)
-    log.info("M1: training %s on MNIST into %s", _describe(_expected(m1.latent)), m1_dir)
+    overrides = list(cfg.m1.get("overrides") or ())
+    keys = [item.lstrip("+~").split("=")[0] for item in overrides]
+    for item, key in zip(overrides, keys):
+        if key in LATENT_KEYS:
+            raise ConfigError(
+                f"m1.overrides sets {item!r}: the M1 latent is m1.latent (latent@m1.latent=..., m1.latent.dim=...)"
+            )
+    try:
+        stage = _compose_train(["dataset=mnist", *overrides])
+    except Exception as err:
+        raise ConfigError(f"m1.overrides={overrides} do not compose with train.py's config: {err}") from err
+    with open_dict(stage):
+        stage.latent = OmegaConf.create(OmegaConf.to_container(cfg.m1.latent))
+        stage.seed = cfg.seed
+        stage.task_name = "m1"
+        # a rerun of this job continues an M1 that stopped part-way (its last.ckpt), or starts it again
+        stage.auto_resume = True
+        stage.paths = OmegaConf.merge(cfg.paths, {"output_dir": str(m1_dir)})
+        for key, value in (cfg.trainer or {}).items():
+            if key not in M2_ONLY_TRAINER_KEYS and f"trainer.{key}" not in keys:
+                stage.trainer[key] = value
+        stage.callbacks.progress_bar = OmegaConf.select(cfg, "callbacks.progress_bar", default=None)
+        if stage.trainer.get("fast_dev_run"):
+            # fast_dev_run writes no checkpoint; this callback keeps the (one-step) model for the M2
+            stage.callbacks.m1_final_checkpoint = {"_target_": "hsvae.cli.m1.FinalCheckpoint",
+                                                   "path": str(m1_dir / "checkpoints" / "final.ckpt")}
+    log.info("M1: training %s on MNIST into %s", _describe(_expected(cfg.m1.latent)), m1_dir)
     return stage
 
 

@@ -82,7 +82,7 @@ class Provenance:
         self.config_dirs = list(config_dirs)
         self.primary = primary
         self.override_label = "sweep override" if multirun else "command line"
-        self.groups = {k for k in choices}
+        self.groups = set(choices)
         self.labels = {f"{group.split('@')[0]}/{option}": f"{group}={option}"
                        for group, option in choices.items() if isinstance(option, str)}
         self.parents = {d.config_path: d.parent for d in self.defaults}
@@ -156,14 +156,8 @@ class Provenance:
 
 def _config_dirs(search_path) -> list[str]:
     """The file-system folders of a config search path (pkg:// sources are Hydra's own configs)."""
-    dirs = []
-    for element in search_path.get_path():
-        path = str(element.path)
-        if path.startswith("file://"):
-            dirs.append(path[len("file://"):])
-        elif "://" not in path:
-            dirs.append(path)
-    return dirs
+    paths = [str(element.path) for element in search_path.get_path()]
+    return [path.removeprefix("file://") for path in paths if path.startswith("file://") or "://" not in path]
 
 
 def _search_path():

@@ -1,5 +1,5 @@
-"""A run's records in its folder: its config (``.hydra/``), and the record of a run that did not finish (light: the
-failure path of every entry point writes it, before torch may have been imported)."""
+"""A run's records in its folder: its config (``.hydra/``) and its results.json (light: the failure path of every
+entry point writes one, before torch may have been imported)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ from hsvae.utils.io import write_json_atomic, write_text_atomic
 from hsvae.utils.run_info import git_commit, hardware
 
 
-def write_failure(output_dir: Path, cfg: DictConfig | None, status: str, reason: str, exit_code: int,
-                  extra: dict | None = None) -> Path:
-    """Write results.json for a run that did not finish: ``status`` ("failed", "interrupted" or "skipped"), the
-    one-line reason, the exit code and ``extra`` (an interruption's signal and phase), so that a table lists the
-    run with its reason instead of an unexplained gap."""
+def write_record(output_dir: Path, cfg: DictConfig | None, status: str, metrics: dict, commit: str | None = None,
+                 **fields) -> Path:
+    """Write ``<output_dir>/results.json``: the status, the metrics, the seed, the commit (read when the run
+    *started*, the code it imported; else now), the hardware, ``fields`` and the resolved config (unresolved when
+    the config is the thing that failed to resolve). A run that did not finish ("failed", "interrupted",
+    "skipped") has no metrics, and a one-line ``reason`` and its ``exit_code`` (an interruption's signal and phase
+    too), so that a table lists it with its reason instead of an unexplained gap."""
     resolved = None
     if cfg is not None:
         try:
@@ -25,19 +27,10 @@ def write_failure(output_dir: Path, cfg: DictConfig | None, status: str, reason:
             resolved.pop("hydra", None)
         except Exception:  # noqa: BLE001 -- the config may be the thing that failed to resolve
             resolved = OmegaConf.to_container(cfg, resolve=False)
-    data = {
-        "format": RESULTS_FORMAT,
-        "status": status,
-        "reason": reason,
-        "exit_code": exit_code,
-        **(extra or {}),
-        "metrics": {},
-        "seed": cfg.get("seed") if cfg is not None else None,
-        "commit": git_commit(),
-        "hardware": hardware(),
-        "output_dir": str(output_dir),
-        "config": resolved,
-    }
+    data = {"format": RESULTS_FORMAT, "status": status, "metrics": metrics,
+            "seed": cfg.get("seed") if cfg is not None else None,
+            "commit": commit if commit is not None else git_commit(), "hardware": hardware(),
+            "output_dir": str(output_dir), **fields, "config": resolved}
     path = Path(output_dir) / "results.json"
     write_json_atomic(path, data)
     return path

@@ -8,11 +8,9 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from hsvae.analysis.results import RESULTS_FORMAT
-from hsvae.utils.io import write_json_atomic
-from hsvae.utils.run_info import git_commit, hardware
+from hsvae.cli.records import write_record
 
 
 def _number(v) -> float:
@@ -37,37 +35,17 @@ def collect_metrics(trainer: pl.Trainer, fit_metrics: dict) -> dict[str, float]:
     return metrics
 
 
-def write_results(
-    output_dir: Path,
-    cfg: DictConfig,
-    metrics: dict,
-    wall_time_s: float,
-    extra: dict | None = None,
-    commit: str | None = None,
-) -> Path:
-    """Write results.json. ``commit`` should be read when the run *started* (the code it imported);
-    the tree may have changed by the time a long run ends."""
-    resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-    resolved.pop("hydra", None)
-    name = cfg.get("optimized_metric")
-    data = {
-        "format": RESULTS_FORMAT,
-        "status": "finished",
-        "metrics": {k: _finite_or_str(v) for k, v in sorted(metrics.items())},
-        # what train.py returns to a hyperparameter search (value null when this run does not produce it)
-        **({"optimized_metric": _objective_record(name, {**metrics, "wall_time_s": round(wall_time_s, 3)})}
-           if name else {}),
-        "seed": cfg.get("seed"),
-        "commit": commit if commit is not None else git_commit(),
-        "hardware": hardware(),
-        "wall_time_s": round(wall_time_s, 3),
-        "output_dir": str(output_dir),
-        **(extra or {}),
-        "config": resolved,
-    }
-    path = Path(output_dir) / "results.json"
-    write_json_atomic(path, data)
-    return path
+def write_results(output_dir: Path, cfg: DictConfig, metrics: dict, wall_time_s: float, extra: dict | None = None,
+                  commit: str | None = None) -> Path:
+    """Write a finished run's results.json (:func:`hsvae.cli.records.write_record`), with what train.py returns to
+    a hyperparameter search (``optimized_metric``; value null when this run does not produce it); ``extra`` may
+    hold another status (a pruned trial's)."""
+    extra, name, wall_time_s = dict(extra or {}), cfg.get("optimized_metric"), round(wall_time_s, 3)
+    if name:
+        extra = {"optimized_metric": _objective_record(name, {**metrics, "wall_time_s": wall_time_s}), **extra}
+    return write_record(output_dir, cfg, extra.pop("status", "finished"),
+                        {k: _finite_or_str(v) for k, v in sorted(metrics.items())}, commit, wall_time_s=wall_time_s,
+                        **extra)
 
 
 def _objective_record(name: Any, metrics: dict) -> dict:
@@ -80,19 +58,26 @@ def _objective_record(name: Any, metrics: dict) -> dict:
 
 
 def print_metrics(metrics: dict, output_dir: Path) -> None:
+    contents = output_contents(output_dir)
+    listing = f"  ({', '.join(contents)})" if contents else ""
+    print_table("hsvae results", ["value"], [(key, [metrics[key]]) for key in sorted(metrics)],
+                f"{output_dir}{listing}")
+
+
+def print_table(title: str, columns: list[str], rows: list[tuple[str, list[float]]], outputs: str) -> None:
+    """A table of metrics (a row per metric, a column per value) and the line saying where the outputs are."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="hsvae results", show_lines=False)
+    table = Table(title=title, show_lines=False)
     table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key in sorted(metrics):
-        table.add_row(key, f"{metrics[key]:.4f}")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for key, values in rows:
+        table.add_row(key, *(f"{v:.4f}" for v in values))
     console = Console()
     console.print(table)
-    contents = output_contents(output_dir)
-    listing = f"  ({', '.join(contents)})" if contents else ""
-    console.print(f"outputs: {output_dir}{listing}", highlight=False, markup=False)
+    console.print(f"outputs: {outputs}", highlight=False, markup=False)
 
 
 def output_contents(output_dir: Path, limit: int = 8) -> list[str]:

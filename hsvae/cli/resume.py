@@ -59,10 +59,7 @@ def resume_arguments(argv: list[str]) -> list[str]:
         original = [str(o) for o in (yaml.safe_load(saved.read_text()) or [])]
     except (OSError, yaml.YAMLError):
         return argv
-    merged: dict[str, str] = {}
-    for override in original:
-        if override_key(override) not in ("ckpt_path", "allow_overwrite"):
-            merged[override_key(override)] = override
+    merged = {override_key(o): o for o in original if override_key(o) not in ("ckpt_path", "allow_overwrite")}
     for override in overrides:
         key = override_key(override)
         previous = merged.get(key)

@@ -83,6 +83,14 @@ def logged_final_metrics(loggers: list) -> dict[str, float]:
     return {}
 
 
+def finish_wandb(loggers: list) -> None:
+    """End the W&B run of a run with a W&B logger (only then imported: its import costs a second)."""
+    if any(isinstance(logger, WandbLogger) for logger in loggers):
+        import wandb
+
+        wandb.finish()
+
+
 def log_hyperparameters(cfg: DictConfig, loggers: list) -> None:
     """Send the resolved config to every logger (W&B shows it as the run config)."""
     if not loggers:

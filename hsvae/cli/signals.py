@@ -21,7 +21,6 @@ handlers checkpoint and requeue a preempted job, which then continues its folder
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import threading
@@ -35,7 +34,7 @@ import psutil
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from hsvae.analysis.results import LOCK_FILE
+from hsvae.analysis.results import LOCK_FILE, read_json
 
 #: the signals that end a run with a record (those the platform has)
 HANDLED = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2")
@@ -107,10 +106,9 @@ def _running_jobs() -> list[psutil.Process]:
         return []
     jobs = []
     for lock in _sweep_dir.rglob(LOCK_FILE):
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            pid = json.loads(lock.read_text()).get("pid")
-            if pid in descendants:
-                jobs.append(descendants[pid])
+        pid = (read_json(lock) or {}).get("pid")
+        if pid in descendants:
+            jobs.append(descendants[pid])
     return jobs
 
 

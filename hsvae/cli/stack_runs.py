@@ -13,12 +13,9 @@ metrics are its own, with its best epoch's (``best/epoch``, ``best/val_...``). `
 ``eval.py`` read the members as K runs; the job's own folder holds ``stack.json`` and is not a run.
 
 A member is statistically, not bitwise, its separate run (its noise comes from the stack's stream). What a stack
-supports (checked before anything is built): a task whose batches are tuples of tensors (the VAE models) or join
-(the VGAE's graphs, as one block-diagonal graph), with its network built in its constructor (not the SMILES VAE's,
-built from the data; refused when the stack is built), no stage (M1+M2), a torch.optim.lr_scheduler (one that
-reads no metric is every member's, a ReduceLROnPlateau each member's own), a latent without learnt parameters,
-eager, one device. An
-interrupted stack continues when run again into its folder (:func:`stack_checkpoint`), not through ``ckpt_path``.
+supports is checked before anything is built (:func:`check_stackable`; a task's batches and network when the stack
+is built: docs/ARCHITECTURE.md, "The stack"). An interrupted stack continues when run again into its folder
+(:func:`stack_checkpoint`), not through ``ckpt_path``.
 """
 
 from __future__ import annotations
@@ -32,15 +29,15 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
-import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from hsvae.cli.instantiation import instantiate_model, targets
 from hsvae.cli.records import save_run_config
-from hsvae.cli.run_loggers import instantiate_loggers, log_hyperparameters
+from hsvae.cli.run_loggers import finish_wandb, instantiate_loggers, log_hyperparameters
 from hsvae.cli.sweep_job import member_overrides
-from hsvae.cli.report import collect_metrics, write_results
+from hsvae.cli.report import collect_metrics, print_table, write_results
 from hsvae.cli.continuation import finished_metrics
 from hsvae.cli.evaluators import instantiate_evaluators
 from hsvae.cli.signals import lightning_interruptions
@@ -107,7 +104,8 @@ def _mean_metrics(members: list[dict[str, float]]) -> dict[str, float]:
 
 
 def check_stackable(cfg: DictConfig) -> None:
-    """ConfigError, naming the key, for what a stack does not support (see the module docstring)."""
+    """ConfigError, naming the key, for what a stack does not support: a stage (M1+M2), a scheduler outside
+    torch.optim.lr_scheduler, compile, ckpt_path, a learnt prior, several devices."""
     if cfg.get("m1") is not None:
         raise ConfigError("seeds=[...]: an M1+M2 run trains its M1 first (a stage), which a stack does not run: run "
                           "its seeds separately (seed=0,1,2 with -m)")
@@ -129,15 +127,6 @@ def check_stackable(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.devices={devices}: a stack runs on one device (its members share it)")
 
 
-def _member_overrides(seed: int) -> list[str] | None:
-    """The job's command-line overrides with ``seeds=...`` (and any ``seed=``) replaced by ``seed=<seed>``."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return None
-    return member_overrides(list(HydraConfig.get().overrides.task), seed)
-
-
 def _member_config(cfg: DictConfig, seed: int, member_dir: Path) -> DictConfig:
     member = copy.deepcopy(cfg)
     with open_dict(member):
@@ -148,9 +137,10 @@ def _member_config(cfg: DictConfig, seed: int, member_dir: Path) -> DictConfig:
 
 
 def _save_member_run_config(member_cfg: DictConfig, member_dir: Path, seed: int) -> None:
+    """Its config, and the job's overrides with ``seeds=...`` (and any ``seed=``) replaced by ``seed=<seed>``."""
     save_run_config(member_cfg, member_dir)
-    overrides = _member_overrides(seed)
-    if overrides is not None:
+    if HydraConfig.initialized():
+        overrides = member_overrides(list(HydraConfig.get().overrides.task), seed)
         write_text_atomic(member_dir / ".hydra" / "overrides.yaml", OmegaConf.to_yaml(overrides))
 
 
@@ -203,13 +193,14 @@ def run_stacked(cfg: DictConfig, output_dir: Path, seeds: list[int], started: fl
     for i, (seed, member_dir, member_cfg, datamodule, model) in enumerate(members):
         _save_member_run_config(member_cfg, member_dir, seed)
         loggers = _member_loggers(member_cfg, seed, selection.rows[i])
-        _load_member(model, module.member_state(i))
+        model.net.load_state_dict(module.member_state(i), strict=False)  # its parameters, under its network's names
         if not trainer.fast_dev_run:  # the final epoch's figures, drawn as its separate run's are
             context = FigureContext(datamodule, loggers, trainer.global_step)
-            for callback in _figure_callbacks(member_cfg):
-                callback.draw(context, model, "final")
+            for node in (member_cfg.get("callbacks") or {}).values():
+                if targets(node, FigureCallback):
+                    hydra.utils.instantiate(node).draw(context, model, "final")
         if selection.best_states[i] is not None:
-            _load_member(model, selection.best_states[i])
+            model.net.load_state_dict(selection.best_states[i], strict=False)
         _save_member_checkpoint(model, member_dir / "checkpoints" / "best.ckpt", selection.best_epochs[i],
                                 trainer.global_step)
         # its best epoch and its validation metrics there (what a VGAE's run records as best/...)
@@ -230,15 +221,8 @@ def run_stacked(cfg: DictConfig, output_dir: Path, seeds: list[int], started: fl
                              "stack": {"seeds": seeds, "member": i, "best_epoch": selection.best_epochs[i]}})
         all_metrics.append(metrics)
     _print_members(seeds, all_metrics, output_dir)
-    stale = output_dir / "results.json"  # an earlier attempt's record (interrupted, failed): this stack is done
-    if stale.is_file():
-        stale.unlink()
+    (output_dir / "results.json").unlink(missing_ok=True)  # an earlier attempt's record: this stack is done
     return _mean_metrics(all_metrics)
-
-
-def _load_member(model: pl.LightningModule, state: dict[str, torch.Tensor]) -> None:
-    """Member i's network parameters (a stack's, under its network's names) into its own task."""
-    model.net.load_state_dict(state, strict=False)
 
 
 def _selection_rule(cfg: DictConfig, monitor: str) -> tuple[str, str]:
@@ -268,23 +252,12 @@ def _member_loggers(member_cfg: DictConfig, seed: int, rows: list[tuple[int, dic
 def _close_member_loggers(loggers: list, metrics: dict[str, float], step: int, epoch: int) -> None:
     """The member's test metrics, as its separate run logs them after its fit; then its loggers are closed (one
     member's W&B run at a time)."""
-    from pytorch_lightning.loggers import WandbLogger
-
     test = {k: v for k, v in metrics.items() if k.startswith("test/")}
     for logger in loggers:
         if test:
             logger.log_metrics({**test, "epoch": epoch}, step)
         logger.finalize("success")
-    if any(isinstance(logger, WandbLogger) for logger in loggers):
-        import wandb
-
-        wandb.finish()
-
-
-def _figure_callbacks(member_cfg: DictConfig) -> list[FigureCallback]:
-    """The member's figure callbacks (latent plot, image samples, interpolations), as its config builds them."""
-    return [hydra.utils.instantiate(node) for node in (member_cfg.get("callbacks") or {}).values()
-            if targets(node, FigureCallback)]
+    finish_wandb(loggers)
 
 
 #: up to this many members, the summary has a column per member (more do not fit a terminal's width)
@@ -296,32 +269,21 @@ def _print_members(seeds: list[int], all_metrics: list[dict[str, float]], output
     mean, standard deviation, minimum and maximum (more), and where the members' runs are."""
     import statistics
 
-    from rich.console import Console
-    from rich.table import Table
-
-    keys = sorted(k for k in all_metrics[0] if k.startswith("test/") or k.startswith("best/"))
-    table = Table(title=f"hsvae stack of {len(seeds)} runs (seeds {seeds})", show_lines=False)
-    table.add_column("metric")
     per_member = len(seeds) <= _MEMBER_COLUMNS
-    columns = [f"seed {seed}" for seed in seeds] if per_member else ["mean", "std", "min", "max"]
-    for column in columns:
-        table.add_column(column, justify="right")
-    for key in keys:
+    rows = []
+    for key in sorted(k for k in all_metrics[0] if k.startswith("test/") or k.startswith("best/")):
         values = [metrics.get(key, float("nan")) for metrics in all_metrics]
-        if not per_member:
-            values = [statistics.fmean(values), statistics.stdev(values), min(values), max(values)]
-        table.add_row(key, *(f"{v:.4f}" for v in values))
-    console = Console()
-    console.print(table)
-    console.print(f"outputs: {output_dir}/seed_<seed>/ (results.json, checkpoints/best.ckpt), one folder per seed",
-                  highlight=False, markup=False)
+        rows.append((key, values if per_member else
+                     [statistics.fmean(values), statistics.stdev(values), min(values), max(values)]))
+    print_table(f"hsvae stack of {len(seeds)} runs (seeds {seeds})",
+                [f"seed {seed}" for seed in seeds] if per_member else ["mean", "std", "min", "max"], rows,
+                f"{output_dir}/seed_<seed>/ (results.json, checkpoints/best.ckpt), one folder per seed")
 
 
 def _trainer_arguments(cfg: DictConfig) -> dict[str, Any]:
     """The run's ``trainer`` settings a stack's Lightning trainer takes as they are (its callbacks, logger and
     checkpointing are the stack's own)."""
     arguments = OmegaConf.to_container(cfg.trainer, resolve=True)
-    arguments.pop("_target_", None)
-    for key in ("callbacks", "logger", "enable_checkpointing", "enable_progress_bar", "plugins"):
+    for key in ("_target_", "callbacks", "logger", "enable_checkpointing", "enable_progress_bar", "plugins"):
         arguments.pop(key, None)
     return arguments

@@ -21,12 +21,12 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 
-from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from hsvae.cli.banner import start_banner
 from hsvae.cli.instantiation import instantiate_callbacks, instantiate_model, validate
-from hsvae.cli.run_loggers import continue_history, instantiate_loggers, log_hyperparameters, logged_final_metrics
+from hsvae.cli.run_loggers import (continue_history, finish_wandb, instantiate_loggers, log_hyperparameters,
+                                   logged_final_metrics)
 from hsvae.cli.sweep_job import assign_job_gpu
 from hsvae.utils.errors import ConfigError
 from hsvae.cli.checkpoints import check_fits, load_checkpoint
@@ -37,7 +37,7 @@ from hsvae.cli.signals import lightning_interruptions, set_phase
 from hsvae.cli.stack_runs import finished_stack_metrics, run_stacked, stack_checkpoint, stack_seeds
 from hsvae.analysis.results import PROGRESS_FILE
 from hsvae.cli.continuation import FolderPlan, claim_folder, plan_folder
-from hsvae.cli.records import save_run_config, write_failure
+from hsvae.cli.records import save_run_config, write_record
 from hsvae.cli.report import collect_metrics, print_metrics, write_results
 from hsvae.utils.modules import configure_compile
 from hsvae.sweeps.budget import budget_refusal
@@ -64,15 +64,6 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
         torch.distributions.Distribution.set_default_validate_args(previous)
 
 
-def _stack_seeds(cfg: DictConfig) -> list[int] | None:
-    """The stack's seeds (``seeds=[...]``), or None for an ordinary run or an invalid list (reported later, with
-    the run's record)."""
-    try:
-        return stack_seeds(cfg)
-    except ConfigError:
-        return None
-
-
 def _train(cfg: DictConfig) -> dict[str, Any] | None:
     started, commit = time.time(), git_commit()
     output_dir = Path(cfg.paths.output_dir)
@@ -86,7 +77,10 @@ def _train(cfg: DictConfig) -> dict[str, Any] | None:
 
 
 def _claimed(cfg: DictConfig, output_dir: Path, started: float, commit: str | None) -> dict[str, Any] | None:
-    seeds = _stack_seeds(cfg)
+    try:
+        seeds = stack_seeds(cfg)  # a stack's seeds (seeds=[...]), or None for an ordinary run
+    except ConfigError:  # an invalid list: reported below, with the run's record
+        seeds = None
     stack_done = finished_stack_metrics(output_dir, seeds) if seeds is not None else None
     # an interrupted stack of this config continues in its own folder from its last epoch
     stack_resume = stack_checkpoint(cfg, output_dir, seeds) if seeds is not None else None
@@ -107,7 +101,7 @@ def _claimed(cfg: DictConfig, output_dir: Path, started: float, commit: str | No
     if refusal is not None:
         # not started: a record says why, and the same command run again (with time left) replaces it by the run
         print(f"{output_dir}: skipped by the time budget: {refusal}.", file=sys.stderr)
-        write_failure(output_dir, cfg, status="skipped", reason=f"time budget: {refusal}", exit_code=0)
+        write_record(output_dir, cfg, "skipped", {}, reason=f"time budget: {refusal}", exit_code=0)
         return None
     # from here on the directory is this run's: its config, its log, and a record if it fails
     save_run_config(cfg, output_dir)
@@ -177,11 +171,7 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, star
     metrics = collect_metrics(run.trainer, fit_metrics)
     if run.trainer.is_global_zero:
         _record(cfg, output_dir, run, metrics, commit, test_ckpt, pruned_at)
-    for logger in run.loggers:
-        if isinstance(logger, WandbLogger):
-            import wandb  # (only with a W&B logger: its import costs a second)
-
-            wandb.finish()
+    finish_wandb(run.loggers)
     return metrics
 
 

@@ -1,13 +1,7 @@
-"""The members' networks as one module: each parameterised part of a task's network, stacked over the members.
-
-A stack of K runs keeps one copy of the task (the first member's) and replaces each child of its ``net`` that has
-parameters (a VAE's encoder, head and decoder) by a :class:`MemberSplit`: the K members' copies of that child, their
-parameters stacked on a leading axis (``torch.func.stack_module_state``), run with ``torch.func.functional_call``
-under ``torch.vmap``. A child whose rows mix (``mixes_rows``: a graph convolution, over a graph's nodes) is not
-split itself: its own parameterised children are (a graph convolution's linear map and bias), and what mixes the
-rows (the propagation over a batch of graphs) runs once, shared. Everything else of the network (the latent family,
-the likelihood: parameterless) runs unchanged on the members' rows as one batch, so the latent's sampler draws every
-member's noise in one call.
+"""The members' networks as one module: each parameterised part of a task's network (a VAE's encoder, head and
+decoder) is a :class:`MemberSplit` of the members' copies, run under ``torch.vmap``; a part whose rows mix
+(``mixes_rows``) has its children split instead (docs/ARCHITECTURE.md, "The stack"). The parameterless rest (the
+latent family, the likelihood) runs unchanged on the members' rows as one batch.
 
 Dimension convention: the members' rows are one batch ``(K * B, ...)``, member i's rows ``[i * B:(i + 1) * B]``;
 a stacked parameter is ``(K, ...)``, member i's ``[i]``.
@@ -31,11 +25,8 @@ class MemberSplit(nn.Module):
     batch; it must hold no buffers (a batch norm's running statistics would be updated inside vmap).
 
     ``forward`` takes the members' rows as one batch (``(K * B, ...)``, each positional argument) and runs member i
-    on its rows; under :meth:`only` it runs one member on that member's own batch (``(B, ...)``).
-
-    Args:
-        parts: the members' copies, each built (initialised) as its separate run built it.
-    """
+    on its rows; under :meth:`only` it runs one member on that member's own batch (``(B, ...)``). ``parts``: the
+    members' copies, each built (initialised) as its separate run built it."""
 
     def __init__(self, parts: Sequence[nn.Module]):
         super().__init__()

@@ -1,19 +1,9 @@
 """K runs of one task as one Lightning fit: :class:`StackedTask` (the task's own steps on the members' networks)
-and :class:`StackedData` (the members' data modules as one).
-
-The stack trains through the task's unchanged ``training_step``: the members' batches are one batch
-(:func:`join_batches`: their rows, or a batch type's own ``join``, e.g. a graph's block-diagonal union), whose loss
-is the members' mean, ``(1/K) sum_i loss_i``; K times it is the sum of the members' losses, whose gradient in member
-i's parameters is member i's own gradient, and an elementwise optimiser (Adam) over the stacked parameters is K
-independent optimisers. A learning-rate schedule that reads no metric is every member's; a ``ReduceLROnPlateau``
-is each member's own (:meth:`StackedTask.optimizer_step`). Validation runs the task's ``validation_step`` once
-per member, on its own batch, with what the step logs collected per member (``member_metrics``), which
-:class:`~hsvae.stack.selection.MemberSelection` selects and stops on. A task stacks when its step is a pure function
-of the parameters, the batch and the noise, its network's parameterised parts act row by row, and its batches are
-tuples of tensors or know how to join: nothing here names a task.
+and :class:`StackedData` (the members' data modules as one); why the joined loss trains each member as its own run:
+docs/ARCHITECTURE.md, "The stack". Nothing here names a task.
 
 Dimension convention: a stacked batch is the list of the members' K batches; the training step sees them joined,
-``(K * B, ...)`` per tensor.
+``(K * B, ...)`` per tensor, and its loss is the members' mean, ``(1/K) sum_i loss_i``.
 """
 
 from __future__ import annotations
@@ -32,11 +22,8 @@ from .members import split_network
 
 
 class StackedTask(pl.LightningModule):
-    """The members' tasks (K instances of one task class, each built as its separate run builds it) as one module.
-
-    Args:
-        tasks: the members' tasks; the first one's settings (optimiser, KL warm-up, ...) are every member's.
-    """
+    """The members' tasks (K instances of one task class, each built as its separate run builds it) as one module;
+    the first one's settings (optimiser, KL warm-up, ...) are every member's."""
 
     def __init__(self, tasks: Sequence[ELBOTask]):
         super().__init__()
@@ -219,11 +206,7 @@ class StackedLoader:
 
 class StackedData(pl.LightningDataModule):
     """The members' data modules (each built as its separate run builds it: its split, its shuffling) as one;
-    each member's per-batch transform (MNIST's dynamic binarisation) is its own data module's.
-
-    Args:
-        members: the members' data modules.
-    """
+    each member's per-batch transform (MNIST's dynamic binarisation) is its own data module's."""
 
     def __init__(self, members: Sequence[pl.LightningDataModule]):
         super().__init__()

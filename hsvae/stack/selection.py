@@ -20,14 +20,8 @@ class MemberSelection(Checkpoint):
     the stack's ``train/`` metrics and ``epoch``).
 
     After the fit: ``best_states[i]`` (member i's network at its best epoch, on the CPU), ``best_epochs[i]``,
-    ``best_scores[i]`` and ``best_metrics[i]`` (its validation metrics there).
-
-    Args:
-        k: the number of members.
-        monitor: the selection metric (a name the task's validation step logs).
-        mode: ``"max"`` or ``"min"``.
-        stopping: makes a member's ``EarlyStopping`` (the run's config), or None (members never stop).
-    """
+    ``best_scores[i]`` and ``best_metrics[i]`` (its validation metrics there). ``stopping`` makes a member's
+    ``EarlyStopping`` (from the run's config; None: members never stop)."""
 
     def __init__(self, k: int, monitor: str, mode: str = "max", stopping: Callable[[], EarlyStopping] | None = None):
         if mode not in ("max", "min"):

@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from hsvae.analysis.results import BUDGET_FILE, PROGRESS_FILE, saved_task_name
+from hsvae.analysis.results import BUDGET_FILE, PROGRESS_FILE, read_json, saved_task_name
 from hsvae.utils.io import write_json_atomic
 from hsvae.utils.errors import BudgetError
 
@@ -64,19 +64,11 @@ class Measurement:
     finished: bool
 
 
-def _read(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else None
-    except (OSError, ValueError):
-        return None
-
-
 def measurements(root: Path, task_name: str, exclude: Path | None = None) -> list[Measurement]:
     """What the runs of ``task_name`` under ``root`` measured (``exclude``: this run's folder)."""
     found: dict[Path, Measurement] = {}
     for path in sorted(root.rglob("results.json")):
-        data = _read(path)
+        data = read_json(path)
         if (not data or data.get("status", "finished") != "finished"
                 or (data.get("config") or {}).get("task_name") != task_name):
             continue
@@ -86,7 +78,7 @@ def measurements(root: Path, task_name: str, exclude: Path | None = None) -> lis
     for path in sorted(root.rglob(PROGRESS_FILE)):
         if path.parent in found or path.parent == exclude:
             continue
-        data, results = _read(path), _read(path.parent / "results.json")
+        data, results = read_json(path), read_json(path.parent / "results.json")
         config = (results or {}).get("config") or {}
         if data and isinstance(data.get("epochs"), int) and data["epochs"] > 0 and (
                 not config or config.get("task_name") == task_name) and saved_task_name(path.parent) in (None, task_name):
@@ -112,7 +104,7 @@ def expected_seconds(cfg: DictConfig, output_dir: Path, root: Path) -> tuple[flo
         epochs, rule = max_epochs, "trainer.max_epochs"
     else:
         return None
-    done = (_read(output_dir / PROGRESS_FILE) or {}).get("epochs", 0)
+    done = (read_json(output_dir / PROGRESS_FILE) or {}).get("epochs", 0)
     done = done if isinstance(done, int) and (output_dir / "checkpoints" / "last.ckpt").is_file() else 0
     left = max(epochs - done, 1)
     how = f"{left:g} epochs ({rule}{f', less {done} done' if done else ''}) x {per_epoch:.1f} s"

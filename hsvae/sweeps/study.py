@@ -1,19 +1,12 @@
-"""The Optuna side of a search: where the study lives, how it samples and prunes, and which trials count.
+"""The Optuna side of a search: where the study lives (``hydra.sweeper.storage``), its sampler and pruner by name
+(:data:`SAMPLERS`, :data:`PRUNERS`; the settings are README's "Hyperparameter search"; a pruner's warm-up is applied
+by the run, hsvae/training/pruning.py), and which trials count.
 
-- **Storage** (``hydra.sweeper.storage``): ``sqlite:///<file>`` (the default: ``optuna.db`` in the sweep folder),
-  ``journal://<file>`` (Optuna's journal file: for searches whose processes share a file system, such as a SLURM
-  array over several nodes), any other database URL (``postgresql://...``), or null (in memory: nothing persists,
-  no pruning across processes).
-- **Samplers** by name (``sampler.name``): ``tpe`` (seeded; ``multivariate: true`` for its joint model), ``gp``,
-  ``cmaes``, ``random``, ``nsga2`` (multi-objective); the other keys go to the sampler's constructor.
-- **Pruners** by name (``pruner.name``): ``median``, ``successive_halving``, ``hyperband``, ``none``. Their warm-up
-  is applied by the run (hsvae/training/pruning.py): ``warmup_epochs: kl`` waits for the run's own KL warm-up.
-- **Counting trials**: a search runs until ``n_trials`` trials count: complete, pruned, running, or failed by a
-  crash or a diverged metric. A trial left running by a process that died on this host is failed as
-  ``interrupted`` (it does not count: its settings are tried again as a new trial). Several processes on one
-  study claim trials under a lock beside a file storage; a trial asked beyond ``n_trials`` in a race on a
-  database storage is closed at once as ``surplus`` (never run). So ``n_trials`` is exact, and trial numbers are
-  never reused (Optuna numbers them in the storage).
+A search runs until ``n_trials`` trials count: complete, pruned, running, or failed by a crash or a diverged metric.
+A trial left running by a process that died on this host is failed as ``interrupted`` (it does not count: its
+settings are tried again as a new trial). Processes sharing a file storage claim trials under a lock beside it; a
+trial asked beyond ``n_trials`` in a race on a database storage is closed at once as ``surplus`` (never run). So
+``n_trials`` is exact, and trial numbers are never reused (Optuna numbers them in the storage).
 """
 
 from __future__ import annotations
@@ -126,42 +119,28 @@ def load(study_name: str, storage: str | None, pruner_cfg: Any = None, max_epoch
                              pruner=build_pruner(pruner_cfg, max_epochs))
 
 
-def running(study: optuna.Study, frozen: FrozenTrial) -> Trial:
-    """A running trial as the object that reports to it and tells it."""
-    # Optuna has no public lookup of a running trial's handle; its id is the storage's key
-    return Trial(study, frozen._trial_id)
+class RunTrial(Trial):
+    """The trial a run is, as hsvae.training.pruning.TrialPruning uses it: Optuna's ``report`` and
+    ``should_prune``, and :meth:`mark_pruned`."""
+
+    def mark_pruned(self, epoch: int) -> None:
+        # the sweeper reads it when the job returns, and tells the study PRUNED
+        self.set_user_attr(PRUNED_AT, epoch)
 
 
-def trial_of_run(study: optuna.Study, number: int) -> Trial:
+def trial_of_run(study: optuna.Study, number: int) -> RunTrial:
     """The running trial ``number`` of ``study``, as the object a run reports to."""
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if frozen.number == number:
-            return running(study, frozen)
+            # Optuna has no public lookup of a running trial's handle; its id is the storage's key
+            return RunTrial(study, frozen._trial_id)
     raise SearchSpaceError(f"trial {number} of study {study.study_name!r} is not running: a run reports only to "
                            "the trial its search started (trial=<n> is set by the search, not by hand)")
 
 
-class RunTrial:
-    """The trial a run is, as hsvae.training.pruning.TrialPruning uses it."""
-
-    def __init__(self, trial: Trial):
-        self.trial = trial
-
-    def report(self, value: float, epoch: int) -> None:
-        self.trial.report(value, epoch)
-
-    def should_prune(self) -> bool:
-        return self.trial.should_prune()
-
-    def mark_pruned(self, epoch: int) -> None:
-        # the sweeper reads it when the job returns, and tells the study PRUNED
-        self.trial.set_user_attr(PRUNED_AT, epoch)
-
-
 def run_trial(settings: Any, number: int, max_epochs: int | None) -> RunTrial:
     """The trial ``number`` of the search whose sweeper settings (``hydra.sweeper``) are ``settings``."""
-    study = load(settings.study_name, settings.get("storage"), settings.get("pruner"), max_epochs)
-    return RunTrial(trial_of_run(study, number))
+    return trial_of_run(load(settings.study_name, settings.get("storage"), settings.get("pruner"), max_epochs), number)
 
 
 # -- which trials count ------------------------------------------------------------------------------
@@ -189,7 +168,7 @@ def fail_abandoned(study: optuna.Study) -> list[int]:
     numbers = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if _abandoned(trial, host):
-            fail(study, running(study, trial), INTERRUPTED)
+            fail(study, Trial(study, trial._trial_id), INTERRUPTED)
             numbers.append(trial.number)
     return numbers
 
