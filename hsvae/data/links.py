@@ -287,19 +287,12 @@ class LinkPredictionDataModule(pl.LightningDataModule, abc.ABC):
         if trainer is not None:
             self.graph = self.graph.to(trainer.strategy.root_device)
 
-    def _loader(self) -> SingleGraphLoader:
+    def train_dataloader(self) -> SingleGraphLoader:
         if self.graph is None:
             self.setup()
         return SingleGraphLoader(self.graph)
 
-    def train_dataloader(self) -> SingleGraphLoader:
-        return self._loader()
-
-    def val_dataloader(self) -> SingleGraphLoader:
-        return self._loader()
-
-    def test_dataloader(self) -> SingleGraphLoader:
-        return self._loader()
+    val_dataloader = test_dataloader = train_dataloader
 
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
         # The graph already lives on the training device (see setup); LinkSplit.to returns it unchanged,

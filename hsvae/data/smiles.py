@@ -20,7 +20,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
-import math
 import re
 import urllib.request
 import zlib
@@ -36,6 +35,7 @@ from hsvae.utils.io import atomic_file
 
 from .integrity import verify_file
 from .base import InMemoryDataModule, Split
+from .links import check_split_fractions, split_sizes
 from hsvae.utils.errors import DatasetNotFoundError, MalformedDatasetError
 
 log = logging.getLogger(__name__)
@@ -412,11 +412,7 @@ class SMILESDataModule(InMemoryDataModule):
         cache_dir: str | Path | None = None,
     ):
         super().__init__(batch_size, eval_batch_size, seed)
-        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-                raise ValueError(f"{name} must lie in (0, 1), got {value!r}")
-        if val_fraction + test_fraction >= 1:
-            raise ValueError(f"val_fraction + test_fraction must be < 1, got {val_fraction + test_fraction}")
+        check_split_fractions(val_fraction, test_fraction)
         if max_molecules is not None and (isinstance(max_molecules, bool) or not isinstance(max_molecules, int) or max_molecules < 3):
             raise ValueError(f"max_molecules must be an integer >= 3 or null (all), got {max_molecules!r}")
         self.path = Path(path).expanduser()
@@ -454,9 +450,8 @@ class SMILESDataModule(InMemoryDataModule):
         if self.max_molecules is not None:
             smiles = smiles[: self.max_molecules]
         n = len(smiles)
-        n_test = math.floor(self.test_fraction * n + 1e-9)
-        n_val = math.floor(self.val_fraction * n + 1e-9)
-        if min(n_test, n_val, n - n_val - n_test) < 1:
+        n_train, n_val, n_test = split_sizes(n, self.val_fraction, self.test_fraction)
+        if min(n_test, n_val, n_train) < 1:
             raise ValueError(
                 f"{self.path}: {n} molecules are too few for val_fraction={self.val_fraction}, "
                 f"test_fraction={self.test_fraction}"

@@ -417,5 +417,3 @@ class VGAE(nn.Module):
         reconstruction, per_node = self.reconstruction_loss(sample.z, train_pos, sample.needs_per_draw_terms, graphs)
         return VGAETerms(reconstruction, self.latent.kl(q, sample), sample, q, per_node, graphs)
 
-
-# -- ranking metrics ----------------------------------------------------------------------------------------
