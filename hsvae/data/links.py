@@ -266,14 +266,12 @@ class LinkPredictionDataModule(pl.LightningDataModule, abc.ABC):
 
     @property
     def num_features(self) -> int:
+        """The size of a node's input: its feature count (what a model's first layer is built for)."""
         if self.graph is None:
             self.setup()
         return self.graph.num_features
 
-    @property
-    def input_dim(self) -> int:
-        """The size of a node's input: its feature count (what a model's first layer is built for)."""
-        return self.num_features
+    input_dim = num_features
 
     def setup(self, stage: str | None = None) -> None:
         if self.graph is None:
