@@ -5,10 +5,9 @@ interpolation)."""
 
 from .evaluator import EvaluationError, Evaluator
 from .geometry import CircleGeometry
-from .grid_likelihood import GridLogLikelihood, latent_grid
 from .interpolation import decode_interpolations, latent_path, lerp, slerp
 from .links import LinkAUCAP, average_precision, link_metrics, roc_auc
-from .log_likelihood import LogLikelihood
+from .log_likelihood import GridLogLikelihood, LogLikelihood, latent_grid
 from .molecules import MoleculeMetrics, rdkit_validity, sample_metrics
 from .semisupervised import KNNAccuracy, M1Accuracy, balanced_subset, knn_accuracy, knn_predict, m1_knn_accuracies
 
