@@ -86,13 +86,12 @@ def load_mnist(data_dir: str | Path, download: bool = True, verify: bool = True,
     for split, train in (("train", True), ("test", False)):
         try:
             ds = MNIST(str(data_dir), train=train, download=False)
-            images, labels = ds.data, ds.targets
         except Exception as err:
             raise DatasetNotFoundError(
                 f"MNIST files in {raw} are unreadable or corrupt ({type(err).__name__}: {err}). "
                 "Delete them and download again (dataset.download=true), or replace them with intact copies."
             ) from err
-        out[split] = (images, labels)
+        out[split] = (ds.data, ds.targets)
     return out
 
 
