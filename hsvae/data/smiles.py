@@ -465,14 +465,12 @@ class SMILESDataModule(InMemoryDataModule):
         bounds = np.cumsum([0, *(len(self.smiles[name]) for name in names)])
         pieces = {name: corpus.rows(int(bounds[i]), int(bounds[i + 1])) for i, name in enumerate(names)}
         self.tokenizer = SMILESTokenizer.from_codes(pieces["train"])
-        encoded = {name: self.tokenizer.encode_codes(pieces[name]) for name in names}
-        width = max(e.ids.shape[1] for e in encoded.values())
+        width = int(np.diff(corpus.ends, prepend=-1).max()) + 1  # the longest string's tokens, <bos> and <eos>
         self.max_length = width - 2
         splits = {}
-        for name, e in encoded.items():
-            ids = torch.full((e.ids.shape[0], width), PAD_ID, dtype=e.ids.dtype)
-            ids[:, : e.ids.shape[1]] = e.ids
-            splits[name] = Split(ids, e.lengths)
+        for name in names:
+            e = self.tokenizer.encode_codes(pieces[name], width)
+            splits[name] = Split(e.ids, e.lengths)
             self.unknown[name], self.unknown_strings[name] = e.unknown, e.unknown_strings
             if e.unknown_strings:
                 listed = ", ".join(f"{t} x{k}" for t, k in e.unknown.most_common(10))
