@@ -281,9 +281,8 @@ class LinkPredictionDataModule(pl.LightningDataModule, abc.ABC):
                 x = x / x.sum(1, keepdim=True).clamp_min(1.0)
             self.num_classes = int(y.max()) + 1 if y.numel() else 0
             self.graph = split_edges(x, y, edge_index, self.val_fraction, self.test_fraction, self.seed)
-        trainer = getattr(self, "trainer", None)
-        if trainer is not None:
-            self.graph = self.graph.to(trainer.strategy.root_device)
+        if self.trainer is not None:
+            self.graph = self.graph.to(self.trainer.strategy.root_device)
 
     def train_dataloader(self) -> SingleGraphLoader:
         if self.graph is None:

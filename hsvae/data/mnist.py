@@ -160,8 +160,7 @@ class MNISTDataModule(InMemoryDataModule):
         return torch.bernoulli(x.cpu(), generator=torch.Generator().manual_seed(seed))
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        trainer = getattr(self, "trainer", None)
-        if self.binarize == "dynamic" and trainer is not None and trainer.training:
+        if self.binarize == "dynamic" and self.trainer is not None and self.trainer.training:
             x, y = batch
             batch = (torch.bernoulli(x), y)
         return batch
