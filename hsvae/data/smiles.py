@@ -114,14 +114,8 @@ def _parse_csv(text: str, source: str) -> list[str]:
     if "smiles" not in columns:
         raise MalformedDatasetError(f"{source}: a CSV file needs a 'smiles' column; its header is {header!r}")
     col = columns.index("smiles")
-    out = []
-    for row in reader:
-        if len(row) <= col:
-            continue
-        value = row[col].strip()  # the chemical-VAE CSV stores "SMILES\n"
-        if value:
-            out.append(value)
-    return out
+    values = (row[col].strip() for row in reader if len(row) > col)  # the chemical-VAE CSV stores "SMILES\n"
+    return [value for value in values if value]
 
 
 def read_smiles(path: str | Path) -> list[str]:
@@ -152,8 +146,7 @@ def read_smiles(path: str | Path) -> list[str]:
             f"{path}: byte {err.start} (0x{raw[err.start]:02x}) is not ASCII; a SMILES file is plain text "
             "(is it a binary or an HTML page saved by a failed download?)"
         ) from err
-    name = path.name[:-3] if path.name.endswith(".gz") else path.name
-    if name.endswith(".csv"):
+    if path.name.removesuffix(".gz").endswith(".csv"):
         smiles = _parse_csv(text, str(path))
     else:
         smiles = [line.split(None, 1)[0] for line in text.splitlines() if line.strip()]
