@@ -85,8 +85,7 @@ class InMemoryDataModule(pl.LightningDataModule, abc.ABC):
             self.splits = {k: v.to(device) for k, v in self.splits.items()}
 
     def _device(self) -> torch.device | None:
-        trainer = getattr(self, "trainer", None)
-        return trainer.strategy.root_device if trainer is not None else None
+        return self.trainer.strategy.root_device if self.trainer is not None else None
 
     def row_widths(self, split: Split) -> torch.Tensor | None:
         """Per data point, how many leading columns of ``x`` it uses (padded sequences; None: all), kept on the CPU
@@ -97,7 +96,7 @@ class InMemoryDataModule(pl.LightningDataModule, abc.ABC):
         if not self.splits:
             self.setup()
         s = self.splits[split]
-        trainer = getattr(self, "trainer", None)
+        trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         return TensorLoader(
             s.x,

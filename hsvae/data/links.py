@@ -266,14 +266,12 @@ class LinkPredictionDataModule(pl.LightningDataModule, abc.ABC):
 
     @property
     def num_features(self) -> int:
+        """The size of a node's input: its feature count (what a model's first layer is built for)."""
         if self.graph is None:
             self.setup()
         return self.graph.num_features
 
-    @property
-    def input_dim(self) -> int:
-        """The size of a node's input: its feature count (what a model's first layer is built for)."""
-        return self.num_features
+    input_dim = num_features
 
     def setup(self, stage: str | None = None) -> None:
         if self.graph is None:
@@ -283,23 +281,15 @@ class LinkPredictionDataModule(pl.LightningDataModule, abc.ABC):
                 x = x / x.sum(1, keepdim=True).clamp_min(1.0)
             self.num_classes = int(y.max()) + 1 if y.numel() else 0
             self.graph = split_edges(x, y, edge_index, self.val_fraction, self.test_fraction, self.seed)
-        trainer = getattr(self, "trainer", None)
-        if trainer is not None:
-            self.graph = self.graph.to(trainer.strategy.root_device)
+        if self.trainer is not None:
+            self.graph = self.graph.to(self.trainer.strategy.root_device)
 
-    def _loader(self) -> SingleGraphLoader:
+    def train_dataloader(self) -> SingleGraphLoader:
         if self.graph is None:
             self.setup()
         return SingleGraphLoader(self.graph)
 
-    def train_dataloader(self) -> SingleGraphLoader:
-        return self._loader()
-
-    def val_dataloader(self) -> SingleGraphLoader:
-        return self._loader()
-
-    def test_dataloader(self) -> SingleGraphLoader:
-        return self._loader()
+    val_dataloader = test_dataloader = train_dataloader
 
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
         # The graph already lives on the training device (see setup); LinkSplit.to returns it unchanged,

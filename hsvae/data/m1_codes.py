@@ -185,7 +185,7 @@ class M1CodesDataModule(InMemoryDataModule):
     def train_dataloader(self) -> SemiSupervisedLoader:
         if not self.splits:
             self.setup()
-        trainer = getattr(self, "trainer", None)
+        trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         # rows of posterior parameters, turned into a fresh draw per batch, or the posterior locations themselves
         rows = self.posterior_params if self.sample_codes else {k: self.splits[k].x for k in ("train", "labelled")}

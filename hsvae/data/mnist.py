@@ -82,18 +82,14 @@ def load_mnist(data_dir: str | Path, download: bool = True, verify: bool = True,
     if verify:  # against the published checksums (a stamp in cache_dir keeps later runs from hashing again)
         verify_known(raw, list(RAW_FILES), cache_dir, "Replace it with an intact copy (torchvision's mirrors), or "
                      "delete it and run once with network access (dataset.download=true).")
-    out = {}
-    for split, train in (("train", True), ("test", False)):
-        try:
-            ds = MNIST(str(data_dir), train=train, download=False)
-            images, labels = ds.data, ds.targets
-        except Exception as err:
-            raise DatasetNotFoundError(
-                f"MNIST files in {raw} are unreadable or corrupt ({type(err).__name__}: {err}). "
-                "Delete them and download again (dataset.download=true), or replace them with intact copies."
-            ) from err
-        out[split] = (images, labels)
-    return out
+    try:
+        train, test = (MNIST(str(data_dir), train=flag, download=False) for flag in (True, False))
+    except Exception as err:
+        raise DatasetNotFoundError(
+            f"MNIST files in {raw} are unreadable or corrupt ({type(err).__name__}: {err}). "
+            "Delete them and download again (dataset.download=true), or replace them with intact copies."
+        ) from err
+    return {"train": (train.data, train.targets), "test": (test.data, test.targets)}
 
 
 class MNISTDataModule(InMemoryDataModule):
@@ -161,8 +157,7 @@ class MNISTDataModule(InMemoryDataModule):
         return torch.bernoulli(x.cpu(), generator=torch.Generator().manual_seed(seed))
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        trainer = getattr(self, "trainer", None)
-        if self.binarize == "dynamic" and trainer is not None and trainer.training:
+        if self.binarize == "dynamic" and self.trainer is not None and self.trainer.training:
             x, y = batch
             batch = (torch.bernoulli(x), y)
         return batch

@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 
 from hsvae.utils.errors import DatasetNotFoundError
+from hsvae.utils.io import atomic_file
 from .integrity import verify_known
 from .links import LinkPredictionDataModule
 
@@ -82,11 +82,10 @@ def _unreadable(raw_dir: Path, files: list[str]) -> list[str]:
 
 
 def _sync_copy(src_dir: Path, dst_dir: Path, files: list[str]) -> bool:
-    """Copy ``files`` that are missing or differ (size, mtime) in ``dst_dir``; return whether any was copied.
-
-    Each file is written to a temporary name and renamed, so a concurrent run never reads half a file.
+    """Copy ``files`` that are missing or differ (size, mtime) in ``dst_dir``, with the source's times; return whether
+    any was copied. Each file is written to a temporary name and renamed (:func:`~hsvae.utils.io.atomic_file`), so a
+    concurrent run never reads half a file.
     """
-    dst_dir.mkdir(parents=True, exist_ok=True)
     copied = False
     for f in files:
         src, dst = src_dir / f, dst_dir / f
@@ -95,13 +94,10 @@ def _sync_copy(src_dir: Path, dst_dir: Path, files: list[str]) -> bool:
             d = dst.stat()
             if d.st_size == s.st_size and d.st_mtime_ns == s.st_mtime_ns:
                 continue
-        fd, tmp = tempfile.mkstemp(dir=dst_dir, prefix=f".{f}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            shutil.copy2(src, tmp)
-            os.replace(tmp, dst)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        with open(src, "rb") as source, atomic_file(dst, "wb") as out:
+            shutil.copyfileobj(source, out)
+            out.flush()  # (before the times are set: a later write would change them)
+            os.utime(out.fileno(), ns=(s.st_atime_ns, s.st_mtime_ns))
         copied = True
     return copied
 

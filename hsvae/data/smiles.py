@@ -20,7 +20,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
-import math
 import re
 import urllib.request
 import zlib
@@ -36,6 +35,7 @@ from hsvae.utils.io import atomic_file
 
 from .integrity import verify_file
 from .base import InMemoryDataModule, Split
+from .links import check_split_fractions, split_sizes
 from hsvae.utils.errors import DatasetNotFoundError, MalformedDatasetError
 
 log = logging.getLogger(__name__)
@@ -114,14 +114,8 @@ def _parse_csv(text: str, source: str) -> list[str]:
     if "smiles" not in columns:
         raise MalformedDatasetError(f"{source}: a CSV file needs a 'smiles' column; its header is {header!r}")
     col = columns.index("smiles")
-    out = []
-    for row in reader:
-        if len(row) <= col:
-            continue
-        value = row[col].strip()  # the chemical-VAE CSV stores "SMILES\n"
-        if value:
-            out.append(value)
-    return out
+    values = (row[col].strip() for row in reader if len(row) > col)  # the chemical-VAE CSV stores "SMILES\n"
+    return [value for value in values if value]
 
 
 def read_smiles(path: str | Path) -> list[str]:
@@ -152,8 +146,7 @@ def read_smiles(path: str | Path) -> list[str]:
             f"{path}: byte {err.start} (0x{raw[err.start]:02x}) is not ASCII; a SMILES file is plain text "
             "(is it a binary or an HTML page saved by a failed download?)"
         ) from err
-    name = path.name[:-3] if path.name.endswith(".gz") else path.name
-    if name.endswith(".csv"):
+    if path.name.removesuffix(".gz").endswith(".csv"):
         smiles = _parse_csv(text, str(path))
     else:
         smiles = [line.split(None, 1)[0] for line in text.splitlines() if line.strip()]
@@ -412,11 +405,7 @@ class SMILESDataModule(InMemoryDataModule):
         cache_dir: str | Path | None = None,
     ):
         super().__init__(batch_size, eval_batch_size, seed)
-        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-                raise ValueError(f"{name} must lie in (0, 1), got {value!r}")
-        if val_fraction + test_fraction >= 1:
-            raise ValueError(f"val_fraction + test_fraction must be < 1, got {val_fraction + test_fraction}")
+        check_split_fractions(val_fraction, test_fraction)
         if max_molecules is not None and (isinstance(max_molecules, bool) or not isinstance(max_molecules, int) or max_molecules < 3):
             raise ValueError(f"max_molecules must be an integer >= 3 or null (all), got {max_molecules!r}")
         self.path = Path(path).expanduser()
@@ -454,9 +443,8 @@ class SMILESDataModule(InMemoryDataModule):
         if self.max_molecules is not None:
             smiles = smiles[: self.max_molecules]
         n = len(smiles)
-        n_test = math.floor(self.test_fraction * n + 1e-9)
-        n_val = math.floor(self.val_fraction * n + 1e-9)
-        if min(n_test, n_val, n - n_val - n_test) < 1:
+        n_train, n_val, n_test = split_sizes(n, self.val_fraction, self.test_fraction)
+        if min(n_test, n_val, n_train) < 1:
             raise ValueError(
                 f"{self.path}: {n} molecules are too few for val_fraction={self.val_fraction}, "
                 f"test_fraction={self.test_fraction}"
@@ -470,14 +458,12 @@ class SMILESDataModule(InMemoryDataModule):
         bounds = np.cumsum([0, *(len(self.smiles[name]) for name in names)])
         pieces = {name: corpus.rows(int(bounds[i]), int(bounds[i + 1])) for i, name in enumerate(names)}
         self.tokenizer = SMILESTokenizer.from_codes(pieces["train"])
-        encoded = {name: self.tokenizer.encode_codes(pieces[name]) for name in names}
-        width = max(e.ids.shape[1] for e in encoded.values())
+        width = int(np.diff(corpus.ends, prepend=-1).max()) + 1  # the longest string's tokens, <bos> and <eos>
         self.max_length = width - 2
         splits = {}
-        for name, e in encoded.items():
-            ids = torch.full((e.ids.shape[0], width), PAD_ID, dtype=e.ids.dtype)
-            ids[:, : e.ids.shape[1]] = e.ids
-            splits[name] = Split(ids, e.lengths)
+        for name in names:
+            e = self.tokenizer.encode_codes(pieces[name], width)
+            splits[name] = Split(e.ids, e.lengths)
             self.unknown[name], self.unknown_strings[name] = e.unknown, e.unknown_strings
             if e.unknown_strings:
                 listed = ", ".join(f"{t} x{k}" for t, k in e.unknown.most_common(10))

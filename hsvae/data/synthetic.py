@@ -81,12 +81,7 @@ class SyntheticSphereDataModule(InMemoryDataModule):
         self.angles: dict[str, torch.Tensor] = {}
 
     def load_splits(self) -> dict[str, Split]:
-        total = sum(self.sizes.values())
-        x, y, angles = make_synthetic_sphere(total, **self.kwargs)
-        out, start = {}, 0
-        self.angles = {}
-        for name, size in self.sizes.items():
-            out[name] = Split(x[start : start + size], y[start : start + size])
-            self.angles[name] = angles[start : start + size]
-            start += size
-        return out
+        sizes = list(self.sizes.values())
+        x, y, angles = make_synthetic_sphere(sum(sizes), **self.kwargs)
+        self.angles = dict(zip(self.sizes, angles.split(sizes)))
+        return {name: Split(xs, ys) for name, xs, ys in zip(self.sizes, x.split(sizes), y.split(sizes))}

@@ -5,13 +5,11 @@ interpolation)."""
 
 from .evaluator import EvaluationError, Evaluator
 from .geometry import CircleGeometry
-from .grid_likelihood import GridLogLikelihood, latent_grid
 from .interpolation import decode_interpolations, latent_path, lerp, slerp
-from .knn import KNNAccuracy, knn_accuracy, knn_predict
 from .links import LinkAUCAP, average_precision, link_metrics, roc_auc
-from .log_likelihood import LogLikelihood
+from .log_likelihood import GridLogLikelihood, LogLikelihood, latent_grid
 from .molecules import MoleculeMetrics, rdkit_validity, sample_metrics
-from .semisupervised import M1Accuracy, balanced_subset, m1_knn_accuracies
+from .semisupervised import KNNAccuracy, M1Accuracy, balanced_subset, knn_accuracy, knn_predict, m1_knn_accuracies
 
 __all__ = ["CircleGeometry", "EvaluationError", "Evaluator", "GridLogLikelihood", "KNNAccuracy", "LinkAUCAP", "LogLikelihood", "M1Accuracy",
            "MoleculeMetrics", "average_precision", "balanced_subset", "decode_interpolations", "knn_accuracy",

@@ -56,8 +56,9 @@ def average_precision(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
 
 @torch.no_grad()
 def link_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-    """``{"auc", "ap"}`` of pair scores against 0/1 labels (float64 scalars)."""
-    return {"auc": roc_auc(logits, labels), "ap": average_precision(logits, labels)}
+    """``{"auc", "ap", "auc_ap"}`` of pair scores against 0/1 labels (float64 scalars; ``auc_ap``: their mean)."""
+    auc, ap = roc_auc(logits, labels), average_precision(logits, labels)
+    return {"auc": auc, "ap": ap, "auc_ap": (auc + ap) / 2}
 
 
 class LinkAUCAP(Evaluator):
@@ -69,6 +70,4 @@ class LinkAUCAP(Evaluator):
     needs_text = "a graph with held-out test edges (dataset=cora|citeseer|pubmed) and a link scorer (model=vgae)"
 
     def test_batch(self, trainer: Any, module: ScoresPairs, batch: Any, batch_idx: int) -> tuple[Metrics, int]:
-        m = link_metrics(*module.pair_scores(batch, "test"))
-        values = {"test/auc": m["auc"], "test/ap": m["ap"], "test/auc_ap": (m["auc"] + m["ap"]) / 2}
-        return {k: v.float() for k, v in values.items()}, 1
+        return {f"test/{k}": v.float() for k, v in link_metrics(*module.pair_scores(batch, "test")).items()}, 1

@@ -5,8 +5,7 @@ in R^(d+1).
 """
 
 from .base import LatentFamily, PosteriorSample
-from .deterministic import DeterministicLatent, PointMass
-from .gaussian import GaussianLatent
+from .gaussian import DeterministicLatent, GaussianLatent, PointMass
 from .product import ProductSphereLatent
 from .spherical import (
     PowerSphericalLatent,

@@ -2,10 +2,9 @@
 
 from .conv import ConvDecoder, ConvEncoder
 from .m2 import M2
-from .likelihoods import BernoulliLikelihood, GaussianLikelihood, Likelihood
 from .mlp import MLPDecoder, MLPEncoder
 from .smiles import SMILESVAE, SequenceELBOTerms
-from .vae import VAE, ELBOTerms
+from .vae import VAE, BernoulliLikelihood, ELBOTerms, GaussianLikelihood, Likelihood
 from .vgae import VGAE, GCNEncoder, VGAETerms
 
 __all__ = [

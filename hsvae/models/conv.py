@@ -1,21 +1,13 @@
 """Convolutional encoder and decoder for small images (MNIST's 28x28), as plain ``nn.Module`` s.
 
 The spherical-Cauchy paper compares latent families on MNIST with a convolutional VAE; these are its
-networks in the shape that :class:`~hsvae.models.VAE` expects:
+networks in the shape that :class:`~hsvae.models.VAE` expects (the decoder's output is flat, as the likelihoods
+expect; any leading axes, importance samples and batch, are kept).
 
-- ``ConvEncoder``: images ``(B, C, H, W)`` (or flattened ``(B, C*H*W)``) -> features ``(B, out_features)``.
-  Stride-2 convolutions (padding ``(kernel_size - 1) // 2``) each halve the resolution, rounding down as a
-  convolution does: 28 -> 14 -> 7 with ``channels=(32, 64)``, 28 -> 14 -> 7 -> 3 with ``(32, 64, 128)`` (kernel
-  4); a fully connected layer maps the flattened maps to ``hidden`` features.
-- ``ConvDecoder``: latent samples ``(..., in_features)`` -> likelihood parameters ``(..., C*H*W)`` (Bernoulli
-  logits for MNIST): dense layers up to maps of size ``H / 2**U``, then ``U`` transposed stride-2 convolutions
-  that double it exactly, and optionally a final stride-1 convolution at full resolution. The output is flat, as
-  the likelihoods expect; any leading axes (importance samples, batch) are kept.
-
-``model=conv_vae`` is our original small network (channels (32, 64), dense 256, a mirrored decoder of kernel-4
-transposed convolutions); ``model=conv_vae_sc`` the spherical-Cauchy authors' backbone (channels (32, 64, 128) to
-a 3x3 map, dense 128; a decoder from 128 maps of 7x7 through kernel-3 transposed convolutions and a final 3x3
-convolution at 28x28).
+``model=conv_vae`` is our original small network (channels (32, 64): 28 -> 14 -> 7, dense 256, a mirrored decoder
+of kernel-4 transposed convolutions); ``model=conv_vae_sc`` the spherical-Cauchy authors' backbone (channels
+(32, 64, 128), kernel 4: 28 -> 14 -> 7 -> 3, dense 128; a decoder from 128 maps of 7x7 through kernel-3 transposed
+convolutions and a final 3x3 convolution at 28x28).
 
 ``in_features`` of the decoder is the latent's sample size (d for a Gaussian latent, d + 1 for a spherical one
 on S^d); the VAE passes it when it builds the decoder.
@@ -51,7 +43,8 @@ def _halved(size: int, kernel_size: int) -> int:
 
 
 class ConvEncoder(nn.Module):
-    """Images ``(B, C, H, W)`` -> features ``(B, hidden)``: stride-2 convolutions with ReLU, then a dense layer.
+    """Images ``(B, C, H, W)`` (or flattened ``(B, C*H*W)``) -> features ``(B, hidden)``: stride-2 convolutions with
+    ReLU, then a dense layer.
 
     Args:
         image_shape: ``(C, H, W)`` of one image ((1, 28, 28) for MNIST).

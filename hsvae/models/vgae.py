@@ -49,10 +49,7 @@ def gcn_normalized_adjacency(
     """
     loops = torch.arange(num_nodes, device=edge_index.device)
     row, col = torch.cat([edge_index[0], loops]), torch.cat([edge_index[1], loops])
-    degree = torch.zeros(num_nodes, dtype=dtype, device=edge_index.device).index_add_(
-        0, row, torch.ones(row.numel(), dtype=dtype, device=edge_index.device)
-    )
-    inv_sqrt = degree.rsqrt()
+    inv_sqrt = torch.bincount(row, minlength=num_nodes).to(dtype).rsqrt()  # (degrees: exact integers in any float)
     values = inv_sqrt[row] * inv_sqrt[col]
     adjacency = torch.sparse_coo_tensor(torch.stack([row, col]), values, (num_nodes, num_nodes), check_invariants=False)
     return _to_csr(adjacency.coalesce())
@@ -417,5 +414,3 @@ class VGAE(nn.Module):
         reconstruction, per_node = self.reconstruction_loss(sample.z, train_pos, sample.needs_per_draw_terms, graphs)
         return VGAETerms(reconstruction, self.latent.kl(q, sample), sample, q, per_node, graphs)
 
-
-# -- ranking metrics ----------------------------------------------------------------------------------------

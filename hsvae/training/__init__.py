@@ -1,8 +1,7 @@
 """Lightning modules and callbacks (no Hydra here: the CLI wires configs to these)."""
 
-from .callbacks import ImageSamplesCallback, LatentPlotCallback
+from .callbacks import ImageSamplesCallback, InterpolationCallback, LatentPlotCallback
 from hsvae.utils.errors import NonFiniteLossError
-from .interpolation_callback import InterpolationCallback
 from .link_module import LinkPredictionModule
 from .m2_module import M2Module
 from .smiles_module import SMILESVAEModule

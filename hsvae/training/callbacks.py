@@ -1,4 +1,4 @@
-"""Callbacks that draw what a researcher looks at: the latent space, reconstructions and samples.
+"""Callbacks that draw what a researcher looks at: the latent space, reconstructions, samples and interpolations.
 
 Figures go to ``<output_dir>/plots/`` and, when the logger can show images (W&B, TensorBoard), to the
 logger too. Everything runs on global rank zero only, so DDP runs write each picture once.
@@ -15,6 +15,7 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from hsvae.evaluation.interpolation import decode_interpolations
 from hsvae.evaluation.protocols import LabelledSplits
 from hsvae.utils.modules import evaluating
 from hsvae.latents.base import latent_space
@@ -143,3 +144,33 @@ class ImageSamplesCallback(FigureCallback):
         for key, fig in figures.items():
             log_figure(trainer, key, fig, trainer.global_step)
             save_figure(fig, self.output_dir / f"{key}_{tag}.png")
+
+
+class InterpolationCallback(FigureCallback):
+    """Decoded latent paths between pairs of validation images (slerp on the sphere, a line in R^d), in
+    ``interpolation_<tag>.png``; image data only (for vector data or graphs it draws nothing). Rows: pairs of
+    validation images (images 2i and 2i + 1 of the validation split); columns: ``steps`` evenly spaced points on
+    the path between their latent means, decoded to the likelihood's mean."""
+
+    def __init__(self, output_dir: str, every_n_epochs: int = 0, n_pairs: int = 8, steps: int = 10):
+        if not isinstance(n_pairs, int) or n_pairs < 1:
+            raise ValueError(f"callbacks.interpolation.n_pairs must be a positive integer, got {n_pairs!r}")
+        if not isinstance(steps, int) or steps < 2:
+            raise ValueError(f"callbacks.interpolation.steps must be an integer >= 2, got {steps!r}")
+        super().__init__(output_dir, every_n_epochs, 2 * n_pairs)
+        self.steps = steps
+
+    @torch.no_grad()
+    def draw(self, trainer, pl_module, tag):
+        batch = self._batch(trainer, pl_module)
+        if batch is None or batch[0].dim() != 4 or batch[0].shape[0] < 2:  # not an image dataset
+            return
+        x = batch[0]
+        pairs = x.shape[0] // 2
+        images = decode_interpolations(pl_module.net, x[0 : 2 * pairs : 2], x[1 : 2 * pairs : 2], self.steps)
+        latent = pl_module.net.latent
+        kind = "slerp" if latent.spheres else "straight line"
+        name = f"{type(latent).__name__.replace('Latent', '')}, d={latent.dim}"
+        fig = image_grid(images.flatten(0, 1), nrow=self.steps, title=f"interpolation ({kind}; {name})")
+        log_figure(trainer, "interpolation", fig, trainer.global_step)
+        save_figure(fig, self.output_dir / f"interpolation_{tag}.png")

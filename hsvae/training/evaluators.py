@@ -3,7 +3,7 @@ families of :mod:`hsvae.evaluation`) around the module's own test loop and logs 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytorch_lightning as pl
@@ -48,16 +48,15 @@ class EvaluatorsCallback(pl.Callback):
                 pl_module.log_dict(metrics, batch_size=batch_size, sync_dist=True)
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        for evaluator in self.evaluators.values():
-            metrics = evaluator.test_end(trainer, pl_module)
-            if metrics:
-                pl_module.log_dict(metrics, sync_dist=True)
+        self._log_each(pl_module, lambda evaluator: evaluator.test_end(trainer, pl_module))
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
+        if not trainer.sanity_checking:
+            self._log_each(pl_module, lambda evaluator: evaluator.validation_end(trainer, pl_module))
+
+    def _log_each(self, pl_module: pl.LightningModule, metrics_of: Callable[[Evaluator], Mapping]) -> None:
         for evaluator in self.evaluators.values():
-            metrics = evaluator.validation_end(trainer, pl_module)
+            metrics = metrics_of(evaluator)
             if metrics:
                 pl_module.log_dict(metrics, sync_dist=True)
 

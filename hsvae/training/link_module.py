@@ -89,9 +89,8 @@ class LinkPredictionModule(ELBOTask):
             return net.logits(z, pairs), labels
 
     def validation_step(self, graph: LinkSplit, batch_idx: int) -> None:
-        m = link_metrics(*self.pair_scores(graph, "val"))
-        values = {"val/auc": m["auc"], "val/ap": m["ap"], "val/auc_ap": (m["auc"] + m["ap"]) / 2}
-        self.log_dict({k: v.float() for k, v in values.items()}, prog_bar=True, batch_size=1)
+        metrics = link_metrics(*self.pair_scores(graph, "val"))
+        self.log_dict({f"val/{k}": v.float() for k, v in metrics.items()}, prog_bar=True, batch_size=1)
 
     def test_step(self, graph: LinkSplit, batch_idx: int) -> None:
         """Nothing: the test metrics are the evaluators' (``links``: AUC/AP of :meth:`pair_scores`). (Lightning

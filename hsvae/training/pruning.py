@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from typing import Any
 
 import pytorch_lightning as pl
-
-
-class SearchTrial(Protocol):
-    """The trial of a search that a run is (hsvae/sweeps/study.py gives one backed by the search's study)."""
-
-    def report(self, value: float, epoch: int) -> None: ...
-
-    def should_prune(self) -> bool: ...
-
-    def mark_pruned(self, epoch: int) -> None: ...
 
 
 class TrialPruning(pl.Callback):
     """After each validation: report ``monitor`` to the trial, and from epoch ``warmup_epochs`` on (the KL warm-up
     makes earlier epochs misleading) stop the fit when the search's pruner says this trial is hopeless. The epoch's
-    checkpoint is still written; ``pruned_at`` says where it stopped (the run then records ``status: pruned``)."""
+    checkpoint is still written; ``pruned_at`` says where it stopped (the run then records ``status: pruned``).
+    ``trial``: the search's trial that the run is, with ``report(value, epoch)``, ``should_prune()`` and
+    ``mark_pruned(epoch)`` (hsvae/sweeps/study.py gives one backed by the search's study)."""
 
-    def __init__(self, trial: SearchTrial, monitor: str, warmup_epochs: int = 0):
+    def __init__(self, trial: Any, monitor: str, warmup_epochs: int = 0):
         self.trial = trial
         self.monitor = monitor
         self.warmup_epochs = int(warmup_epochs)
