@@ -40,7 +40,8 @@ from torch.nn import functional as F
 import _checkout  # noqa: F401,I001  (this checkout's hsvae, not an installed one)
 from hsvae.cli.registry import build_latent, latent_families
 from hsvae.data import LinkSplit, PlanetoidLinkDataModule
-from hsvae.models.vgae import VGAE, encoder_features, gcn_normalized_adjacency, link_metrics
+from hsvae.evaluation.links import link_metrics
+from hsvae.models.vgae import VGAE, encoder_features, gcn_normalized_adjacency
 from hsvae.training import LinkPredictionModule
 from hsvae.cli.failures import run_script
 
