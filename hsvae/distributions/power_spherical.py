@@ -273,17 +273,19 @@ def _kl_and_derivative_fast(k: torch.Tensor, m: int, derivative: bool) -> tuple[
     u = k / c_j -> 0 (2e-10 at kappa = 1e-6, m = 3): far below float32's rounding, and one branch cheaper
     than the exact form that float64 callers get.
     """
+    one = scalar(1.0, k.dtype, k.device)  # (a cached 0-dim tensor: no conversion of a python float per op)
     if m == 3:  # the single term with c_0 = 1
-        one_p_k = 1.0 + k
+        one_p_k = k + one
         frac = k / one_p_k
         return torch.log1p(k) - frac, (frac / one_p_k if derivative else None)
     c, inv_c = _rising_offsets(m, k.dtype, k.device)
     u = k.unsqueeze(-1) * inv_c  # k / c_j
-    one_p_u = 1.0 + u
+    one_p_u = u + one
     frac = u / one_p_u  # k / (k + c_j)
     with autocast_off(k):
         kl = (torch.log1p(u) - frac) @ _ones(c.shape[0], k.dtype, k.device)
-    return kl, (rowdot(frac / one_p_u, inv_c) if derivative else None)  # k / (k + c_j)^2
+        # sum_j k / (k + c_j)^2 = sum_j frac_j / (1 + u_j) / c_j: one matrix-vector product with 1 / c
+        return kl, ((frac / one_p_u) @ inv_c if derivative else None)
 
 
 def _kl_and_derivative(

@@ -280,8 +280,10 @@ class _Evaluator:
     def __init__(self, v: float, dtype: torch.dtype, device: torch.device):
         tol = _tolerance(dtype)
 
-        def rows(columns: list[list[float]]) -> torch.Tensor:
-            return torch.tensor(columns, dtype=dtype, device=device).t().contiguous()
+        def rows(columns: list[list[float]]) -> tuple[torch.Tensor, torch.Tensor]:
+            # (constant terms, the rest), split once here rather than sliced in every call
+            coef = torch.tensor(columns, dtype=dtype, device=device).t()
+            return coef[:, :1].contiguous(), coef[:, 1:].contiguous()
 
         def c(value: float) -> torch.Tensor:
             return scalar(value, dtype, device)
@@ -298,10 +300,14 @@ class _Evaluator:
             self.switch = plan.switch
             self.switch_t = c(plan.switch)
             self.inv_switch = c(1.0 / plan.switch)
-            self.series = rows(plan.series)  # S0 - 1, S1
-            self.hankel = rows(plan.hankel)  # H, D, dH/dt, dD/dt
-            self.inv_two_v_plus_two = c(1.0 / (2.0 * v + 2.0))
-            self.inv_two_v_plus_four = c(1.0 / (2.0 * v + 4.0))
+            # S0 - 1, S0, S1 / (2v + 2), S2 / ((2v + 2)(2v + 4)): what _series divides by, its constant factors
+            # folded in (S0 once more as its own row: no op to add the 1)
+            s1_scale, s2_scale = 1.0 / (2.0 * v + 2.0), 1.0 / ((2.0 * v + 2.0) * (2.0 * v + 4.0))
+            self.series = rows([[s0, s0 + (1.0 if j == 0 else 0.0), s1 * s1_scale, s2 * s2_scale]
+                                for j, (s0, s1, s2) in enumerate(plan.series)])
+            # H, D, dH/dt / X^2, dD/dt / X^2 (in powers of u = X/x, with t = 1/x: t^2 = u^2 / X^2)
+            inv_x2 = 1.0 / (plan.switch * plan.switch)
+            self.hankel = rows([[h, d, dh * inv_x2, dd * inv_x2] for h, d, dh, dd in plan.hankel])
             self.v_plus_half = c(v + 0.5)
             self.hankel_const = c(math.lgamma(v + 1.0) + v * math.log(2.0) - 0.5 * math.log(2.0 * math.pi))
 
@@ -311,18 +317,19 @@ def _evaluator(v: float, dtype: torch.dtype, device: torch.device) -> _Evaluator
     return _Evaluator(v, dtype, device)
 
 
-def _polynomials(t: torch.Tensor, coef: torch.Tensor) -> list[torch.Tensor]:
-    """sum_j coef[i, j] t^j for every row i of ``coef``, for a 1-d ``t``.
+def _polynomials(t: torch.Tensor, coef: tuple[torch.Tensor, torch.Tensor]) -> list[torch.Tensor]:
+    """sum_j c[i, j] t^j for every row i of c, for a 1-d ``t``; ``coef`` = (c[:, :1], c[:, 1:]).
 
     Two ops: the powers t^1..t^(n-1) (a cumulative product), then one small matrix product laid
     out as (k, n) @ (n, B), several times faster on CPU than (B, n) @ (n, k).
     """
-    n = coef.shape[1]
-    if n == 1:
-        return list(coef.expand(-1, t.shape[0]).unbind(0))
-    powers = t.unsqueeze(-1).expand(t.shape[0], n - 1).cumprod(-1)
+    head, tail = coef
+    n = tail.shape[1]
+    if n == 0:
+        return list(head.expand(-1, t.shape[0]).unbind(0))
+    powers = t.unsqueeze(-1).expand(t.shape[0], n).cumprod(-1)
     with autocast_off(t):
-        return list(torch.addmm(coef[:, :1], coef[:, 1:], powers.t()).unbind(0))
+        return list(torch.addmm(head, tail, powers.t()).unbind(0))
 
 
 # --------------------------------------------------------------------------------------------
@@ -362,35 +369,33 @@ def _debye(ev: _Evaluator, x: torch.Tensor, with_derivative: bool) -> list[torch
     return out
 
 
-def _series(ev: _Evaluator, x: torch.Tensor, with_derivative: bool) -> list[torch.Tensor]:
+def _series(ev: _Evaluator, x: torch.Tensor, with_derivative: bool, lean: bool = False) -> list[torch.Tensor]:
     scaled = x * ev.inv_switch
-    s0_minus_1, s1, s2 = _polynomials(scaled * scaled, ev.series)
+    s0_minus_1, s0, s1, s2 = _polynomials(scaled * scaled, ev.series)  # (S1, S2 scaled: see _Evaluator)
     log_f = torch.log1p(s0_minus_1)
-    ratio_over_x = s1 * ev.inv_two_v_plus_two / (s0_minus_1 + ev.one)
+    ratio_over_x = s1 / s0
     ratio = x * ratio_over_x
-    complement = ev.one - ratio
-    out = [log_f, log_f - x, ratio, complement]
+    out = [log_f, None, ratio, None] if lean else [log_f, log_f - x, ratio, ev.one - ratio]
     if with_derivative:
         # R' = R (1/x - R + R_(v+1)), R_(v+1) = I_(v+2)/I_(v+1) = x S2 / ((2v+4) S1) (from the recurrence
         # I_(v+2) = I_v - (2v+2)/x I_(v+1)): R/x dominates and the subtracted R (R - R_(v+1)) is a few times
         # smaller here (x < X), so nothing cancels; the textbook 1 - R^2 - (2v+1) R/x lost ~2 digits at
         # v ~ 12, x ~ 10 (2e-13 in d KL / d kappa at m = 27).
-        ratio_next = x * s2 * ev.inv_two_v_plus_four / s1
+        ratio_next = x * s2 / s1
         out.append(torch.addcmul(ratio_over_x, ratio, ratio - ratio_next, value=-1.0))
     return out
 
 
-def _hankel(ev: _Evaluator, x: torch.Tensor, with_derivative: bool) -> list[torch.Tensor]:
-    t = x.reciprocal()
-    H, D, dH, dD = _polynomials(t * ev.switch_t, ev.hankel)
+def _hankel(ev: _Evaluator, x: torch.Tensor, with_derivative: bool, lean: bool = False) -> list[torch.Tensor]:
+    u = ev.switch_t / x
+    H, D, dH, dD = _polynomials(u, ev.hankel)  # (dH, dD scaled by 1/X^2: see _Evaluator)
     complement = D / H
-    ratio = ev.one - complement
     # L - x = log(I_v(x) e^-x) - v log(x/2) + lgamma(v+1), I_v(x) e^-x = H / sqrt(2 pi x).
     log_f_scaled = torch.log(H) - ev.v_plus_half * torch.log(x) + ev.hankel_const
-    out = [log_f_scaled + x, log_f_scaled, ratio, complement]
+    out = [None, log_f_scaled, None, complement] if lean else [log_f_scaled + x, log_f_scaled, ev.one - complement, complement]
     if with_derivative:
         # R = 1 - D/H in t = 1/x: dR/dx = t^2 (D_t H - D H_t) / H^2 = t^2 (D_t - (D/H) H_t) / H.
-        out.append(torch.addcmul(dD, complement, dH, value=-1.0) * (t * t) / H)
+        out.append(torch.addcmul(dD, complement, dH, value=-1.0) * (u * u) / H)
     return out
 
 
@@ -399,7 +404,9 @@ def evaluate_forms(v: float, x: torch.Tensor, with_derivative: bool, reduce=None
 
     ``reduce(x, outputs, method)``, if given, maps each method's outputs (method: "debye",
     "series" or "hankel") to what the caller needs before the per-element selection, so that a
-    caller needing fewer quantities selects fewer (the vMF's KL picks its own form per method).
+    caller needing fewer quantities selects fewer (the vMF's KL picks its own form per method). It
+    then gets only the forms that method's KL uses (the others are None): L and R from "series",
+    L - x and 1 - R from "hankel", everything from "debye".
     """
     if x.dim() != 1:
         return [t.reshape(x.shape) for t in evaluate_forms(v, x.reshape(-1), with_derivative, reduce)]
@@ -408,19 +415,21 @@ def evaluate_forms(v: float, x: torch.Tensor, with_derivative: bool, reduce=None
     ev = _evaluator(v, x.dtype, x.device)
     if ev.use_debye:
         return reduce(x, _debye(ev, x, with_derivative), "debye")
-    below = x < ev.switch
+    lean = reduce is not _all_outputs
     if x.device.type == "cpu" and not torch.compiler.is_compiling():
-        # On CPU a host sync is free: evaluate only the branches that some element needs. (Not in a compiled
-        # graph, where reading a value would break it: there both branches run, as on an accelerator.)
-        if x.numel() == 0 or bool(below.all()):
-            return reduce(x, _series(ev, x, with_derivative), "series")
-        if not bool(below.any()):
-            return reduce(x, _hankel(ev, x, with_derivative), "hankel")
+        # On CPU a host sync is free: evaluate only the branches that some element needs, as the extremes
+        # tell (NaN fails both tests: the mixed path). (Not in a compiled graph, where reading a value would
+        # break it: there both branches run, as on an accelerator.)
+        if x.numel() == 0 or float(x.max()) < ev.switch:
+            return reduce(x, _series(ev, x, with_derivative, lean), "series")
+        if float(x.min()) >= ev.switch:
+            return reduce(x, _hankel(ev, x, with_derivative, lean), "hankel")
     # Both regions (or an accelerator, where we avoid the sync): clamp each branch's input into
     # its own region so the unused one stays finite, then select per element.
+    below = x < ev.switch
     x_low, x_high = x.clamp_max(ev.switch), x.clamp_min(ev.switch)
-    low = reduce(x_low, _series(ev, x_low, with_derivative), "series")
-    high = reduce(x_high, _hankel(ev, x_high, with_derivative), "hankel")
+    low = reduce(x_low, _series(ev, x_low, with_derivative, lean), "series")
+    high = reduce(x_high, _hankel(ev, x_high, with_derivative, lean), "hankel")
     both = torch.where(below, torch.stack(low), torch.stack(high))
     return list(both.unbind(0))
 
