@@ -18,7 +18,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 
 import pytorch_lightning as pl
@@ -76,8 +76,9 @@ class LinkSplit:
             digest.update(getattr(self, name).detach().cpu().contiguous().numpy().tobytes())
         return digest.hexdigest()
 
-    def cached(self, key: str, compute: Callable[[], torch.Tensor]):
-        """``compute()`` once per graph object (models use it for e.g. their normalised adjacency)."""
+    def cached(self, key: Hashable, compute: Callable[[], torch.Tensor]):
+        """``compute()`` once per graph object and ``key`` (a name, e.g. a model's normalised adjacency, or a tuple:
+        :meth:`join`'s key is the joined graphs' ids)."""
         if key not in self._cache:
             self._cache[key] = compute()
         return self._cache[key]
