@@ -31,7 +31,7 @@ import torch
 from torch.autograd.function import once_differentiable
 from torch.distributions import constraints
 
-from hsvae.special import bessel_iv_terms, evaluate_forms, prepare_argument, scalar
+from hsvae.special import bessel_iv_terms, evaluate_forms, one_side, prepare_argument, scalar
 
 from ._sphere import log_sphere_surface, unit_vector
 from ._spherical_utils import SphericalDistribution, fused_sampler_node, in_float64, rowdot
@@ -402,11 +402,11 @@ def _kl_m3(x: torch.Tensor, with_derivative: bool) -> tuple[torch.Tensor, torch.
     """KL(vMF || uniform) on S^2 and its derivative, in elementary forms (no Bessel series: I_(1/2) and I_(3/2)
     are sinh and cosh), for a 1-d float64 kappa. On the CPU only the form(s) some element needs are evaluated
     (reading the mask back is free there); elsewhere, and in a compiled graph, both, on clamped arguments."""
-    if x.device.type == "cpu" and not torch.compiler.is_compiling():
-        if x.numel() == 0 or float(x.max()) < _M3_SERIES_MAX:
-            return _kl_m3_series(x, with_derivative)
-        if float(x.min()) >= _M3_SERIES_MAX:
-            return _kl_m3_closed(x, with_derivative)
+    side = one_side(x, _M3_SERIES_MAX)
+    if side == "below":
+        return _kl_m3_series(x, with_derivative)
+    if side == "above":
+        return _kl_m3_closed(x, with_derivative)
     below = x < _M3_SERIES_MAX
     low = _kl_m3_series(x.clamp_max(_M3_SERIES_MAX), with_derivative)
     high = _kl_m3_closed(x.clamp_min(_M3_SERIES_MAX), with_derivative)

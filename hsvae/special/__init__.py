@@ -4,7 +4,8 @@
   :func:`bessel_iv_terms` -- the modified Bessel function of the first kind I_v(x), in log
   space, for a python-scalar order v >= 0 (the von Mises-Fisher needs v = m/2 - 1);
   :func:`evaluate_forms` gives the forms behind them to a caller that combines its own (the vMF's KL),
-  :func:`prepare_argument` and :func:`scalar` the dtype handling and cached constants they share.
+  :func:`prepare_argument` and :func:`scalar` the dtype handling and cached constants they share, :func:`one_side`
+  which side of a two-branch function's switch a CPU batch lies on.
 * :func:`autocast_off`, :func:`at_least_float32` -- full precision under ``torch.autocast`` (:mod:`.precision`).
 """
 

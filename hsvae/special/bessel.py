@@ -58,6 +58,7 @@ __all__ = [
     "evaluate_forms",
     "log_bessel_iv",
     "log_bessel_iv_scaled",
+    "one_side",
     "prepare_argument",
     "scalar",
 ]
@@ -399,6 +400,21 @@ def _hankel(ev: _Evaluator, x: torch.Tensor, with_derivative: bool, lean: bool =
     return out
 
 
+
+def one_side(x: torch.Tensor, switch: float) -> str | None:
+    """``"below"`` when every element of ``x`` lies below ``switch`` (or there is none), ``"above"`` when every one
+    lies at or above it, else None (both sides, or a NaN, which fails both tests): so that a two-branch function
+    evaluates only the branch its elements need. Read on the CPU only, where a host sync is free; on an
+    accelerator and in a compiled graph (where reading a value would break it) always None: both branches run,
+    on clamped arguments, selected per element."""
+    if x.device.type != "cpu" or torch.compiler.is_compiling():
+        return None
+    if x.numel() == 0 or float(x.max()) < switch:
+        return "below"
+    if float(x.min()) >= switch:
+        return "above"
+    return None
+
 def evaluate_forms(v: float, x: torch.Tensor, with_derivative: bool, reduce=None) -> list[torch.Tensor]:
     """[L, L - x, R, 1 - R] (+ dR/dx) for a python order v and a tensor x >= 0.
 
@@ -416,14 +432,11 @@ def evaluate_forms(v: float, x: torch.Tensor, with_derivative: bool, reduce=None
     if ev.use_debye:
         return reduce(x, _debye(ev, x, with_derivative), "debye")
     lean = reduce is not _all_outputs
-    if x.device.type == "cpu" and not torch.compiler.is_compiling():
-        # On CPU a host sync is free: evaluate only the branches that some element needs, as the extremes
-        # tell (NaN fails both tests: the mixed path). (Not in a compiled graph, where reading a value would
-        # break it: there both branches run, as on an accelerator.)
-        if x.numel() == 0 or float(x.max()) < ev.switch:
-            return reduce(x, _series(ev, x, with_derivative, lean), "series")
-        if float(x.min()) >= ev.switch:
-            return reduce(x, _hankel(ev, x, with_derivative, lean), "hankel")
+    side = one_side(x, ev.switch)
+    if side == "below":
+        return reduce(x, _series(ev, x, with_derivative, lean), "series")
+    if side == "above":
+        return reduce(x, _hankel(ev, x, with_derivative, lean), "hankel")
     # Both regions (or an accelerator, where we avoid the sync): clamp each branch's input into
     # its own region so the unused one stays finite, then select per element.
     below = x < ev.switch
